@@ -1,0 +1,5 @@
+import sys
+
+from fastvdm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,13 @@
+"""Multi-view data: cameras and trajectories, procedural scenes, point-cloud warping, clips, scene folders.
+
+Modules (imported on demand, so that ``import fastvdm.data`` stays cheap):
+
+- ``fastvdm.data.cameras``: the :class:`~fastvdm.data.cameras.Camera` type (OpenCV convention), nerfstudio
+  ``transforms.json`` conversion, trajectories, Plücker rays.
+- ``fastvdm.data.scenes``: seeded procedural rooms with textured primitives and a CPU ray-caster (RGB + depth).
+- ``fastvdm.data.warp``: unproject RGB-D views to points; z-buffered point rendering into target cameras.
+- ``fastvdm.data.dataset``: ``ClipDataset`` (training clips, fixed held-out test split), ``clip_from_views``,
+  ``cache_clips``.
+- ``fastvdm.data.scene_io``: read/write a nerfstudio-style scene folder (images, depth, point cloud).
+- ``fastvdm.data.cli``: the ``fastvdm data`` command.
+"""

@@ -1,0 +1,57 @@
+"""``fastvdm info``: versions, devices, backends and extensions of this install."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+import fastvdm
+from fastvdm.ops import BACKENDS, OPS, available_backends, backend_status
+from fastvdm.ops import extensions
+
+
+def environment_report() -> dict:
+    """A JSON-serializable description of this install (also recorded beside benchmark results)."""
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    cuda = torch.cuda.is_available()
+    return {
+        "fastvdm": fastvdm.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "triton": triton_version,
+        "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda_available": cuda,
+        "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine(),
+        "extensions": {
+            "cpu": extensions.cpu_status() or f"built (OpenMP threads: {extensions.openmp_threads()})",
+            "cuda": extensions.cuda_status() or "built",
+        },
+        "backends": {b: backend_status(b) or "available" for b in BACKENDS},
+        "ops": {op: available_backends(op) for op in OPS},
+    }
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"fastvdm {report['fastvdm']}  (python {report['python']}, torch {report['torch']}, "
+        f"triton {report['triton'] or 'not installed'})",
+        f"device: {report['device']}  (CUDA {'available' if report['cuda_available'] else 'not available'}"
+        f"{', TRITON_INTERPRET=1' if report['triton_interpret'] else ''})",
+        "extensions:",
+    ]
+    lines += [f"  {name:<10} {status}" for name, status in report["extensions"].items()]
+    lines.append("backends:")
+    lines += [f"  {name:<10} {status}" for name, status in report["backends"].items()]
+    lines.append("ops (available backends):")
+    lines += [f"  {op:<16} {', '.join(b)}" for op, b in report["ops"].items()]
+    return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""Backend registry and selection for the ops of :mod:`fastvdm.ops`.
+
+Every op (``video_attention``, ``group_norm``, ``denoising_loss``, ``dmd_loss``) has one implementation per
+backend that serves it. A backend module registers its implementations with :func:`register` when it is
+imported; the registry imports backend modules lazily, the first time an op is dispatched or the backends are
+listed, so ``import fastvdm.ops`` never pays for Triton or a C++ extension it does not use.
+
+Selection, per call:
+
+1. a backend forced by :func:`use_backend` (innermost context wins), else
+2. a backend forced by the ``FASTVDM_BACKEND`` environment variable (read at call time), else
+3. ``auto``: among the backends that implement the op, are available, and accept these inputs, the one with
+   the highest ``auto`` priority for the inputs' device type. A backend that has not shown itself faster than
+   the reference on a device (see ``bench/``) does not declare a priority there and is never picked by auto.
+
+A forced backend that cannot serve a call raises :class:`BackendUnavailableError` naming the backend and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, Optional, Sequence
+
+import torch
+
+OPS = ("video_attention", "group_norm", "denoising_loss", "dmd_loss")
+BACKENDS = ("reference", "triton", "cuda", "cpu")
+
+# Modules that register each backend's implementations. A module that does not exist (yet) is skipped; any
+# other import error is a bug and propagates.
+_BACKEND_MODULES: dict[str, tuple[str, ...]] = {
+    "reference": ("fastvdm.ops.reference",),
+    "triton": ("fastvdm.kernels.group_norm", "fastvdm.kernels.attention", "fastvdm.kernels.losses"),
+    "cpu": ("fastvdm.ops.cpu.group_norm", "fastvdm.ops.cpu.losses"),
+    "cuda": ("fastvdm.ops.cuda.group_norm", "fastvdm.ops.cuda.attention", "fastvdm.ops.cuda.losses"),
+}
+
+
+class BackendUnavailableError(RuntimeError):
+    """An op was asked of a backend that cannot serve it (not installed, not implemented, or bad inputs)."""
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One backend's implementation of one op.
+
+    fn: callable with the op's public signature (positional order as in :mod:`fastvdm.ops`).
+    supports: ``supports(*args) -> str | None``: why these inputs cannot be served (None if they can).
+    auto: device type -> priority for ``auto`` selection (higher wins); absent device = never auto there.
+    """
+
+    op: str
+    backend: str
+    fn: Callable
+    supports: Callable[..., Optional[str]] = field(default=lambda *args: None)
+    auto: Mapping[str, int] = field(default_factory=dict)
+
+
+_registry: dict[str, dict[str, Implementation]] = {op: {} for op in OPS}
+_loaded: set[str] = set()
+_forced: contextvars.ContextVar[tuple[Optional[str], Optional[frozenset]]] = contextvars.ContextVar(
+    "fastvdm_forced_backend", default=(None, None)
+)
+
+
+def register(
+    op: str,
+    backend: str,
+    fn: Callable,
+    supports: Optional[Callable[..., Optional[str]]] = None,
+    auto: Optional[Mapping[str, int]] = None,
+) -> None:
+    """Register ``fn`` as ``backend``'s implementation of ``op`` (called by backend modules at import)."""
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; ops are {OPS}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; backends are {BACKENDS}")
+    _registry[op][backend] = Implementation(
+        op, backend, fn, supports or (lambda *args: None), dict(auto or {})
+    )
+
+
+def backend_status(backend: str) -> Optional[str]:
+    """Why ``backend`` is unavailable in this process, or None if it is available."""
+    if backend == "reference":
+        return None
+    if backend == "triton":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "triton is not installed (pip install triton)"
+        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+            return "no CUDA device (on the CPU, Triton runs only under TRITON_INTERPRET=1, for tests)"
+        return None
+    if backend == "cpu":
+        from fastvdm.ops import extensions
+
+        return extensions.cpu_status()
+    if backend == "cuda":
+        from fastvdm.ops import extensions
+
+        return extensions.cuda_status()
+    raise ValueError(f"unknown backend {backend!r}; backends are {BACKENDS}")
+
+
+def _load(backend: str) -> None:
+    if backend in _loaded:
+        return
+    _loaded.add(backend)
+    if backend_status(backend) is not None:
+        return
+    for module in _BACKEND_MODULES[backend]:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if not (module == e.name or module.startswith(f"{e.name}.")):
+                raise
+
+
+def available_backends(op: Optional[str] = None) -> list[str]:
+    """Backends available in this install (with ``op``: only those that implement that op here)."""
+    if op is not None and op not in OPS:
+        raise ValueError(f"unknown op {op!r}; ops are {OPS}")
+    names = []
+    for backend in BACKENDS:
+        if backend_status(backend) is not None:
+            continue
+        _load(backend)
+        if op is None or backend in _registry[op]:
+            names.append(backend)
+    return names
+
+
+@contextlib.contextmanager
+def use_backend(name: str, ops: Optional[Sequence[str]] = None) -> Iterator[None]:
+    """Force backend ``name`` for every op (or only for ``ops``) inside the ``with`` block.
+
+    ``name="auto"`` restores automatic selection. Nested contexts: the innermost wins for the ops it names.
+    """
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {('auto',) + BACKENDS}")
+    if ops is not None:
+        unknown = set(ops) - set(OPS)
+        if unknown:
+            raise ValueError(f"unknown ops {sorted(unknown)}; ops are {OPS}")
+    token = _forced.set((name, frozenset(ops) if ops is not None else None))
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+def forced_backend(op: str) -> Optional[str]:
+    """The backend forced for ``op`` right now (context manager, then ``FASTVDM_BACKEND``), or None for auto."""
+    name, ops = _forced.get()
+    if name is not None and (ops is None or op in ops):
+        return None if name == "auto" else name
+    env = os.environ.get("FASTVDM_BACKEND", "").strip()
+    if env and env != "auto":
+        if env not in BACKENDS:
+            raise BackendUnavailableError(
+                f"FASTVDM_BACKEND={env!r} is not a backend; choose one of {('auto',) + BACKENDS}"
+            )
+        return env
+    return None
+
+
+def resolve(op: str, device: torch.device, *args) -> Implementation:
+    """The implementation that serves this call of ``op`` on ``device`` with positional ``args``."""
+    forced = forced_backend(op)
+    if forced is not None:
+        why = backend_status(forced)
+        if why is not None:
+            raise BackendUnavailableError(f"backend {forced!r} cannot run {op}: {why}")
+        _load(forced)
+        impl = _registry[op].get(forced)
+        if impl is None:
+            raise BackendUnavailableError(f"backend {forced!r} does not implement {op}")
+        why = impl.supports(*args)
+        if why is not None:
+            raise BackendUnavailableError(f"backend {forced!r} cannot run {op} on these inputs: {why}")
+        return impl
+    best = None
+    for backend in BACKENDS:
+        if backend_status(backend) is not None:
+            continue
+        _load(backend)
+        impl = _registry[op].get(backend)
+        if impl is None or device.type not in impl.auto or impl.supports(*args) is not None:
+            continue
+        if best is None or impl.auto[device.type] > best.auto[device.type]:
+            best = impl
+    if best is None:  # the reference serves every device
+        best = _registry[op]["reference"]
+    return best
