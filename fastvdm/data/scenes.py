@@ -1,0 +1,475 @@
+"""Seeded procedural scenes and a vectorized CPU ray-caster (PyTorch): exact RGB and metric depth.
+
+A scene is a closed room (floor, ceiling, four walls; world z up, floor at z = 0, centred at the origin)
+with 3-8 primitives (yawed boxes, spheres, vertical cylinders) standing on the floor or floating. Surfaces
+are textured with real photographs bundled in scikit-image's wheel (read from ``skimage.data_dir``; nothing
+is downloaded), tinted grey photographs, checkerboards or flat colours. Textures repeat with mirroring
+(so they are continuous) and are mip-mapped by the pixel footprint (trilinear), so low-resolution renders
+are not aliased. Lighting is Lambertian (ambient + one directional + one point light, no shadows), so the
+colour of a surface point does not depend on the viewpoint: an RGB-D render warped into another camera
+must reproduce that camera's render. Everything is fully determined by the scene seed.
+
+Units: metres. ``Scene.render`` returns RGB in [0, 1] and z-depth (distance along the camera's optical axis).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fastvdm.data.cameras import Camera, camera_rays, forward_walk_poses, interpolate_poses, look_at, orbit_poses
+
+TEX_SIZE = 128  # texels per side of a photo texture (level 0 of its mip pyramid)
+_EPS = 1e-4  # minimum hit distance (metres along a z=1-normalized ray)
+
+# Photographs bundled in the scikit-image wheel (no network fetch): colour ones, and greyscale ones (tinted).
+COLOR_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                "hubble_deep_field.jpg", "retina.jpg", "ihc.png")
+GRAY_PHOTOS = ("brick.png", "grass.png", "gravel.png", "camera.png", "coins.png", "moon.png", "page.png")
+
+
+@functools.lru_cache(maxsize=None)
+def load_photo(name: str, size: int = TEX_SIZE) -> torch.Tensor:
+    """(3, size, size) float32 in [0, 1]: a bundled scikit-image photo, centre-cropped square and resized.
+
+    Greyscale photos come back with three equal channels.
+    """
+    import skimage
+    from PIL import Image
+
+    path = os.path.join(skimage.data_dir, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"scikit-image photo {path} is not bundled in this install")
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        s = min(w, h)
+        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        im = im.resize((size, size), Image.Resampling.BOX)
+        arr = np.asarray(im, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------- materials
+@dataclass
+class Material:
+    """A repeating texture. texture: (3, S, S) albedo in [0, 1], S a power of two; tile: metres per repeat."""
+
+    texture: torch.Tensor
+    tile: float
+
+
+def _random_color(rng: np.random.Generator, lo: float = 0.25, hi: float = 0.95) -> torch.Tensor:
+    hue = rng.uniform(0, 1)
+    sat = rng.uniform(0.2, 0.85)
+    val = rng.uniform(lo, hi)
+    rgb = [val * (1 - sat * max(0.0, min(1.0, abs((hue * 6 + k) % 6 - 3) - 1))) for k in (0, 4, 2)]
+    return torch.tensor(rgb, dtype=torch.float32)
+
+
+def random_material(rng: np.random.Generator) -> Material:
+    """A photo (60%), checkerboard (20%) or flat colour (20%) material."""
+    kind = rng.choice(3, p=[0.6, 0.2, 0.2])
+    if kind == 0:
+        names = COLOR_PHOTOS + GRAY_PHOTOS
+        name = names[rng.integers(len(names))]
+        tex = load_photo(name)
+        if name in GRAY_PHOTOS:
+            tex = tex * (_random_color(rng, 0.7, 1.0) / 0.85).clamp(max=1.0)[:, None, None]
+        return Material(tex, float(rng.uniform(1.2, 3.0)))
+    if kind == 1:
+        a, b = _random_color(rng), _random_color(rng)
+        yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+        sel = (((yy // 16) + (xx // 16)) % 2).bool()
+        tex = torch.where(sel[None], a[:, None, None], b[:, None, None])
+        # soften the square edges (a printed checker, not an aliased step); circular, so it still tiles
+        g = torch.exp(-0.5 * (torch.arange(-4, 5, dtype=torch.float32) / 1.5) ** 2)
+        g = g / g.sum()
+        tex = F.conv2d(F.pad(tex[None], (4, 4, 0, 0), mode="circular"), g.view(1, 1, 1, 9).expand(3, 1, 1, 9), groups=3)
+        tex = F.conv2d(F.pad(tex, (0, 0, 4, 4), mode="circular"), g.view(1, 1, 9, 1).expand(3, 1, 9, 1), groups=3)[0]
+        return Material(tex, float(rng.uniform(1.0, 2.5)))
+    return Material(_random_color(rng)[:, None, None].clone(), 1.0)
+
+
+class _TextureAtlas:
+    """All mip levels of all materials of a scene in one flat texel buffer, sampled trilinearly by gather."""
+
+    def __init__(self, materials: Sequence[Material]):
+        levels = [int(math.log2(m.texture.shape[-1])) + 1 for m in materials]
+        n_lv = max(levels)
+        texels, offsets, sizes, off = [], torch.zeros(len(materials), n_lv, dtype=torch.long), \
+            torch.zeros(len(materials), n_lv, dtype=torch.long), 0
+        for i, m in enumerate(materials):
+            t = m.texture.float()
+            if t.shape[-1] != t.shape[-2] or t.shape[-1] & (t.shape[-1] - 1):
+                raise ValueError(f"material {i}: texture must be square with power-of-two size, got {tuple(t.shape)}")
+            for lv in range(n_lv):
+                if lv < levels[i]:
+                    if lv > 0:
+                        t = F.avg_pool2d(t[None], 2)[0]
+                    texels.append(t.reshape(3, -1).T)
+                    offsets[i, lv], sizes[i, lv] = off, t.shape[-1]
+                    off += t.shape[-1] ** 2
+                else:  # beyond the 1x1 level: repeat it
+                    offsets[i, lv], sizes[i, lv] = offsets[i, lv - 1], sizes[i, lv - 1]
+        self.texels = torch.cat(texels).contiguous()
+        self.offsets, self.sizes = offsets, sizes
+        self.max_level = torch.tensor([lv - 1 for lv in levels], dtype=torch.float32)
+        self.tile = torch.tensor([m.tile for m in materials], dtype=torch.float32)
+        self.base_size = torch.tensor([m.texture.shape[-1] for m in materials], dtype=torch.float32)
+
+    def sample(self, mat: torch.Tensor, uv: torch.Tensor, footprint: torch.Tensor) -> torch.Tensor:
+        """Albedo (N, 3) of materials ``mat`` (N,) at surface coordinates ``uv`` (N, 2) in metres.
+
+        footprint (N,): size of one pixel on the surface in metres; selects the mip level.
+        """
+        tile = self.tile[mat]
+        x = uv / tile[:, None]
+        x = 1.0 - ((x % 2.0) - 1.0).abs()  # mirrored repeat: continuous, in [0, 1]
+        lod = torch.log2((footprint * self.base_size[mat] / tile).clamp(min=1.0))
+        lod = torch.minimum(lod, self.max_level[mat])
+        l0 = lod.floor().long()
+        l1 = torch.minimum(l0 + 1, self.max_level[mat].long())
+        w1 = (lod - l0)[:, None]
+        return self._bilinear(mat, l0, x) * (1 - w1) + self._bilinear(mat, l1, x) * w1
+
+    def _bilinear(self, mat, lv, x):
+        s = self.sizes[mat, lv]
+        base = self.offsets[mat, lv]
+        p = (x * s[:, None] - 0.5).clamp(min=0.0)
+        p = torch.minimum(p, (s - 1)[:, None].float())
+        i0 = p.floor().long()
+        f = p - i0
+        i1 = torch.minimum(i0 + 1, (s - 1)[:, None])
+        tx = self.texels
+        c00 = tx[base + i0[:, 1] * s + i0[:, 0]]
+        c01 = tx[base + i0[:, 1] * s + i1[:, 0]]
+        c10 = tx[base + i1[:, 1] * s + i0[:, 0]]
+        c11 = tx[base + i1[:, 1] * s + i1[:, 0]]
+        fx, fy = f[:, :1], f[:, 1:]
+        return (c00 * (1 - fx) + c01 * fx) * (1 - fy) + (c10 * (1 - fx) + c11 * fx) * fy
+
+
+# ----------------------------------------------------------------------------------------------- primitives
+@dataclass
+class Primitive:
+    """A solid in a local frame: rotated by ``yaw`` (radians, about world z), then translated to ``center``.
+
+    kind "box": ``size`` = half extents (a, b, c), centred at ``center``.
+    kind "sphere": ``size`` = (r,), centred at ``center``.
+    kind "cylinder": ``size`` = (r, h); axis along z from ``center`` (base) up by h.
+    kind "room": the inside of the box [-a, a] x [-b, b] x [0, h] (``size`` = (a, b, h)), seen from within;
+    its faces use materials floor, ceiling, walls x-, x+, y-, y+ (``material`` holds 6 ids).
+    """
+
+    kind: str
+    center: tuple
+    size: tuple
+    material: tuple
+    yaw: float = 0.0
+
+    def footprint_radius(self) -> float:
+        """Radius (m) of a vertical cylinder around ``center`` containing the primitive (not for rooms)."""
+        if self.kind == "box":
+            return math.hypot(self.size[0], self.size[1])
+        return float(self.size[0])
+
+
+def _to_local(prim: Primitive, o: torch.Tensor, d: torch.Tensor):
+    c, s = math.cos(prim.yaw), math.sin(prim.yaw)
+    rot = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=o.dtype)
+    ctr = torch.tensor(prim.center, dtype=o.dtype)
+    return (o - ctr) @ rot, d @ rot, rot  # row-vector form of R^T (p - c)
+
+
+def _safe(d: torch.Tensor) -> torch.Tensor:
+    return torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
+
+
+def _intersect(prim: Primitive, o: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Hit distance (N,) along rays o + t d (local coordinates), inf where missed."""
+    inf = torch.full_like(o[:, 0], math.inf)
+    if prim.kind == "room":
+        a, b, h = prim.size
+        lo = torch.tensor([-a, -b, 0.0], dtype=o.dtype)
+        hi = torch.tensor([a, b, h], dtype=o.dtype)
+        dd = _safe(d)
+        t_ax = torch.where(dd > 0, (hi - o) / dd, (lo - o) / dd)
+        return t_ax.min(-1).values.clamp(min=_EPS)
+    if prim.kind == "box":
+        e = torch.tensor(prim.size, dtype=o.dtype)
+        dd = _safe(d)
+        t1, t2 = (-e - o) / dd, (e - o) / dd
+        tmin = torch.minimum(t1, t2).max(-1).values
+        tmax = torch.maximum(t1, t2).min(-1).values
+        return torch.where((tmax >= tmin) & (tmin > _EPS), tmin, inf)
+    if prim.kind == "sphere":
+        r = prim.size[0]
+        a = (d * d).sum(-1)
+        b = (o * d).sum(-1)
+        c = (o * o).sum(-1) - r * r
+        disc = b * b - a * c
+        t = (-b - disc.clamp(min=0).sqrt()) / a
+        return torch.where((disc >= 0) & (t > _EPS), t, inf)
+    if prim.kind == "cylinder":
+        r, h = prim.size
+        a = d[:, 0] ** 2 + d[:, 1] ** 2
+        b = o[:, 0] * d[:, 0] + o[:, 1] * d[:, 1]
+        c = o[:, 0] ** 2 + o[:, 1] ** 2 - r * r
+        disc = b * b - a * c
+        ts = (-b - disc.clamp(min=0).sqrt()) / a.clamp(min=1e-12)
+        zs = o[:, 2] + ts * d[:, 2]
+        ts = torch.where((disc >= 0) & (a > 1e-12) & (ts > _EPS) & (zs >= 0) & (zs <= h), ts, inf)
+        dz = _safe(d[:, 2])
+        tc = torch.where(o[:, 2] > h, (h - o[:, 2]) / dz, -o[:, 2] / dz)
+        pc = o[:, :2] + tc[:, None] * d[:, :2]
+        tc = torch.where((tc > _EPS) & ((pc * pc).sum(-1) <= r * r), tc, inf)
+        return torch.minimum(ts, tc)
+    raise ValueError(f"unknown primitive kind {prim.kind!r}")
+
+
+def _surface(prim: Primitive, p: torch.Tensor):
+    """Local normal (N, 3), surface coordinates uv (N, 2) in metres and material-slot (N,) at local hits p."""
+    n = torch.zeros_like(p)
+    slot = torch.zeros(p.shape[0], dtype=torch.long)
+    if prim.kind in ("room", "box"):
+        if prim.kind == "room":
+            a, b, h = prim.size
+            q = p - torch.tensor([0.0, 0.0, h / 2], dtype=p.dtype)
+            e = torch.tensor([a, b, h / 2], dtype=p.dtype)
+        else:
+            q, e = p, torch.tensor(prim.size, dtype=p.dtype)
+        axis = (q.abs() / e).argmax(-1)
+        sign = torch.sign(q.gather(1, axis[:, None]))[:, 0]
+        n.scatter_(1, axis[:, None], sign[:, None])
+        if prim.kind == "room":
+            n = -n  # seen from inside
+            slot = torch.where(axis == 2, (sign > 0).long(), 2 + 2 * axis + (sign > 0).long())
+        # planar coordinates on the face: drop the normal axis
+        uv = torch.where((axis == 0)[:, None], p[:, [1, 2]], torch.where((axis == 1)[:, None], p[:, [0, 2]], p[:, [0, 1]]))
+        return n, uv, slot
+    if prim.kind == "sphere":
+        r = prim.size[0]
+        n = p / r
+        phi = torch.atan2(p[:, 1], p[:, 0])
+        theta = torch.acos((p[:, 2] / r).clamp(-1, 1))
+        return n, torch.stack([r * phi, r * theta], -1), slot
+    if prim.kind == "cylinder":
+        r, h = prim.size
+        radial = (p[:, 0] ** 2 + p[:, 1] ** 2).sqrt()
+        cap = ((p[:, 2] <= 1e-4) | (p[:, 2] >= h - 1e-4)) & (radial < r * (1 - 1e-3))
+        n = torch.where(cap[:, None], torch.stack([torch.zeros_like(radial), torch.zeros_like(radial),
+                                                    torch.where(p[:, 2] > h / 2, 1.0, -1.0)], -1),
+                        torch.stack([p[:, 0] / r, p[:, 1] / r, torch.zeros_like(radial)], -1))
+        uv_side = torch.stack([r * torch.atan2(p[:, 1], p[:, 0]), p[:, 2]], -1)
+        return n, torch.where(cap[:, None], p[:, :2], uv_side), slot
+    raise ValueError(f"unknown primitive kind {prim.kind!r}")
+
+
+# ----------------------------------------------------------------------------------------------- scene
+@dataclass
+class Scene:
+    """A room with primitives, materials and lights. Build one with ``Scene.random(seed)``.
+
+    primitives[0] is the room. light_dir: (3,) unit direction towards the directional light. point_light:
+    (3,) position. Lambertian shading: albedo * (ambient + sun * max(n.l, 0) + lamp * max(n.l_p, 0) / (1 + d^2/4)).
+    """
+
+    primitives: list
+    materials: list
+    light_dir: tuple
+    point_light: tuple
+    ambient: float = 0.35
+    sun: float = 0.45
+    lamp: float = 0.6
+    blur: float = 2.0
+    aniso: float = 1.0
+    seed: int | None = None
+    _atlas: _TextureAtlas | None = field(default=None, repr=False)
+
+    @property
+    def room(self) -> Primitive:
+        return self.primitives[0]
+
+    # ------------------------------------------------------------------ generation
+    @staticmethod
+    def random(seed: int) -> "Scene":
+        """The procedural scene of ``seed`` (any int >= 0): same seed, same scene, on any machine."""
+        rng = np.random.default_rng(seed)
+        a, b, h = rng.uniform(2.0, 4.0), rng.uniform(2.0, 4.0), rng.uniform(2.6, 3.6)
+        materials = [random_material(rng) for _ in range(3)]  # floor, ceiling, walls
+        wall2 = len(materials)
+        materials.append(random_material(rng) if rng.uniform() < 0.5 else materials[2])
+        room = Primitive("room", (0.0, 0.0, 0.0), (a, b, h), (0, 1, 2, 2, wall2, wall2))
+        prims = [room]
+        placed: list[tuple[float, float, float]] = []
+        for _ in range(int(rng.integers(3, 9))):
+            kind = ("box", "sphere", "cylinder")[rng.integers(3)]
+            if kind == "box":
+                size = (rng.uniform(0.2, 0.7), rng.uniform(0.2, 0.7), rng.uniform(0.15, 0.9))
+            elif kind == "sphere":
+                size = (rng.uniform(0.25, 0.65),)
+            else:
+                size = (rng.uniform(0.15, 0.5), rng.uniform(0.3, 1.8))
+            yaw = rng.uniform(0, 2 * math.pi) if kind == "box" else 0.0
+            prim = Primitive(kind, (0.0, 0.0, 0.0), size, (len(materials),), yaw)
+            rad = prim.footprint_radius()
+            for _try in range(30):
+                x = rng.uniform(-a + rad + 0.1, a - rad - 0.1) if a - rad > 0.2 else 0.0
+                y = rng.uniform(-b + rad + 0.1, b - rad - 0.1) if b - rad > 0.2 else 0.0
+                if all(math.hypot(x - px, y - py) > rad + pr + 0.1 for px, py, pr in placed):
+                    break
+            else:
+                continue
+            if kind == "box":
+                z = size[2]
+            elif kind == "sphere":
+                z = size[0] if rng.uniform() < 0.7 else rng.uniform(size[0] + 0.3, max(size[0] + 0.3, h - size[0] - 0.2))
+            else:
+                z = 0.0
+            prim.center = (float(x), float(y), float(z))
+            prims.append(prim)
+            placed.append((x, y, rad))
+            materials.append(random_material(rng))
+        ld = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.5, 1.5)])
+        lamp = (rng.uniform(-a + 0.3, a - 0.3), rng.uniform(-b + 0.3, b - 0.3), h - 0.25)
+        return Scene(prims, materials, tuple(ld / np.linalg.norm(ld)), tuple(float(v) for v in lamp), seed=seed)
+
+    # ------------------------------------------------------------------ free space and camera paths
+    def is_free(self, points: torch.Tensor, margin: float = 0.4) -> torch.Tensor:
+        """(N,) bool: points (N, 3) inside the room and at least ``margin`` metres from every primitive's
+        bounding cylinder (horizontally) and from walls, floor and ceiling."""
+        a, b, h = self.room.size
+        p = torch.as_tensor(points, dtype=torch.float64)
+        ok = (p[:, 0].abs() < a - margin) & (p[:, 1].abs() < b - margin) & (p[:, 2] > margin) & (p[:, 2] < h - margin)
+        for prim in self.primitives[1:]:
+            dist = torch.hypot(p[:, 0] - prim.center[0], p[:, 1] - prim.center[1])
+            ok &= dist > prim.footprint_radius() + margin
+        return ok
+
+    def sample_poses(self, rng: np.random.Generator, n: int, kind: str | None = None) -> torch.Tensor:
+        """(n, 4, 4) OpenCV camera-to-world poses of a smooth camera path whose cameras are all in free space.
+
+        kind: "orbit" (arc around an object), "walk" (forward walk, turning), "interp" (spline through 2-3
+        random views of objects), or None for a random choice. Deterministic given ``rng``'s state.
+        """
+        kinds = ("orbit", "walk", "interp")
+        a, b, h = self.room.size
+        targets = [torch.tensor([p.center[0], p.center[1], min(p.center[2] + 0.3, 1.2)]) for p in self.primitives[1:]]
+        targets.append(torch.tensor([0.0, 0.0, 0.8]))
+        for _attempt in range(200):
+            k = kinds[rng.integers(3)] if kind is None else kind
+            tgt = targets[rng.integers(len(targets))].double()
+            cam_z = rng.uniform(0.9, min(1.9, h - 0.5))
+            if k == "orbit":
+                radius = rng.uniform(1.2, 3.0)
+                sweep = rng.uniform(25, 110) * (1 if rng.uniform() < 0.5 else -1)
+                poses = orbit_poses(tgt, radius, n, start_deg=rng.uniform(0, 360), sweep_deg=sweep,
+                                    height=cam_z - float(tgt[2]), target=tgt)
+            elif k == "walk":
+                eye = torch.tensor([rng.uniform(-a, a), rng.uniform(-b, b), cam_z], dtype=torch.float64)
+                if (eye - tgt)[:2].norm() < 1.0:
+                    continue
+                start = look_at(eye, tgt + torch.tensor([0.0, 0.0, rng.uniform(-0.3, 0.1)], dtype=torch.float64))
+                dist = min(rng.uniform(0.4, 1.6), 0.6 * float((eye - tgt)[:2].norm()))
+                poses = forward_walk_poses(start, n, dist, yaw_deg=rng.uniform(-35, 35))
+            elif k == "interp":
+                keys = []
+                for _ in range(int(rng.integers(2, 4))):
+                    eye = torch.tensor([rng.uniform(-a, a), rng.uniform(-b, b), rng.uniform(0.9, min(1.9, h - 0.5))],
+                                       dtype=torch.float64)
+                    tj = tgt + torch.tensor(rng.uniform(-0.4, 0.4, 3), dtype=torch.float64)
+                    if (eye - tj).norm() < 1.0:
+                        break
+                    keys.append(look_at(eye, tj))
+                if len(keys) < 2 or any((keys[i][:3, 3] - keys[i + 1][:3, 3]).norm() > 2.0 for i in range(len(keys) - 1)):
+                    continue
+                poses = interpolate_poses(torch.stack(keys), n)
+            else:
+                raise ValueError(f"sample_poses: unknown kind {k!r} (use orbit, walk, interp or None)")
+            if bool(self.is_free(poses[:, :3, 3]).all()):
+                return poses
+        # Fallback (rare): a slow turn in place at the room centre, which is kept free of objects' centres.
+        eye = torch.tensor([0.0, 0.0, 1.5], dtype=torch.float64)
+        return orbit_poses(eye, 0.01, n, sweep_deg=60.0, target=eye + torch.tensor([1.0, 0.0, -0.2], dtype=torch.float64))
+
+    # ------------------------------------------------------------------ rendering
+    def _get_atlas(self) -> _TextureAtlas:
+        if self._atlas is None:
+            self._atlas = _TextureAtlas(self.materials)
+        return self._atlas
+
+    def cast(self, o: torch.Tensor, d: torch.Tensor, focal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shade rays o + t d (N, 3) float32 (d with unit camera-frame z, so t is z-depth).
+
+        focal (N,): focal length in pixels of each ray's camera (for texture filtering).
+        Returns colour (N, 3) in [0, 1] and t (N,) (0 where nothing was hit).
+        """
+        n_rays = o.shape[0]
+        ts = []
+        for prim in self.primitives:
+            lo, ld, _ = _to_local(prim, o, d)
+            ts.append(_intersect(prim, lo, ld))
+        tt = torch.stack(ts)
+        t, which = tt.min(0)
+        hit = torch.isfinite(t)
+        p = o + t[:, None] * d
+        normal = torch.zeros_like(o)
+        uv = torch.zeros(n_rays, 2, dtype=o.dtype)
+        mat = torch.zeros(n_rays, dtype=torch.long)
+        for i, prim in enumerate(self.primitives):
+            sel = (which == i) & hit
+            if not bool(sel.any()):
+                continue
+            lo, _, rot = _to_local(prim, p[sel], d[sel])
+            n_l, uv_l, slot = _surface(prim, lo)
+            normal[sel] = n_l @ rot.T
+            uv[sel] = uv_l
+            mat[sel] = torch.tensor(prim.material, dtype=torch.long)[slot]
+        dn = d.norm(dim=-1)
+        cos = (normal * d).sum(-1).abs() / dn
+        footprint = self.blur * t / (focal * dn) / cos.clamp(min=0.05) ** self.aniso
+        albedo = self._get_atlas().sample(mat, uv, footprint)
+        light_dir = torch.tensor(self.light_dir, dtype=o.dtype)
+        to_lamp = torch.tensor(self.point_light, dtype=o.dtype) - p
+        dist2 = (to_lamp * to_lamp).sum(-1)
+        lamp = (normal * to_lamp).sum(-1).clamp(min=0) / dist2.sqrt().clamp(min=1e-6) / (1 + dist2 / 4)
+        shade = self.ambient + self.sun * (normal @ light_dir).clamp(min=0) + self.lamp * lamp
+        rgb = (albedo * shade[:, None]).clamp(0, 1)
+        return torch.where(hit[:, None], rgb, 0.0), torch.where(hit, t, 0.0)
+
+    def render(self, cameras: Camera | Sequence[Camera], h: int | None = None, w: int | None = None,
+               chunk: int = 1 << 17) -> tuple[torch.Tensor, torch.Tensor]:
+        """Render RGB (V, 3, h, w) float32 in [0, 1] and z-depth (V, h, w) float32 in metres.
+
+        ``cameras`` is one Camera (then V = 1) or a sequence; all are rendered at ``h`` x ``w`` (default: the
+        first camera's size), their intrinsics rescaled to it. One sample per pixel, at the pixel centre.
+        """
+        cams = [cameras] if isinstance(cameras, Camera) else list(cameras)
+        if not cams:
+            raise ValueError("Scene.render: no cameras")
+        h = cams[0].height if h is None else h
+        w = cams[0].width if w is None else w
+        os_, ds, fs = [], [], []
+        for cam in cams:
+            o, d = camera_rays(cam, h, w)
+            os_.append(o.expand(h * w, 3))
+            ds.append(d.reshape(-1, 3))
+            sc = cam.resized(h, w)
+            fs.append(torch.full((h * w,), math.sqrt(sc.fx * sc.fy), dtype=torch.float32))
+        o, d, f = torch.cat(os_), torch.cat(ds), torch.cat(fs)
+        rgb, depth = [], []
+        for s in range(0, o.shape[0], chunk):
+            c, t = self.cast(o[s:s + chunk], d[s:s + chunk], f[s:s + chunk])
+            rgb.append(c)
+            depth.append(t)
+        v = len(cams)
+        rgb = torch.cat(rgb).reshape(v, h, w, 3).permute(0, 3, 1, 2).contiguous()
+        return rgb, torch.cat(depth).reshape(v, h, w)
