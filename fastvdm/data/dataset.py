@@ -1,0 +1,253 @@
+"""Training clips: ``ClipDataset`` (procedural, seeded, fixed held-out test split), ``clip_from_views``, a cache.
+
+A clip is T frames along a camera path; 1-3 of them are input views (the first frame always is). The
+input views' RGB-D is unprojected to a point cloud and rendered into every frame's camera: that holey render
+and its mask condition the model. Every item is a dict of CPU tensors in the model's layout (C, T, H, W):
+
+- ``frames``    (3, T, H, W) float32, ground-truth frames, RGB in [-1, 1] (8-bit quantized, like photos)
+- ``cond_rgb``  (3, T, H, W) float32, point-cloud render of the input views, [-1, 1], 0 where invalid
+- ``cond_mask`` (1, T, H, W) float32, validity mask in {0, 1}
+- ``plucker``   (6, T, H, W) float32, Plücker rays (moment o x d, then unit direction d)
+- ``is_input``  (T,) bool, True at input-view frames
+- ``scene_seed`` int, the procedural scene (-1 for clips built from real views)
+- ``c2w``       (T, 4, 4) float32, the normalized camera-to-world poses (OpenCV) the Plücker maps use
+- ``intrinsics`` (T, 4) float32, fx, fy, cx, cy in pixels of the H x W frames
+
+Normalization (DESIGN.md): poses are relative to the first input view (its pose is the identity) and the
+scene is scaled so that the median depth of the first input view is 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fastvdm.data.cameras import Camera, plucker_rays, relative_to
+from fastvdm.data.scenes import Scene
+from fastvdm.data.warp import render_points, unproject
+
+TEST_SEED = 20240611  # the held-out split: the same clips in every evaluation of the project
+DEFAULT_NUM_CLIPS = {"train": 100_000, "test": 100}
+_KEYS_U8 = ("frames", "cond_rgb")
+
+
+def _to_signed(rgb01: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float -> 8-bit quantized [-1, 1] float32 (the exact values the cache restores)."""
+    return (rgb01.clamp(0, 1) * 255).round().to(torch.uint8).float() / 127.5 - 1.0
+
+
+def _float32_cams(cams: Sequence[Camera]) -> list[Camera]:
+    """Round poses and intrinsics to float32 (what is stored), so maps recomputed from a cache are identical."""
+    r = lambda x: float(np.float32(x))  # noqa: E731
+    return [Camera(c.c2w.float().double(), r(c.fx), r(c.fy), r(c.cx), r(c.cy), c.width, c.height) for c in cams]
+
+
+def _assemble(frames: torch.Tensor, input_rgb: torch.Tensor, input_depth: torch.Tensor | None,
+              input_idx: Sequence[int], cams: Sequence[Camera], size: int, radius: float,
+              extra_points: tuple[torch.Tensor, torch.Tensor] | None = None, scene_seed: int = -1) -> dict:
+    """Build a clip dict.
+
+    frames: (T, 3, size, size) in [-1, 1]; input_rgb: (K, 3, size, size) in [-1, 1]; input_depth: (K, size,
+    size) metric z-depth or None; cams: T cameras at size x size (world frame); extra_points: world points
+    (N, 3) and colours (N, 3) in [-1, 1] added to the cloud (e.g. from a PLY).
+    """
+    t = len(cams)
+    ref = cams[input_idx[0]]
+    # scale: median depth of the first input view -> 1
+    if input_depth is not None and bool((input_depth[0] > 0).any()):
+        d0 = input_depth[0][torch.isfinite(input_depth[0]) & (input_depth[0] > 0)]
+        median = float(d0.median())
+    elif extra_points is not None and extra_points[0].shape[0] > 0:
+        z = (extra_points[0].double() - ref.center) @ ref.rotation[:, 2]
+        z = z[z > 0]
+        median = float(z.median()) if z.numel() else 1.0
+    else:
+        median = 1.0
+    scale = 1.0 / median
+    rel = _float32_cams(relative_to(cams, ref, scale))
+    pts, cols = [], []
+    if input_depth is not None:
+        p, c = unproject(input_rgb, input_depth * scale, [rel[i] for i in input_idx])
+        pts.append(p)
+        cols.append(c)
+    if extra_points is not None:
+        w2c = ref.w2c
+        p = (extra_points[0].double() @ w2c[:3, :3].T + w2c[:3, 3]) * scale
+        pts.append(p.float())
+        cols.append(extra_points[1].float())
+    if pts:
+        cond, mask, _ = render_points(torch.cat(pts), torch.cat(cols), rel, size, size, radius=radius)
+    else:
+        cond, mask = torch.zeros(t, 3, size, size), torch.zeros(t, 1, size, size)
+    is_input = torch.zeros(t, dtype=torch.bool)
+    is_input[list(input_idx)] = True
+    return {
+        "frames": frames.permute(1, 0, 2, 3).contiguous(),
+        "cond_rgb": (cond * mask).permute(1, 0, 2, 3).contiguous(),
+        "cond_mask": mask.permute(1, 0, 2, 3).contiguous(),
+        "plucker": torch.stack([plucker_rays(c, size, size) for c in rel], 1),
+        "is_input": is_input,
+        "scene_seed": int(scene_seed),
+        "c2w": torch.stack([c.c2w for c in rel]).float(),
+        "intrinsics": torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in rel], dtype=torch.float32),
+    }
+
+
+class ClipDataset(Dataset):
+    """Procedural training clips; item ``i`` is a deterministic function of (split, seed, i).
+
+    split: "train" or "test". The test split always uses ``TEST_SEED`` (``seed`` is ignored for it), and
+    its scenes (odd scene seeds) are disjoint from every train scene (even scene seeds).
+    num_frames: T; size: H = W in pixels; num_clips: length (default 100000 train, 100 test);
+    num_inputs: (min, max) input views per clip; radius: splat radius (pixels) of the condition render;
+    fov_deg: (min, max) horizontal field of view.
+    """
+
+    def __init__(self, split: str = "train", num_frames: int = 16, size: int = 64, num_clips: int | None = None,
+                 seed: int = 0, num_inputs: tuple[int, int] = (1, 3), radius: float = 1.0,
+                 fov_deg: tuple[float, float] = (50.0, 75.0)):
+        if split not in ("train", "test"):
+            raise ValueError(f"ClipDataset: split must be 'train' or 'test', got {split!r}")
+        if num_frames < 1 or size < 1:
+            raise ValueError(f"ClipDataset: num_frames and size must be >= 1, got {num_frames}, {size}")
+        lo, hi = num_inputs
+        if not 1 <= lo <= hi or hi > num_frames:
+            raise ValueError(f"ClipDataset: num_inputs must satisfy 1 <= min <= max <= num_frames, got {num_inputs}")
+        self.split, self.num_frames, self.size = split, num_frames, size
+        self.num_clips = DEFAULT_NUM_CLIPS[split] if num_clips is None else int(num_clips)
+        self.seed = TEST_SEED if split == "test" else int(seed)
+        self.num_inputs, self.radius, self.fov_deg = (lo, hi), radius, fov_deg
+
+    def __len__(self) -> int:
+        return self.num_clips
+
+    def scene_seed(self, index: int) -> int:
+        """The procedural scene seed of item ``index`` (even for train, odd for test)."""
+        rng = np.random.default_rng([self.seed, index, 0])
+        return 2 * int(rng.integers(1 << 30)) + (self.split == "test")
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.num_clips:
+            raise IndexError(f"ClipDataset index {index} out of range [0, {self.num_clips})")
+        scene_seed = self.scene_seed(index)
+        rng = np.random.default_rng([self.seed, index, 1])
+        scene = Scene.random(scene_seed)
+        t, s = self.num_frames, self.size
+        poses = scene.sample_poses(rng, t)
+        fov = rng.uniform(*self.fov_deg)
+        cams = [Camera.from_fov(p, fov, s, s) for p in poses]
+        k = int(rng.integers(self.num_inputs[0], self.num_inputs[1] + 1))
+        idx = [0] + sorted(int(i) for i in rng.choice(np.arange(1, t), size=k - 1, replace=False)) if k > 1 else [0]
+        rgb, depth = scene.render(cams, s, s)
+        frames = _to_signed(rgb)
+        return _assemble(frames, frames[idx], depth[idx], idx, cams, s, self.radius, scene_seed=scene_seed)
+
+
+def clip_from_views(views: Sequence, target_cameras: Sequence[Camera], size: int,
+                    input_indices: Sequence[int] | None = None, points: torch.Tensor | None = None,
+                    point_colors: torch.Tensor | None = None, radius: float = 1.0) -> dict:
+    """The clip dict (as ``ClipDataset`` items) for real input views and a camera path.
+
+    views: K input views (``fastvdm.data.scene_io.View``: camera, rgb (3, H, W) in [0, 1], depth (H, W) in
+    metres or None); target_cameras: T cameras of the path; input_indices: the K frames where the inputs
+    sit (their cameras replace the path's there); default: evenly spaced, round(j (T-1) / (K-1)), which is
+    where ``interpolate_poses`` through the input poses puts them. points / point_colors: optional world
+    point cloud (N, 3) with colours (N, 3) in [0, 1] (e.g. the scene's PLY), added to the unprojected depth.
+    Images and cameras are centre-cropped to squares and resized to ``size``. Frames that are not inputs
+    have no ground truth: ``frames`` is 0 there (use ``is_input``).
+    """
+    from fastvdm.data.scene_io import square_view
+
+    k, t = len(views), len(target_cameras)
+    if k < 1 or t < 1:
+        raise ValueError(f"clip_from_views: need at least one view and one target camera, got {k} and {t}")
+    if input_indices is None:
+        input_indices = [0] if k == 1 else [round(j * (t - 1) / (k - 1)) for j in range(k)]
+    input_indices = [int(i) for i in input_indices]
+    if len(input_indices) != k or len(set(input_indices)) != k or not all(0 <= i < t for i in input_indices):
+        raise ValueError(f"clip_from_views: input_indices must be {k} distinct frames in [0, {t}), got {input_indices}")
+    sq = [square_view(v, size) for v in views]
+    cams = [square_view(None, size, c) for c in target_cameras]
+    for j, i in enumerate(input_indices):
+        cams[i] = sq[j].camera
+    frames = torch.zeros(t, 3, size, size)
+    in_rgb = torch.stack([_to_signed(v.rgb) for v in sq])
+    for j, i in enumerate(input_indices):
+        frames[i] = in_rgb[j]
+    has_depth = [v.depth is not None for v in sq]
+    if any(has_depth) and not all(has_depth):
+        raise ValueError("clip_from_views: either all input views have depth or none does")
+    depth = torch.stack([v.depth for v in sq]) if all(has_depth) else None
+    extra = None
+    if points is not None:
+        if point_colors is None or point_colors.shape != points.shape:
+            raise ValueError("clip_from_views: points (N, 3) need point_colors (N, 3) in [0, 1]")
+        extra = (points, point_colors.float() * 2 - 1)
+    if depth is None and extra is None:
+        raise ValueError("clip_from_views: the input views have no depth and no point cloud was given")
+    return _assemble(frames, in_rgb, depth, input_indices, cams, size, radius, extra_points=extra)
+
+
+# ----------------------------------------------------------------------------------------------- cache
+def cache_clips(dataset: Dataset, path: str, indices: Sequence[int] | None = None, progress: bool = True) -> int:
+    """Write clips of ``dataset`` (all, or ``indices``) to one safetensors file; returns the clip count.
+
+    RGB is stored as uint8 (lossless: clips are 8-bit quantized), poses and intrinsics as float32; Plücker
+    maps are recomputed on load (bit-identical). Read it back with ``CachedClips(path)``.
+    """
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    indices = range(len(dataset)) if indices is None else list(indices)
+    cols: dict[str, list] = {k: [] for k in ("frames", "cond_rgb", "cond_mask", "is_input", "scene_seed", "c2w", "intrinsics")}
+    for i in tqdm(indices, desc="caching clips", disable=not progress):
+        item = dataset[i]
+        for key in _KEYS_U8:
+            cols[key].append(((item[key] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        cols["cond_mask"].append(item["cond_mask"].to(torch.uint8))
+        cols["is_input"].append(item["is_input"])
+        cols["scene_seed"].append(torch.tensor(item["scene_seed"], dtype=torch.int64))
+        cols["c2w"].append(item["c2w"])
+        cols["intrinsics"].append(item["intrinsics"])
+    if not cols["frames"]:
+        raise ValueError("cache_clips: no clips to write")
+    save_file({k: torch.stack(v).contiguous() for k, v in cols.items()}, path, metadata={"format": "fastvdm-clips-1"})
+    return len(cols["frames"])
+
+
+class CachedClips(Dataset):
+    """Clips written by ``cache_clips``; items equal the original dataset's items exactly."""
+
+    def __init__(self, path: str):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "fastvdm-clips-1":
+                raise ValueError(f"{path}: not a fastvdm clip cache (metadata 'format' is {meta.get('format')!r})")
+            self._data = {k: f.get_tensor(k) for k in f.keys()}
+        self.path = path
+
+    def __len__(self) -> int:
+        return self._data["frames"].shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        d = {k: v[index] for k, v in self._data.items()}
+        mask = d["cond_mask"].float()
+        c2w, intr = d["c2w"], d["intrinsics"]
+        h, w = d["frames"].shape[-2:]
+        cams = [Camera(c2w[i].double(), *intr[i].tolist(), w, h) for i in range(c2w.shape[0])]
+        return {
+            "frames": d["frames"].float() / 127.5 - 1.0,
+            "cond_rgb": torch.where(mask > 0, d["cond_rgb"].float() / 127.5 - 1.0, 0.0),
+            "cond_mask": mask,
+            "plucker": torch.stack([plucker_rays(c, h, w) for c in cams], 1),
+            "is_input": d["is_input"].bool(),
+            "scene_seed": int(d["scene_seed"]),
+            "c2w": c2w.clone(),
+            "intrinsics": intr.clone(),
+        }
