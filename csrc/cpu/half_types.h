@@ -47,4 +47,53 @@ inline bf16 from_float<bf16>(float v) {
   return float_to_bf16(v);
 }
 
+// ---- IEEE 754 binary16 (torch.float16), added for the group-norm kernels ----------------------------------
+// One fp16 value as raw bits; layout-compatible with at::Half / torch.float16 storage.
+struct fp16 {
+  uint16_t bits;
+};
+
+inline float fp16_to_float(fp16 h) {
+  const uint32_t sign = (static_cast<uint32_t>(h.bits) & 0x8000u) << 16;
+  const uint32_t exp = (h.bits >> 10) & 0x1fu;
+  const uint32_t man = h.bits & 0x3ffu;
+  uint32_t u;
+  if (exp == 0x1fu) {
+    u = sign | 0x7f800000u | (man << 13);  // inf / NaN
+  } else if (exp != 0) {
+    u = sign | ((exp + 112u) << 23) | (man << 13);  // normal: rebias 15 -> 127
+  } else {
+    const float mag = static_cast<float>(man) * 5.9604644775390625e-8f;  // zero / subnormal: man * 2^-24
+    return sign ? -mag : mag;
+  }
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+inline fp16 float_to_fp16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return fp16{static_cast<uint16_t>(sign | 0x7e00u)};   // NaN
+  if (a >= 0x477ff000u) return fp16{static_cast<uint16_t>(sign | 0x7c00u)};  // rounds to >= 65520: inf
+  if (a < 0x38800000u) {  // below 2^-14: subnormal half = round(|f| * 2^24), ties to even
+    float mag;
+    std::memcpy(&mag, &a, sizeof(mag));
+    mag *= 16777216.0f;
+    const float r = (mag + 12582912.0f) - 12582912.0f;  // round to nearest even integer (mag < 2^10)
+    return fp16{static_cast<uint16_t>(sign | static_cast<uint16_t>(r))};
+  }
+  uint32_t v = a - (112u << 23);      // rebias 127 -> 15
+  v += 0xfffu + ((v >> 13) & 1u);     // round the mantissa to 10 bits, ties to even (carry bumps exponent)
+  return fp16{static_cast<uint16_t>(sign | (v >> 13))};
+}
+
+inline float to_float(fp16 v) { return fp16_to_float(v); }
+template <>
+inline fp16 from_float<fp16>(float v) {
+  return float_to_fp16(v);
+}
+
 }  // namespace fastvdm

@@ -1,0 +1,508 @@
+// Fused GroupNorm + affine + modulation + SiLU, CPU (OpenMP). See group_norm.h for the math and layout.
+//
+// Structure: the OpenMP loops (this file's templates) walk rows of the tensor and hand fp32 chunks to small
+// leaf functions (the `chunk_*` below) that hold all the arithmetic. The leaves are compiled twice
+// (target_clones: AVX2+FMA and baseline x86-64, picked at load time) and their loops auto-vectorize, SiLU
+// included (exp_approx is branch-free). bf16/fp16 and strided rows are converted to/from an fp32 stack
+// buffer per chunk; contiguous fp32 rows are used in place.
+//
+// Floating-point trapping is off for this file only: with -ftrapping-math (the default) GCC refuses to
+// if-convert the clamp in exp_approx and leaves every loop scalar. The kernels never rely on FP traps.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+#include "cpu/group_norm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FASTVDM_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FASTVDM_MULTIVERSION
+#endif
+
+namespace fastvdm {
+namespace {
+
+constexpr int64_t kChunk = 2048;  // fp32 elements per leaf call (8 KiB: stays in L1 with its output)
+
+// exp(x) to ~2 ulp for the SiLU, vectorizable: range reduction by round(x / ln 2), Cephes expf polynomial,
+// 2^n assembled in the exponent bits. Inputs are clamped to [-87.3, 88.3] (outputs stay normal/finite).
+inline float exp_approx(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  const float fn = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest integer
+  float r = x - fn * 0.693359375f;  // ln 2 split in two for an exact reduction
+  r = r + fn * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(fn) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof(two_n));
+  return p * two_n;
+}
+
+inline float sigmoid(float z) { return 1.0f / (1.0f + exp_approx(-z)); }
+
+// d silu(z) / dz = sigmoid(z) * (1 + z * (1 - sigmoid(z))).
+inline float silu_grad(float z) {
+  const float s = sigmoid(z);
+  return s * (1.0f + z * (1.0f - s));
+}
+
+// ------------------------------------------------------------------------------------------ fp32 leaves
+// Shifted sums of one chunk: s1 += sum(x - k), s2 += sum((x - k)^2) (fp32 within the chunk).
+FASTVDM_MULTIVERSION
+void chunk_sums(const float* __restrict x, int64_t n, float k, double* s1, double* s2) {
+  float a1 = 0.0f, a2 = 0.0f;
+#pragma omp simd reduction(+ : a1, a2)
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = x[i] - k;
+    a1 += d;
+    a2 += d * d;
+  }
+  *s1 += a1;
+  *s2 += a2;
+}
+
+// Per-channel shifted sums of one channels-last row of C channels: acc1[c] += x[c] - k[c], acc2[c] += ^2.
+FASTVDM_MULTIVERSION
+void channel_sums(const float* __restrict x, int64_t C, const float* __restrict k, float* __restrict acc1,
+                  float* __restrict acc2) {
+  for (int64_t c = 0; c < C; ++c) {
+    const float d = x[c] - k[c];
+    acc1[c] += d;
+    acc2[c] += d * d;
+  }
+}
+
+// y = act(a * (x - mean) + b) with mean, a, b folded per channel: a = coef * rstd.
+FASTVDM_MULTIVERSION
+void chunk_apply(const float* __restrict x, int64_t n, float mean, float a, float b, bool silu,
+                 float* __restrict y) {
+  if (silu) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float z = a * (x[i] - mean) + b;
+      y[i] = z * sigmoid(z);
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = a * (x[i] - mean) + b;
+  }
+}
+
+// The same for one channels-last row, with per-channel mean, a, b.
+FASTVDM_MULTIVERSION
+void channel_apply(const float* __restrict x, int64_t C, const float* __restrict mean, const float* __restrict a,
+                   const float* __restrict b, bool silu, float* __restrict y) {
+  if (silu) {
+    for (int64_t c = 0; c < C; ++c) {
+      const float z = a[c] * (x[c] - mean[c]) + b[c];
+      y[c] = z * sigmoid(z);
+    }
+  } else {
+    for (int64_t c = 0; c < C; ++c) y[c] = a[c] * (x[c] - mean[c]) + b[c];
+  }
+}
+
+// Backward sums of one chunk: sdz += sum(dz), sdzx += sum(dz * xhat); xhat = (x - mean) * rstd,
+// z = a * xhat + b, dz = dy * act'(z).
+FASTVDM_MULTIVERSION
+void chunk_grad_sums(const float* __restrict dy, const float* __restrict x, int64_t n, float mean, float rstd,
+                     float a, float b, bool silu, double* sdz, double* sdzx) {
+  float a1 = 0.0f, a2 = 0.0f;
+  if (silu) {
+#pragma omp simd reduction(+ : a1, a2)
+    for (int64_t i = 0; i < n; ++i) {
+      const float xh = (x[i] - mean) * rstd;
+      const float dz = dy[i] * silu_grad(a * xh + b);
+      a1 += dz;
+      a2 += dz * xh;
+    }
+  } else {
+#pragma omp simd reduction(+ : a1, a2)
+    for (int64_t i = 0; i < n; ++i) {
+      const float xh = (x[i] - mean) * rstd;
+      a1 += dy[i];
+      a2 += dy[i] * xh;
+    }
+  }
+  *sdz += a1;
+  *sdzx += a2;
+}
+
+// Channels-last row version: acc1[c] += dz, acc2[c] += dz * xhat, per-channel mean/rstd/a/b.
+FASTVDM_MULTIVERSION
+void channel_grad_sums(const float* __restrict dy, const float* __restrict x, int64_t C,
+                       const float* __restrict mean, const float* __restrict rstd, const float* __restrict a,
+                       const float* __restrict b, bool silu, float* __restrict acc1, float* __restrict acc2) {
+  if (silu) {
+    for (int64_t c = 0; c < C; ++c) {
+      const float xh = (x[c] - mean[c]) * rstd[c];
+      const float dz = dy[c] * silu_grad(a[c] * xh + b[c]);
+      acc1[c] += dz;
+      acc2[c] += dz * xh;
+    }
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      const float xh = (x[c] - mean[c]) * rstd[c];
+      acc1[c] += dy[c];
+      acc2[c] += dy[c] * xh;
+    }
+  }
+}
+
+// dx = p * dz + q * (x - mean) + r, with p = rstd * a, q = -rstd^2 * m2, r = -rstd * m1 (see the header).
+FASTVDM_MULTIVERSION
+void chunk_dx(const float* __restrict dy, const float* __restrict x, int64_t n, float mean, float rstd, float a,
+              float b, float p, float q, float r, bool silu, float* __restrict dx) {
+  if (silu) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float xc = x[i] - mean;
+      const float dz = dy[i] * silu_grad(a * (xc * rstd) + b);
+      dx[i] = p * dz + q * xc + r;
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) dx[i] = p * dy[i] + q * (x[i] - mean) + r;
+  }
+}
+
+FASTVDM_MULTIVERSION
+void channel_dx(const float* __restrict dy, const float* __restrict x, int64_t C, const float* __restrict mean,
+                const float* __restrict rstd, const float* __restrict a, const float* __restrict b,
+                const float* __restrict p, const float* __restrict q, const float* __restrict r, bool silu,
+                float* __restrict dx) {
+  if (silu) {
+    for (int64_t c = 0; c < C; ++c) {
+      const float xc = x[c] - mean[c];
+      const float dz = dy[c] * silu_grad(a[c] * (xc * rstd[c]) + b[c]);
+      dx[c] = p[c] * dz + q[c] * xc + r[c];
+    }
+  } else {
+    for (int64_t c = 0; c < C; ++c) dx[c] = p[c] * dy[c] + q[c] * (x[c] - mean[c]) + r[c];
+  }
+}
+
+// ------------------------------------------------------------------------------------------ load / store
+// A row segment of n elements at stride `stride` as fp32: in place when it already is contiguous fp32,
+// otherwise converted into buf (n <= kChunk).
+template <typename T>
+inline const float* load_chunk(const T* p, int64_t stride, int64_t n, float* buf) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (stride == 1) return p;
+  }
+  for (int64_t i = 0; i < n; ++i) buf[i] = to_float(p[i * stride]);
+  return buf;
+}
+
+// Where a leaf should write n fp32 results destined for p: p itself when contiguous fp32, else buf.
+template <typename T>
+inline float* out_chunk(T* p, int64_t stride, float* buf) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (stride == 1) return p;
+  }
+  return buf;
+}
+
+template <typename T>
+inline void store_chunk(const float* src, T* p, int64_t stride, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (stride == 1) return;  // the leaf wrote in place
+  }
+  for (int64_t i = 0; i < n; ++i) p[i * stride] = from_float<T>(src[i]);
+}
+
+// ------------------------------------------------------------------------------------------ helpers
+bool channels_last_path(const GroupNormGeometry& g) {
+  return g.stride_c == 1 && g.stride_s != 1 && g.S > 1 && g.C > 1;
+}
+
+// Modulated affine coefficients per (n, c): a = w * (1 + scale), b = bias * (1 + scale) + shift.
+void modulation(const GroupNormGeometry& geo, const GroupNormParams& p, std::vector<float>& a,
+                std::vector<float>& b) {
+  a.resize(geo.B * geo.C);
+  b.resize(geo.B * geo.C);
+  for (int64_t n = 0; n < geo.B; ++n) {
+    for (int64_t c = 0; c < geo.C; ++c) {
+      const int64_t nc = n * geo.C + c;
+      const float m = 1.0f + (p.scale ? p.scale[nc] : 0.0f);
+      a[nc] = (p.weight ? p.weight[c] : 1.0f) * m;
+      b[nc] = (p.bias ? p.bias[c] : 0.0f) * m + (p.shift ? p.shift[nc] : 0.0f);
+    }
+  }
+}
+
+// Channels-last rows are processed in blocks of kRowsPerTask positions s per OpenMP task.
+constexpr int64_t kRowsPerTask = 64;
+
+}  // namespace
+
+// ====================================================================================== forward
+template <typename T>
+void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupNormGeometry& geo,
+                        const GroupNormParams& params, float eps, bool silu) {
+  const int64_t B = geo.B, C = geo.C, S = geo.S, G = geo.G, Cg = C / G;
+  const int64_t sb = geo.stride_b, sc = geo.stride_c, ss = geo.stride_s;
+
+  // Shift per (n, g): the group's first element. Sums of (x - k) keep the variance accurate when
+  // |mean| >> std (no catastrophic cancellation in sum(x^2) - sum(x)^2).
+  std::vector<float> shift_k(B * G);
+  for (int64_t n = 0; n < B; ++n)
+    for (int64_t g = 0; g < G; ++g) shift_k[n * G + g] = to_float(x[n * sb + g * Cg * sc]);
+
+  // 1. per-(n, c) shifted sums.
+  std::vector<double> s1(B * C, 0.0), s2(B * C, 0.0);
+  if (!channels_last_path(geo)) {
+#pragma omp parallel for schedule(static)
+    for (int64_t nc = 0; nc < B * C; ++nc) {
+      const int64_t n = nc / C, c = nc % C;
+      const T* row = x + n * sb + c * sc;
+      const float k = shift_k[n * G + c / Cg];
+      float buf[kChunk];
+      double a1 = 0.0, a2 = 0.0;
+      for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
+        const int64_t len = std::min(kChunk, S - s0);
+        chunk_sums(load_chunk(row + s0 * ss, ss, len, buf), len, k, &a1, &a2);
+      }
+      s1[nc] = a1;
+      s2[nc] = a2;
+    }
+  } else {
+    const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
+    std::vector<float> kc(B * C);  // shift per channel
+    for (int64_t nc = 0; nc < B * C; ++nc) kc[nc] = shift_k[(nc / C) * G + (nc % C) / Cg];
+#pragma omp parallel
+    {
+      std::vector<double> t1(B * C, 0.0), t2(B * C, 0.0);  // this thread's totals
+      std::vector<float> acc1(C), acc2(C), buf(C);
+#pragma omp for schedule(static)
+      for (int64_t task = 0; task < B * blocks; ++task) {
+        const int64_t n = task / blocks, s_begin = (task % blocks) * kRowsPerTask;
+        const int64_t s_end = std::min(S, s_begin + kRowsPerTask);
+        std::fill(acc1.begin(), acc1.end(), 0.0f);
+        std::fill(acc2.begin(), acc2.end(), 0.0f);
+        for (int64_t s = s_begin; s < s_end; ++s)
+          channel_sums(load_chunk(x + n * sb + s * ss, 1, C, buf.data()), C, kc.data() + n * C, acc1.data(),
+                       acc2.data());
+        for (int64_t c = 0; c < C; ++c) {
+          t1[n * C + c] += acc1[c];
+          t2[n * C + c] += acc2[c];
+        }
+      }
+#pragma omp critical
+      for (int64_t i = 0; i < B * C; ++i) {
+        s1[i] += t1[i];
+        s2[i] += t2[i];
+      }
+    }
+  }
+
+  // 2. group statistics.
+  const double count = static_cast<double>(Cg * S);
+  for (int64_t n = 0; n < B; ++n) {
+    for (int64_t g = 0; g < G; ++g) {
+      double a1 = 0.0, a2 = 0.0;
+      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
+        a1 += s1[n * C + c];
+        a2 += s2[n * C + c];
+      }
+      const double m = a1 / count;
+      const double var = std::max(a2 / count - m * m, 0.0);
+      mean[n * G + g] = static_cast<float>(shift_k[n * G + g] + m);
+      rstd[n * G + g] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+    }
+  }
+
+  // 3. y = act(a * rstd * (x - mean) + b).
+  std::vector<float> a, b;
+  modulation(geo, params, a, b);
+  if (!channels_last_path(geo)) {
+#pragma omp parallel for schedule(static)
+    for (int64_t nc = 0; nc < B * C; ++nc) {
+      const int64_t n = nc / C, c = nc % C, ng = n * G + c / Cg;
+      const T* xrow = x + n * sb + c * sc;
+      T* yrow = y + n * sb + c * sc;
+      float xbuf[kChunk], ybuf[kChunk];
+      for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
+        const int64_t len = std::min(kChunk, S - s0);
+        float* out = out_chunk(yrow + s0 * ss, ss, ybuf);
+        chunk_apply(load_chunk(xrow + s0 * ss, ss, len, xbuf), len, mean[ng], a[nc] * rstd[ng], b[nc], silu, out);
+        store_chunk(out, yrow + s0 * ss, ss, len);
+      }
+    }
+  } else {
+    std::vector<float> mc(B * C), ac(B * C);  // per-channel mean and a * rstd
+    for (int64_t nc = 0; nc < B * C; ++nc) {
+      const int64_t ng = (nc / C) * G + (nc % C) / Cg;
+      mc[nc] = mean[ng];
+      ac[nc] = a[nc] * rstd[ng];
+    }
+    const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
+#pragma omp parallel
+    {
+      std::vector<float> xbuf(C), ybuf(C);
+#pragma omp for schedule(static)
+      for (int64_t task = 0; task < B * blocks; ++task) {
+        const int64_t n = task / blocks, s_begin = (task % blocks) * kRowsPerTask;
+        const int64_t s_end = std::min(S, s_begin + kRowsPerTask);
+        for (int64_t s = s_begin; s < s_end; ++s) {
+          T* yrow = y + n * sb + s * ss;
+          float* out = out_chunk(yrow, 1, ybuf.data());
+          channel_apply(load_chunk(x + n * sb + s * ss, 1, C, xbuf.data()), C, mc.data() + n * C,
+                        ac.data() + n * C, b.data() + n * C, silu, out);
+          store_chunk(out, yrow, 1, C);
+        }
+      }
+    }
+  }
+}
+
+// ====================================================================================== backward
+template <typename T>
+void group_norm_backward(const T* dy, const T* x, const float* mean, const float* rstd, T* dx, float* sum_dz,
+                         float* sum_dzx, const GroupNormGeometry& geo, const GroupNormParams& params, bool silu) {
+  const int64_t B = geo.B, C = geo.C, S = geo.S, G = geo.G, Cg = C / G;
+  const int64_t sb = geo.stride_b, sc = geo.stride_c, ss = geo.stride_s;
+  const bool cl = channels_last_path(geo);
+  std::vector<float> a, b;
+  modulation(geo, params, a, b);
+  // per-channel copies of the group statistics
+  std::vector<float> mc(B * C), rc(B * C);
+  for (int64_t nc = 0; nc < B * C; ++nc) {
+    const int64_t ng = (nc / C) * G + (nc % C) / Cg;
+    mc[nc] = mean[ng];
+    rc[nc] = rstd[ng];
+  }
+  const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
+
+  // 1. per-(n, c) sums of dz and dz * xhat.
+  std::vector<double> s1(B * C, 0.0), s2(B * C, 0.0);
+  if (!cl) {
+#pragma omp parallel for schedule(static)
+    for (int64_t nc = 0; nc < B * C; ++nc) {
+      const int64_t n = nc / C, c = nc % C, off = n * sb + c * sc;
+      float xbuf[kChunk], gbuf[kChunk];
+      double a1 = 0.0, a2 = 0.0;
+      for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
+        const int64_t len = std::min(kChunk, S - s0);
+        chunk_grad_sums(load_chunk(dy + off + s0 * ss, ss, len, gbuf), load_chunk(x + off + s0 * ss, ss, len, xbuf),
+                        len, mc[nc], rc[nc], a[nc], b[nc], silu, &a1, &a2);
+      }
+      s1[nc] = a1;
+      s2[nc] = a2;
+    }
+  } else {
+#pragma omp parallel
+    {
+      std::vector<double> t1(B * C, 0.0), t2(B * C, 0.0);
+      std::vector<float> acc1(C), acc2(C), xbuf(C), gbuf(C);
+#pragma omp for schedule(static)
+      for (int64_t task = 0; task < B * blocks; ++task) {
+        const int64_t n = task / blocks, s_begin = (task % blocks) * kRowsPerTask;
+        const int64_t s_end = std::min(S, s_begin + kRowsPerTask);
+        std::fill(acc1.begin(), acc1.end(), 0.0f);
+        std::fill(acc2.begin(), acc2.end(), 0.0f);
+        for (int64_t s = s_begin; s < s_end; ++s) {
+          const int64_t off = n * sb + s * ss;
+          channel_grad_sums(load_chunk(dy + off, 1, C, gbuf.data()), load_chunk(x + off, 1, C, xbuf.data()), C,
+                            mc.data() + n * C, rc.data() + n * C, a.data() + n * C, b.data() + n * C, silu,
+                            acc1.data(), acc2.data());
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          t1[n * C + c] += acc1[c];
+          t2[n * C + c] += acc2[c];
+        }
+      }
+#pragma omp critical
+      for (int64_t i = 0; i < B * C; ++i) {
+        s1[i] += t1[i];
+        s2[i] += t2[i];
+      }
+    }
+  }
+  for (int64_t i = 0; i < B * C; ++i) {
+    sum_dz[i] = static_cast<float>(s1[i]);
+    sum_dzx[i] = static_cast<float>(s2[i]);
+  }
+
+  // 2. dx coefficients: m1 = mean over the group of a * dz, m2 = mean of a * dz * xhat.
+  std::vector<float> p(B * C), q(B * C), r(B * C);
+  const double count = static_cast<double>(Cg * S);
+  for (int64_t n = 0; n < B; ++n) {
+    for (int64_t g = 0; g < G; ++g) {
+      double m1 = 0.0, m2 = 0.0;
+      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
+        m1 += a[n * C + c] * s1[n * C + c];
+        m2 += a[n * C + c] * s2[n * C + c];
+      }
+      m1 /= count;
+      m2 /= count;
+      const double rs = rstd[n * G + g];
+      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
+        p[n * C + c] = static_cast<float>(rs * a[n * C + c]);
+        q[n * C + c] = static_cast<float>(-rs * rs * m2);
+        r[n * C + c] = static_cast<float>(-rs * m1);
+      }
+    }
+  }
+
+  // 3. dx.
+  if (!cl) {
+#pragma omp parallel for schedule(static)
+    for (int64_t nc = 0; nc < B * C; ++nc) {
+      const int64_t n = nc / C, c = nc % C, off = n * sb + c * sc;
+      float xbuf[kChunk], gbuf[kChunk], obuf[kChunk];
+      for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
+        const int64_t len = std::min(kChunk, S - s0);
+        T* dst = dx + off + s0 * ss;
+        float* out = out_chunk(dst, ss, obuf);
+        chunk_dx(load_chunk(dy + off + s0 * ss, ss, len, gbuf), load_chunk(x + off + s0 * ss, ss, len, xbuf), len,
+                 mc[nc], rc[nc], a[nc], b[nc], p[nc], q[nc], r[nc], silu, out);
+        store_chunk(out, dst, ss, len);
+      }
+    }
+  } else {
+#pragma omp parallel
+    {
+      std::vector<float> xbuf(C), gbuf(C), obuf(C);
+#pragma omp for schedule(static)
+      for (int64_t task = 0; task < B * blocks; ++task) {
+        const int64_t n = task / blocks, s_begin = (task % blocks) * kRowsPerTask;
+        const int64_t s_end = std::min(S, s_begin + kRowsPerTask);
+        for (int64_t s = s_begin; s < s_end; ++s) {
+          const int64_t off = n * sb + s * ss;
+          float* out = out_chunk(dx + off, 1, obuf.data());
+          const int64_t k = n * C;
+          channel_dx(load_chunk(dy + off, 1, C, gbuf.data()), load_chunk(x + off, 1, C, xbuf.data()), C,
+                     mc.data() + k, rc.data() + k, a.data() + k, b.data() + k, p.data() + k, q.data() + k,
+                     r.data() + k, silu, out);
+          store_chunk(out, dx + off, 1, C);
+        }
+      }
+    }
+  }
+}
+
+#define FASTVDM_INSTANTIATE(T)                                                                                  \
+  template void group_norm_forward<T>(const T*, T*, float*, float*, const GroupNormGeometry&,                  \
+                                      const GroupNormParams&, float, bool);                                    \
+  template void group_norm_backward<T>(const T*, const T*, const float*, const float*, T*, float*, float*,     \
+                                       const GroupNormGeometry&, const GroupNormParams&, bool);
+FASTVDM_INSTANTIATE(float)
+FASTVDM_INSTANTIATE(bf16)
+FASTVDM_INSTANTIATE(fp16)
+#undef FASTVDM_INSTANTIATE
+
+}  // namespace fastvdm
