@@ -53,7 +53,7 @@ def project(points: torch.Tensor, camera: Camera, h: int, w: int) -> tuple[torch
 
 
 def render_points(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[Camera], h: int, w: int,
-                  radius: float = 1.0, depth_tolerance: float = 0.02, near: float = 1e-3
+                  radius: float = 1.0, depth_tolerance: float = 0.1, near: float = 1e-3
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Render a coloured point cloud into each camera with a z-buffer.
 
