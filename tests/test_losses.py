@@ -1,0 +1,296 @@
+"""denoising_loss and dmd_loss on every backend against the float64 reference (values and gradients).
+
+One suite, parametrized over ``all_backends(op)`` x ``dtypes_for(backend)``: a new backend (CUDA C++) joins by
+registering. Inputs are fresh random tensors in the tested dtype; the reference runs in float64 on exactly
+those values (so input rounding is not counted as error). Gradients come from autograd with a random
+upstream gradient. Small shapes: the Triton kernels run under the interpreter here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastvdm.ops as ops
+from fastvdm.ops import reference
+from oracle import TOLERANCE, all_backends, assert_rel_close, device_for, dtypes_for
+
+
+def _cases(op: str):
+    return [
+        pytest.param(b, dt, id=f"{b}-{str(dt).removeprefix('torch.')}")
+        for b in all_backends(op)
+        for dt in dtypes_for(b)
+    ]
+
+
+def _rand(shape, dtype, device, scale=1.0):
+    """Gaussian values rounded to ``dtype`` (the reference then sees exactly the same values)."""
+    return (scale * torch.randn(shape, dtype=torch.float64)).to(device=device, dtype=dtype)
+
+
+def _schedule(B, device):
+    """alpha, sigma of random timesteps (alpha^2 + sigma^2 = 1) and positive per-sample weights, fp32 (B,)."""
+    theta = torch.rand(B, dtype=torch.float64) * (torch.pi / 2)
+    weight = 0.5 + torch.rand(B, dtype=torch.float64)
+    return (t.float().to(device) for t in (theta.cos(), theta.sin(), weight))
+
+
+WRT = object()  # placeholder for the differentiated argument in an argument list
+
+
+def _loss_and_grad(backend, fn, wrt, args, gout):
+    """(loss, d(gout * loss)/d wrt) with ``backend`` forced for the forward; ``WRT`` in ``args`` marks wrt."""
+    wrt = wrt.detach().requires_grad_(True)
+    args = [wrt if a is WRT else a for a in args]
+    with ops.use_backend(backend):
+        loss = fn(*args)
+    (grad,) = torch.autograd.grad(loss, wrt, grad_outputs=gout.to(loss.dtype))
+    return loss, grad
+
+
+def _double(t):
+    return None if t is None else t.detach().double()
+
+
+# ---------------------------------------------------------------------------------------------- denoising
+@pytest.mark.parametrize("backend,dtype", _cases("denoising_loss"))
+@pytest.mark.parametrize("target", ["eps", "x0", "v"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_denoising_loss_matches_reference(backend, dtype, target, weighted):
+    device = device_for(backend)
+    shape = (3, 3, 4, 6, 5)
+    pred, x0, noise = (_rand(shape, dtype, device) for _ in range(3))
+    alpha, sigma, weight = _schedule(shape[0], device)
+    weight = weight if weighted else None
+    gout = 0.5 + torch.rand((), dtype=torch.float64)
+
+    loss, grad = _loss_and_grad(
+        backend, ops.denoising_loss, pred, [WRT, x0, noise, alpha, sigma, weight, target], gout
+    )
+    ref_loss, ref_grad = _loss_and_grad(
+        "reference",
+        reference.denoising_loss,
+        pred.double(),
+        [WRT, x0.double(), noise.double(), alpha.double(), sigma.double(), _double(weight), target],
+        gout,
+    )
+    assert loss.dim() == 0 and loss.dtype == torch.float32
+    assert grad.dtype == dtype and grad.shape == pred.shape
+    assert_rel_close(loss, ref_loss, TOLERANCE[dtype], "loss")
+    assert_rel_close(grad, ref_grad, TOLERANCE[dtype], "d loss / d pred")
+
+
+# ---------------------------------------------------------------------------------------------- DMD
+def _dmd_check(backend, dtype, x, x0_real, x0_fake, weight, gout=None):
+    gout = (0.5 + torch.rand((), dtype=torch.float64)) if gout is None else gout
+    loss, grad = _loss_and_grad(backend, ops.dmd_loss, x, [WRT, x0_real, x0_fake, weight], gout)
+    ref_loss, ref_grad = _loss_and_grad(
+        "reference", reference.dmd_loss, x.double(), [WRT, x0_real.double(), x0_fake.double(), _double(weight)], gout
+    )
+    assert loss.dim() == 0 and loss.dtype == torch.float32
+    assert grad.dtype == dtype and grad.shape == x.shape
+    assert_rel_close(loss, ref_loss, TOLERANCE[dtype], "loss")
+    assert_rel_close(grad, ref_grad, TOLERANCE[dtype], "d loss / d x")
+    return loss, grad
+
+
+@pytest.mark.parametrize("backend,dtype", _cases("dmd_loss"))
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_dmd_loss_matches_reference(backend, dtype, weighted):
+    device = device_for(backend)
+    shape = (3, 3, 4, 6, 5)
+    x, x0_real, x0_fake = (_rand(shape, dtype, device) for _ in range(3))
+    weight = torch.rand(shape[0], device=device) if weighted else None
+    _dmd_check(backend, dtype, x, x0_real, x0_fake, weight)
+
+
+@pytest.mark.parametrize("backend,dtype", _cases("dmd_loss"))
+def test_dmd_loss_clamps_zero_normalizer(backend, dtype):
+    """A sample whose x equals x0_real has mean|x - x0_real| = 0: the normalizer is clamped at DMD_NORM_EPS.
+
+    The loss and gradient stay finite and equal the reference (which clamps the same way); the gradient of
+    that sample is exactly (x0_fake - x0_real) / DMD_NORM_EPS / numel (up to fp32 rounding).
+    """
+    device = device_for(backend)
+    shape = (3, 2, 4, 5, 6)
+    x, x0_real, x0_fake = (_rand(shape, dtype, device) for _ in range(3))
+    x[1] = x0_real[1]  # sample 1: normalizer 0
+    x0_fake = x0_fake * 1e-3  # keep (x0_fake - x0_real) / 1e-6 well inside the bf16/fp32 range
+    weight = torch.rand(shape[0], device=device) + 0.5
+    loss, grad = _dmd_check(backend, dtype, x, x0_real, x0_fake, weight, gout=torch.tensor(1.0, dtype=torch.float64))
+    assert torch.isfinite(loss)
+    expected = (x0_fake[1].double() - x0_real[1].double()) / reference.DMD_NORM_EPS * weight[1].double() / x.numel()
+    assert_rel_close(grad[1], expected, TOLERANCE[dtype], "gradient of the clamped sample")
+
+
+def _ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise distance in units in the last place between two float32 (or bfloat16) tensors."""
+    assert a.dtype == b.dtype and a.dtype in (torch.float32, torch.bfloat16)
+    view = torch.int32 if a.dtype == torch.float32 else torch.int16
+    ia, ib = a.contiguous().view(view).long(), b.contiguous().view(view).long()
+    # map the sign-magnitude bit patterns onto a monotone integer line
+    sign = 1 << (31 if a.dtype == torch.float32 else 15)
+    ia = torch.where(ia < 0, -(ia + sign), ia)
+    ib = torch.where(ib < 0, -(ib + sign), ib)
+    return (ia - ib).abs()
+
+
+@pytest.mark.parametrize("backend,dtype", _cases("dmd_loss"))
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_dmd_gradient_is_exactly_g_over_numel(backend, dtype, weighted):
+    """d loss / d x is written as g / numel, not obtained through the surrogate's x - (x - g).
+
+    Comparison (documented): the expected gradient is ``reference.dmd_direction(x, x0_real, x0_fake, weight)
+    / numel`` computed in float32, the precision the kernels compute in (cast to the input dtype at the end).
+    Only its normalizer, a reduction, may be rounded differently by another summation order; so the inputs are
+    multiples of 2^-8 in [-1, 1] and each sample has 2^9 elements: every partial sum of |x - x0_real| is exact
+    in float32 and so is the mean, whatever the order. Then g is rounded in the same order by every backend
+    and the gradients must be **bitwise** equal. The same check on the eager surrogate's autograd gradient
+    (x - (x - g)) / numel fails (it differs in many elements), so the comparison discriminates.
+    """
+    device = device_for(backend)
+    shape = (2, 2, 4, 8, 8)  # 512 = 2^9 elements per sample, numel 2^10
+
+    def dyadic():
+        return (torch.randint(-256, 257, shape, dtype=torch.int32).to(torch.float32) / 256).to(device, dtype)
+
+    x, x0_real, x0_fake = dyadic(), dyadic(), dyadic()
+    weight = torch.rand(shape[0], device=device) if weighted else None
+    _, grad = _loss_and_grad(backend, ops.dmd_loss, x, [WRT, x0_real, x0_fake, weight], torch.tensor(1.0))
+
+    g = reference.dmd_direction(x, x0_real, x0_fake, weight)  # float32 for float32 and bfloat16 inputs
+    assert g.dtype == torch.float32
+    expected = (g / x.numel()).to(dtype)
+    assert torch.equal(grad, expected), f"max ulp distance {_ulp_distance(grad, expected).max().item()}"
+
+    # the surrogate's own autograd gradient is not exactly g / numel: the check above can fail
+    xs = x.float().detach().requires_grad_(True)
+    surrogate = 0.5 * (xs - (xs - g).detach()).square().mean()
+    (eager_grad,) = torch.autograd.grad(surrogate, xs)
+    assert not torch.equal(eager_grad, g / x.numel())  # in float32, before any rounding to bfloat16
+
+
+@pytest.mark.parametrize("backend,dtype", _cases("dmd_loss"))
+def test_dmd_gradient_is_g_over_numel_on_random_inputs(backend, dtype):
+    """On generic inputs the gradient equals the float64 g / numel up to a few float32 roundings, elementwise.
+
+    Kernel error sources: the normalizer (an fp32-accumulated reduction), then f - r, / norm, * weight, * (grad /
+    numel), each rounded once. Bound: 8 float32 half-ulps (8 * 2^-24 relative) per element, plus the final
+    rounding to the input dtype (2^-8 for bfloat16). Differentiating the surrogate instead loses the small
+    g against x (cancellation in x - (x - g)) by orders of magnitude more; asserted too.
+    """
+    device = device_for(backend)
+    shape = (3, 3, 4, 6, 5)
+    x = _rand(shape, dtype, device, scale=10.0)  # |x| >> |g / numel|: cancellation would show
+    x0_real, x0_fake = _rand(shape, dtype, device), _rand(shape, dtype, device)
+    weight = torch.rand(shape[0], device=device) + 0.5
+    _, grad = _loss_and_grad(backend, ops.dmd_loss, x, [WRT, x0_real, x0_fake, weight], torch.tensor(1.0))
+
+    exact = reference.dmd_direction(x.double(), x0_real.double(), x0_fake.double(), weight.double()) / x.numel()
+    bound = 8 * 2.0**-24 + (2.0**-8 if dtype == torch.bfloat16 else 0.0)
+    zero = exact == 0  # x0_fake == x0_real (happens in bfloat16)
+    assert (grad[zero] == 0).all()
+    rel = ((grad.double() - exact).abs() / exact.abs())[~zero].max().item()
+    assert rel <= bound, f"max elementwise relative error {rel:.3e} > {bound:.3e}"
+
+    xs = x.float().detach().requires_grad_(True)
+    g32 = reference.dmd_direction(x, x0_real, x0_fake, weight)
+    (eager_grad,) = torch.autograd.grad(0.5 * (xs - (xs - g32).detach()).square().mean(), xs)
+    assert ((eager_grad.double() - exact).abs() / exact.abs())[~zero].max().item() > 100 * 8 * 2.0**-24  # fp32, no bf16 rounding
+
+
+# ---------------------------------------------------------------------------------------------- structure
+def _force_small_chunks(backend, monkeypatch):
+    """Make the Triton reduction use several blocks per chunk and several finishing steps on a small input."""
+    if backend == "triton":
+        from fastvdm.kernels import losses as triton_losses
+
+        monkeypatch.setattr(triton_losses, "TARGET_PROGRAMS", 2)
+        monkeypatch.setattr(triton_losses, "FINISH_BLOCK_C", 2)
+
+
+@pytest.mark.parametrize("backend", all_backends("dmd_loss"))
+def test_losses_across_chunks(backend, monkeypatch):
+    """Ragged sizes spanning several reduction chunks (the CPU kernel cuts samples into 16384-element chunks;
+    the Triton one, forced here to many blocks per chunk, into BLOCK * blocks_per_chunk)."""
+    _force_small_chunks(backend, monkeypatch)
+    device = device_for(backend)
+    shape = (3, 5, 4, 33, 31) if backend != "triton" else (3, 7, 3, 37, 41)
+    x, x0_real, x0_fake = (_rand(shape, torch.float32, device) for _ in range(3))
+    alpha, sigma, weight = _schedule(shape[0], device)
+    _dmd_check(backend, torch.float32, x, x0_real, x0_fake, weight)
+    gout = torch.tensor(1.25, dtype=torch.float64)
+    loss, grad = _loss_and_grad(backend, ops.denoising_loss, x, [WRT, x0_real, x0_fake, alpha, sigma, weight, "v"], gout)
+    ref_loss, ref_grad = _loss_and_grad(
+        "reference",
+        reference.denoising_loss,
+        x.double(),
+        [WRT, x0_real.double(), x0_fake.double(), alpha.double(), sigma.double(), weight.double(), "v"],
+        gout,
+    )
+    assert_rel_close(loss, ref_loss, TOLERANCE[torch.float32], "denoising loss")
+    assert_rel_close(grad, ref_grad, TOLERANCE[torch.float32], "denoising gradient")
+
+
+@pytest.mark.parametrize("backend", all_backends("dmd_loss"))
+def test_losses_accept_non_contiguous_inputs(backend):
+    device = device_for(backend)
+    base = [_rand((4, 3, 5, 6), torch.float32, device) for _ in range(3)]
+    x, x0_real, x0_fake = (t.transpose(1, 3) for t in base)  # (4, 6, 5, 3), non-contiguous
+    alpha, sigma, weight = _schedule(4, device)
+    _dmd_check(backend, torch.float32, x, x0_real, x0_fake, weight)
+    loss, grad = _loss_and_grad(backend, ops.denoising_loss, x, [WRT, x0_real, x0_fake, alpha, sigma, None, "v"], torch.tensor(1.0))
+    ref_loss, ref_grad = _loss_and_grad(
+        "reference",
+        reference.denoising_loss,
+        x.double(),
+        [WRT, x0_real.double(), x0_fake.double(), alpha.double(), sigma.double(), None, "v"],
+        torch.tensor(1.0),
+    )
+    assert_rel_close(loss, ref_loss, TOLERANCE[torch.float32], "denoising loss")
+    assert_rel_close(grad, ref_grad, TOLERANCE[torch.float32], "denoising gradient")
+
+
+def test_cpu_backend_selection_and_errors():
+    """auto serves fp32/bf16 CPU losses with the cpu kernels; a forced backend rejects what it cannot run."""
+    if "cpu" not in ops.available_backends("dmd_loss"):
+        pytest.skip("the cpu extension is not built")
+    x = torch.randn(2, 8)
+    assert ops.selected_backend("dmd_loss", x, x, x, None) == "cpu"
+    assert ops.selected_backend("denoising_loss", x, x, x, x[:, 0], x[:, 0], None, "v") == "cpu"
+    xd = x.double()
+    assert ops.selected_backend("dmd_loss", xd, xd, xd, None) == "reference"
+    with ops.use_backend("cpu"), pytest.raises(ops.BackendUnavailableError, match="float64"):
+        ops.dmd_loss(xd, xd, xd)
+
+
+def test_cpu_losses_compile():
+    """The cpu custom ops (fake impls, autograd, backward ops) trace into one graph under torch.compile.
+
+    The backend functions are compiled directly: the facade's dispatcher reads a ContextVar, which dynamo
+    cannot trace with fullgraph=True (a graph break there, not in these ops). aot_eager keeps it fast.
+    """
+    if "cpu" not in ops.available_backends("dmd_loss"):
+        pytest.skip("the cpu extension is not built")
+    from fastvdm.ops.cpu import losses as cpu_losses
+
+    shape = (2, 3, 4, 5)
+    x = torch.randn(shape, requires_grad=True)
+    x0_real, x0_fake, noise = torch.randn(shape), torch.randn(shape), torch.randn(shape)
+    alpha, sigma, weight = _schedule(2, "cpu")
+
+    def both(x):
+        return cpu_losses.dmd_loss(x, x0_real, x0_fake, weight) + cpu_losses.denoising_loss(
+            x, x0_real, noise, alpha, sigma, weight, "v"
+        )
+
+    loss = torch.compile(both, backend="aot_eager", fullgraph=True)(x)
+    (grad,) = torch.autograd.grad(loss, x)
+    xd = x.detach().double().requires_grad_(True)
+    ref = reference.dmd_loss(xd, x0_real.double(), x0_fake.double(), weight.double()) + reference.denoising_loss(
+        xd, x0_real.double(), noise.double(), alpha.double(), sigma.double(), weight.double()
+    )
+    (ref_grad,) = torch.autograd.grad(ref, xd)
+    assert_rel_close(loss, ref, TOLERANCE[torch.float32], "compiled loss")
+    assert_rel_close(grad, ref_grad, TOLERANCE[torch.float32], "compiled gradient")
