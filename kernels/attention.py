@@ -1,0 +1,152 @@
+"""Triton backend of ``fastvdm.ops.video_attention``: fused spatial / temporal / joint attention, fwd + bwd.
+
+q, k, v: (B, T, S, heads, D) with arbitrary strides (typically views into one fused (B, T, S, 3, heads, D)
+QKV projection); they are addressed in place through their 5-D strides, never permuted or copied.
+
+Kernels:
+- ``axis="spatial"`` and ``"joint"`` (and ``"temporal"`` with T > 64): flash attention,
+  :mod:`fastvdm.kernels.flash_attention` (online softmax, LSE saved; FA2 backward with a separate dQ kernel).
+- ``axis="temporal"`` with T <= 64: :mod:`fastvdm.kernels.temporal_attention`, many (b, s, head) rows per
+  program with the whole T x T tile in registers, single-pass softmax, one flat grid axis.
+
+Ops (``torch.library.triton_op``, kernels launched through ``wrap_triton``, so they compose with autograd and,
+on a GPU, ``torch.compile``):
+- ``fastvdm::video_attention_triton_fwd(q, k, v, axis, scale) -> (o, lse)``: o (B, T, S, heads, D)
+  contiguous in q's dtype; lse (Z, N) fp32, the per-query log-sum-exp (Z sequences of length N).
+  Its autograd calls
+- ``fastvdm::video_attention_triton_bwd(do, q, k, v, o, lse, axis, scale) -> (dq, dk, dv)``: each
+  (B, T, S, heads, D) contiguous in q's dtype. lse is treated as non-differentiable.
+The function registered with :mod:`fastvdm.ops` (:func:`video_attention`) resolves the default scale and
+returns the op's ``o``.
+
+Supported: fp32, bf16, fp16 (fp32 accumulation; fp32 dots in IEEE precision, not TF32), any head dim
+1 <= D <= 128 (padded to a power of two >= 16 with masks), any sequence length. CUDA tensors, or CPU tensors
+under ``TRITON_INTERPRET=1`` (fp32/fp16: the interpreter has no bf16 ``tl.dot``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.library import triton_op
+
+from fastvdm.kernels import flash_attention as _flash
+from fastvdm.kernels import temporal_attention as _temporal
+from fastvdm.ops import _dispatch
+
+MAX_HEAD_DIM = 128
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+# ------------------------------------------------------------------------------------------------ layout
+def _flash_geometry(axis: str, tensors) -> tuple[tuple, list[tuple]]:
+    """Geometry ``(Z, N, INNER, G, H, SPLIT)`` and per tensor the 6 strides ``(b, g, h, outer, inner, d)``.
+
+    See :mod:`fastvdm.kernels.flash_attention` for how they address token n of problem z.
+    """
+    B, T, S, H, D = tensors[0].shape
+    if axis == "spatial":  # sequences over s, problems (b, t, h)
+        geom = (B * T * H, S, S, T, H, False)
+        strides = [(x.stride(0), x.stride(1), x.stride(3), 0, x.stride(2), x.stride(4)) for x in tensors]
+    elif axis == "temporal":  # sequences over t, problems (b, s, h)
+        geom = (B * S * H, T, T, S, H, False)
+        strides = [(x.stride(0), x.stride(2), x.stride(3), 0, x.stride(1), x.stride(4)) for x in tensors]
+    elif axis == "joint":  # sequences over n = t*S + s, problems (b, h)
+        # One stride per token when every tensor has stride_t == S * stride_s (e.g. the fused QKV layout).
+        # (With S == 1 the token stride is stride_t; with T == 1 it is stride_s.)
+        split = T > 1 and S > 1 and any(x.stride(1) != S * x.stride(2) for x in tensors)
+        geom = (B * H, T * S, S, 1, H, split)
+        seq = 1 if S == 1 else 2
+        strides = [(x.stride(0), 0, x.stride(3), x.stride(1), x.stride(seq), x.stride(4)) for x in tensors]
+    else:
+        raise ValueError(f"axis must be 'spatial', 'temporal' or 'joint', got {axis!r}")
+    return geom, strides
+
+
+def _use_temporal_kernel(axis: str, T: int) -> bool:
+    return axis == "temporal" and T <= _temporal.MAX_T
+
+
+# ------------------------------------------------------------------------------------------------ ops
+@triton_op("fastvdm::video_attention_triton_fwd", mutates_args=())
+def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: float) -> tuple[Tensor, Tensor]:
+    """(o, lse): o (B, T, S, H, D) contiguous in q's dtype; lse (Z, N) fp32 (natural log)."""
+    B, T, S, H, D = q.shape
+    o = torch.empty((B, T, S, H, D), dtype=q.dtype, device=q.device)
+    if _use_temporal_kernel(axis, T):
+        lse = torch.empty((B * S * H, T), dtype=torch.float32, device=q.device)
+        _temporal.temporal_forward(q, k, v, o, lse, scale)
+    else:
+        geom, (sq, sk, sv, so) = _flash_geometry(axis, (q, k, v, o))
+        lse = torch.empty((geom[0], geom[1]), dtype=torch.float32, device=q.device)
+        _flash.flash_forward(q, k, v, o, lse, sq, sk, sv, so, geom, D, scale)
+    return o, lse
+
+
+@triton_op("fastvdm::video_attention_triton_bwd", mutates_args=())
+def _attention_bwd(
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, axis: str, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(dq, dk, dv), each (B, T, S, H, D) contiguous in q's dtype, given dO = ``do`` (any strides)."""
+    B, T, S, H, D = q.shape
+    dq = torch.empty((B, T, S, H, D), dtype=q.dtype, device=q.device)
+    dk = torch.empty_like(dq)
+    dv = torch.empty_like(dq)
+    if _use_temporal_kernel(axis, T):
+        _temporal.temporal_backward(q, k, v, do, lse, dq, dk, dv, scale)
+    else:
+        geom, (sq, sk, sv, so, sdo, sg) = _flash_geometry(axis, (q, k, v, o, do, dq))
+        _flash.flash_backward(q, k, v, o, do, lse, dq, dk, dv, sq, sk, sv, so, sdo, sg, geom, D, scale)
+    return dq, dk, dv
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, ctx.axis, ctx.scale = inputs
+    o, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(q, k, v, o, lse)
+
+
+def _backward(ctx, do, dlse):
+    q, k, v, o, lse = ctx.saved_tensors
+    if do is None:
+        return None, None, None, None, None
+    dq, dk, dv = _attention_bwd(do, q, k, v, o, lse, ctx.axis, ctx.scale)
+    return dq, dk, dv, None, None
+
+
+_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def video_attention(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: Optional[float] = None) -> Tensor:
+    """Attention over ``axis`` of (B, T, S, heads, D) q, k, v (any strides); scale None = D**-0.5.
+
+    Returns (B, T, S, heads, D), contiguous, in q's dtype. Differentiable in q, k, v.
+    """
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    return _attention_fwd(q, k, v, axis, float(scale))[0]
+
+
+# ------------------------------------------------------------------------------------------------ registration
+def supports(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: Optional[float] = None) -> Optional[str]:
+    """Why the Triton kernels cannot serve these inputs, or None."""
+    if q.dtype not in _DTYPES:
+        return f"dtype {q.dtype} is not supported (fp32, bf16, fp16)"
+    D = q.shape[-1]
+    if D > MAX_HEAD_DIM:
+        return f"head dim D={D} > {MAX_HEAD_DIM} is not supported"
+    if q.device.type == "cpu":
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            return "CPU tensors run only under TRITON_INTERPRET=1 (tests)"
+        if q.dtype == torch.bfloat16:
+            return "the Triton interpreter has no bf16 tl.dot (bf16 runs on a GPU)"
+    elif q.device.type != "cuda":
+        return f"device {q.device.type} is not supported (cuda, or cpu under TRITON_INTERPRET=1)"
+    return None
+
+
+_dispatch.register("video_attention", "triton", video_attention, supports=supports, auto={"cuda": 20})

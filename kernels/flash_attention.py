@@ -1,0 +1,334 @@
+"""Flash attention (forward and backward) over one sequence axis of a strided (B, T, S, heads, D) tensor.
+
+Used by :mod:`fastvdm.kernels.attention` for ``axis="spatial"`` and ``axis="joint"`` (and for ``"temporal"``
+when T is too long for the register-resident kernel of :mod:`fastvdm.kernels.temporal_attention`).
+
+Addressing (no permute, no copy). Every sequence problem is one of ``Z`` independent attention problems of
+length ``N``; problem ``z`` is split into ``(b, g, h) = (z // (G*H), (z // H) % G, z % H)`` and token ``n`` of
+it lives at::
+
+    base + b*stride_b + g*stride_g + h*stride_h + seq(n) + d*stride_d
+    seq(n) = (n // INNER) * stride_outer + (n % INNER) * stride_inner      if SPLIT
+           = n * stride_inner                                               otherwise
+
+spatial: G = T (stride_g = stride_t), N = S, seq stride stride_s.
+joint:   G = 1, N = T*S, seq(n) = (n // S)*stride_t + (n % S)*stride_s (SPLIT), or n*stride_s when
+         stride_t == S*stride_s (true for the fused QKV layout: then it is one stride).
+temporal (long T): G = S (stride_g = stride_s), N = T, seq stride stride_t.
+
+Every tensor (q, k, v, o, dO, and the gradients) carries its own 6 strides ``(b, g, h, outer, inner, d)``,
+built by :func:`fastvdm.kernels.attention._strides`.
+
+Numerics: scores in fp32, online softmax in base 2 (the scale is folded with log2(e)), the accumulator in
+fp32; the log-sum-exp per query row (natural log, fp32, shape (Z, N)) is saved for the backward pass.
+Backward is the FA2 recipe: delta = rowsum(dO * O) (``_bwd_preprocess``), one kernel per key block for dK, dV
+(loops over all query blocks), one kernel per query block for dQ (loops over all key blocks): no atomics,
+deterministic. fp32 inputs use IEEE fp32 dots (no TF32), so they meet the fp32 tolerance on a GPU too.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Under the interpreter every block op is a numpy call: small fixed tiles keep the masked-tail paths
+# exercised and the tests fast. On a GPU the tiles are autotuned (configs below).
+INTERPRETER_BLOCK_M = 16
+INTERPRETER_BLOCK_N = 16
+
+
+# ------------------------------------------------------------------------------------------------ addressing
+@triton.jit
+def _batch_offset(z, G, H, stride_b, stride_g, stride_h):
+    """Element offset of problem z = (b, g, h) (int64: large fused tensors exceed 2**31 elements)."""
+    z = z.to(tl.int64)
+    h = z % H
+    g = (z // H) % G
+    b = z // (H * G)
+    return b * stride_b + g * stride_g + h * stride_h
+
+
+@triton.jit
+def _seq_offset(n, INNER, stride_outer, stride_inner, SPLIT: tl.constexpr):
+    """Element offsets of sequence positions n (a block of int32 indices)."""
+    if SPLIT:
+        return (n // INNER).to(tl.int64) * stride_outer + (n % INNER).to(tl.int64) * stride_inner
+    else:
+        return n.to(tl.int64) * stride_inner
+
+
+@triton.jit
+def _load_tile(base, n, offs_d, N, HEAD_DIM, INNER, s_outer, s_inner, s_d, SPLIT: tl.constexpr):
+    """(len(n), BLOCK_D) tile of rows n; rows >= N and columns >= HEAD_DIM read as 0."""
+    ptrs = base + _seq_offset(n, INNER, s_outer, s_inner, SPLIT)[:, None] + offs_d[None, :] * s_d
+    return tl.load(ptrs, mask=(n < N)[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
+
+
+@triton.jit
+def _store_tile(base, x, n, offs_d, N, HEAD_DIM, INNER, s_outer, s_inner, s_d, SPLIT: tl.constexpr):
+    ptrs = base + _seq_offset(n, INNER, s_outer, s_inner, SPLIT)[:, None] + offs_d[None, :] * s_d
+    tl.store(ptrs, x, mask=(n < N)[:, None] & (offs_d < HEAD_DIM)[None, :])
+
+
+# ------------------------------------------------------------------------------------------------ forward
+@triton.jit
+def _flash_fwd_kernel(
+    Q, K, V, O, LSE,
+    sq_b, sq_g, sq_h, sq_o, sq_i, sq_d,
+    sk_b, sk_g, sk_h, sk_o, sk_i, sk_d,
+    sv_b, sv_g, sv_h, sv_o, sv_i, sv_d,
+    so_b, so_g, so_h, so_o, so_i, so_d,
+    N, INNER, G, H, HEAD_DIM, qk_scale,
+    SPLIT: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """One program: BLOCK_M queries of problem z against all N keys (online softmax over key blocks).
+
+    Grid: (cdiv(N, BLOCK_M) * Z,), flattened so that no batch size overflows a grid dimension; programs of
+    one problem are adjacent (they share K/V in L2). qk_scale = scale * log2(e).
+    Writes O (the softmax-weighted V, in O's dtype) and LSE[z, n] = log(sum_j exp(scale * q_n . k_j)).
+    """
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(N, BLOCK_M)
+    z = pid // num_m
+    offs_m = (pid % num_m) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+
+    q_base = Q + _batch_offset(z, G, H, sq_b, sq_g, sq_h)
+    k_base = K + _batch_offset(z, G, H, sk_b, sk_g, sk_h)
+    v_base = V + _batch_offset(z, G, H, sv_b, sv_g, sv_h)
+    q = _load_tile(q_base, offs_m, offs_d, N, HEAD_DIM, INNER, sq_o, sq_i, sq_d, SPLIT)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running max of the (base-2) logits
+    l_i = tl.zeros([BLOCK_M], tl.float32)  # running sum of exp2(logit - m_i)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for start_n in range(0, N, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _load_tile(k_base, offs_n, offs_d, N, HEAD_DIM, INNER, sk_o, sk_i, sk_d, SPLIT)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        s = tl.where((offs_n < N)[None, :], s, float("-inf"))  # masked key tail
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)  # rescales what was accumulated under the old max
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load_tile(v_base, offs_n, offs_d, N, HEAD_DIM, INNER, sv_o, sv_i, sv_d, SPLIT)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+        m_i = m_new
+
+    acc = acc / l_i[:, None]
+    o_base = O + _batch_offset(z, G, H, so_b, so_g, so_h)
+    _store_tile(o_base, acc.to(O.dtype.element_ty), offs_m, offs_d, N, HEAD_DIM, INNER, so_o, so_i, so_d, SPLIT)
+    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # back to natural log
+    tl.store(LSE + z.to(tl.int64) * N + offs_m, lse, mask=offs_m < N)
+
+
+# ------------------------------------------------------------------------------------------------ backward
+@triton.jit
+def _bwd_preprocess(
+    O, DO, DELTA,
+    so_b, so_g, so_h, so_o, so_i, so_d,
+    sdo_b, sdo_g, sdo_h, sdo_o, sdo_i, sdo_d,
+    N, INNER, G, H, HEAD_DIM,
+    SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """DELTA[z, n] = sum_d dO[z, n, d] * O[z, n, d] (fp32). Grid: (cdiv(N, BLOCK_M) * Z,)."""
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(N, BLOCK_M)
+    z = pid // num_m
+    offs_m = (pid % num_m) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    o = _load_tile(O + _batch_offset(z, G, H, so_b, so_g, so_h), offs_m, offs_d, N, HEAD_DIM, INNER,
+                   so_o, so_i, so_d, SPLIT)
+    do = _load_tile(DO + _batch_offset(z, G, H, sdo_b, sdo_g, sdo_h), offs_m, offs_d, N, HEAD_DIM, INNER,
+                    sdo_o, sdo_i, sdo_d, SPLIT)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + z.to(tl.int64) * N + offs_m, delta, mask=offs_m < N)
+
+
+@triton.jit
+def _flash_bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV,
+    sq_b, sq_g, sq_h, sq_o, sq_i, sq_d,
+    sk_b, sk_g, sk_h, sk_o, sk_i, sk_d,
+    sv_b, sv_g, sv_h, sv_o, sv_i, sv_d,
+    sdo_b, sdo_g, sdo_h, sdo_o, sdo_i, sdo_d,
+    sg_b, sg_g, sg_h, sg_o, sg_i, sg_d,
+    N, INNER, G, H, HEAD_DIM, scale, qk_scale,
+    SPLIT: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """One program: dK, dV of BLOCK_N keys of problem z, looping over all query blocks.
+
+    With P^T = exp(scale * K Q^T - lse) (recomputed from the saved LSE):
+        dV = P^T dO,   dS^T = P^T * (V dO^T - delta),   dK = scale * dS^T Q.
+    Grid: (cdiv(N, BLOCK_N) * Z,). DK and DV share the strides sg_* (contiguous outputs).
+    """
+    pid = tl.program_id(0)
+    num_n = tl.cdiv(N, BLOCK_N)
+    z = pid // num_n
+    offs_n = (pid % num_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+
+    q_base = Q + _batch_offset(z, G, H, sq_b, sq_g, sq_h)
+    do_base = DO + _batch_offset(z, G, H, sdo_b, sdo_g, sdo_h)
+    k = _load_tile(K + _batch_offset(z, G, H, sk_b, sk_g, sk_h), offs_n, offs_d, N, HEAD_DIM, INNER,
+                   sk_o, sk_i, sk_d, SPLIT)
+    v = _load_tile(V + _batch_offset(z, G, H, sv_b, sv_g, sv_h), offs_n, offs_d, N, HEAD_DIM, INNER,
+                   sv_o, sv_i, sv_d, SPLIT)
+    row_stats = z.to(tl.int64) * N
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    for start_m in range(0, N, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        mask_m = offs_m < N
+        q = _load_tile(q_base, offs_m, offs_d, N, HEAD_DIM, INNER, sq_o, sq_i, sq_d, SPLIT)
+        do = _load_tile(do_base, offs_m, offs_d, N, HEAD_DIM, INNER, sdo_o, sdo_i, sdo_d, SPLIT)
+        lse2 = tl.load(LSE + row_stats + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + row_stats + offs_m, mask=mask_m, other=0.0)
+
+        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M), base 2
+        p_t = tl.exp2(s_t - lse2[None, :])
+        p_t = tl.where((offs_n < N)[:, None] & mask_m[None, :], p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
+
+    g_off = _batch_offset(z, G, H, sg_b, sg_g, sg_h)
+    _store_tile(DK + g_off, (dk * scale).to(DK.dtype.element_ty), offs_n, offs_d, N, HEAD_DIM, INNER,
+                sg_o, sg_i, sg_d, SPLIT)
+    _store_tile(DV + g_off, dv.to(DV.dtype.element_ty), offs_n, offs_d, N, HEAD_DIM, INNER,
+                sg_o, sg_i, sg_d, SPLIT)
+
+
+@triton.jit
+def _flash_bwd_dq_kernel(
+    Q, K, V, DO, LSE, DELTA, DQ,
+    sq_b, sq_g, sq_h, sq_o, sq_i, sq_d,
+    sk_b, sk_g, sk_h, sk_o, sk_i, sk_d,
+    sv_b, sv_g, sv_h, sv_o, sv_i, sv_d,
+    sdo_b, sdo_g, sdo_h, sdo_o, sdo_i, sdo_d,
+    sg_b, sg_g, sg_h, sg_o, sg_i, sg_d,
+    N, INNER, G, H, HEAD_DIM, scale, qk_scale,
+    SPLIT: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """One program: dQ of BLOCK_M queries of problem z, looping over all key blocks.
+
+    dS = P * (dO V^T - delta),  dQ = scale * dS K.  Grid: (cdiv(N, BLOCK_M) * Z,).
+    """
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(N, BLOCK_M)
+    z = pid // num_m
+    offs_m = (pid % num_m) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_m = offs_m < N
+
+    k_base = K + _batch_offset(z, G, H, sk_b, sk_g, sk_h)
+    v_base = V + _batch_offset(z, G, H, sv_b, sv_g, sv_h)
+    q = _load_tile(Q + _batch_offset(z, G, H, sq_b, sq_g, sq_h), offs_m, offs_d, N, HEAD_DIM, INNER,
+                   sq_o, sq_i, sq_d, SPLIT)
+    do = _load_tile(DO + _batch_offset(z, G, H, sdo_b, sdo_g, sdo_h), offs_m, offs_d, N, HEAD_DIM, INNER,
+                    sdo_o, sdo_i, sdo_d, SPLIT)
+    row_stats = z.to(tl.int64) * N
+    lse2 = tl.load(LSE + row_stats + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + row_stats + offs_m, mask=mask_m, other=0.0)
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for start_n in range(0, N, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _load_tile(k_base, offs_n, offs_d, N, HEAD_DIM, INNER, sk_o, sk_i, sk_d, SPLIT)
+        v = _load_tile(v_base, offs_n, offs_d, N, HEAD_DIM, INNER, sv_o, sv_i, sv_d, SPLIT)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        p = tl.exp2(s - lse2[:, None])
+        p = tl.where((offs_n < N)[None, :], p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
+
+    _store_tile(DQ + _batch_offset(z, G, H, sg_b, sg_g, sg_h), (dq * scale).to(DQ.dtype.element_ty), offs_m,
+                offs_d, N, HEAD_DIM, INNER, sg_o, sg_i, sg_d, SPLIT)
+
+
+# ------------------------------------------------------------------------------------------------ GPU tuning
+def _configs(blocks, warps=(4, 8), stages=(2, 3, 4)):
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bm, bn in blocks
+        for w in warps
+        for s in stages
+    ]
+
+
+_TUNE_KEY = ["N", "HEAD_DIM", "SPLIT", "PRECISION"]
+_flash_fwd_tuned = triton.autotune(
+    _configs([(64, 64), (128, 64), (128, 128), (128, 32)]), key=_TUNE_KEY
+)(_flash_fwd_kernel)
+_flash_bwd_dkdv_tuned = triton.autotune(
+    _configs([(32, 64), (64, 64), (32, 128), (64, 128)]), key=_TUNE_KEY
+)(_flash_bwd_dkdv_kernel)
+_flash_bwd_dq_tuned = triton.autotune(
+    _configs([(64, 32), (64, 64), (128, 32), (128, 64)]), key=_TUNE_KEY
+)(_flash_bwd_dq_kernel)
+
+
+def _block_d(head_dim: int) -> int:
+    """D padded to a power of two >= 16 (tl.dot needs every block dim >= 16)."""
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"  # the choice only matters for fp32 inputs
+
+
+# ------------------------------------------------------------------------------------------------ launchers
+# ``geom`` = (Z, N, INNER, G, H, SPLIT) and each ``s*`` = the 6 strides of one tensor (see the module doc).
+def flash_forward(q, k, v, o, lse, sq, sk, sv, so, geom, head_dim, scale):
+    """Fill ``o`` (strided like ``so``) and ``lse`` ((Z, N) fp32) with the attention of q, k, v."""
+    Z, N, INNER, G, H, SPLIT = geom
+    common = dict(SPLIT=SPLIT, PRECISION=_precision(q.dtype), BLOCK_D=_block_d(head_dim))
+    args = (q, k, v, o, lse, *sq, *sk, *sv, *so, N, INNER, G, H, head_dim, scale * LOG2E)
+    if _INTERPRET:
+        grid = (triton.cdiv(N, INTERPRETER_BLOCK_M) * Z,)
+        wrap_triton(_flash_fwd_kernel)[grid](
+            *args, BLOCK_M=INTERPRETER_BLOCK_M, BLOCK_N=INTERPRETER_BLOCK_N, **common
+        )
+    else:
+        grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]) * Z,)  # noqa: E731
+        wrap_triton(_flash_fwd_tuned)[grid](*args, **common)
+
+
+def flash_backward(q, k, v, o, do, lse, dq, dk, dv, sq, sk, sv, so, sdo, sg, geom, head_dim, scale):
+    """Fill dq, dk, dv (all strided like ``sg``) with the gradients of the attention given dO = ``do``."""
+    Z, N, INNER, G, H, SPLIT = geom
+    block_d = _block_d(head_dim)
+    delta = torch.empty_like(lse)
+    pre_m = INTERPRETER_BLOCK_M if _INTERPRET else 64
+    wrap_triton(_bwd_preprocess)[(triton.cdiv(N, pre_m) * Z,)](
+        o, do, delta, *so, *sdo, N, INNER, G, H, head_dim, SPLIT=SPLIT, BLOCK_M=pre_m, BLOCK_D=block_d
+    )
+    common = dict(SPLIT=SPLIT, PRECISION=_precision(q.dtype), BLOCK_D=block_d)
+    strides = (*sq, *sk, *sv, *sdo, *sg, N, INNER, G, H, head_dim, scale, scale * LOG2E)
+    if _INTERPRET:
+        blocks = dict(BLOCK_M=INTERPRETER_BLOCK_M, BLOCK_N=INTERPRETER_BLOCK_N, **common)
+        wrap_triton(_flash_bwd_dkdv_kernel)[(triton.cdiv(N, INTERPRETER_BLOCK_N) * Z,)](
+            q, k, v, do, lse, delta, dk, dv, *strides, **blocks
+        )
+        wrap_triton(_flash_bwd_dq_kernel)[(triton.cdiv(N, INTERPRETER_BLOCK_M) * Z,)](
+            q, k, v, do, lse, delta, dq, *strides, **blocks
+        )
+    else:
+        grid_n = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]) * Z,)  # noqa: E731
+        grid_m = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]) * Z,)  # noqa: E731
+        wrap_triton(_flash_bwd_dkdv_tuned)[grid_n](q, k, v, do, lse, delta, dk, dv, *strides, **common)
+        wrap_triton(_flash_bwd_dq_tuned)[grid_m](q, k, v, do, lse, delta, dq, *strides, **common)

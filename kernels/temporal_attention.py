@@ -1,0 +1,193 @@
+"""Temporal attention for short sequences (T <= 64): the whole T x T score tile of a row lives in registers.
+
+A "row" is one (b, s, head) triple: T query tokens attending to the T key tokens of the same pixel
+position across frames. Rows are flattened into one index r in [0, Z), Z = B*S*heads, with
+``(b, s, h) = (r // (S*H), (r // H) % S, r % H)``; one program handles BLOCK_R consecutive rows (adjacent
+heads of one pixel, then the next pixels: neighbouring memory in the fused QKV layout), and the grid is
+``(cdiv(Z, BLOCK_R),)`` on axis 0 alone, so there is no batch size too large for it (SDPA's fused kernels put
+batch*heads on a grid dimension limited to 65,535).
+
+Per program the tiles are 3-D, (BLOCK_R, BLOCK_T, BLOCK_D), with T padded to BLOCK_T = next power of two >= 16
+and D to BLOCK_D (>= 16, tl.dot's minimum); scores are one batched ``tl.dot`` (BLOCK_R, BLOCK_T, BLOCK_T), the
+softmax is single-pass (the full row is there: no online rescaling), and the log-sum-exp (natural log, fp32,
+shape (Z, T)) is saved for the backward pass.
+
+The backward pass is one kernel too: it recomputes P from the LSE and needs neither O nor a separate
+delta = rowsum(dO * O) pass, because rowsum(dO * O) = rowsum(P * dP) with dP = dO V^T, which is in registers:
+    dV = P^T dO,  dS = P * (dP - rowsum(P * dP)),  dQ = scale * dS K,  dK = scale * dS^T Q.
+
+Addressing: token t, channel d of row r sits at ``base + b*stride_b + s*stride_s + h*stride_h + t*stride_t
++ d*stride_d`` with the tensor's own 5-D strides (no permute, no copy).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import wrap_triton
+
+LOG2E = 1.4426950408889634
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+MAX_T = 64  # longer temporal sequences go to the flash kernel
+INTERPRETER_BLOCK_R = 4
+
+
+@triton.jit
+def _row_offsets(rows, S, H, stride_b, stride_s, stride_h):
+    """(BLOCK_R,) int64 element offsets of rows r = (b, s, h)."""
+    r = rows.to(tl.int64)
+    h = r % H
+    s = (r // H) % S
+    b = r // (H * S)
+    return b * stride_b + s * stride_s + h * stride_h
+
+
+@triton.jit
+def _tile_ptrs(base, rows, S, H, offs_t, offs_d, stride_b, stride_t, stride_s, stride_h, stride_d):
+    """(BLOCK_R, BLOCK_T, BLOCK_D) pointers of a tensor with 5-D strides."""
+    row = _row_offsets(rows, S, H, stride_b, stride_s, stride_h)
+    return base + row[:, None, None] + offs_t[None, :, None] * stride_t + offs_d[None, None, :] * stride_d
+
+
+@triton.jit
+def _temporal_fwd_kernel(
+    Q, K, V, O, LSE,
+    sq_b, sq_t, sq_s, sq_h, sq_d,
+    sk_b, sk_t, sk_s, sk_h, sk_d,
+    sv_b, sv_t, sv_s, sv_h, sv_d,
+    so_b, so_t, so_s, so_h, so_d,
+    Z, T, S, H, HEAD_DIM, qk_scale,
+    PRECISION: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """O[r] = softmax(scale * Q[r] K[r]^T) V[r] for BLOCK_R rows; LSE[r, t] saved (fp32, natural log).
+
+    Grid: (cdiv(Z, BLOCK_R),). qk_scale = scale * log2(e).
+    """
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    offs_t = tl.arange(0, BLOCK_T)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_t = offs_t < T
+    mask = (rows < Z)[:, None, None] & mask_t[None, :, None] & (offs_d < HEAD_DIM)[None, None, :]
+
+    q = tl.load(_tile_ptrs(Q, rows, S, H, offs_t, offs_d, sq_b, sq_t, sq_s, sq_h, sq_d), mask=mask, other=0.0)
+    k = tl.load(_tile_ptrs(K, rows, S, H, offs_t, offs_d, sk_b, sk_t, sk_s, sk_h, sk_d), mask=mask, other=0.0)
+    v = tl.load(_tile_ptrs(V, rows, S, H, offs_t, offs_d, sv_b, sv_t, sv_s, sv_h, sv_d), mask=mask, other=0.0)
+
+    s = tl.dot(q, tl.trans(k, (0, 2, 1)), input_precision=PRECISION) * qk_scale  # (R, Tq, Tk), base 2
+    s = tl.where(mask_t[None, None, :], s, float("-inf"))  # padded keys
+    m = tl.max(s, 2)
+    p = tl.exp2(s - m[:, :, None])
+    l = tl.sum(p, 2)  # noqa: E741
+    o = tl.dot(p.to(v.dtype), v, input_precision=PRECISION) / l[:, :, None]
+
+    tl.store(_tile_ptrs(O, rows, S, H, offs_t, offs_d, so_b, so_t, so_s, so_h, so_d), o.to(O.dtype.element_ty),
+             mask=mask)
+    lse = (m + tl.log2(l)) * 0.6931471805599453
+    lse_ptrs = LSE + rows.to(tl.int64)[:, None] * T + offs_t[None, :]
+    tl.store(lse_ptrs, lse, mask=(rows < Z)[:, None] & mask_t[None, :])
+
+
+@triton.jit
+def _temporal_bwd_kernel(
+    Q, K, V, DO, LSE, DQ, DK, DV,
+    sq_b, sq_t, sq_s, sq_h, sq_d,
+    sk_b, sk_t, sk_s, sk_h, sk_d,
+    sv_b, sv_t, sv_s, sv_h, sv_d,
+    sdo_b, sdo_t, sdo_s, sdo_h, sdo_d,
+    sg_b, sg_t, sg_s, sg_h, sg_d,
+    Z, T, S, H, HEAD_DIM, scale, qk_scale,
+    PRECISION: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """dQ, dK, dV of BLOCK_R rows in one pass (see the module doc). DQ/DK/DV share the strides sg_*."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    offs_t = tl.arange(0, BLOCK_T)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_r = rows < Z
+    mask_t = offs_t < T
+    mask = mask_r[:, None, None] & mask_t[None, :, None] & (offs_d < HEAD_DIM)[None, None, :]
+
+    q = tl.load(_tile_ptrs(Q, rows, S, H, offs_t, offs_d, sq_b, sq_t, sq_s, sq_h, sq_d), mask=mask, other=0.0)
+    k = tl.load(_tile_ptrs(K, rows, S, H, offs_t, offs_d, sk_b, sk_t, sk_s, sk_h, sk_d), mask=mask, other=0.0)
+    v = tl.load(_tile_ptrs(V, rows, S, H, offs_t, offs_d, sv_b, sv_t, sv_s, sv_h, sv_d), mask=mask, other=0.0)
+    do = tl.load(_tile_ptrs(DO, rows, S, H, offs_t, offs_d, sdo_b, sdo_t, sdo_s, sdo_h, sdo_d), mask=mask,
+                 other=0.0)
+    stat_mask = mask_r[:, None] & mask_t[None, :]
+    lse2 = tl.load(LSE + rows.to(tl.int64)[:, None] * T + offs_t[None, :], mask=stat_mask, other=0.0)
+    lse2 = lse2 * 1.4426950408889634
+
+    s = tl.dot(q, tl.trans(k, (0, 2, 1)), input_precision=PRECISION) * qk_scale  # (R, Tq, Tk)
+    p = tl.exp2(s - lse2[:, :, None])
+    p = tl.where(stat_mask[:, :, None] & mask_t[None, None, :], p, 0.0)  # padded queries and keys
+    dv = tl.dot(tl.trans(p, (0, 2, 1)).to(do.dtype), do, input_precision=PRECISION)  # (R, Tk, D)
+    dp = tl.dot(do, tl.trans(v, (0, 2, 1)), input_precision=PRECISION)  # (R, Tq, Tk)
+    delta = tl.sum(p * dp, 2)  # = rowsum(dO * O)
+    ds = p * (dp - delta[:, :, None])
+    dq = tl.dot(ds.to(k.dtype), k, input_precision=PRECISION) * scale
+    dk = tl.dot(tl.trans(ds, (0, 2, 1)).to(q.dtype), q, input_precision=PRECISION) * scale
+
+    tl.store(_tile_ptrs(DQ, rows, S, H, offs_t, offs_d, sg_b, sg_t, sg_s, sg_h, sg_d),
+             dq.to(DQ.dtype.element_ty), mask=mask)
+    tl.store(_tile_ptrs(DK, rows, S, H, offs_t, offs_d, sg_b, sg_t, sg_s, sg_h, sg_d),
+             dk.to(DK.dtype.element_ty), mask=mask)
+    tl.store(_tile_ptrs(DV, rows, S, H, offs_t, offs_d, sg_b, sg_t, sg_s, sg_h, sg_d),
+             dv.to(DV.dtype.element_ty), mask=mask)
+
+
+# ------------------------------------------------------------------------------------------------ GPU tuning
+def _configs(rows, warps):
+    return [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=1) for r in rows for w in warps]
+
+
+_TUNE_KEY = ["T", "HEAD_DIM", "PRECISION"]
+_temporal_fwd_tuned = triton.autotune(_configs((1, 2, 4, 8, 16), (2, 4, 8)), key=_TUNE_KEY)(_temporal_fwd_kernel)
+_temporal_bwd_tuned = triton.autotune(_configs((1, 2, 4, 8), (2, 4, 8)), key=_TUNE_KEY)(_temporal_bwd_kernel)
+
+
+def _block_t(T: int) -> int:
+    return max(16, triton.next_power_of_2(T))
+
+
+def _block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+# ------------------------------------------------------------------------------------------------ launchers
+def temporal_forward(q, k, v, o, lse, scale):
+    """Fill ``o`` (B, T, S, H, D) and ``lse`` (B*S*H, T) fp32; q, k, v any strides, T <= MAX_T."""
+    B, T, S, H, D = q.shape
+    Z = B * S * H
+    args = (q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(), Z, T, S, H, D, scale * LOG2E)
+    meta = dict(PRECISION=_precision(q.dtype), BLOCK_T=_block_t(T), BLOCK_D=_block_d(D))
+    if _INTERPRET:
+        wrap_triton(_temporal_fwd_kernel)[(triton.cdiv(Z, INTERPRETER_BLOCK_R),)](
+            *args, BLOCK_R=INTERPRETER_BLOCK_R, **meta
+        )
+    else:
+        grid = lambda m: (triton.cdiv(Z, m["BLOCK_R"]),)  # noqa: E731
+        wrap_triton(_temporal_fwd_tuned)[grid](*args, **meta)
+
+
+def temporal_backward(q, k, v, do, lse, dq, dk, dv, scale):
+    """Fill dq, dk, dv (one shared stride set, e.g. all contiguous) given dO = ``do`` (any strides)."""
+    B, T, S, H, D = q.shape
+    Z = B * S * H
+    assert dq.stride() == dk.stride() == dv.stride()
+    args = (q, k, v, do, lse, dq, dk, dv, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
+            Z, T, S, H, D, scale, scale * LOG2E)
+    meta = dict(PRECISION=_precision(q.dtype), BLOCK_T=_block_t(T), BLOCK_D=_block_d(D))
+    if _INTERPRET:
+        wrap_triton(_temporal_bwd_kernel)[(triton.cdiv(Z, INTERPRETER_BLOCK_R),)](
+            *args, BLOCK_R=INTERPRETER_BLOCK_R, **meta
+        )
+    else:
+        grid = lambda m: (triton.cdiv(Z, m["BLOCK_R"]),)  # noqa: E731
+        wrap_triton(_temporal_bwd_tuned)[grid](*args, **meta)

@@ -1,0 +1,194 @@
+"""video_attention: every backend against the float64 reference, forward and gradients; the reference itself
+against an independent einsum formulation.
+
+Inputs are non-contiguous views of one fused (B, T, S, 3, heads, D) QKV tensor (the layout of a fused
+projection), and in some cases of a fused tensor with scrambled memory order or padding (arbitrary strides).
+
+The (T, S, D) grid of the issue (T in {1, 2, 7, 16, 25}, S in {1, 17, 64, 300}, D in {32, 64}) is covered by a
+representative subset, not the full cross-product (the Triton interpreter is slow): every T value appears
+with the temporal axis, every S value with the spatial axis, both D values on every axis, masked tails
+(lengths not a multiple of the 16-wide interpreter tiles: 17, 25, 34, 119, 300) and exact tiles (16, 64),
+T = 1 and S = 1 on every axis, T > 64 (temporal falls back to the flash kernel), a joint layout that needs
+the (t, s) split addressing, and a non-default scale.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import pytest
+import torch
+
+import fastvdm.ops as ops
+from fastvdm.ops import reference
+from oracle import ATTENTION_TOLERANCE, all_backends, assert_rel_close, device_for, dtypes_for
+
+BACKENDS = all_backends("video_attention")
+
+# (axis, B, T, S, heads, D, layout)
+# layout "fused": q, k, v = qkv.unbind(3) of a contiguous (B, T, S, 3, heads, D) tensor;
+# "scrambled": the same shape viewed from storage ordered (3, heads, B, D, S, T), so even D is strided;
+# "padded": the slice [:, :, :S] of a fused tensor with S + 3 tokens per frame, so stride_t != S * stride_s
+# (the joint kernel then addresses token n at (t, s) = (n // S, n % S)).
+CASES = [
+    ("spatial", 1, 2, 17, 2, 32, "fused"),
+    ("spatial", 1, 1, 64, 2, 64, "fused"),
+    ("spatial", 2, 2, 1, 2, 32, "scrambled"),
+    ("spatial", 1, 1, 300, 1, 32, "fused"),
+    ("temporal", 2, 7, 17, 2, 64, "fused"),
+    ("temporal", 1, 16, 64, 2, 32, "scrambled"),
+    ("temporal", 1, 25, 17, 1, 32, "padded"),
+    ("temporal", 1, 1, 17, 2, 32, "fused"),
+    ("temporal", 1, 2, 300, 1, 64, "fused"),
+    ("temporal", 1, 70, 2, 1, 32, "fused"),  # T > 64: the flash kernel over t
+    ("joint", 1, 2, 17, 2, 32, "fused"),
+    ("joint", 1, 7, 17, 1, 64, "padded"),
+    ("joint", 1, 16, 1, 2, 32, "scrambled"),
+    ("joint", 2, 1, 17, 1, 64, "fused"),
+]
+
+
+def _fused_qkv(B, T, S, H, D, layout, dtype, device, generator):
+    """A random (B, T, S, 3, H, D) tensor (values ~ N(0, 1)) with the strides of ``layout``."""
+    if layout == "fused":
+        shape, order = (B, T, S, 3, H, D), (0, 1, 2, 3, 4, 5)
+    elif layout == "scrambled":
+        shape, order = (3, H, B, D, S, T), (2, 5, 4, 0, 1, 3)
+    elif layout == "padded":
+        shape, order = (B, T, S + 3, 3, H, D), (0, 1, 2, 3, 4, 5)
+    else:
+        raise ValueError(layout)
+    base = torch.randn(shape, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+    return base.permute(order)[:, :, :S]
+
+
+def _check_grad(out: torch.Tensor, ref: torch.Tensor, tol: float, what: str) -> None:
+    """Relative check; a reference gradient that is exactly zero (dq, dk at T = 1) must be matched ~exactly."""
+    if ref.abs().max() == 0:
+        assert torch.isfinite(out).all(), f"{what}: non-finite values"
+        assert out.abs().max().item() <= 1e-6, f"{what}: expected zeros, max |value| {out.abs().max().item():.3e}"
+    else:
+        assert_rel_close(out, ref, tol, what)
+
+
+def _reference_with_grads(q, k, v, axis, scale, grad_out):
+    """float64 reference output and (dq, dk, dv)."""
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    out = reference.video_attention(q64, k64, v64, axis, scale)
+    grads = torch.autograd.grad(out, (q64, k64, v64), grad_out.double())
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_video_attention_matches_reference(backend, case):
+    axis, B, T, S, H, D, layout = case
+    device = device_for(backend)
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(case).encode()))
+    for dtype in dtypes_for(backend):
+        qkv = _fused_qkv(B, T, S, H, D, layout, dtype, device, gen).requires_grad_()
+        q, k, v = qkv.unbind(3)
+        assert not q.is_contiguous()
+        with ops.use_backend(backend):
+            out = ops.video_attention(q, k, v, axis)
+        assert out.shape == (B, T, S, H, D) and out.dtype == dtype and out.is_contiguous()
+        grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+        (dqkv,) = torch.autograd.grad(out, qkv, grad_out)
+
+        ref, ref_grads = _reference_with_grads(q, k, v, axis, None, grad_out)
+        tol = ATTENTION_TOLERANCE[dtype]
+        assert_rel_close(out, ref, tol, f"{backend} {dtype} output")
+        for i, name in enumerate("qkv"):
+            _check_grad(dqkv[:, :, :, i], ref_grads[i], tol, f"{backend} {dtype} d{name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("axis", ["spatial", "temporal", "joint"])
+def test_video_attention_explicit_scale_and_contiguous_inputs(backend, axis):
+    """A non-default scale, separate contiguous q, k, v (not views), scores large enough to saturate softmax."""
+    device = device_for(backend)
+    B, T, S, H, D = 1, 5, 19, 2, 32
+    q, k, v = (torch.randn(B, T, S, H, D, dtype=torch.float64) for _ in range(3))
+    scale = 0.9  # 5x the default 32**-0.5: peaked attention rows
+    for dtype in dtypes_for(backend):
+        qd, kd, vd = (t.to(device=device, dtype=dtype).requires_grad_() for t in (q, k, v))
+        with ops.use_backend(backend):
+            out = ops.video_attention(qd, kd, vd, axis, scale)
+        grad_out = torch.randn(out.shape, dtype=torch.float64).to(device=device, dtype=dtype)
+        grads = torch.autograd.grad(out, (qd, kd, vd), grad_out)
+        ref, ref_grads = _reference_with_grads(qd, kd, vd, axis, scale, grad_out)
+        tol = ATTENTION_TOLERANCE[dtype]
+        assert_rel_close(out, ref, tol, f"{backend} {dtype} output")
+        for g, rg, name in zip(grads, ref_grads, "qkv"):
+            assert_rel_close(g, rg, tol, f"{backend} {dtype} d{name}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+def test_temporal_attention_huge_batch(backend):
+    """B*S*heads = 98,304 > 65,535 sequences (where SDPA's fused kernels exceed a grid dimension)."""
+    B, T, S, H, D = 3, 16, 4096, 8, 64
+    gen = torch.Generator().manual_seed(7)
+    for dtype in dtypes_for(backend):
+        qkv = _fused_qkv(B, T, S, H, D, "fused", dtype, torch.device("cuda"), gen).requires_grad_()
+        q, k, v = qkv.unbind(3)
+        with ops.use_backend(backend):
+            out = ops.video_attention(q, k, v, "temporal")
+        grad_out = torch.randn(out.shape, device="cuda", dtype=dtype)
+        (dqkv,) = torch.autograd.grad(out, qkv, grad_out)
+        ref, ref_grads = _reference_with_grads(q, k, v, "temporal", None, grad_out)
+        tol = ATTENTION_TOLERANCE[dtype]
+        assert_rel_close(out, ref, tol, f"{backend} {dtype} output")
+        for i, name in enumerate("qkv"):
+            assert_rel_close(dqkv[:, :, :, i], ref_grads[i], tol, f"{backend} {dtype} d{name}")
+
+
+def test_triton_supports_reasons():
+    """The Triton backend declines what it cannot run, with a reason (and accepts fp32 where it can run)."""
+    if "triton" not in BACKENDS:
+        pytest.skip("triton backend unavailable here")
+    from fastvdm.kernels.attention import supports
+
+    device = device_for("triton")
+    x = torch.randn(1, 2, 3, 1, 32, device=device)
+    assert supports(x, x, x, "spatial") is None
+    big = torch.randn(1, 2, 3, 1, 160, device=device)
+    assert "head dim" in supports(big, big, big, "spatial")
+    x64 = x.double()
+    assert "dtype" in supports(x64, x64, x64, "joint")
+    with pytest.raises(ops.BackendUnavailableError, match="triton"):
+        with ops.use_backend("triton"):
+            ops.video_attention(x64, x64, x64, "joint")
+
+
+# --------------------------------------------------------------------------- the reference vs an einsum oracle
+def _einsum_attention(q, k, v, axis, scale):
+    """softmax(scale * Q K^T) V written out with einsum on (B, T, S, H, D), independent of the reference."""
+    B, T, S, H, D = q.shape
+    if axis == "spatial":  # attend over s within (b, t, h)
+        logits = torch.einsum("btshd,btrhd->bthsr", q, k) * scale
+        return torch.einsum("bthsr,btrhd->btshd", logits.softmax(-1), v)
+    if axis == "temporal":  # attend over t within (b, s, h)
+        logits = torch.einsum("btshd,brshd->bshtr", q, k) * scale
+        return torch.einsum("bshtr,brshd->btshd", logits.softmax(-1), v)
+    # joint: attend over all (t, s) within (b, h)
+    logits = torch.einsum("btshd,burhd->bhtsur", q, k) * scale
+    weights = logits.reshape(B, H, T, S, T * S).softmax(-1).reshape(B, H, T, S, T, S)
+    return torch.einsum("bhtsur,burhd->btshd", weights, v)
+
+
+@pytest.mark.parametrize("axis", ["spatial", "temporal", "joint"])
+@pytest.mark.parametrize("scale", [None, 0.3])
+def test_reference_matches_einsum(axis, scale):
+    B, T, S, H, D = 2, 5, 7, 3, 16
+    qkv = torch.randn(B, T, S, 3, H, D, dtype=torch.float64)
+    q, k, v = qkv.unbind(3)
+    assert not q.is_contiguous()
+    out = reference.video_attention(q, k, v, axis, scale)
+    expected = _einsum_attention(q, k, v, axis, D**-0.5 if scale is None else scale)
+    assert out.is_contiguous()
+    assert_rel_close(out, expected, 1e-12, f"reference {axis}")
+    # Each token's output is a convex combination of value rows: a sanity bound that does not use softmax code.
+    assert out.abs().max() <= v.abs().max() + 1e-12
+    assert math.isfinite(out.sum().item())
