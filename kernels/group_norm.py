@@ -1,0 +1,535 @@
+"""Triton backend of ``fastvdm.ops.group_norm``: fused GroupNorm + affine + modulation + SiLU, fwd + bwd.
+
+x (B, C, *rest) is addressed as x[n, c, s] through three strides (a view (B, C, S), S = prod(rest)), so
+contiguous and channels_last / channels_last_3d inputs are read in place (other layouts are copied to
+contiguous first). Per (n, c): a = w * (1 + scale), b = bias * (1 + scale) + shift, and
+
+    xhat = (x - mean[n, g]) * rstd[n, g],   z = a * xhat + b,   y = silu(z) or z.
+
+Statistics are fp32 (biased variance from sums of x - k, k the group's first element, so a large mean does
+not cancel). Tiles are [BLOCK_C channels, BLOCK_S positions] of one group; a group of any size (Cg not a
+power of two, Cg * S larger than a tile) is walked by loops over channel and position blocks.
+
+Forward (``fastvdm::group_norm_triton_fwd(...) -> (y, mean, rstd)``):
+- ``_fwd_fused_kernel``, one program per (n, g): statistics loop, then the normalize/modulate/SiLU loop over
+  the same group. When the whole group fits one tile it is loaded once (one read, one write); otherwise the
+  second loop re-reads the group (from L2 where it fits).
+- When B * G programs are too few to fill the GPU (e.g. B=2, G=32 on 132 SMs), each group is split along S
+  over SPLIT programs: ``_fwd_stats_kernel`` writes per-split partial sums, ``_fwd_apply_kernel`` reduces the
+  SPLIT partials of its group and applies.
+Backward (``fastvdm::group_norm_triton_bwd(...) -> (dx, sum_dz, sum_dzx)``), dz = dy * act'(z), N = Cg * S:
+- ``_bwd_sums_kernel`` (grid (B * G, SPLIT)): per-channel partial sums of dz and dz * xhat;
+- ``_bwd_dx_kernel`` (grid (B * G, SPLIT)): reduces them, m1 = sum_c a * sum_dz / N,
+  m2 = sum_c a * sum_dzx / N, and writes dx = rstd * (a * dz - m1 - xhat * m2); split 0 also stores the
+  (B, C) fp32 sums, from which dweight, dbias, dscale, dshift are O(B * C) torch arithmetic
+  (:func:`param_grads`).
+
+Supported: fp32, bf16, fp16 inputs (parameters of any float dtype), fp32 statistics and arithmetic. CUDA
+tensors, or CPU tensors under ``TRITON_INTERPRET=1`` (tests).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.library import triton_op, wrap_triton
+
+from fastvdm.ops import _dispatch
+
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+# Elements per tile (BLOCK_C * BLOCK_S). Tests lower it (and force SPLIT) to exercise the multi-tile and
+# split paths on small inputs under the interpreter.
+MAX_TILE = 4096
+FORCE_SPLIT: Optional[int] = None  # None: choose from the device's SM count
+MAX_SPLIT = 64
+
+
+# ================================================================================================= kernels
+@triton.jit
+def _tile_offsets(c0, s0, Cg, s_end, stride_c, stride_s, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """Channel indices (within the group), offsets and mask of the tile starting at (c0, s0)."""
+    offs_c = c0 + tl.arange(0, BLOCK_C)
+    offs_s = s0 + tl.arange(0, BLOCK_S)
+    mask = (offs_c < Cg)[:, None] & (offs_s < s_end)[None, :]
+    offs = offs_c[:, None].to(tl.int64) * stride_c + offs_s[None, :].to(tl.int64) * stride_s
+    return offs_c, offs, mask
+
+
+@triton.jit
+def _modulation(W, Bias, Scale, Shift, n, ch, C, cmask,
+                HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr):
+    """a = w * (1 + scale), b = bias * (1 + scale) + shift for channels ``ch`` of sample n (fp32)."""
+    if HAS_W:
+        a = tl.load(W + ch, mask=cmask, other=0.0).to(tl.float32)
+    else:
+        a = tl.full(ch.shape, 1.0, tl.float32)
+    if HAS_B:
+        b = tl.load(Bias + ch, mask=cmask, other=0.0).to(tl.float32)
+    else:
+        b = tl.zeros(ch.shape, tl.float32)
+    if HAS_SCALE:
+        m = 1.0 + tl.load(Scale + n * C + ch, mask=cmask, other=0.0).to(tl.float32)
+        a = a * m
+        b = b * m
+    if HAS_SHIFT:
+        b = b + tl.load(Shift + n * C + ch, mask=cmask, other=0.0).to(tl.float32)
+    return a, b
+
+
+@triton.jit
+def _shifted_sums(x_base, k, Cg, s_begin, s_end, stride_c, stride_s,
+                  BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """sum(x - k) and sum((x - k)^2) over channels [0, Cg) and positions [s_begin, s_end) of one group."""
+    acc1 = tl.zeros([BLOCK_C, BLOCK_S], tl.float32)
+    acc2 = tl.zeros([BLOCK_C, BLOCK_S], tl.float32)
+    for c0 in range(0, Cg, BLOCK_C):
+        for s0 in range(s_begin, s_end, BLOCK_S):
+            _, offs, mask = _tile_offsets(c0, s0, Cg, s_end, stride_c, stride_s, BLOCK_C, BLOCK_S)
+            x = tl.load(x_base + offs, mask=mask, other=0.0).to(tl.float32)
+            d = tl.where(mask, x - k, 0.0)
+            acc1 += d
+            acc2 += d * d
+    return tl.sum(tl.sum(acc1, axis=1), axis=0), tl.sum(tl.sum(acc2, axis=1), axis=0)
+
+
+@triton.jit
+def _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, s_begin, s_end, mean, rstd,
+           stride_xc, stride_xs, stride_yc, stride_ys,
+           HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+           SILU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """y = act(a * rstd * (x - mean) + b) over channels [0, Cg) and positions [s_begin, s_end) of group g."""
+    for c0 in range(0, Cg, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        cmask = offs_c < Cg
+        a, b = _modulation(W, Bias, Scale, Shift, n, g * Cg + offs_c, C, cmask,
+                           HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT)
+        a = a * rstd
+        for s0 in range(s_begin, s_end, BLOCK_S):
+            _, offs, mask = _tile_offsets(c0, s0, Cg, s_end, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
+            _, offs_y, _ = _tile_offsets(c0, s0, Cg, s_end, stride_yc, stride_ys, BLOCK_C, BLOCK_S)
+            x = tl.load(x_base + offs, mask=mask, other=0.0).to(tl.float32)
+            z = a[:, None] * (x - mean) + b[:, None]
+            if SILU:
+                z = z * tl.sigmoid(z)
+            tl.store(y_base + offs_y, z.to(y_base.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _fwd_fused_kernel(
+    X, Y, W, Bias, Scale, Shift, Mean, Rstd,
+    C, S, G, Cg, eps,
+    stride_xb, stride_xc, stride_xs, stride_yb, stride_yc, stride_ys,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    SILU: tl.constexpr, SINGLE_TILE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    """One program per (n, g): statistics, then normalization, affine, modulation and SiLU."""
+    pid = tl.program_id(0)
+    n = pid // G
+    g = pid % G
+    x_base = X + n.to(tl.int64) * stride_xb + (g * Cg).to(tl.int64) * stride_xc
+    y_base = Y + n.to(tl.int64) * stride_yb + (g * Cg).to(tl.int64) * stride_yc
+    count = Cg * S * 1.0
+    k = tl.load(x_base).to(tl.float32)
+    if SINGLE_TILE:  # the whole group in registers: one read, one write
+        offs_c, offs, mask = _tile_offsets(0, 0, Cg, S, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
+        _, offs_y, _ = _tile_offsets(0, 0, Cg, S, stride_yc, stride_ys, BLOCK_C, BLOCK_S)
+        x = tl.load(x_base + offs, mask=mask, other=0.0).to(tl.float32)
+        d = tl.where(mask, x - k, 0.0)
+        s1 = tl.sum(tl.sum(d, axis=1), axis=0)
+        s2 = tl.sum(tl.sum(d * d, axis=1), axis=0)
+        m = s1 / count
+        mean = k + m
+        rstd = tl.rsqrt(tl.maximum(s2 / count - m * m, 0.0) + eps)
+        a, b = _modulation(W, Bias, Scale, Shift, n, g * Cg + offs_c, C, offs_c < Cg,
+                           HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT)
+        z = (a * rstd)[:, None] * (x - mean) + b[:, None]
+        if SILU:
+            z = z * tl.sigmoid(z)
+        tl.store(y_base + offs_y, z.to(Y.dtype.element_ty), mask=mask)
+    else:
+        s1, s2 = _shifted_sums(x_base, k, Cg, 0, S, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
+        m = s1 / count
+        mean = k + m
+        rstd = tl.rsqrt(tl.maximum(s2 / count - m * m, 0.0) + eps)
+        _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, 0, S, mean, rstd,
+               stride_xc, stride_xs, stride_yc, stride_ys,
+               HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, SILU, BLOCK_C, BLOCK_S)
+    tl.store(Mean + pid, mean)
+    tl.store(Rstd + pid, rstd)
+
+
+@triton.jit
+def _fwd_stats_kernel(
+    X, Partial, G, Cg, S, S_PER_SPLIT,
+    stride_xb, stride_xc, stride_xs,
+    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    """Grid (B * G, SPLIT): partial shifted sums of group pid over positions [split * S_PER_SPLIT, ...)."""
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    nsplit = tl.num_programs(1)
+    n = pid // G
+    g = pid % G
+    x_base = X + n.to(tl.int64) * stride_xb + (g * Cg).to(tl.int64) * stride_xc
+    k = tl.load(x_base).to(tl.float32)
+    s_begin = split * S_PER_SPLIT
+    s_end = tl.minimum(s_begin + S_PER_SPLIT, S)
+    s1, s2 = _shifted_sums(x_base, k, Cg, s_begin, s_end, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
+    tl.store(Partial + (pid * nsplit + split) * 2, s1)
+    tl.store(Partial + (pid * nsplit + split) * 2 + 1, s2)
+
+
+@triton.jit
+def _fwd_apply_kernel(
+    X, Y, W, Bias, Scale, Shift, Mean, Rstd, Partial,
+    C, S, G, Cg, S_PER_SPLIT, eps,
+    stride_xb, stride_xc, stride_xs, stride_yb, stride_yc, stride_ys,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    SILU: tl.constexpr, SPLIT_P2: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    """Grid (B * G, SPLIT): reduce the group's partial sums to mean/rstd, apply to this split's positions."""
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    nsplit = tl.num_programs(1)
+    n = pid // G
+    g = pid % G
+    x_base = X + n.to(tl.int64) * stride_xb + (g * Cg).to(tl.int64) * stride_xc
+    y_base = Y + n.to(tl.int64) * stride_yb + (g * Cg).to(tl.int64) * stride_yc
+    offs = tl.arange(0, SPLIT_P2)
+    pmask = offs < nsplit
+    s1 = tl.sum(tl.load(Partial + (pid * nsplit + offs) * 2, mask=pmask, other=0.0), axis=0)
+    s2 = tl.sum(tl.load(Partial + (pid * nsplit + offs) * 2 + 1, mask=pmask, other=0.0), axis=0)
+    count = Cg * S * 1.0
+    k = tl.load(x_base).to(tl.float32)
+    m = s1 / count
+    mean = k + m
+    rstd = tl.rsqrt(tl.maximum(s2 / count - m * m, 0.0) + eps)
+    s_begin = split * S_PER_SPLIT
+    s_end = tl.minimum(s_begin + S_PER_SPLIT, S)
+    _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, s_begin, s_end, mean, rstd,
+           stride_xc, stride_xs, stride_yc, stride_ys,
+           HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, SILU, BLOCK_C, BLOCK_S)
+    if split == 0:
+        tl.store(Mean + pid, mean)
+        tl.store(Rstd + pid, rstd)
+
+
+@triton.jit
+def _dz(dy, x, mean, rstd, a, b, SILU: tl.constexpr):
+    """xhat and dz = dy * act'(a * xhat + b) for a tile (a, b: per-channel column vectors)."""
+    xhat = (x - mean) * rstd
+    if SILU:
+        z = a[:, None] * xhat + b[:, None]
+        sig = tl.sigmoid(z)
+        dz = dy * sig * (1.0 + z * (1.0 - sig))
+    else:
+        dz = dy
+    return xhat, dz
+
+
+@triton.jit
+def _bwd_sums_kernel(
+    DY, X, W, Bias, Scale, Shift, Mean, Rstd, Partial,
+    C, S, G, Cg, S_PER_SPLIT,
+    stride_xb, stride_xc, stride_xs, stride_gb, stride_gc, stride_gs,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    SILU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    """Grid (B * G, SPLIT): per-channel partial sums of dz and dz * xhat over this split's positions.
+
+    Partial: (B, C, SPLIT, 2) fp32.
+    """
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    nsplit = tl.num_programs(1)
+    n = pid // G
+    g = pid % G
+    x_base = X + n.to(tl.int64) * stride_xb + (g * Cg).to(tl.int64) * stride_xc
+    g_base = DY + n.to(tl.int64) * stride_gb + (g * Cg).to(tl.int64) * stride_gc
+    mean = tl.load(Mean + pid)
+    rstd = tl.load(Rstd + pid)
+    s_begin = split * S_PER_SPLIT
+    s_end = tl.minimum(s_begin + S_PER_SPLIT, S)
+    for c0 in range(0, Cg, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        cmask = offs_c < Cg
+        a, b = _modulation(W, Bias, Scale, Shift, n, g * Cg + offs_c, C, cmask,
+                           HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT)
+        acc1 = tl.zeros([BLOCK_C, BLOCK_S], tl.float32)
+        acc2 = tl.zeros([BLOCK_C, BLOCK_S], tl.float32)
+        for s0 in range(s_begin, s_end, BLOCK_S):
+            _, offs, mask = _tile_offsets(c0, s0, Cg, s_end, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
+            _, offs_g, _ = _tile_offsets(c0, s0, Cg, s_end, stride_gc, stride_gs, BLOCK_C, BLOCK_S)
+            x = tl.load(x_base + offs, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(g_base + offs_g, mask=mask, other=0.0).to(tl.float32)
+            xhat, dz = _dz(dy, x, mean, rstd, a, b, SILU)
+            acc1 += dz  # dy = 0 on masked lanes, so dz = 0 there
+            acc2 += dz * xhat
+        out = Partial + ((n * C + g * Cg + offs_c) * nsplit + split) * 2
+        tl.store(out, tl.sum(acc1, axis=1), mask=cmask)
+        tl.store(out + 1, tl.sum(acc2, axis=1), mask=cmask)
+
+
+@triton.jit
+def _bwd_dx_kernel(
+    DY, X, DX, W, Bias, Scale, Shift, Mean, Rstd, Partial, SumDz, SumDzx,
+    C, S, G, Cg, S_PER_SPLIT,
+    stride_xb, stride_xc, stride_xs, stride_gb, stride_gc, stride_gs, stride_db, stride_dc, stride_ds,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    SILU: tl.constexpr, SPLIT_P2: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    """Grid (B * G, SPLIT): reduce the group's per-channel sums, then dx over this split's positions."""
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    nsplit = tl.num_programs(1)
+    n = pid // G
+    g = pid % G
+    mean = tl.load(Mean + pid)
+    rstd = tl.load(Rstd + pid)
+    # m1 = sum_c a * sum_dz / N, m2 = sum_c a * sum_dzx / N over the group's channels
+    offs_p = tl.arange(0, SPLIT_P2)
+    m1 = tl.sum(tl.zeros([BLOCK_C], tl.float32), axis=0)
+    m2 = tl.sum(tl.zeros([BLOCK_C], tl.float32), axis=0)
+    for c0 in range(0, Cg, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        cmask = offs_c < Cg
+        a, b = _modulation(W, Bias, Scale, Shift, n, g * Cg + offs_c, C, cmask,
+                           HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT)
+        ptr = Partial + (((n * C + g * Cg + offs_c) * nsplit)[:, None] + offs_p[None, :]) * 2
+        pmask = cmask[:, None] & (offs_p < nsplit)[None, :]
+        sdz = tl.sum(tl.load(ptr, mask=pmask, other=0.0), axis=1)
+        sdzx = tl.sum(tl.load(ptr + 1, mask=pmask, other=0.0), axis=1)
+        m1 += tl.sum(a * sdz, axis=0)
+        m2 += tl.sum(a * sdzx, axis=0)
+        if split == 0:
+            tl.store(SumDz + n * C + g * Cg + offs_c, sdz, mask=cmask)
+            tl.store(SumDzx + n * C + g * Cg + offs_c, sdzx, mask=cmask)
+    count = Cg * S * 1.0
+    m1 = m1 / count
+    m2 = m2 / count
+    # dx = rstd * a * dz - rstd^2 * m2 * (x - mean) - rstd * m1
+    q = -rstd * rstd * m2
+    r = -rstd * m1
+    x_base = X + n.to(tl.int64) * stride_xb + (g * Cg).to(tl.int64) * stride_xc
+    g_base = DY + n.to(tl.int64) * stride_gb + (g * Cg).to(tl.int64) * stride_gc
+    d_base = DX + n.to(tl.int64) * stride_db + (g * Cg).to(tl.int64) * stride_dc
+    s_begin = split * S_PER_SPLIT
+    s_end = tl.minimum(s_begin + S_PER_SPLIT, S)
+    for c0 in range(0, Cg, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        cmask = offs_c < Cg
+        a, b = _modulation(W, Bias, Scale, Shift, n, g * Cg + offs_c, C, cmask,
+                           HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT)
+        p = rstd * a
+        for s0 in range(s_begin, s_end, BLOCK_S):
+            _, offs, mask = _tile_offsets(c0, s0, Cg, s_end, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
+            _, offs_g, _ = _tile_offsets(c0, s0, Cg, s_end, stride_gc, stride_gs, BLOCK_C, BLOCK_S)
+            _, offs_d, _ = _tile_offsets(c0, s0, Cg, s_end, stride_dc, stride_ds, BLOCK_C, BLOCK_S)
+            x = tl.load(x_base + offs, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(g_base + offs_g, mask=mask, other=0.0).to(tl.float32)
+            _, dz = _dz(dy, x, mean, rstd, a, b, SILU)
+            dx = p[:, None] * dz + q * (x - mean) + r
+            tl.store(d_base + offs_d, dx.to(DX.dtype.element_ty), mask=mask)
+
+
+# ================================================================================================= host side
+def as_bcs(x: Tensor) -> Tensor:
+    """x (B, C, *rest) as a (B, C, S) tensor: a view for contiguous / channels-last inputs, else a copy."""
+    x3 = x.reshape(x.shape[0], x.shape[1], -1)
+    if not (x3.is_contiguous() or x3.transpose(1, 2).is_contiguous()):
+        x3 = x3.contiguous()
+    return x3
+
+
+def _blocks(Cg: int, S: int) -> tuple[int, int]:
+    """Tile shape (BLOCK_C, BLOCK_S), powers of two, BLOCK_C * BLOCK_S <= MAX_TILE (or BLOCK_C alone)."""
+    block_c = min(triton.next_power_of_2(Cg), 64, MAX_TILE)
+    block_s = min(triton.next_power_of_2(S), max(MAX_TILE // block_c, 1))
+    return block_c, block_s
+
+
+def _split(x: Tensor, groups: int, S: int, block_s: int) -> tuple[int, int]:
+    """(SPLIT, S_PER_SPLIT): programs per group along S, enough for about 4 programs per SM."""
+    if FORCE_SPLIT is not None:
+        want = FORCE_SPLIT
+    elif x.is_cuda:
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+        want = min(MAX_SPLIT, -(-4 * sms // groups))
+    else:
+        want = 1
+    blocks = -(-S // block_s)
+    per_split = -(-blocks // max(1, min(want, blocks))) * block_s  # a whole number of tiles per split
+    return -(-S // per_split), per_split
+
+
+def _num_warps(block_c: int, block_s: int) -> int:
+    tile = block_c * block_s
+    return 8 if tile >= 4096 else 4 if tile >= 1024 else 2
+
+
+def _flags(weight, bias, scale, shift, activation) -> dict:
+    return dict(
+        HAS_W=weight is not None,
+        HAS_B=bias is not None,
+        HAS_SCALE=scale is not None,
+        HAS_SHIFT=shift is not None,
+        SILU=activation == "silu",
+    )
+
+
+@triton_op("fastvdm::group_norm_triton_fwd", mutates_args=())
+def _forward(
+    x: Tensor,
+    num_groups: int,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    eps: float,
+    scale: Optional[Tensor],
+    shift: Optional[Tensor],
+    activation: Optional[str],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (y of x's shape and layout, mean (B, G) fp32, rstd (B, G) fp32)."""
+    x3 = as_bcs(x)
+    B, C, S = x3.shape
+    G = num_groups
+    Cg = C // G
+    y3 = torch.empty_strided(x3.shape, x3.stride(), dtype=x.dtype, device=x.device)
+    mean = torch.empty((B, G), dtype=torch.float32, device=x.device)
+    rstd = torch.empty((B, G), dtype=torch.float32, device=x.device)
+    dummy = x3  # stands in for absent parameters (never read: the HAS_* flags are constexpr)
+    params = [t if t is not None else dummy for t in (weight, bias, scale, shift)]
+    flags = _flags(weight, bias, scale, shift, activation)
+    block_c, block_s = _blocks(Cg, S)
+    warps = _num_warps(block_c, block_s)
+    split, per_split = _split(x, B * G, S, block_s)
+    strides = (*x3.stride(), *y3.stride())
+    if split == 1:
+        single = Cg <= block_c and S <= block_s
+        wrap_triton(_fwd_fused_kernel)[(B * G,)](
+            x3, y3, *params, mean, rstd, C, S, G, Cg, eps, *strides, **flags,
+            SINGLE_TILE=single, BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
+        )
+    else:
+        partial = torch.empty((B * G, split, 2), dtype=torch.float32, device=x.device)
+        wrap_triton(_fwd_stats_kernel)[(B * G, split)](
+            x3, partial, G, Cg, S, per_split, *x3.stride(), BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
+        )
+        wrap_triton(_fwd_apply_kernel)[(B * G, split)](
+            x3, y3, *params, mean, rstd, partial, C, S, G, Cg, per_split, eps, *strides, **flags,
+            SPLIT_P2=triton.next_power_of_2(split), BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
+        )
+    return y3.view(x.shape), mean, rstd
+
+
+@triton_op("fastvdm::group_norm_triton_bwd", mutates_args=())
+def _backward_op(
+    grad: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    num_groups: int,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    scale: Optional[Tensor],
+    shift: Optional[Tensor],
+    activation: Optional[str],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (dx of x's shape and layout, sum_dz (B, C) fp32, sum_dzx (B, C) fp32)."""
+    x3 = as_bcs(x)
+    B, C, S = x3.shape
+    G = num_groups
+    Cg = C // G
+    g3 = grad.reshape(B, C, S)  # any strides: addressed in place
+    dx3 = torch.empty_strided(x3.shape, x3.stride(), dtype=x.dtype, device=x.device)
+    sum_dz = torch.empty((B, C), dtype=torch.float32, device=x.device)
+    sum_dzx = torch.empty((B, C), dtype=torch.float32, device=x.device)
+    params = [t if t is not None else x3 for t in (weight, bias, scale, shift)]
+    flags = _flags(weight, bias, scale, shift, activation)
+    block_c, block_s = _blocks(Cg, S)
+    warps = _num_warps(block_c, block_s)
+    split, per_split = _split(x, B * G, S, block_s)
+    partial = torch.empty((B, C, split, 2), dtype=torch.float32, device=x.device)
+    wrap_triton(_bwd_sums_kernel)[(B * G, split)](
+        g3, x3, *params, mean, rstd, partial, C, S, G, Cg, per_split, *x3.stride(), *g3.stride(), **flags,
+        BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
+    )
+    wrap_triton(_bwd_dx_kernel)[(B * G, split)](
+        g3, x3, dx3, *params, mean, rstd, partial, sum_dz, sum_dzx, C, S, G, Cg, per_split,
+        *x3.stride(), *g3.stride(), *dx3.stride(), **flags,
+        SPLIT_P2=triton.next_power_of_2(split), BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
+    )
+    return dx3.view(x.shape), sum_dz, sum_dzx
+
+
+def param_grads(sum_dz, sum_dzx, weight, bias, scale, shift, needs) -> tuple:
+    """(dweight, dbias, dscale, dshift) from the per-(n, c) sums (B, C) fp32 of dz and dz * xhat.
+
+    dweight = sum_n (1 + scale) * sum_dzx, dbias = sum_n (1 + scale) * sum_dz,
+    dscale = w * sum_dzx + bias * sum_dz, dshift = sum_dz; None where absent or not needed.
+    """
+    need_w, need_b, need_scale, need_shift = needs
+    mod = None if scale is None else 1.0 + scale.float()
+    dweight = dbias = dscale = dshift = None
+    if weight is not None and need_w:
+        dweight = (sum_dzx if mod is None else sum_dzx * mod).sum(0).to(weight.dtype)
+    if bias is not None and need_b:
+        dbias = (sum_dz if mod is None else sum_dz * mod).sum(0).to(bias.dtype)
+    if scale is not None and need_scale:
+        ds = sum_dzx if weight is None else sum_dzx * weight.float()
+        if bias is not None:
+            ds = ds + sum_dz * bias.float()
+        dscale = ds.to(scale.dtype)
+    if shift is not None and need_shift:
+        dshift = sum_dz.to(shift.dtype)
+    return dweight, dbias, dscale, dshift
+
+
+def _setup(ctx, inputs, output):
+    x, ctx.num_groups, weight, bias, _, scale, shift, ctx.activation = inputs
+    _, mean, rstd = output
+    ctx.mark_non_differentiable(mean, rstd)
+    ctx.save_for_backward(x, weight, bias, scale, shift, mean, rstd)
+
+
+def _backward(ctx, grad, _grad_mean, _grad_rstd):
+    x, weight, bias, scale, shift, mean, rstd = ctx.saved_tensors
+    dx, sum_dz, sum_dzx = _backward_op(grad, x, mean, rstd, ctx.num_groups, weight, bias, scale, shift, ctx.activation)
+    needs = ctx.needs_input_grad
+    dweight, dbias, dscale, dshift = param_grads(
+        sum_dz, sum_dzx, weight, bias, scale, shift, (needs[2], needs[3], needs[5], needs[6])
+    )
+    return (dx if needs[0] else None), None, dweight, dbias, None, dscale, dshift, None
+
+
+_forward.register_autograd(_backward, setup_context=_setup)
+
+
+def group_norm(
+    x: Tensor,
+    num_groups: int,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    eps: float,
+    scale: Optional[Tensor],
+    shift: Optional[Tensor],
+    activation: Optional[str],
+) -> Tensor:
+    """act(GroupNorm(x) * (1 + scale) + shift) on the Triton kernels; the signature of ``fastvdm.ops.group_norm``."""
+    return _forward(x, num_groups, weight, bias, eps, scale, shift, activation)[0]
+
+
+def supports(x, num_groups, weight, bias, eps, scale, shift, activation) -> Optional[str]:
+    if x.dtype not in _DTYPES:
+        return f"dtype {x.dtype} is not supported (float32, bfloat16, float16)"
+    if x.device.type != "cuda" and not (x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+        return f"Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1 with CPU tensors), got {x.device}"
+    return None
+
+
+_dispatch.register("group_norm", "triton", group_norm, supports=supports, auto={"cuda": 20})
