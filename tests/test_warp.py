@@ -10,8 +10,8 @@ from fastvdm.data.scenes import Scene
 from fastvdm.data.warp import project, render_points, unproject
 
 
-def _oracle(points, colors, cam, h, w, radius, tol, near=1e-3):
-    """Per-pixel loop over all points in float64: nearest depth band, then nearest to the pixel centre, then index."""
+def _oracle(points, colors, cam, h, w, radius, falloff, near=1e-3):
+    """Per-pixel loop over all points in float64: min of (z (1 + falloff d2), point index) among covering splats."""
     c2w = cam.resized(h, w)
     k = c2w.K.numpy()
     w2c = c2w.w2c.numpy()
@@ -26,27 +26,24 @@ def _oracle(points, colors, cam, h, w, radius, tol, near=1e-3):
             cand = np.where((np.abs(off) <= radius).all(1) & (z > near))[0]
             if len(cand) == 0:
                 continue
-            zmin = z[cand].min()
-            cand = cand[z[cand] <= zmin * (1 + tol)]
-            d2 = (off[cand] ** 2).sum(1)
-            q = np.minimum((d2 / (2 * radius * radius + 1e-6) * (1 << 20)).astype(np.int64), (1 << 20) - 1)
-            best = cand[np.lexsort((cand, q))[0]]
+            zs = z[cand] * (1 + falloff * (off[cand] ** 2).sum(1))
+            best = cand[np.lexsort((cand, zs))[0]]
             rgb[:, y, x] = colors[best].numpy()
             mask[y, x] = 1
     return rgb, mask
 
 
-@pytest.mark.parametrize("radius", [0.5, 1.0, 1.6])
-def test_render_points_matches_brute_force(radius):
-    gen = torch.Generator().manual_seed(int(radius * 10))
+@pytest.mark.parametrize("radius,falloff", [(0.5, 1.0), (1.0, 0.0), (1.0, 1.0), (1.6, 0.3)])
+def test_render_points_matches_brute_force(radius, falloff):
+    gen = torch.Generator().manual_seed(int(radius * 10 + falloff * 100))
     pts = torch.randn(300, 3, generator=gen) * torch.tensor([1.0, 1.0, 0.5]) + torch.tensor([0.0, 0.0, 4.0])
     cols = torch.rand(300, 3, generator=gen)
     cams = [Camera.from_fov(look_at((0.0, 0.0, 0.0), (0.0, 0.0, 4.0), up=(0, -1.0, 0)), 50.0, 9, 11),
             Camera.from_fov(look_at((1.0, 0.5, 0.2), (0.0, 0.0, 4.0), up=(0, -1.0, 0)), 40.0, 18, 22)]
-    rgb, mask, depth = render_points(pts, cols, cams, 9, 11, radius=radius, depth_tolerance=0.02)
+    rgb, mask, depth = render_points(pts, cols, cams, 9, 11, radius=radius, falloff=falloff)
     assert rgb.shape == (2, 3, 9, 11) and mask.shape == (2, 1, 9, 11) and depth.shape == (2, 9, 11)
     for v, cam in enumerate(cams):
-        ref_rgb, ref_mask = _oracle(pts, cols, cam, 9, 11, radius, 0.02)
+        ref_rgb, ref_mask = _oracle(pts, cols, cam, 9, 11, radius, falloff)
         assert ref_mask.sum() > 0
         np.testing.assert_array_equal(mask[v, 0].numpy(), ref_mask)
         np.testing.assert_allclose(rgb[v].numpy(), ref_rgb, atol=1e-6)

@@ -3,9 +3,11 @@
 ``render_points`` is the conditioning renderer (the holey "point-cloud render" the model completes). Each
 point covers the pixels whose centres lie within ``radius`` pixels of its projection along both image axes
 (a square splat: radius 0.5 covers the one pixel containing the projection, radius 1 about 2x2 pixels).
-Visibility is a z-buffer in two vectorized scatter-min passes: first the nearest depth per pixel; then,
-among the points within ``depth_tolerance`` (relative) of that depth -- the visible surface -- the one
-projecting closest to the pixel centre wins (ties: lowest point index, so the result is deterministic).
+Visibility is a z-buffer resolved by one vectorized scatter-min: each splat is a camera-facing paraboloid,
+so a point at z-depth z seen at squared pixel distance d2 from its projection has depth z (1 + falloff d2)
+there, and the nearest one wins (ties: lowest point index, so the result is deterministic). A pixel's own
+point (d2 ~ 0) thus beats the splats of its neighbours on the same, possibly slanted, surface, while a
+clearly nearer surface still covers it; with falloff 0 this is the plain nearest-point z-buffer.
 """
 
 from __future__ import annotations
@@ -53,25 +55,27 @@ def project(points: torch.Tensor, camera: Camera, h: int, w: int) -> tuple[torch
 
 
 def render_points(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[Camera], h: int, w: int,
-                  radius: float = 1.0, depth_tolerance: float = 0.1, near: float = 1e-3
+                  radius: float = 1.0, falloff: float = 1.0, near: float = 1e-3
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Render a coloured point cloud into each camera with a z-buffer.
+    """Render a coloured point cloud into each camera with a z-buffer (see the module docstring).
 
     points: (N, 3) world positions; colors: (N, C); cameras: V cameras (intrinsics rescaled to h x w);
     radius: square splat half-width in pixels (>= 0.5 for hole-free renders of a same-resolution view);
-    depth_tolerance: relative depth band treated as the visible surface; near: points with z-depth below
-    it are dropped. Returns rgb (V, C, h, w) (0 where empty), mask (V, 1, h, w) in {0., 1.} and
-    depth (V, h, w) z-depth of the winning point (0 where empty), all float32.
+    falloff: relative depth added to a splat per squared pixel of distance from its centre; near: points
+    with z-depth below it are dropped. Returns rgb (V, C, h, w) (0 where empty), mask (V, 1, h, w) in
+    {0., 1.} and depth (V, h, w) z-depth of the winning point (0 where empty), all float32.
     """
     if points.dim() != 2 or points.shape[1] != 3 or colors.dim() != 2 or colors.shape[0] != points.shape[0]:
         raise ValueError(f"render_points: expected points (N, 3) and colors (N, C), got {tuple(points.shape)} "
                          f"and {tuple(colors.shape)}")
-    if radius <= 0:
-        raise ValueError(f"render_points: radius must be > 0 pixels, got {radius}")
+    if radius <= 0 or falloff < 0:
+        raise ValueError(f"render_points: need radius > 0 pixels and falloff >= 0, got {radius}, {falloff}")
+    if points.shape[0] >= 1 << 31:
+        raise ValueError(f"render_points: at most 2^31 - 1 points, got {points.shape[0]}")
     points = points.float()
     n_views, n_ch, hw = len(cameras), colors.shape[1], h * w
     k = int(2 * radius) + 1  # candidate pixels per axis
-    pix_all, z_all, d2_all, idx_all = [], [], [], []
+    pix_all, key_all, z_all = [], [], []
     ids = torch.arange(points.shape[0])
     for vi, cam in enumerate(cameras):
         uv, z = project(points, cam, h, w)
@@ -83,25 +87,19 @@ def render_points(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[
                 cand = first + torch.tensor([dx, dy])
                 off = cand.float() + 0.5 - uv
                 ok = (off.abs() <= radius).all(-1) & (cand[:, 0] >= 0) & (cand[:, 0] < w) & (cand[:, 1] >= 0) & (cand[:, 1] < h)
+                zs = z[ok] * (1 + falloff * (off[ok] ** 2).sum(-1))
+                # positive float32 bits order like the floats: (splat depth, point index) packed in one int64
+                key_all.append((zs.view(torch.int32).long() << 32) | pid[ok])
                 pix_all.append(vi * hw + cand[ok, 1] * w + cand[ok, 0])
                 z_all.append(z[ok])
-                d2_all.append((off[ok] ** 2).sum(-1))
-                idx_all.append(pid[ok])
-    pix, z, d2, pid = torch.cat(pix_all), torch.cat(z_all), torch.cat(d2_all), torch.cat(idx_all)
+    pix, key, z = torch.cat(pix_all), torch.cat(key_all), torch.cat(z_all)
     total = n_views * hw
-    zbuf = torch.full((total,), float("inf")).scatter_reduce_(0, pix, z, "amin")
-    front = z <= zbuf[pix] * (1 + depth_tolerance)
-    pix, d2, pid, z = pix[front], d2[front], pid[front], z[front]
-    # Pack (quantized squared distance to the pixel centre, point index) into one int64 key; the min wins.
-    q = (d2 / (2 * radius * radius + 1e-6) * (1 << 20)).long().clamp(max=(1 << 20) - 1)
-    key = (q << 40) | pid
     sentinel = torch.iinfo(torch.int64).max
     best = torch.full((total,), sentinel, dtype=torch.int64).scatter_reduce_(0, pix, key, "amin")
     filled = best != sentinel
-    win = best[filled] & ((1 << 40) - 1)
+    win = best[filled] & 0xFFFFFFFF
     rgb = torch.zeros(total, n_ch, dtype=torch.float32)
     rgb[filled] = colors[win].float()
-    # depth of the winner: the winning entry is the one whose key equals the pixel's best key
     depth = torch.zeros(total, dtype=torch.float32)
     is_win = key == best[pix]
     depth[pix[is_win]] = z[is_win]
