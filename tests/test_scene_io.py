@@ -129,3 +129,30 @@ def test_square_view_keeps_projection():
     assert u2.item() == pytest.approx((u.item() - 5) * 0.5) and v2.item() == pytest.approx(v.item() * 0.5)
     # depth is sampled, not blended: pixel (i, j) is the source pixel at the new pixel centre
     assert sq.depth[3, 4].item() == view.depth[7, 5 + 9].item()
+
+
+def test_data_make_cli(tmp_path):
+    import argparse
+
+    from fastvdm.data import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "scenes"
+    argv = ["data", "make", "--out", str(out), "--scenes", "2", "--seed", "3", "--size", "16", "--views", "3",
+            "--ply", "--no-progress"]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    index = json.load(open(out / "scenes.json"))
+    assert [s["folder"] for s in index["scenes"]] == ["scene_00000", "scene_00001"]
+    assert all(s["scene_seed"] % 2 == 0 for s in index["scenes"])  # train scenes
+    for s in index["scenes"]:
+        data = read_scene(str(out / s["folder"]))
+        assert len(data.views) == 3 and data.views[0].rgb.shape == (3, 16, 16)
+        assert data.views[0].depth.min() > 0 and data.points.shape == (3 * 16 * 16, 3)
+    assert sorted(os.listdir(tmp_path)) == ["scenes"]  # no temporary folders left behind
+    with pytest.raises(FileExistsError, match="not empty"):
+        args.func(parser.parse_args(argv))
+    args = parser.parse_args(argv[:-2] + ["--force", "--no-progress", "--scenes", "1"])
+    assert args.func(args) == 0 and len(json.load(open(out / "scenes.json"))["scenes"]) == 1
+    assert sorted(os.listdir(tmp_path)) == ["scenes"]
