@@ -1,0 +1,212 @@
+"""Benchmark of video_attention (spatial and temporal) against PyTorch SDPA with the permutes it needs.
+
+    python bench/bench_attention.py                          # GPU: the issue's shapes, bf16
+    python bench/bench_attention.py --dtype fp16 --markdown
+    python bench/bench_attention.py --small                  # CPU-sized shapes (reference vs SDPA on the CPU)
+
+Shapes (a 16-frame video U-Net, D = 64, 8 heads; q, k, v are views of one fused (B, T, S, 3, 8, 64) QKV
+tensor, as a fused projection produces them):
+- spatial: B = 1, T = 16, S in {1024, 4096} (16 sequences of length S per head);
+- temporal: T = 16, B*S in {8192, 65536} (B in {2, 16}, S = 4096: 65,536 and 524,288 sequences of 16).
+``--small`` (for the CPU): spatial B = 1, T = 4, S in {256, 1024}; temporal T = 16, B*S in {512, 4096}.
+
+Methods:
+- ``triton``: fastvdm's Triton kernels, fed the fused views directly (GPU only: on the CPU Triton runs only
+  under the interpreter, a test vehicle, and is not timed).
+- ``reference``: fastvdm's reference op (rearrange + SDPA with the default backend, in fp32 for bf16/fp16).
+- ``sdpa-<backend>``: eager PyTorch as a model would write it: ``q.permute(...).reshape(...)`` of each of
+  q, k, v into (sequences, heads, N, D) (a copy), ``F.scaled_dot_product_attention`` forced to one backend
+  with ``torch.nn.attention.sdpa_kernel`` (flash, efficient, cudnn, math on a GPU; flash, math on the CPU), then the
+  output permuted back to a contiguous (B, T, S, heads, D). The copies are part of the timing (and their
+  backward of the fwd+bwd timing). A backend that raises (e.g. a grid-dimension limit at 524,288 sequences)
+  is reported as ``fails`` with the error's first line.
+
+Throughput: forward FLOPs = 4 * sequences * heads * N^2 * D; backward = 2.5x forward; "fwd+bwd" is
+forward + backward (3.5x). Timing: ``bench/timing.py`` (GPU: triton.testing.do_bench median; CPU: median of
+wall-clock repeats). "vs best SDPA" is the best successful SDPA method's time divided by this method's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import format_table, machine_name, median_seconds  # noqa: E402
+
+import fastvdm.ops as ops  # noqa: E402
+
+HEADS, HEAD_DIM = 8, 64
+# (axis, B, T, S)
+GPU_SHAPES = [
+    ("spatial", 1, 16, 1024),
+    ("spatial", 1, 16, 4096),
+    ("temporal", 2, 16, 4096),
+    ("temporal", 16, 16, 4096),
+]
+SMALL_SHAPES = [
+    ("spatial", 1, 4, 256),
+    ("spatial", 1, 4, 1024),
+    ("temporal", 1, 16, 512),
+    ("temporal", 1, 16, 4096),
+]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ---------------------------------------------------------------------------------------------- eager SDPA
+def _to_sequences(x: torch.Tensor, axis: str) -> torch.Tensor:
+    """(B, T, S, H, D) -> (sequences, H, N, D), contiguous (a copy, as eager code's rearrange makes it)."""
+    B, T, S, H, D = x.shape
+    if axis == "spatial":
+        return x.permute(0, 1, 3, 2, 4).reshape(B * T, H, S, D)
+    return x.permute(0, 2, 3, 1, 4).reshape(B * S, H, T, D)
+
+
+def _from_sequences(o: torch.Tensor, axis: str, shape) -> torch.Tensor:
+    B, T, S, H, D = shape
+    if axis == "spatial":
+        return o.reshape(B, T, H, S, D).permute(0, 1, 3, 2, 4).contiguous()
+    return o.reshape(B, S, H, T, D).permute(0, 3, 1, 2, 4).contiguous()
+
+
+def sdpa_attention(q, k, v, axis, backend):
+    from torch.nn.attention import sdpa_kernel
+
+    qs, ks, vs = (_to_sequences(t, axis) for t in (q, k, v))
+    with sdpa_kernel(backend):
+        o = F.scaled_dot_product_attention(qs, ks, vs)
+    return _from_sequences(o, axis, q.shape)
+
+
+def sdpa_backends():
+    from torch.nn.attention import SDPBackend
+
+    names = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+             "math": "MATH"}
+    return {name: getattr(SDPBackend, attr) for name, attr in names.items() if hasattr(SDPBackend, attr)}
+
+
+# ---------------------------------------------------------------------------------------------- measurement
+def methods_for(device: str) -> dict:
+    """name -> attention(q, k, v, axis)."""
+    methods = {}
+    if device == "cuda" and "triton" in ops.available_backends("video_attention"):
+        methods["triton"] = ("triton", None)
+    methods["reference"] = ("reference", None)
+    for name, backend in sdpa_backends().items():
+        if device == "cpu" and name in ("efficient", "cudnn"):
+            continue  # CUDA-only SDPA backends
+        methods[f"sdpa-{name}"] = ("sdpa", backend)
+    return methods
+
+
+def make_call(method, q, k, v, axis, grad_out):
+    """A zero-argument callable: forward only (grad_out None) or forward + gradients in q, k, v."""
+    kind, backend = method
+
+    def forward():
+        if kind == "sdpa":
+            return sdpa_attention(q, k, v, axis, backend)
+        with ops.use_backend(kind):
+            return ops.video_attention(q, k, v, axis)
+
+    if grad_out is None:
+        def call():
+            with torch.no_grad():
+                return forward()
+    else:
+        def call():
+            return torch.autograd.grad(forward(), (q, k, v), grad_out)
+    return call
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (f"{type(e).__name__}: " + (text[0] if text else ""))[:80]
+
+
+def run(shapes, dtype, device, repeats, only=None) -> list[dict]:
+    rows = []
+    for axis, B, T, S in shapes:
+        g = torch.Generator().manual_seed(0)
+        qkv = torch.randn(B, T, S, 3, HEADS, HEAD_DIM, generator=g).to(device=device, dtype=dtype)
+        q, k, v = (t.requires_grad_() for t in qkv.unbind(3))
+        grad_out = torch.randn(B, T, S, HEADS, HEAD_DIM, generator=g).to(device=device, dtype=dtype)
+        sequences, N = (B * T, S) if axis == "spatial" else (B * S, T)
+        fwd_flops = 4 * sequences * HEADS * N * N * HEAD_DIM
+        shape_rows = []
+        for name, method in methods_for(device).items():
+            if only and name not in only:
+                continue
+            row = {"axis": axis, "B,T,S": f"{B},{T},{S}", "seqs*heads": sequences * HEADS, "method": name}
+            try:
+                fwd_s = median_seconds(make_call(method, q, k, v, axis, None), device, repeats=repeats)
+                both_s = median_seconds(make_call(method, q, k, v, axis, grad_out), device, repeats=repeats)
+            except (RuntimeError, ValueError) as e:  # SDPA backends refuse shapes/dtypes with RuntimeError
+                row["fwd ms"] = "fails"
+                row["note"] = first_line(e)
+                shape_rows.append(row)
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            bwd_s = max(both_s - fwd_s, 1e-12)
+            row.update({
+                "fwd ms": f"{fwd_s * 1e3:.3f}",
+                "fwd+bwd ms": f"{both_s * 1e3:.3f}",
+                "fwd TFLOP/s": f"{fwd_flops / fwd_s / 1e12:.3g}",
+                "bwd TFLOP/s": f"{2.5 * fwd_flops / bwd_s / 1e12:.3g}",
+                "fwd+bwd TFLOP/s": f"{3.5 * fwd_flops / both_s / 1e12:.3g}",
+                "_both": both_s,
+            })
+            shape_rows.append(row)
+        sdpa_times = [r["_both"] for r in shape_rows if r["method"].startswith("sdpa") and "_both" in r]
+        for r in shape_rows:
+            if "_both" in r and sdpa_times:
+                r["vs best SDPA"] = f"{min(sdpa_times) / r.pop('_both'):.2f}x"
+            r.pop("_both", None)
+        rows += shape_rows
+        del qkv, q, k, v, grad_out
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+COLUMNS = ["axis", "B,T,S", "seqs*heads", "method", "fwd ms", "fwd+bwd ms", "fwd TFLOP/s", "bwd TFLOP/s",
+           "fwd+bwd TFLOP/s", "vs best SDPA", "note"]
+
+
+def markdown(rows, columns) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dtype", choices=list(DTYPES), default=None, help="default: bf16 on GPU, fp32 on CPU")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--small", action="store_true", help="CPU-sized shapes (default on the CPU)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--axis", choices=["spatial", "temporal"], action="append", help="default: both")
+    parser.add_argument("--method", action="append", help="only these methods (repeatable), e.g. triton")
+    parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table (for bench/RESULTS.md)")
+    args = parser.parse_args(argv)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = DTYPES[args.dtype or ("bf16" if device == "cuda" else "fp32")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shapes = SMALL_SHAPES if (args.small or device == "cpu") else GPU_SHAPES
+    if args.axis:
+        shapes = [s for s in shapes if s[0] in args.axis]
+    rows = run(shapes, dtype, device, args.repeats, args.method)
+    print(f"# video_attention on {machine_name()}, {dtype}, heads={HEADS}, D={HEAD_DIM}, torch {torch.__version__}")
+    print(markdown(rows, COLUMNS) if args.markdown else format_table(rows, COLUMNS))
+
+
+if __name__ == "__main__":
+    main()
