@@ -294,3 +294,73 @@ def test_cpu_losses_compile():
     (ref_grad,) = torch.autograd.grad(ref, xd)
     assert_rel_close(loss, ref, TOLERANCE[torch.float32], "compiled loss")
     assert_rel_close(grad, ref_grad, TOLERANCE[torch.float32], "compiled gradient")
+
+
+def _peak_cpu_bytes(fn) -> int:
+    """Peak bytes held by CPU allocations made during ``fn()`` (its result included): the running sum of the
+    profiler's [memory] events (signed sizes of every allocation and free), in time order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    del out
+    level = peak = 0
+    for _, nbytes in sorted(
+        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+    ):
+        level += nbytes
+        peak = max(peak, level)
+    return peak
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_cpu_losses_allocate_only_the_gradient(dtype):
+    """Loss + gradient on the cpu backend allocates one full-size tensor (the gradient) and O(B) scalars; the
+    eager expression (measured the same way, as a control) holds several full-size temporaries at once."""
+    if "cpu" not in ops.available_backends("dmd_loss"):
+        pytest.skip("the cpu extension is not built")
+    shape = (2, 3, 4, 16, 16)
+    x, x0_real, x0_fake = (_rand(shape, dtype, "cpu") for _ in range(3))
+    alpha, sigma, weight = _schedule(2, "cpu")
+    grad_bytes = x.numel() * x.element_size()
+    xr = x.detach().requires_grad_(True)
+
+    def dmd():
+        with ops.use_backend("cpu"):
+            return torch.autograd.grad(ops.dmd_loss(xr, x0_real, x0_fake, weight), xr)[0]
+
+    def denoising():
+        with ops.use_backend("cpu"):
+            return torch.autograd.grad(ops.denoising_loss(xr, x0_real, x0_fake, alpha, sigma, weight), xr)[0]
+
+    def eager():
+        target = alpha.view(-1, 1, 1, 1, 1) * x0_fake.float() - sigma.view(-1, 1, 1, 1, 1) * x0_real.float()
+        loss = (weight.view(-1, 1, 1, 1, 1) * (xr.float() - target) ** 2).mean()
+        return torch.autograd.grad(loss, xr)[0]
+
+    small = 4096  # scalars, (B,) vectors, (B, chunks) partials: far below one tensor
+    for fn in (dmd, denoising):
+        assert grad_bytes <= _peak_cpu_bytes(fn) <= grad_bytes + small
+    assert _peak_cpu_bytes(eager) >= 3 * grad_bytes
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [b for b in ("triton", "cuda") if b in all_backends("dmd_loss")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_losses_large_video_on_gpu(backend, dtype):
+    """A 16M-element video: several blocks per reduction program and a multi-step finish on the device."""
+    shape = (4, 4, 16, 256, 256)
+    x, x0_real, x0_fake = (_rand(shape, dtype, "cuda") for _ in range(3))
+    alpha, sigma, weight = _schedule(shape[0], "cuda")
+    _dmd_check(backend, dtype, x, x0_real, x0_fake, weight)
+    gout = torch.tensor(0.8, dtype=torch.float64)
+    loss, grad = _loss_and_grad(backend, ops.denoising_loss, x, [WRT, x0_real, x0_fake, alpha, sigma, weight, "v"], gout)
+    ref_loss, ref_grad = _loss_and_grad(
+        "reference",
+        reference.denoising_loss,
+        x.double(),
+        [WRT, x0_real.double(), x0_fake.double(), alpha.double(), sigma.double(), weight.double(), "v"],
+        gout,
+    )
+    assert_rel_close(loss, ref_loss, TOLERANCE[dtype], "denoising loss")
+    assert_rel_close(grad, ref_grad, TOLERANCE[dtype], "denoising gradient")
