@@ -43,9 +43,10 @@ from fastvdm.ops import _dispatch
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-# Elements per tile (BLOCK_C * BLOCK_S). Tests lower it (and force SPLIT) to exercise the multi-tile and
+# Elements per tile (BLOCK_C * BLOCK_S) and channels per tile. Tests lower them (and force SPLIT) to exercise the multi-tile and
 # split paths on small inputs under the interpreter.
 MAX_TILE = 4096
+MAX_BLOCK_C = 64
 FORCE_SPLIT: Optional[int] = None  # None: choose from the device's SM count
 MAX_SPLIT = 64
 
@@ -349,7 +350,7 @@ def as_bcs(x: Tensor) -> Tensor:
 
 def _blocks(Cg: int, S: int) -> tuple[int, int]:
     """Tile shape (BLOCK_C, BLOCK_S), powers of two, BLOCK_C * BLOCK_S <= MAX_TILE (or BLOCK_C alone)."""
-    block_c = min(triton.next_power_of_2(Cg), 64, MAX_TILE)
+    block_c = min(triton.next_power_of_2(Cg), MAX_BLOCK_C, MAX_TILE)
     block_s = min(triton.next_power_of_2(S), max(MAX_TILE // block_c, 1))
     return block_c, block_s
 

@@ -1,0 +1,195 @@
+"""group_norm (GroupNorm + affine + modulation + SiLU) on every backend against the float64 reference.
+
+One suite, parametrized over ``all_backends("group_norm")`` x dtypes: a new backend (CUDA C++) joins by
+registering. Inputs are fresh random tensors rounded to the tested dtype; the reference runs in float64 on
+exactly those values. Gradients of x, weight, bias, scale and shift come from autograd with a random upstream
+gradient and are compared with the float64 reference's autograd gradients. Triton runs under the
+interpreter here (fp32 only; bf16/fp16 Triton tests are marked ``gpu``), so shapes are small; the
+``multi_tile`` cases shrink the Triton tile so that groups span several tiles (channel and position loops)
+and, with split=3, exercise the split-S kernels.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastvdm.ops as ops
+from fastvdm.ops import _dispatch, reference
+from oracle import TOLERANCE, all_backends, assert_rel_close, device_for, kernel_backends
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+ALL_PARAMS = ("weight", "bias", "scale", "shift")
+
+
+def _backend_dtypes():
+    params = []
+    for backend in all_backends("group_norm"):
+        for dtype in DTYPES:
+            marks = ()
+            if backend == "triton" and dtype != torch.float32 and not torch.cuda.is_available():
+                marks = (pytest.mark.gpu,)  # the interpreter tests run fp32
+            params.append(pytest.param(backend, dtype, id=f"{backend}-{str(dtype).removeprefix('torch.')}", marks=marks))
+    return params
+
+
+# id: (shape, num_groups, parameters present, activation, memory format, offset of x)
+CASES = {
+    "video_C96_G32": ((2, 96, 2, 3, 4), 32, ALL_PARAMS, "silu", None, 0.0),
+    "T1": ((2, 16, 1, 5, 6), 4, ALL_PARAMS, "silu", None, 0.0),
+    "HW1": ((2, 16, 3, 1, 1), 4, ("weight", "bias"), None, None, 0.0),
+    "B1_image": ((1, 12, 7, 9), 3, ("scale", "shift"), "silu", None, 0.0),
+    "bare": ((2, 8, 2, 3, 4), 2, (), None, None, 0.0),
+    "scale_only_silu": ((2, 8, 3, 5), 4, ("scale",), "silu", None, 0.0),
+    "channels_last_3d": ((2, 12, 2, 3, 5), 4, ALL_PARAMS, "silu", torch.channels_last_3d, 0.0),
+    "channels_last_image": ((2, 12, 5, 6), 3, ("weight", "shift"), "silu", torch.channels_last, 0.0),
+    "large_mean": ((2, 8, 3, 4, 4), 2, ALL_PARAMS, "silu", None, 30.0),
+}
+
+
+def _rand(shape, dtype, device, scale=1.0, offset=0.0):
+    """Gaussian values rounded to ``dtype`` (the reference then sees exactly these values)."""
+    return (offset + scale * torch.randn(shape, dtype=torch.float64)).to(device=device, dtype=dtype)
+
+
+def _make_inputs(shape, present, dtype, device, memory_format, offset):
+    B, C = shape[:2]
+    x = _rand(shape, dtype, device, scale=1.5, offset=offset)
+    if memory_format is not None:
+        x = x.contiguous(memory_format=memory_format)
+    params = {
+        "weight": _rand((C,), dtype, device, offset=1.0) if "weight" in present else None,
+        "bias": _rand((C,), dtype, device) if "bias" in present else None,
+        "scale": _rand((B, C), dtype, device, scale=0.5) if "scale" in present else None,
+        "shift": _rand((B, C), dtype, device) if "shift" in present else None,
+    }
+    return x, params
+
+
+def _run(backend, x, num_groups, params, activation, grad_out, eps=1e-5):
+    """Output and gradients (x, then the present parameters) of group_norm on ``backend``."""
+    leaves = [x] + [params[k] for k in ALL_PARAMS if params[k] is not None]
+    leaves = [t.detach().requires_grad_(True) for t in leaves]
+    it = iter(leaves[1:])
+    p = {k: (next(it) if params[k] is not None else None) for k in ALL_PARAMS}
+    args = (leaves[0], num_groups, p["weight"], p["bias"], eps, p["scale"], p["shift"], activation)
+    if backend is None:
+        y = reference.group_norm(*args)
+    else:
+        with ops.use_backend(backend):
+            y = ops.group_norm(*args)
+    grads = torch.autograd.grad(y, leaves, grad_outputs=grad_out.to(y.dtype))
+    return y, grads
+
+
+def _check_against_reference(backend, dtype, shape, num_groups, present, activation, memory_format, offset):
+    device = device_for(backend)
+    x, params = _make_inputs(shape, present, dtype, device, memory_format, offset)
+    grad_out = torch.randn(shape, dtype=torch.float64, device=device)  # contiguous, whatever x's layout
+    y, grads = _run(backend, x, num_groups, params, activation, grad_out)
+    y_ref, grads_ref = _run(
+        None, x.double(), num_groups, {k: (None if v is None else v.double()) for k, v in params.items()},
+        activation, grad_out,
+    )
+    tol = TOLERANCE[dtype]
+    assert y.dtype == dtype
+    assert_rel_close(y, y_ref, tol, "output")
+    names = ["x"] + [k for k in ALL_PARAMS if params[k] is not None]
+    for name, g, g_ref, leaf in zip(names, grads, grads_ref, [x] + [params[k] for k in names[1:]]):
+        assert g.dtype == leaf.dtype, f"d{name} has dtype {g.dtype}, expected {leaf.dtype}"
+        assert_rel_close(g, g_ref, tol, f"d{name}")
+    return x, y
+
+
+@pytest.mark.parametrize("backend,dtype", _backend_dtypes())
+@pytest.mark.parametrize("case", list(CASES))
+def test_group_norm_matches_reference(backend, dtype, case):
+    shape, groups, present, activation, memory_format, offset = CASES[case]
+    x, y = _check_against_reference(backend, dtype, shape, groups, present, activation, memory_format, offset)
+    if backend != "reference" and memory_format is not None:
+        assert y.stride() == x.stride(), "kernel backends keep the input's memory layout"
+
+
+@pytest.fixture
+def small_triton_tiles(monkeypatch, request):
+    """Shrink the Triton tiles (groups span several tiles in both channels and positions); force SPLIT."""
+    if "triton" in all_backends("group_norm"):
+        import fastvdm.kernels.group_norm as tk
+
+        monkeypatch.setattr(tk, "MAX_TILE", 32)
+        monkeypatch.setattr(tk, "MAX_BLOCK_C", 4)
+        monkeypatch.setattr(tk, "FORCE_SPLIT", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("backend", all_backends("group_norm"))
+@pytest.mark.parametrize("small_triton_tiles", [1, 3], indirect=True, ids=["fused", "split3"])
+@pytest.mark.parametrize("memory_format", [None, torch.channels_last_3d], ids=["contiguous", "channels_last_3d"])
+def test_group_larger_than_a_tile(backend, small_triton_tiles, memory_format):
+    # Cg = 6 channels (two channel tiles of 4), S = 2*5*7 = 70 positions (several position tiles and splits)
+    _check_against_reference(backend, torch.float32, (2, 12, 2, 5, 7), 2, ALL_PARAMS, "silu", memory_format, 0.5)
+
+
+@pytest.mark.parametrize("backend", all_backends("group_norm"))
+def test_non_dense_input_and_grad(backend):
+    """A strided slice as x and a transposed upstream gradient (copied / addressed through strides)."""
+    device = device_for(backend)
+    B, C, T, H, W = 2, 8, 3, 4, 5
+    base = torch.randn(B, C, T, H, 2 * W, dtype=torch.float64)
+    x = base.float().to(device)[..., ::2]  # stride 2 along W: neither contiguous nor channels-last
+    w, b = torch.randn(C, device=device), torch.randn(C, device=device)
+    scale, shift = 0.5 * torch.randn(B, C, device=device), torch.randn(B, C, device=device)
+    grad_out = torch.randn(B, C, T, W, H, dtype=torch.float64, device=device).transpose(3, 4)
+    params = {"weight": w, "bias": b, "scale": scale, "shift": shift}
+    y, grads = _run(backend, x, 4, params, "silu", grad_out)
+    y_ref, grads_ref = _run(None, x.double(), 4, {k: v.double() for k, v in params.items()}, "silu", grad_out)
+    assert_rel_close(y, y_ref, TOLERANCE[torch.float32], "output")
+    for name, g, g_ref in zip(("x",) + ALL_PARAMS, grads, grads_ref):
+        assert_rel_close(g, g_ref, TOLERANCE[torch.float32], f"d{name}")
+
+
+@pytest.mark.parametrize("backend", kernel_backends("group_norm"))
+def test_forced_backend_rejects_float64(backend):
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64, device=device_for(backend))
+    with ops.use_backend(backend), pytest.raises(ops.BackendUnavailableError, match=backend):
+        ops.group_norm(x, 2)
+
+
+def test_cpu_backend_is_registered_for_cpu_tensors():
+    if "cpu" not in all_backends("group_norm"):
+        pytest.skip("the CPU extension is not built")
+    x = torch.randn(2, 8, 4)
+    assert ops.selected_backend("group_norm", x, 2, None, None, 1e-5, None, None, None) in ("cpu", "reference")
+    with ops.use_backend("cpu"):
+        assert ops.selected_backend("group_norm", x, 2, None, None, 1e-5, None, None, None) == "cpu"
+
+
+@pytest.mark.parametrize("backend", [b for b in ("reference", "cpu") if b in all_backends("group_norm")])
+def test_torch_compile(backend):
+    """The backend's op traces into one graph (fake impls, autograd, backward op) under torch.compile.
+
+    The backend function is compiled directly: the facade's dispatcher reads a ContextVar, which dynamo
+    cannot trace with fullgraph=True (a graph break there, not in these ops). aot_eager keeps it fast.
+    """
+    B, C = 2, 12
+    x = torch.randn(B, C, 2, 3, 4)
+    w, b = torch.randn(C), torch.randn(C)
+    scale, shift = 0.5 * torch.randn(B, C), torch.randn(B, C)
+    with ops.use_backend(backend):
+        impl = _dispatch.resolve("group_norm", x.device, x, 3, w, b, 1e-5, scale, shift, "silu")
+    assert impl.backend == backend
+
+    def f(x, w, b, scale, shift):
+        return impl.fn(x, 3, w, b, 1e-5, scale, shift, "silu")
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    leaves = [t.clone().requires_grad_(True) for t in (x, w, b, scale, shift)]
+    y = compiled(*leaves)
+    grad_out = torch.randn_like(y)
+    grads = torch.autograd.grad(y, leaves, grad_out)
+    ref_leaves = [t.double().requires_grad_(True) for t in (x, w, b, scale, shift)]
+    y_ref = reference.group_norm(ref_leaves[0], 3, *ref_leaves[1:3], 1e-5, *ref_leaves[3:], "silu")
+    grads_ref = torch.autograd.grad(y_ref, ref_leaves, grad_out.double())
+    assert_rel_close(y, y_ref, TOLERANCE[torch.float32], "output")
+    for name, g, g_ref in zip(("x",) + ALL_PARAMS, grads, grads_ref):
+        assert_rel_close(g, g_ref, TOLERANCE[torch.float32], f"d{name}")
