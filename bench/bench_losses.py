@@ -138,52 +138,68 @@ def make_inputs(shape, dtype, device) -> dict:
     }
 
 
-def seconds(fn, device: str, repeats: int) -> float:
-    """Median seconds of ``fn()``; on the CPU each sample times enough back-to-back calls to last ~20 ms."""
+def interleaved_seconds(fns: dict, device: str, repeats: int) -> dict:
+    """Median seconds of each ``fns[name]()``.
+
+    CUDA: ``triton.testing.do_bench`` per callable. CPU (shared, noisy machines): the callables are timed in
+    interleaved rounds, so load changes hit all of them alike; each sample times enough back-to-back calls
+    to last about 20 ms.
+    """
     if device == "cuda":
-        return median_seconds(fn, device, repeats=repeats)
+        return {name: median_seconds(fn, device, repeats=repeats) for name, fn in fns.items()}
+    import statistics
     import time
 
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    inner = max(1, int(0.02 / max(time.perf_counter() - t0, 1e-6)))
-    return median_seconds(lambda: [fn() for _ in range(inner)], device, warmup=1, repeats=repeats) / inner
+    inner = {}
+    for name, fn in fns.items():
+        fn()  # warm-up
+        t0 = time.perf_counter()
+        fn()
+        inner[name] = max(1, int(0.02 / max(time.perf_counter() - t0, 1e-6)))
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / inner[name])
+    return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def run(shapes, dtype, device, repeats) -> list[dict]:
     rows = []
+    methods = methods_for(device)
     for shape in shapes:
         inputs = make_inputs(shape, dtype, device)
         tensor_bytes = inputs["pred"].numel() * inputs["pred"].element_size()
-        copy_s = None
-        if device == "cuda":
-            copy_s = seconds(lambda: inputs["pred"].clone(), device, repeats)
         for loss in ("denoising", "dmd"):
-            eager_s = None
-            for method in methods_for(device):
-                fwd = make_call(loss, method, inputs, grad=False)
-                both = make_call(loss, method, inputs, grad=True)
-                fwd_s = seconds(fwd, device, repeats)
-                both_s = seconds(both, device, repeats)
-                eager_s = both_s if method == "eager" else eager_s
-                peak = peak_bytes(both, device)
+            fns = {}
+            for method in methods:
+                fns[(method, "fwd")] = make_call(loss, method, inputs, grad=False)
+                fns[(method, "both")] = make_call(loss, method, inputs, grad=True)
+            if device == "cuda":
+                fns[("copy", "clone")] = lambda: inputs["pred"].clone()
+            times = interleaved_seconds(fns, device, repeats)
+            eager_s = times[("eager", "both")]
+            for method in methods:
+                both_s = times[(method, "both")]
+                peak = peak_bytes(fns[(method, "both")], device)
                 row = {
                     "shape": "x".join(map(str, shape)),
                     "loss": loss,
                     "method": method,
-                    "fwd ms": f"{fwd_s * 1e3:.2f}",
+                    "fwd ms": f"{times[(method, 'fwd')] * 1e3:.2f}",
                     "fwd+bwd ms": f"{both_s * 1e3:.2f}",
                     "speedup": f"{eager_s / both_s:.2f}x",
                     "peak MB": f"{peak / 2**20:.1f}",
                     "peak / input": f"{peak / tensor_bytes:.2f}",
                 }
-                if copy_s is not None:
+                if device == "cuda":
                     eff = gbps(TRAFFIC[loss] * tensor_bytes, both_s)
-                    copy = gbps(2 * tensor_bytes, copy_s)
+                    copy = gbps(2 * tensor_bytes, times[("copy", "clone")])
                     row["GB/s"] = f"{eff:.0f}"
-                    row["% copy bw"] = f"{100 * eff / copy:.0f}%"
                     row["copy GB/s"] = f"{copy:.0f}"
+                    row["% copy bw"] = f"{100 * eff / copy:.0f}%"
                 rows.append(row)
     return rows
 
@@ -212,7 +228,7 @@ def main(argv=None):
         from fastvdm.ops.extensions import openmp_threads
 
         threads += f", OpenMP threads {openmp_threads()}"
-    print(f"# bench_losses: {machine_name()}, {args.dtype}, {threads}, median of {args.repeats}")
+    print(f"# bench_losses: {machine_name()}, {args.dtype}, {threads}, median of {args.repeats} (CPU: interleaved rounds)")
     print("# loss + gradient w.r.t. pred/x; speedup = eager fwd+bwd time / this; peak = bytes allocated by one")
     print("# loss+gradient call above the level before it, the returned gradient included (CPU: torch.profiler")
     print("# [memory] events, running sum; CUDA: max_memory_allocated); peak / input in units of one input tensor")
