@@ -67,19 +67,68 @@ def _seq_offset(n, INNER, stride_outer, stride_inner, SPLIT: tl.constexpr):
 
 
 @triton.jit
-def _load_tile(base, n, offs_d, N, HEAD_DIM, INNER, s_outer, s_inner, s_d, SPLIT: tl.constexpr):
-    """(len(n), BLOCK_D) tile of rows n; rows >= N and columns >= HEAD_DIM read as 0."""
-    ptrs = base + _seq_offset(n, INNER, s_outer, s_inner, SPLIT)[:, None] + offs_d[None, :] * s_d
-    return tl.load(ptrs, mask=(n < N)[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
+def _tile_mask(n, offs_d, N, HEAD_DIM, MASK_N: tl.constexpr, EVEN_D: tl.constexpr):
+    """Mask of a (len(n), BLOCK_D) tile, or None when every element is in bounds.
+
+    Masks that are compile-time absent (MASK_N False: a full block; EVEN_D: D == BLOCK_D) keep the loads
+    vectorized: a runtime bound on d would hide that a row is contiguous.
+    """
+    if MASK_N:
+        if EVEN_D:
+            mask = (n < N)[:, None]
+        else:
+            mask = (n < N)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    else:
+        if EVEN_D:
+            mask = None
+        else:
+            mask = (offs_d < HEAD_DIM)[None, :]
+    return mask
 
 
 @triton.jit
-def _store_tile(base, x, n, offs_d, N, HEAD_DIM, INNER, s_outer, s_inner, s_d, SPLIT: tl.constexpr):
+def _load_tile(base, n, offs_d, N, HEAD_DIM, INNER, s_outer, s_inner, s_d,
+               SPLIT: tl.constexpr, MASK_N: tl.constexpr, EVEN_D: tl.constexpr):
+    """(len(n), BLOCK_D) tile of rows n; out-of-bounds rows (MASK_N) and columns (not EVEN_D) read as 0."""
     ptrs = base + _seq_offset(n, INNER, s_outer, s_inner, SPLIT)[:, None] + offs_d[None, :] * s_d
-    tl.store(ptrs, x, mask=(n < N)[:, None] & (offs_d < HEAD_DIM)[None, :])
+    if MASK_N or not EVEN_D:
+        x = tl.load(ptrs, mask=_tile_mask(n, offs_d, N, HEAD_DIM, MASK_N, EVEN_D), other=0.0)
+    else:
+        x = tl.load(ptrs)
+    return x
+
+
+@triton.jit
+def _store_tile(base, x, n, offs_d, N, HEAD_DIM, INNER, s_outer, s_inner, s_d,
+                SPLIT: tl.constexpr, EVEN_D: tl.constexpr):
+    ptrs = base + _seq_offset(n, INNER, s_outer, s_inner, SPLIT)[:, None] + offs_d[None, :] * s_d
+    tl.store(ptrs, x, mask=_tile_mask(n, offs_d, N, HEAD_DIM, True, EVEN_D))
 
 
 # ------------------------------------------------------------------------------------------------ forward
+@triton.jit
+def _fwd_block(
+    acc, l_i, m_i, q, k_base, v_base, start_n, N, HEAD_DIM, INNER,
+    sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
+    SPLIT: tl.constexpr, PRECISION: tl.constexpr, MASK_N: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Online-softmax update of (acc, l_i, m_i) with keys/values [start_n, start_n + BLOCK_N)."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    k = _load_tile(k_base, offs_n, offs_d, N, HEAD_DIM, INNER, sk_o, sk_i, sk_d, SPLIT, MASK_N, EVEN_D)
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), base-2 logits
+    if MASK_N:
+        s = tl.where((offs_n < N)[None, :], s, float("-inf"))  # keys past the end
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)  # rescales what was accumulated under the old max
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = _load_tile(v_base, offs_n, offs_d, N, HEAD_DIM, INNER, sv_o, sv_i, sv_d, SPLIT, MASK_N, EVEN_D)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+    return acc, l_i, m_new
+
+
 @triton.jit
 def _flash_fwd_kernel(
     Q, K, V, O, LSE,
@@ -88,7 +137,7 @@ def _flash_fwd_kernel(
     sv_b, sv_g, sv_h, sv_o, sv_i, sv_d,
     so_b, so_g, so_h, so_o, so_i, so_d,
     N, INNER, G, H, HEAD_DIM, qk_scale,
-    SPLIT: tl.constexpr, PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One program: BLOCK_M queries of problem z against all N keys (online softmax over key blocks).
@@ -96,6 +145,7 @@ def _flash_fwd_kernel(
     Grid: (cdiv(N, BLOCK_M) * Z,), flattened so that no batch size overflows a grid dimension; programs of
     one problem are adjacent (they share K/V in L2). qk_scale = scale * log2(e).
     Writes O (the softmax-weighted V, in O's dtype) and LSE[z, n] = log(sum_j exp(scale * q_n . k_j)).
+    Full key blocks run without masks; the tail block (N % BLOCK_N keys) runs once, masked.
     """
     pid = tl.program_id(0)
     num_m = tl.cdiv(N, BLOCK_M)
@@ -106,27 +156,25 @@ def _flash_fwd_kernel(
     q_base = Q + _batch_offset(z, G, H, sq_b, sq_g, sq_h)
     k_base = K + _batch_offset(z, G, H, sk_b, sk_g, sk_h)
     v_base = V + _batch_offset(z, G, H, sv_b, sv_g, sv_h)
-    q = _load_tile(q_base, offs_m, offs_d, N, HEAD_DIM, INNER, sq_o, sq_i, sq_d, SPLIT)
+    q = _load_tile(q_base, offs_m, offs_d, N, HEAD_DIM, INNER, sq_o, sq_i, sq_d, SPLIT, True, EVEN_D)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running max of the (base-2) logits
     l_i = tl.zeros([BLOCK_M], tl.float32)  # running sum of exp2(logit - m_i)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    for start_n in range(0, N, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = _load_tile(k_base, offs_n, offs_d, N, HEAD_DIM, INNER, sk_o, sk_i, sk_d, SPLIT)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        s = tl.where((offs_n < N)[None, :], s, float("-inf"))  # masked key tail
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)  # rescales what was accumulated under the old max
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_tile(v_base, offs_n, offs_d, N, HEAD_DIM, INNER, sv_o, sv_i, sv_d, SPLIT)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
-        m_i = m_new
+    n_full = N - N % BLOCK_N
+    for start_n in range(0, n_full, BLOCK_N):
+        acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, start_n, N, HEAD_DIM, INNER,
+                                   sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
+                                   SPLIT, PRECISION, False, EVEN_D, BLOCK_N, BLOCK_D)
+    if n_full < N:
+        acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, n_full, N, HEAD_DIM, INNER,
+                                   sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
+                                   SPLIT, PRECISION, True, EVEN_D, BLOCK_N, BLOCK_D)
 
     acc = acc / l_i[:, None]
     o_base = O + _batch_offset(z, G, H, so_b, so_g, so_h)
-    _store_tile(o_base, acc.to(O.dtype.element_ty), offs_m, offs_d, N, HEAD_DIM, INNER, so_o, so_i, so_d, SPLIT)
+    _store_tile(o_base, acc.to(O.dtype.element_ty), offs_m, offs_d, N, HEAD_DIM, INNER, so_o, so_i, so_d,
+                SPLIT, EVEN_D)
     lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # back to natural log
     tl.store(LSE + z.to(tl.int64) * N + offs_m, lse, mask=offs_m < N)
 
@@ -138,7 +186,7 @@ def _bwd_preprocess(
     so_b, so_g, so_h, so_o, so_i, so_d,
     sdo_b, sdo_g, sdo_h, sdo_o, sdo_i, sdo_d,
     N, INNER, G, H, HEAD_DIM,
-    SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    SPLIT: tl.constexpr, EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """DELTA[z, n] = sum_d dO[z, n, d] * O[z, n, d] (fp32). Grid: (cdiv(N, BLOCK_M) * Z,)."""
     pid = tl.program_id(0)
@@ -147,11 +195,41 @@ def _bwd_preprocess(
     offs_m = (pid % num_m) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     o = _load_tile(O + _batch_offset(z, G, H, so_b, so_g, so_h), offs_m, offs_d, N, HEAD_DIM, INNER,
-                   so_o, so_i, so_d, SPLIT)
+                   so_o, so_i, so_d, SPLIT, True, EVEN_D)
     do = _load_tile(DO + _batch_offset(z, G, H, sdo_b, sdo_g, sdo_h), offs_m, offs_d, N, HEAD_DIM, INNER,
-                    sdo_o, sdo_i, sdo_d, SPLIT)
+                    sdo_o, sdo_i, sdo_d, SPLIT, True, EVEN_D)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + z.to(tl.int64) * N + offs_m, delta, mask=offs_m < N)
+
+
+@triton.jit
+def _dkdv_block(
+    dk, dv, k, v, q_base, do_base, lse_row, delta_row, start_m, N, HEAD_DIM, INNER,
+    sq_o, sq_i, sq_d, sdo_o, sdo_i, sdo_d, qk_scale,
+    SPLIT: tl.constexpr, PRECISION: tl.constexpr, MASK_M: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Accumulate into dk, dv (BLOCK_N keys) the contribution of queries [start_m, start_m + BLOCK_M)."""
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    q = _load_tile(q_base, offs_m, offs_d, N, HEAD_DIM, INNER, sq_o, sq_i, sq_d, SPLIT, MASK_M, EVEN_D)
+    do = _load_tile(do_base, offs_m, offs_d, N, HEAD_DIM, INNER, sdo_o, sdo_i, sdo_d, SPLIT, MASK_M, EVEN_D)
+    if MASK_M:
+        lse2 = tl.load(lse_row + offs_m, mask=offs_m < N, other=0.0) * 1.4426950408889634
+        delta = tl.load(delta_row + offs_m, mask=offs_m < N, other=0.0)
+    else:
+        lse2 = tl.load(lse_row + offs_m) * 1.4426950408889634
+        delta = tl.load(delta_row + offs_m)
+
+    s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M), base 2
+    p_t = tl.exp2(s_t - lse2[None, :])
+    if MASK_M:
+        p_t = tl.where((offs_m < N)[None, :], p_t, 0.0)  # queries past the end
+    dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION)
+    dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+    ds_t = p_t * (dp_t - delta[None, :])
+    dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
+    return dk, dv
 
 
 @triton.jit
@@ -163,13 +241,14 @@ def _flash_bwd_dkdv_kernel(
     sdo_b, sdo_g, sdo_h, sdo_o, sdo_i, sdo_d,
     sg_b, sg_g, sg_h, sg_o, sg_i, sg_d,
     N, INNER, G, H, HEAD_DIM, scale, qk_scale,
-    SPLIT: tl.constexpr, PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One program: dK, dV of BLOCK_N keys of problem z, looping over all query blocks.
 
     With P^T = exp(scale * K Q^T - lse) (recomputed from the saved LSE):
         dV = P^T dO,   dS^T = P^T * (V dO^T - delta),   dK = scale * dS^T Q.
+    Keys past the end load as zeros and are not stored (they cannot affect valid rows).
     Grid: (cdiv(N, BLOCK_N) * Z,). DK and DV share the strides sg_* (contiguous outputs).
     """
     pid = tl.program_id(0)
@@ -181,34 +260,50 @@ def _flash_bwd_dkdv_kernel(
     q_base = Q + _batch_offset(z, G, H, sq_b, sq_g, sq_h)
     do_base = DO + _batch_offset(z, G, H, sdo_b, sdo_g, sdo_h)
     k = _load_tile(K + _batch_offset(z, G, H, sk_b, sk_g, sk_h), offs_n, offs_d, N, HEAD_DIM, INNER,
-                   sk_o, sk_i, sk_d, SPLIT)
+                   sk_o, sk_i, sk_d, SPLIT, True, EVEN_D)
     v = _load_tile(V + _batch_offset(z, G, H, sv_b, sv_g, sv_h), offs_n, offs_d, N, HEAD_DIM, INNER,
-                   sv_o, sv_i, sv_d, SPLIT)
-    row_stats = z.to(tl.int64) * N
+                   sv_o, sv_i, sv_d, SPLIT, True, EVEN_D)
+    lse_row = LSE + z.to(tl.int64) * N
+    delta_row = DELTA + z.to(tl.int64) * N
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-    for start_m in range(0, N, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        mask_m = offs_m < N
-        q = _load_tile(q_base, offs_m, offs_d, N, HEAD_DIM, INNER, sq_o, sq_i, sq_d, SPLIT)
-        do = _load_tile(do_base, offs_m, offs_d, N, HEAD_DIM, INNER, sdo_o, sdo_i, sdo_d, SPLIT)
-        lse2 = tl.load(LSE + row_stats + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
-        delta = tl.load(DELTA + row_stats + offs_m, mask=mask_m, other=0.0)
-
-        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M), base 2
-        p_t = tl.exp2(s_t - lse2[None, :])
-        p_t = tl.where((offs_n < N)[:, None] & mask_m[None, :], p_t, 0.0)
-        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION)
-        dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
-        ds_t = p_t * (dp_t - delta[None, :])
-        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
+    m_full = N - N % BLOCK_M
+    for start_m in range(0, m_full, BLOCK_M):
+        dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, lse_row, delta_row, start_m, N, HEAD_DIM, INNER,
+                             sq_o, sq_i, sq_d, sdo_o, sdo_i, sdo_d, qk_scale,
+                             SPLIT, PRECISION, False, EVEN_D, BLOCK_M, BLOCK_D)
+    if m_full < N:
+        dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, lse_row, delta_row, m_full, N, HEAD_DIM, INNER,
+                             sq_o, sq_i, sq_d, sdo_o, sdo_i, sdo_d, qk_scale,
+                             SPLIT, PRECISION, True, EVEN_D, BLOCK_M, BLOCK_D)
 
     g_off = _batch_offset(z, G, H, sg_b, sg_g, sg_h)
     _store_tile(DK + g_off, (dk * scale).to(DK.dtype.element_ty), offs_n, offs_d, N, HEAD_DIM, INNER,
-                sg_o, sg_i, sg_d, SPLIT)
+                sg_o, sg_i, sg_d, SPLIT, EVEN_D)
     _store_tile(DV + g_off, dv.to(DV.dtype.element_ty), offs_n, offs_d, N, HEAD_DIM, INNER,
-                sg_o, sg_i, sg_d, SPLIT)
+                sg_o, sg_i, sg_d, SPLIT, EVEN_D)
+
+
+@triton.jit
+def _dq_block(
+    dq, q, do, lse2, delta, k_base, v_base, start_n, N, HEAD_DIM, INNER,
+    sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
+    SPLIT: tl.constexpr, PRECISION: tl.constexpr, MASK_N: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Accumulate into dq (BLOCK_M queries) the contribution of keys [start_n, start_n + BLOCK_N)."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    k = _load_tile(k_base, offs_n, offs_d, N, HEAD_DIM, INNER, sk_o, sk_i, sk_d, SPLIT, MASK_N, EVEN_D)
+    v = _load_tile(v_base, offs_n, offs_d, N, HEAD_DIM, INNER, sv_o, sv_i, sv_d, SPLIT, MASK_N, EVEN_D)
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+    p = tl.exp2(s - lse2[:, None])
+    if MASK_N:
+        p = tl.where((offs_n < N)[None, :], p, 0.0)  # keys past the end
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+    ds = p * (dp - delta[:, None])
+    return tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
 
 
 @triton.jit
@@ -220,7 +315,7 @@ def _flash_bwd_dq_kernel(
     sdo_b, sdo_g, sdo_h, sdo_o, sdo_i, sdo_d,
     sg_b, sg_g, sg_h, sg_o, sg_i, sg_d,
     N, INNER, G, H, HEAD_DIM, scale, qk_scale,
-    SPLIT: tl.constexpr, PRECISION: tl.constexpr,
+    SPLIT: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One program: dQ of BLOCK_M queries of problem z, looping over all key blocks.
@@ -237,27 +332,26 @@ def _flash_bwd_dq_kernel(
     k_base = K + _batch_offset(z, G, H, sk_b, sk_g, sk_h)
     v_base = V + _batch_offset(z, G, H, sv_b, sv_g, sv_h)
     q = _load_tile(Q + _batch_offset(z, G, H, sq_b, sq_g, sq_h), offs_m, offs_d, N, HEAD_DIM, INNER,
-                   sq_o, sq_i, sq_d, SPLIT)
+                   sq_o, sq_i, sq_d, SPLIT, True, EVEN_D)
     do = _load_tile(DO + _batch_offset(z, G, H, sdo_b, sdo_g, sdo_h), offs_m, offs_d, N, HEAD_DIM, INNER,
-                    sdo_o, sdo_i, sdo_d, SPLIT)
+                    sdo_o, sdo_i, sdo_d, SPLIT, True, EVEN_D)
     row_stats = z.to(tl.int64) * N
     lse2 = tl.load(LSE + row_stats + offs_m, mask=mask_m, other=0.0) * 1.4426950408889634
     delta = tl.load(DELTA + row_stats + offs_m, mask=mask_m, other=0.0)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    for start_n in range(0, N, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = _load_tile(k_base, offs_n, offs_d, N, HEAD_DIM, INNER, sk_o, sk_i, sk_d, SPLIT)
-        v = _load_tile(v_base, offs_n, offs_d, N, HEAD_DIM, INNER, sv_o, sv_i, sv_d, SPLIT)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-        p = tl.exp2(s - lse2[:, None])
-        p = tl.where((offs_n < N)[None, :], p, 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
+    n_full = N - N % BLOCK_N
+    for start_n in range(0, n_full, BLOCK_N):
+        dq = _dq_block(dq, q, do, lse2, delta, k_base, v_base, start_n, N, HEAD_DIM, INNER,
+                       sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
+                       SPLIT, PRECISION, False, EVEN_D, BLOCK_N, BLOCK_D)
+    if n_full < N:
+        dq = _dq_block(dq, q, do, lse2, delta, k_base, v_base, n_full, N, HEAD_DIM, INNER,
+                       sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
+                       SPLIT, PRECISION, True, EVEN_D, BLOCK_N, BLOCK_D)
 
     _store_tile(DQ + _batch_offset(z, G, H, sg_b, sg_g, sg_h), (dq * scale).to(DQ.dtype.element_ty), offs_m,
-                offs_d, N, HEAD_DIM, INNER, sg_o, sg_i, sg_d, SPLIT)
+                offs_d, N, HEAD_DIM, INNER, sg_o, sg_i, sg_d, SPLIT, EVEN_D)
 
 
 # ------------------------------------------------------------------------------------------------ GPU tuning
@@ -270,7 +364,7 @@ def _configs(blocks, warps=(4, 8), stages=(2, 3, 4)):
     ]
 
 
-_TUNE_KEY = ["N", "HEAD_DIM", "SPLIT", "PRECISION"]
+_TUNE_KEY = ["N", "HEAD_DIM", "SPLIT", "PRECISION", "EVEN_D"]
 _flash_fwd_tuned = triton.autotune(
     _configs([(64, 64), (128, 64), (128, 128), (128, 32)]), key=_TUNE_KEY
 )(_flash_fwd_kernel)
@@ -296,7 +390,8 @@ def _precision(dtype: torch.dtype) -> str:
 def flash_forward(q, k, v, o, lse, sq, sk, sv, so, geom, head_dim, scale):
     """Fill ``o`` (strided like ``so``) and ``lse`` ((Z, N) fp32) with the attention of q, k, v."""
     Z, N, INNER, G, H, SPLIT = geom
-    common = dict(SPLIT=SPLIT, PRECISION=_precision(q.dtype), BLOCK_D=_block_d(head_dim))
+    block_d = _block_d(head_dim)
+    common = dict(SPLIT=SPLIT, PRECISION=_precision(q.dtype), EVEN_D=block_d == head_dim, BLOCK_D=block_d)
     args = (q, k, v, o, lse, *sq, *sk, *sv, *so, N, INNER, G, H, head_dim, scale * LOG2E)
     if _INTERPRET:
         grid = (triton.cdiv(N, INTERPRETER_BLOCK_M) * Z,)
@@ -315,9 +410,10 @@ def flash_backward(q, k, v, o, do, lse, dq, dk, dv, sq, sk, sv, so, sdo, sg, geo
     delta = torch.empty_like(lse)
     pre_m = INTERPRETER_BLOCK_M if _INTERPRET else 64
     wrap_triton(_bwd_preprocess)[(triton.cdiv(N, pre_m) * Z,)](
-        o, do, delta, *so, *sdo, N, INNER, G, H, head_dim, SPLIT=SPLIT, BLOCK_M=pre_m, BLOCK_D=block_d
+        o, do, delta, *so, *sdo, N, INNER, G, H, head_dim,
+        SPLIT=SPLIT, EVEN_D=block_d == head_dim, BLOCK_M=pre_m, BLOCK_D=block_d,
     )
-    common = dict(SPLIT=SPLIT, PRECISION=_precision(q.dtype), BLOCK_D=block_d)
+    common = dict(SPLIT=SPLIT, PRECISION=_precision(q.dtype), EVEN_D=block_d == head_dim, BLOCK_D=block_d)
     strides = (*sq, *sk, *sv, *sdo, *sg, N, INNER, G, H, head_dim, scale, scale * LOG2E)
     if _INTERPRET:
         blocks = dict(BLOCK_M=INTERPRETER_BLOCK_M, BLOCK_N=INTERPRETER_BLOCK_N, **common)

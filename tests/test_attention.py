@@ -8,7 +8,7 @@ The (T, S, D) grid of the issue (T in {1, 2, 7, 16, 25}, S in {1, 17, 64, 300}, 
 representative subset, not the full cross-product (the Triton interpreter is slow): every T value appears
 with the temporal axis, every S value with the spatial axis, both D values on every axis, masked tails
 (lengths not a multiple of the 16-wide interpreter tiles: 17, 25, 34, 119, 300) and exact tiles (16, 64),
-T = 1 and S = 1 on every axis, T > 64 (temporal falls back to the flash kernel), a joint layout that needs
+T = 1 and S = 1 on every axis, head dims that are not a power of two (24, 40), T > 64 (temporal falls back to the flash kernel), a joint layout that needs
 the (t, s) split addressing, and a non-default scale.
 """
 
@@ -46,6 +46,8 @@ CASES = [
     ("joint", 1, 7, 17, 1, 64, "padded"),
     ("joint", 1, 16, 1, 2, 32, "scrambled"),
     ("joint", 2, 1, 17, 1, 64, "fused"),
+    ("spatial", 1, 2, 33, 1, 40, "fused"),  # D = 40: padded to 64 with masks
+    ("temporal", 1, 5, 6, 2, 24, "scrambled"),  # D = 24
 ]
 
 
