@@ -155,13 +155,13 @@ def test_forced_backend_rejects_float64(backend):
         ops.group_norm(x, 2)
 
 
-def test_cpu_backend_is_registered_for_cpu_tensors():
+def test_auto_picks_cpu_backend_and_falls_back_for_float64():
     if "cpu" not in all_backends("group_norm"):
         pytest.skip("the CPU extension is not built")
     x = torch.randn(2, 8, 4)
-    assert ops.selected_backend("group_norm", x, 2, None, None, 1e-5, None, None, None) in ("cpu", "reference")
-    with ops.use_backend("cpu"):
-        assert ops.selected_backend("group_norm", x, 2, None, None, 1e-5, None, None, None) == "cpu"
+    args = (2, None, None, 1e-5, None, None, None)
+    assert ops.selected_backend("group_norm", x, *args) == "cpu"
+    assert ops.selected_backend("group_norm", x.double(), *args) == "reference"
 
 
 @pytest.mark.parametrize("backend", [b for b in ("reference", "cpu") if b in all_backends("group_norm")])

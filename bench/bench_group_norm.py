@@ -1,0 +1,139 @@
+"""Benchmark of the fused group_norm (GroupNorm + affine + modulation + SiLU), forward and forward+backward.
+
+    python bench/bench_group_norm.py                       # this machine's device, U-Net shapes
+    python bench/bench_group_norm.py --dtype bfloat16 --no-compile --repeats 5
+
+Compared on each shape, in one run (ratios are within the run):
+- ``eager``: F.group_norm, then x * (1 + scale) + shift, then F.silu (what a video U-Net does today);
+- ``compile``: torch.compile of that same eager function (inductor; skipped with --no-compile);
+- every fastvdm kernel backend available on the device (CPU: ``cpu``; GPU: ``triton``, ``cuda``).
+All variants compute with weight, bias, scale and shift, SiLU on, and (fwd+bwd) gradients of x and of all
+four parameters through autograd.
+
+GB/s counts the minimal traffic of the big tensors: forward = read x + write y (2 * numel * itemsize);
+fwd+bwd = that plus read x, read dy, write dx (5 * numel * itemsize). ``copy`` is x.clone() (read + write,
+2 * numel * itemsize): the device's measured copy bandwidth, and ``% copy`` is a forward's GB/s relative to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import fastvdm.ops as ops  # noqa: E402
+from bench.timing import format_table, gbps, machine_name, median_seconds  # noqa: E402
+
+SHAPES = [(2, 128, 16, 64, 64), (2, 512, 16, 16, 16)]
+GROUPS = 32
+EPS = 1e-5
+
+
+def eager_group_norm(x, weight, bias, scale, shift):
+    """The unfused baseline: three to five passes over x."""
+    bc = scale.shape + (1,) * (x.dim() - 2)
+    y = F.group_norm(x, GROUPS, weight, bias, EPS)
+    y = y * (1 + scale.reshape(bc)) + shift.reshape(bc)
+    return F.silu(y)
+
+
+def fastvdm_group_norm(backend):
+    def fn(x, weight, bias, scale, shift):
+        with ops.use_backend(backend):
+            return ops.group_norm(x, GROUPS, weight, bias, EPS, scale, shift, "silu")
+
+    return fn
+
+
+def make_inputs(shape, dtype, device):
+    B, C = shape[:2]
+    g = torch.Generator(device="cpu").manual_seed(0)
+    rand = lambda *s: torch.randn(*s, generator=g).to(device=device, dtype=dtype)  # noqa: E731
+    return rand(*shape), rand(C), rand(C), 0.5 * rand(B, C), rand(B, C), rand(*shape)
+
+
+def forward_fn(fn, inputs):
+    x, w, b, scale, shift, _ = inputs
+    return lambda: fn(x, w, b, scale, shift)
+
+
+def forward_backward_fn(fn, inputs):
+    x, w, b, scale, shift, dy = inputs
+    leaves = [t.detach().requires_grad_(True) for t in (x, w, b, scale, shift)]
+
+    def run():
+        y = fn(*leaves)
+        return torch.autograd.grad(y, leaves, dy)
+
+    return run
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default=None, help="comma-separated: float32,bfloat16,float16")
+    p.add_argument("--shapes", default=None, help="e.g. 2x128x16x64x64,2x512x16x16x16")
+    p.add_argument("--repeats", type=int, default=7, help="CPU timing repeats (median)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p.add_argument("--channels-last", action="store_true", help="x (and dy) in channels_last_3d")
+    args = p.parse_args(argv)
+
+    device = args.device
+    dtypes = args.dtype or ("float32,bfloat16" if device == "cuda" else "float32")
+    dtypes = [getattr(torch, d) for d in dtypes.split(",")]
+    shapes = SHAPES if args.shapes is None else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    backends = [b for b in ops.available_backends("group_norm") if b != "reference"]
+    if device == "cpu":
+        backends = [b for b in backends if b == "cpu"]
+    else:
+        backends = [b for b in backends if b in ("triton", "cuda")]
+    threads = torch.get_num_threads()
+    print(f"# group_norm benchmark on {machine_name()} ({device}, torch threads {threads}), groups={GROUPS}, "
+          f"weight+bias+scale+shift, SiLU{', channels_last_3d' if args.channels_last else ''}")
+
+    compiled = None
+    if not args.no_compile:
+        compiled = torch.compile(eager_group_norm, dynamic=False)
+
+    rows = []
+    for shape in shapes:
+        for dtype in dtypes:
+            inputs = make_inputs(shape, dtype, device)
+            if args.channels_last:
+                inputs = tuple(
+                    t.contiguous(memory_format=torch.channels_last_3d) if t.dim() == 5 else t for t in inputs
+                )
+            x = inputs[0]
+            nbytes = x.numel() * x.element_size()
+            time = lambda fn: median_seconds(fn, device=device, repeats=args.repeats)  # noqa: E731
+            t_copy = time(lambda: x.clone())
+            copy_gbps = gbps(2 * nbytes, t_copy)
+            name = f"{'x'.join(map(str, shape))} {str(dtype).removeprefix('torch.')}"
+            rows.append({"shape dtype": name, "pass": "copy", "impl": "x.clone()", "ms": f"{t_copy * 1e3:.3f}",
+                         "GB/s": f"{copy_gbps:.1f}", "% copy": "100", "vs eager": ""})
+            impls = [("eager", eager_group_norm)]
+            if compiled is not None:
+                impls.append(("compile", compiled))
+            impls += [(b, fastvdm_group_norm(b)) for b in backends]
+            for pass_name, make, traffic in (("fwd", forward_fn, 2), ("fwd+bwd", forward_backward_fn, 5)):
+                t_eager = None
+                for impl_name, fn in impls:
+                    t = time(make(fn, inputs))
+                    t_eager = t if impl_name == "eager" else t_eager
+                    rate = gbps(traffic * nbytes, t)
+                    rows.append({
+                        "shape dtype": name, "pass": pass_name, "impl": impl_name, "ms": f"{t * 1e3:.3f}",
+                        "GB/s": f"{rate:.1f}", "% copy": f"{100 * rate / copy_gbps:.0f}",
+                        "vs eager": f"{t_eager / t:.2f}x",
+                    })
+                    print(f"  {name} {pass_name:8s} {impl_name:8s} {t * 1e3:9.3f} ms", file=sys.stderr, flush=True)
+    print(format_table(rows, ["shape dtype", "pass", "impl", "ms", "GB/s", "% copy", "vs eager"]))
+
+
+if __name__ == "__main__":
+    main()
