@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,23 @@ def fastvdm_group_norm(backend):
     return fn
 
 
+def interleaved_medians(fns: dict, device: str, repeats: int, warmup: int = 2) -> dict:
+    """Median seconds of each fn. On the CPU the fns are timed in interleaved rounds (one call of each per
+    round), so that load from other processes on a shared machine hits every variant alike."""
+    if device == "cuda":
+        return {name: median_seconds(fn, device="cuda") for name, fn in fns.items()}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def make_inputs(shape, dtype, device):
     B, C = shape[:2]
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -78,12 +97,15 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, help="comma-separated: float32,bfloat16,float16")
     p.add_argument("--shapes", default=None, help="e.g. 2x128x16x64x64,2x512x16x16x16")
-    p.add_argument("--repeats", type=int, default=7, help="CPU timing repeats (median)")
+    p.add_argument("--repeats", type=int, default=7, help="CPU timing rounds (median)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch and the OpenMP kernels)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     p.add_argument("--channels-last", action="store_true", help="x (and dy) in channels_last_3d")
     args = p.parse_args(argv)
 
     device = args.device
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)  # the same OpenMP runtime drives the cpu kernels
     dtypes = args.dtype or ("float32,bfloat16" if device == "cuda" else "float32")
     dtypes = [getattr(torch, d) for d in dtypes.split(",")]
     shapes = SHAPES if args.shapes is None else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
@@ -110,26 +132,29 @@ def main(argv=None):
                 )
             x = inputs[0]
             nbytes = x.numel() * x.element_size()
-            time = lambda fn: median_seconds(fn, device=device, repeats=args.repeats)  # noqa: E731
-            t_copy = time(lambda: x.clone())
-            copy_gbps = gbps(2 * nbytes, t_copy)
             name = f"{'x'.join(map(str, shape))} {str(dtype).removeprefix('torch.')}"
-            rows.append({"shape dtype": name, "pass": "copy", "impl": "x.clone()", "ms": f"{t_copy * 1e3:.3f}",
-                         "GB/s": f"{copy_gbps:.1f}", "% copy": "100", "vs eager": ""})
             impls = [("eager", eager_group_norm)]
             if compiled is not None:
                 impls.append(("compile", compiled))
             impls += [(b, fastvdm_group_norm(b)) for b in backends]
+            copy_gbps = None
             for pass_name, make, traffic in (("fwd", forward_fn, 2), ("fwd+bwd", forward_backward_fn, 5)):
-                t_eager = None
-                for impl_name, fn in impls:
-                    t = time(make(fn, inputs))
-                    t_eager = t if impl_name == "eager" else t_eager
+                fns = {impl_name: make(fn, inputs) for impl_name, fn in impls}
+                if pass_name == "fwd":
+                    fns = {"copy": lambda: x.clone(), **fns}
+                med = interleaved_medians(fns, device, args.repeats)
+                if pass_name == "fwd":
+                    copy_gbps = gbps(2 * nbytes, med["copy"])
+                    rows.append({"shape dtype": name, "pass": "copy", "impl": "x.clone()",
+                                 "ms": f"{med['copy'] * 1e3:.3f}", "GB/s": f"{copy_gbps:.1f}", "% copy": "100",
+                                 "vs eager": ""})
+                for impl_name, _ in impls:
+                    t = med[impl_name]
                     rate = gbps(traffic * nbytes, t)
                     rows.append({
                         "shape dtype": name, "pass": pass_name, "impl": impl_name, "ms": f"{t * 1e3:.3f}",
                         "GB/s": f"{rate:.1f}", "% copy": f"{100 * rate / copy_gbps:.0f}",
-                        "vs eager": f"{t_eager / t:.2f}x",
+                        "vs eager": f"{med['eager'] / t:.2f}x",
                     })
                     print(f"  {name} {pass_name:8s} {impl_name:8s} {t * 1e3:9.3f} ms", file=sys.stderr, flush=True)
     print(format_table(rows, ["shape dtype", "pass", "impl", "ms", "GB/s", "% copy", "vs eager"]))
