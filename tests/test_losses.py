@@ -364,3 +364,24 @@ def test_losses_large_video_on_gpu(backend, dtype):
     )
     assert_rel_close(loss, ref_loss, TOLERANCE[dtype], "denoising loss")
     assert_rel_close(grad, ref_grad, TOLERANCE[dtype], "denoising gradient")
+
+
+def test_cpu_losses_do_not_depend_on_the_thread_count():
+    """Chunk partials are added in a fixed order: 1 and 2 OpenMP threads give bitwise equal losses."""
+    if "cpu" not in ops.available_backends("dmd_loss"):
+        pytest.skip("the cpu extension is not built")
+    shape = (2, 5, 4, 33, 31)  # > 2 chunks per sample, above the parallel threshold
+    x, x0_real, x0_fake = (_rand(shape, torch.float32, "cpu") for _ in range(3))
+    alpha, sigma, weight = _schedule(2, "cpu")
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with ops.use_backend("cpu"):
+                results.append(
+                    (ops.dmd_loss(x, x0_real, x0_fake, weight), ops.denoising_loss(x, x0_real, x0_fake, alpha, sigma))
+                )
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
