@@ -23,7 +23,7 @@ def _oracle(points, colors, cam, h, w, radius, falloff, near=1e-3):
     for y in range(h):
         for x in range(w):
             off = np.array([x + 0.5, y + 0.5]) - uv
-            cand = np.where((np.abs(off) <= radius).all(1) & (z > near))[0]
+            cand = np.where(((off > -radius) & (off <= radius)).all(1) & (z > near))[0]
             if len(cand) == 0:
                 continue
             zs = z[cand] * (1 + falloff * (off[cand] ** 2).sum(1))

@@ -61,7 +61,7 @@ def make_scene(folder: str, scene_seed: int, rng_seed: tuple, size: int, views: 
 def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from fastvdm.data.dataset import ClipDataset
+    from fastvdm.data.dataset import ClipDataset, one_thread
 
     if args.scenes < 1 or args.size < 8 or args.views < 1:
         raise ValueError(f"--scenes and --views must be >= 1 and --size >= 8, got {args.scenes}, {args.views}, {args.size}")
@@ -80,7 +80,8 @@ def main(args: argparse.Namespace) -> int:
         for i in tqdm(range(args.scenes), desc="scenes", unit="scene", disable=args.no_progress):
             name = f"scene_{i:05d}"
             seed = ds.scene_seed(i)
-            make_scene(os.path.join(tmp, name), seed, (ds.seed, i, 2), args.size, args.views, args.ply)
+            with one_thread():
+                make_scene(os.path.join(tmp, name), seed, (ds.seed, i, 2), args.size, args.views, args.ply)
             index.append({"folder": name, "scene_seed": seed})
         with open(os.path.join(tmp, "scenes.json"), "w") as f:
             json.dump({"split": args.split, "seed": ds.seed, "size": args.size, "views": args.views,

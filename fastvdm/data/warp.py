@@ -1,8 +1,9 @@
 """Point-cloud warping: unproject RGB-D views to points, render points into target cameras with a z-buffer.
 
 ``render_points`` is the conditioning renderer (the holey "point-cloud render" the model completes). Each
-point covers the pixels whose centres lie within ``radius`` pixels of its projection along both image axes
-(a square splat: radius 0.5 covers the one pixel containing the projection, radius 1 about 2x2 pixels).
+point projected to (u, v) covers the pixels whose centres c satisfy u - r < c_x <= u + r and
+v - r < c_y <= v + r for r = ``radius`` (a square splat: radius 0.5 covers exactly the pixel containing
+the projection, radius 1 exactly 2x2 pixels).
 Visibility is a z-buffer resolved by one vectorized scatter-min: each splat is a camera-facing paraboloid,
 so a point at z-depth z seen at squared pixel distance d2 from its projection has depth z (1 + falloff d2)
 there, and the nearest one wins (ties: lowest point index, so the result is deterministic). A pixel's own
@@ -12,6 +13,7 @@ clearly nearer surface still covers it; with falloff 0 this is the plain nearest
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -74,34 +76,36 @@ def render_points(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[
         raise ValueError(f"render_points: at most 2^31 - 1 points, got {points.shape[0]}")
     points = points.float()
     n_views, n_ch, hw = len(cameras), colors.shape[1], h * w
-    k = int(2 * radius) + 1  # candidate pixels per axis
-    pix_all, key_all, z_all = [], [], []
-    ids = torch.arange(points.shape[0])
-    for vi, cam in enumerate(cameras):
-        uv, z = project(points, cam, h, w)
-        keep = z > near
-        uv, z, pid = uv[keep], z[keep], ids[keep]
-        first = torch.ceil(uv - radius - 0.5).long()  # first candidate column / row
-        for dy in range(k):
-            for dx in range(k):
-                cand = first + torch.tensor([dx, dy])
-                off = cand.float() + 0.5 - uv
-                ok = (off.abs() <= radius).all(-1) & (cand[:, 0] >= 0) & (cand[:, 0] < w) & (cand[:, 1] >= 0) & (cand[:, 1] < h)
-                zs = z[ok] * (1 + falloff * (off[ok] ** 2).sum(-1))
-                # positive float32 bits order like the floats: (splat depth, point index) packed in one int64
-                key_all.append((zs.view(torch.int32).long() << 32) | pid[ok])
-                pix_all.append(vi * hw + cand[ok, 1] * w + cand[ok, 0])
-                z_all.append(z[ok])
-    pix, key, z = torch.cat(pix_all), torch.cat(key_all), torch.cat(z_all)
+    if points.shape[0] == 0 or n_views == 0:
+        return torch.zeros(n_views, n_ch, h, w), torch.zeros(n_views, 1, h, w), torch.zeros(n_views, h, w)
+    k = math.ceil(2 * radius)  # candidate pixels per axis
+    # project into all cameras at once: (V, N)
+    cams = [c.resized(h, w) if (h, w) != (c.height, c.width) else c for c in cameras]
+    w2c = torch.stack([c.w2c for c in cams]).float()
+    intr = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams], dtype=torch.float32)
+    pc = torch.einsum("vij,nj->vni", w2c[:, :3, :3], points) + w2c[:, None, :3, 3]
+    z_all = pc[..., 2]  # (V, N)
+    uv = intr[:, None, :2] * pc[..., :2] / torch.where(z_all.abs() < 1e-12, 1e-12, z_all)[..., None] + intr[:, None, 2:]
+    first = torch.floor(uv - radius - 0.5).long() + 1  # first covered column / row, (V, N, 2)
+    # every (candidate offset, view, point) at once; invalid entries go to a dummy pixel with a max key
+    offs = torch.stack(torch.meshgrid(torch.arange(k), torch.arange(k), indexing="xy"), -1).reshape(-1, 1, 1, 2)
+    cand = first[None] + offs  # (k*k, V, N, 2) as (column, row)
+    off = cand.float() + 0.5 - uv[None]
+    ok = ((off > -radius) & (off <= radius)).all(-1) & ((z_all > near)[None] & (cand[..., 0] >= 0) & (cand[..., 0] < w)
+          & (cand[..., 1] >= 0) & (cand[..., 1] < h))
     total = n_views * hw
+    view_base = (torch.arange(n_views) * hw)[None, :, None]
+    pix = torch.where(ok, view_base + cand[..., 1] * w + cand[..., 0], total)
+    zs = (z_all[None] * (1 + falloff * (off * off).sum(-1))).clamp(min=near)
+    # positive float32 bits order like the floats: (splat depth, point index) packed in one int64
+    key = (zs.view(torch.int32).long() << 32) | torch.arange(points.shape[0])
     sentinel = torch.iinfo(torch.int64).max
-    best = torch.full((total,), sentinel, dtype=torch.int64).scatter_reduce_(0, pix, key, "amin")
+    key = torch.where(ok, key, sentinel)
+    best = torch.full((total + 1,), sentinel, dtype=torch.int64).scatter_reduce_(0, pix.reshape(-1), key.reshape(-1), "amin")[:total]
     filled = best != sentinel
-    win = best[filled] & 0xFFFFFFFF
-    rgb = torch.zeros(total, n_ch, dtype=torch.float32)
-    rgb[filled] = colors[win].float()
-    depth = torch.zeros(total, dtype=torch.float32)
-    is_win = key == best[pix]
-    depth[pix[is_win]] = z[is_win]
+    win = best & 0xFFFFFFFF
+    rgb = torch.where(filled[:, None], colors[torch.where(filled, win, 0)].float(), 0.0)
+    view_of_pixel = torch.arange(total) // hw
+    depth = torch.where(filled, z_all[view_of_pixel, torch.where(filled, win, 0)], 0.0)
     rgb = rgb.reshape(n_views, h, w, n_ch).permute(0, 3, 1, 2).contiguous()
     return rgb, filled.float().reshape(n_views, 1, h, w), depth.reshape(n_views, h, w)
