@@ -55,6 +55,16 @@ def _tile_ptrs(base, rows, S, H, offs_t, offs_d, stride_b, stride_t, stride_s, s
 
 
 @triton.jit
+def _tile_mask(rows, offs_t, offs_d, Z, T, HEAD_DIM, EVEN_D: tl.constexpr):
+    """(BLOCK_R, BLOCK_T, BLOCK_D) in-bounds mask; the d bound is left out at compile time when D == BLOCK_D
+    (a runtime bound on d would hide that rows are contiguous and prevent vectorized loads)."""
+    mask = (rows < Z)[:, None, None] & (offs_t < T)[None, :, None]
+    if not EVEN_D:
+        mask = mask & (offs_d < HEAD_DIM)[None, None, :]
+    return mask
+
+
+@triton.jit
 def _temporal_fwd_kernel(
     Q, K, V, O, LSE,
     sq_b, sq_t, sq_s, sq_h, sq_d,
@@ -62,7 +72,8 @@ def _temporal_fwd_kernel(
     sv_b, sv_t, sv_s, sv_h, sv_d,
     so_b, so_t, so_s, so_h, so_d,
     Z, T, S, H, HEAD_DIM, qk_scale,
-    PRECISION: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """O[r] = softmax(scale * Q[r] K[r]^T) V[r] for BLOCK_R rows; LSE[r, t] saved (fp32, natural log).
 
@@ -72,7 +83,7 @@ def _temporal_fwd_kernel(
     offs_t = tl.arange(0, BLOCK_T)
     offs_d = tl.arange(0, BLOCK_D)
     mask_t = offs_t < T
-    mask = (rows < Z)[:, None, None] & mask_t[None, :, None] & (offs_d < HEAD_DIM)[None, None, :]
+    mask = _tile_mask(rows, offs_t, offs_d, Z, T, HEAD_DIM, EVEN_D)
 
     q = tl.load(_tile_ptrs(Q, rows, S, H, offs_t, offs_d, sq_b, sq_t, sq_s, sq_h, sq_d), mask=mask, other=0.0)
     k = tl.load(_tile_ptrs(K, rows, S, H, offs_t, offs_d, sk_b, sk_t, sk_s, sk_h, sk_d), mask=mask, other=0.0)
@@ -101,7 +112,8 @@ def _temporal_bwd_kernel(
     sdo_b, sdo_t, sdo_s, sdo_h, sdo_d,
     sg_b, sg_t, sg_s, sg_h, sg_d,
     Z, T, S, H, HEAD_DIM, scale, qk_scale,
-    PRECISION: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """dQ, dK, dV of BLOCK_R rows in one pass (see the module doc). DQ/DK/DV share the strides sg_*."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -109,7 +121,7 @@ def _temporal_bwd_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     mask_r = rows < Z
     mask_t = offs_t < T
-    mask = mask_r[:, None, None] & mask_t[None, :, None] & (offs_d < HEAD_DIM)[None, None, :]
+    mask = _tile_mask(rows, offs_t, offs_d, Z, T, HEAD_DIM, EVEN_D)
 
     q = tl.load(_tile_ptrs(Q, rows, S, H, offs_t, offs_d, sq_b, sq_t, sq_s, sq_h, sq_d), mask=mask, other=0.0)
     k = tl.load(_tile_ptrs(K, rows, S, H, offs_t, offs_d, sk_b, sk_t, sk_s, sk_h, sk_d), mask=mask, other=0.0)
@@ -143,7 +155,7 @@ def _configs(rows, warps):
     return [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=1) for r in rows for w in warps]
 
 
-_TUNE_KEY = ["T", "HEAD_DIM", "PRECISION"]
+_TUNE_KEY = ["T", "HEAD_DIM", "PRECISION", "EVEN_D"]
 _temporal_fwd_tuned = triton.autotune(_configs((1, 2, 4, 8, 16), (2, 4, 8)), key=_TUNE_KEY)(_temporal_fwd_kernel)
 _temporal_bwd_tuned = triton.autotune(_configs((1, 2, 4, 8), (2, 4, 8)), key=_TUNE_KEY)(_temporal_bwd_kernel)
 
@@ -166,7 +178,7 @@ def temporal_forward(q, k, v, o, lse, scale):
     B, T, S, H, D = q.shape
     Z = B * S * H
     args = (q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(), Z, T, S, H, D, scale * LOG2E)
-    meta = dict(PRECISION=_precision(q.dtype), BLOCK_T=_block_t(T), BLOCK_D=_block_d(D))
+    meta = dict(PRECISION=_precision(q.dtype), EVEN_D=_block_d(D) == D, BLOCK_T=_block_t(T), BLOCK_D=_block_d(D))
     if _INTERPRET:
         wrap_triton(_temporal_fwd_kernel)[(triton.cdiv(Z, INTERPRETER_BLOCK_R),)](
             *args, BLOCK_R=INTERPRETER_BLOCK_R, **meta
@@ -183,7 +195,7 @@ def temporal_backward(q, k, v, do, lse, dq, dk, dv, scale):
     assert dq.stride() == dk.stride() == dv.stride()
     args = (q, k, v, do, lse, dq, dk, dv, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
             Z, T, S, H, D, scale, scale * LOG2E)
-    meta = dict(PRECISION=_precision(q.dtype), BLOCK_T=_block_t(T), BLOCK_D=_block_d(D))
+    meta = dict(PRECISION=_precision(q.dtype), EVEN_D=_block_d(D) == D, BLOCK_T=_block_t(T), BLOCK_D=_block_d(D))
     if _INTERPRET:
         wrap_triton(_temporal_bwd_kernel)[(triton.cdiv(Z, INTERPRETER_BLOCK_R),)](
             *args, BLOCK_R=INTERPRETER_BLOCK_R, **meta
