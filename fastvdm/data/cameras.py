@@ -211,21 +211,25 @@ def relative_to(cameras: Sequence[Camera], reference: Camera, scale: float = 1.0
 
 # ----------------------------------------------------------------------------------------------- rotations
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> torch.Tensor:
-    """(4, 4) float64 OpenCV camera-to-world at ``eye`` looking at ``target`` (world ``up`` maps to image up)."""
+    """(..., 4, 4) float64 OpenCV camera-to-world at ``eye`` looking at ``target`` (world ``up`` maps to
+    image up). eye, target: (..., 3), broadcast against each other."""
     eye = torch.as_tensor(eye, dtype=torch.float64)
     target = torch.as_tensor(target, dtype=torch.float64)
-    up = torch.as_tensor(up, dtype=torch.float64)
+    eye, target = torch.broadcast_tensors(eye, target)
+    up = torch.as_tensor(up, dtype=torch.float64).expand_as(eye)
     z = target - eye
-    if z.norm() < 1e-12:
+    zn = z.norm(dim=-1, keepdim=True)
+    if bool((zn < 1e-12).any()):
         raise ValueError("look_at: eye and target coincide")
-    z = z / z.norm()
-    x = torch.linalg.cross(z, up)
-    if x.norm() < 1e-9:
+    z = z / zn
+    x = torch.linalg.cross(z, up, dim=-1)
+    xn = x.norm(dim=-1, keepdim=True)
+    if bool((xn < 1e-9).any()):
         raise ValueError("look_at: viewing direction is parallel to the up vector")
-    x = x / x.norm()
-    y = torch.linalg.cross(z, x)
-    m = torch.eye(4, dtype=torch.float64)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = x, y, z, eye
+    x = x / xn
+    y = torch.linalg.cross(z, x, dim=-1)
+    m = torch.eye(4, dtype=torch.float64).repeat(*eye.shape[:-1], 1, 1)
+    m[..., :3, 0], m[..., :3, 1], m[..., :3, 2], m[..., :3, 3] = x, y, z, eye
     return m
 
 
@@ -310,7 +314,7 @@ def orbit_poses(center, radius: float, n: int, start_deg: float = 0.0, sweep_deg
     a = torch.linspace(0, 1, n + 1 if full else n, dtype=torch.float64)[:n] if n > 1 else torch.zeros(1, dtype=torch.float64)
     a = torch.deg2rad(start_deg + sweep_deg * a)
     eyes = center + torch.stack([radius * torch.cos(a), radius * torch.sin(a), torch.full_like(a, height)], -1)
-    return torch.stack([look_at(e, target, up) for e in eyes])
+    return look_at(eyes, target, up)
 
 
 def forward_walk_poses(start: torch.Tensor, n: int, distance: float, yaw_deg: float = 0.0,

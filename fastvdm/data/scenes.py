@@ -358,47 +358,57 @@ class Scene:
         """(n, 4, 4) OpenCV camera-to-world poses of a smooth camera path whose cameras are all in free space.
 
         kind: "orbit" (arc around an object), "walk" (forward walk, turning), "interp" (spline through 2-3
-        random views of objects), or None for a random choice. Deterministic given ``rng``'s state.
+        views of an object), or None for a random choice. Paths that leave free space are shortened or
+        redrawn; if none fits, the camera pans in place. Deterministic given ``rng``'s state.
         """
         kinds = ("orbit", "walk", "interp")
+        if kind is not None and kind not in kinds:
+            raise ValueError(f"sample_poses: unknown kind {kind!r} (use orbit, walk, interp or None)")
         a, b, h = self.room.size
-        targets = [torch.tensor([p.center[0], p.center[1], min(p.center[2] + 0.3, 1.2)]) for p in self.primitives[1:]]
-        targets.append(torch.tensor([0.0, 0.0, 0.8]))
-        for _attempt in range(200):
+        targets = torch.tensor([[p.center[0], p.center[1], min(p.center[2] + 0.3, 1.2)] for p in self.primitives[1:]]
+                               + [[0.0, 0.0, 0.8]], dtype=torch.float64)
+        # candidate eye positions in free space (vectorized rejection sampling)
+        cand = torch.tensor(np.stack([rng.uniform(-a, a, 512), rng.uniform(-b, b, 512),
+                                      rng.uniform(0.9, max(0.95, min(1.9, h - 0.5)), 512)], -1))
+        free = cand[self.is_free(cand)]
+        if free.shape[0] == 0:
+            free = cand[self.is_free(cand, margin=0.15)]
+        for _attempt in range(40):
+            if free.shape[0] == 0:
+                break
             k = kinds[rng.integers(3)] if kind is None else kind
-            tgt = targets[rng.integers(len(targets))].double()
-            cam_z = rng.uniform(0.9, min(1.9, h - 0.5))
-            if k == "orbit":
-                radius = rng.uniform(1.2, 3.0)
-                sweep = rng.uniform(25, 110) * (1 if rng.uniform() < 0.5 else -1)
-                poses = orbit_poses(tgt, radius, n, start_deg=rng.uniform(0, 360), sweep_deg=sweep,
-                                    height=cam_z - float(tgt[2]), target=tgt)
-            elif k == "walk":
-                eye = torch.tensor([rng.uniform(-a, a), rng.uniform(-b, b), cam_z], dtype=torch.float64)
-                if (eye - tgt)[:2].norm() < 1.0:
-                    continue
-                start = look_at(eye, tgt + torch.tensor([0.0, 0.0, rng.uniform(-0.3, 0.1)], dtype=torch.float64))
-                dist = min(rng.uniform(0.4, 1.6), 0.6 * float((eye - tgt)[:2].norm()))
-                poses = forward_walk_poses(start, n, dist, yaw_deg=rng.uniform(-35, 35))
-            elif k == "interp":
-                keys = []
-                for _ in range(int(rng.integers(2, 4))):
-                    eye = torch.tensor([rng.uniform(-a, a), rng.uniform(-b, b), rng.uniform(0.9, min(1.9, h - 0.5))],
-                                       dtype=torch.float64)
-                    tj = tgt + torch.tensor(rng.uniform(-0.4, 0.4, 3), dtype=torch.float64)
-                    if (eye - tj).norm() < 1.0:
-                        break
-                    keys.append(look_at(eye, tj))
-                if len(keys) < 2 or any((keys[i][:3, 3] - keys[i + 1][:3, 3]).norm() > 2.0 for i in range(len(keys) - 1)):
-                    continue
-                poses = interpolate_poses(torch.stack(keys), n)
-            else:
-                raise ValueError(f"sample_poses: unknown kind {k!r} (use orbit, walk, interp or None)")
-            if bool(self.is_free(poses[:, :3, 3]).all()):
-                return poses
-        # Fallback (rare): a slow turn in place at the room centre, which is kept free of objects' centres.
-        eye = torch.tensor([0.0, 0.0, 1.5], dtype=torch.float64)
-        return orbit_poses(eye, 0.01, n, sweep_deg=60.0, target=eye + torch.tensor([1.0, 0.0, -0.2], dtype=torch.float64))
+            tgt = targets[rng.integers(targets.shape[0])]
+            dist = (free[:, :2] - tgt[:2]).norm(dim=-1)
+            near = free[(dist > 1.0) & (dist < 3.0)]
+            if near.shape[0] == 0:
+                continue
+            eye = near[rng.integers(near.shape[0])]
+            scale = 1.0
+            for _shrink in range(3):  # shorten the path until it stays in free space
+                if k == "orbit":
+                    rel = eye - tgt
+                    poses = orbit_poses(tgt, float(rel[:2].norm()), n, start_deg=math.degrees(math.atan2(rel[1], rel[0])),
+                                        sweep_deg=scale * rng.uniform(25, 110) * rng.choice([-1, 1]),
+                                        height=float(rel[2]), target=tgt)
+                elif k == "walk":
+                    start = look_at(eye, tgt + torch.tensor([0.0, 0.0, rng.uniform(-0.3, 0.1)], dtype=torch.float64))
+                    length = scale * min(rng.uniform(0.4, 1.6), 0.6 * float((eye - tgt)[:2].norm()))
+                    poses = forward_walk_poses(start, n, length, yaw_deg=rng.uniform(-35, 35))
+                else:
+                    keys = [eye]
+                    for _ in range(int(rng.integers(1, 3))):
+                        step = near[(near - keys[-1]).norm(dim=-1) < 2.0 * scale]
+                        keys.append(step[rng.integers(step.shape[0])])
+                    aims = tgt + torch.tensor(rng.uniform(-0.4, 0.4, (len(keys), 3)), dtype=torch.float64)
+                    poses = interpolate_poses(look_at(torch.stack(keys), aims), n)
+                if bool(self.is_free(poses[:, :3, 3], margin=0.3).all()):
+                    return poses
+                scale *= 0.5
+        # fallback: pan in place at the freest candidate
+        eye = free[0] if free.shape[0] else torch.tensor([0.0, 0.0, 1.5], dtype=torch.float64)
+        ang = torch.deg2rad(torch.tensor(rng.uniform(0, 360), dtype=torch.float64) + torch.linspace(0, 60, n, dtype=torch.float64))
+        aims = eye + torch.stack([torch.cos(ang), torch.sin(ang), torch.full_like(ang, -0.2)], -1)
+        return look_at(eye.expand_as(aims), aims)
 
     # ------------------------------------------------------------------ rendering
     def _get_atlas(self) -> _TextureAtlas:
