@@ -374,6 +374,13 @@ def _num_warps(block_c: int, block_s: int) -> int:
     return 8 if tile >= 4096 else 4 if tile >= 1024 else 2
 
 
+def _param_args(x3: Tensor, *params: Optional[Tensor]) -> list[Tensor]:
+    """The kernels index weight/bias as (C,) and scale/shift as (B, C) contiguous arrays: make them so (a no-op
+    for contiguous ones; scale and shift are often chunks of one (B, 2C) embedding). x3 stands in for an
+    absent parameter (never read: the HAS_* flags are constexpr)."""
+    return [x3 if t is None else t.contiguous() for t in params]
+
+
 def _flags(weight, bias, scale, shift, activation) -> dict:
     return dict(
         HAS_W=weight is not None,
@@ -403,8 +410,7 @@ def _forward(
     y3 = torch.empty_strided(x3.shape, x3.stride(), dtype=x.dtype, device=x.device)
     mean = torch.empty((B, G), dtype=torch.float32, device=x.device)
     rstd = torch.empty((B, G), dtype=torch.float32, device=x.device)
-    dummy = x3  # stands in for absent parameters (never read: the HAS_* flags are constexpr)
-    params = [t if t is not None else dummy for t in (weight, bias, scale, shift)]
+    params = _param_args(x3, weight, bias, scale, shift)
     flags = _flags(weight, bias, scale, shift, activation)
     block_c, block_s = _blocks(Cg, S)
     warps = _num_warps(block_c, block_s)
@@ -450,7 +456,7 @@ def _backward_op(
     dx3 = torch.empty_strided(x3.shape, x3.stride(), dtype=x.dtype, device=x.device)
     sum_dz = torch.empty((B, C), dtype=torch.float32, device=x.device)
     sum_dzx = torch.empty((B, C), dtype=torch.float32, device=x.device)
-    params = [t if t is not None else x3 for t in (weight, bias, scale, shift)]
+    params = _param_args(x3, weight, bias, scale, shift)
     flags = _flags(weight, bias, scale, shift, activation)
     block_c, block_s = _blocks(Cg, S)
     warps = _num_warps(block_c, block_s)

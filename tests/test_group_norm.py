@@ -148,6 +148,29 @@ def test_non_dense_input_and_grad(backend):
         assert_rel_close(g, g_ref, TOLERANCE[torch.float32], f"d{name}")
 
 
+@pytest.mark.parametrize("backend", all_backends("group_norm"))
+def test_chunked_modulation_and_sum_loss(backend):
+    """scale/shift as strided chunks of one (B, 2C) embedding (as a U-Net makes them), weight/bias as strided
+    views, and y.sum() as the loss (an expanded, zero-stride upstream gradient)."""
+    device = device_for(backend)
+    B, C = 2, 12
+    x = torch.randn(B, C, 2, 3, 4, device=device)
+    emb = torch.randn(B, 2 * C, device=device)
+    wb = torch.randn(C, 2, device=device)
+    params = {"weight": wb[:, 0], "bias": wb[:, 1], "scale": emb[:, :C], "shift": emb[:, C:]}
+    assert not params["scale"].is_contiguous() and not params["weight"].is_contiguous()
+    leaves = [t.detach().requires_grad_(True) for t in (x, *params.values())]
+    with ops.use_backend(backend):
+        y = ops.group_norm(leaves[0], 4, leaves[1], leaves[2], 1e-5, leaves[3], leaves[4], "silu")
+    grads = torch.autograd.grad(y.sum(), leaves)
+    ref_leaves = [t.detach().double().requires_grad_(True) for t in (x, *params.values())]
+    y_ref = reference.group_norm(ref_leaves[0], 4, *ref_leaves[1:3], 1e-5, *ref_leaves[3:], "silu")
+    grads_ref = torch.autograd.grad(y_ref.sum(), ref_leaves)
+    assert_rel_close(y, y_ref, TOLERANCE[torch.float32], "output")
+    for name, g, g_ref in zip(("x",) + ALL_PARAMS, grads, grads_ref):
+        assert_rel_close(g, g_ref, TOLERANCE[torch.float32], f"d{name}")
+
+
 @pytest.mark.parametrize("backend", kernel_backends("group_norm"))
 def test_forced_backend_rejects_float64(backend):
     x = torch.randn(2, 8, 3, 3, dtype=torch.float64, device=device_for(backend))
