@@ -156,3 +156,20 @@ def test_data_make_cli(tmp_path):
     args = parser.parse_args(argv[:-2] + ["--force", "--no-progress", "--scenes", "1"])
     assert args.func(args) == 0 and len(json.load(open(out / "scenes.json"))["scenes"]) == 1
     assert sorted(os.listdir(tmp_path)) == ["scenes"]
+
+
+def test_nerf_synthetic_style(tmp_path):
+    """camera_angle_x instead of focal lengths, no w/h/cx/cy, file paths without extension."""
+    gen = torch.Generator().manual_seed(2)
+    img = (torch.rand(10, 14, 3, generator=gen) * 255).to(torch.uint8).numpy()
+    os.makedirs(tmp_path / "train")
+    Image.fromarray(img).save(tmp_path / "train" / "r_0.png")
+    pose = [[1, 0, 0, 0.5], [0, 0, -1, -2.0], [0, 1, 0, 0.3], [0, 0, 0, 1]]  # OpenGL: looking along world +y
+    json.dump({"camera_angle_x": 0.69, "frames": [{"file_path": "./train/r_0", "transform_matrix": pose}]},
+              open(tmp_path / "transforms.json", "w"))
+    view = read_scene(str(tmp_path)).views[0]
+    cam = view.camera
+    assert (cam.width, cam.height, cam.cx, cam.cy) == (14, 10, 7.0, 5.0)
+    assert cam.fx == cam.fy == pytest.approx(7.0 / np.tan(0.345))
+    assert torch.allclose(cam.rotation[:, 2], torch.tensor([0, 1.0, 0], dtype=torch.float64))  # forward
+    assert torch.equal(view.rgb, torch.from_numpy(img).permute(2, 0, 1).float() / 255)

@@ -20,7 +20,7 @@ import torch
 _FLIP_YZ = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Camera:
     """A pinhole camera.
 
@@ -109,19 +109,28 @@ opencv_to_opengl = opengl_to_opencv
 
 # ----------------------------------------------------------------------------------------------- transforms.json
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+_READ_ORDER = ("w", "h", "fl_x", "fl_y", "cx", "cy")  # image size first: the fallbacks need it
 _DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 
 
 def camera_from_transforms_frame(meta: dict, frame: dict, where: str = "transforms.json") -> Camera:
     """The :class:`Camera` of one entry of ``meta["frames"]`` (per-frame intrinsics override top-level ones).
 
+    Without ``fl_x`` / ``fl_y``, a top-level ``camera_angle_x`` (horizontal FOV in radians, NeRF-synthetic
+    files) gives both; without ``cx`` / ``cy`` the principal point is the image centre.
+
     ``where`` names the source (file and frame) in error messages. Raises ``ValueError`` for a missing or
     malformed field, a non-orthonormal rotation, or an unsupported camera model (fisheye, equirectangular);
     lens distortion coefficients are rejected too, since the pipeline is pinhole-only (undistort first).
     """
     vals = {}
-    for key in _INTRINSIC_KEYS:
+    for key in _READ_ORDER:
         v = frame.get(key, meta.get(key))
+        if v is None and key in ("fl_x", "fl_y") and "camera_angle_x" in meta and "w" in vals:
+            # NeRF-synthetic ("Blender") files give a horizontal field of view instead of focal lengths
+            v = 0.5 * vals["w"] / math.tan(0.5 * float(meta["camera_angle_x"]))
+        if v is None and key in ("cx", "cy") and "w" in vals and "h" in vals:
+            v = 0.5 * (vals["w"] if key == "cx" else vals["h"])  # principal point defaults to the centre
         if v is None:
             raise ValueError(f"{where}: missing field '{key}' (needed per frame or at the top level)")
         try:
@@ -135,7 +144,7 @@ def camera_from_transforms_frame(meta: dict, frame: dict, where: str = "transfor
         raise ValueError(f"{where}: field 'camera_model' is {model!r}; only pinhole (OPENCV/PINHOLE) is supported")
     for key in _DISTORTION_KEYS:
         v = frame.get(key, meta.get(key, 0.0))
-        if float(v) != 0.0:
+        if not isinstance(v, (int, float)) or v != 0.0:
             raise ValueError(f"{where}: field '{key}' = {v} (lens distortion) is not supported; undistort the "
                              "images first (e.g. with COLMAP image_undistorter) and set it to 0")
     if "transform_matrix" not in frame:

@@ -7,6 +7,8 @@ Layout written by ``write_scene`` (and read by ``read_scene`` together with any 
     DIR/depth/frame_00000.png  16-bit z-depth in mm frames[i].depth_file_path (or .npy: float metres)
     DIR/sparse_pc.ply          binary PLY, x y z float + red green blue uchar   top-level ply_file_path
 
+NeRF-synthetic ("Blender") files also work: ``camera_angle_x`` instead of focal lengths, no image size (taken
+from the images), principal point at the centre, file paths without the ``.png`` extension.
 PNG depth is scaled by the top-level ``depth_unit_scale_factor`` (nerfstudio's field; default 0.001, i.e.
 millimetres); 0 means no measurement. Bad input raises ``FileNotFoundError`` / ``SceneFormatError`` naming
 the file and the field.
@@ -209,12 +211,17 @@ def read_scene(folder: str, load_depth: bool = True, load_points: bool = True) -
         where = f"{tf} frames[{i}]"
         if not isinstance(fr, dict) or "file_path" not in fr:
             raise SceneFormatError(f"{where}: missing field 'file_path'")
+        img_path = os.path.join(folder, fr["file_path"])
+        if not os.path.splitext(img_path)[1] and not os.path.isfile(img_path) and os.path.isfile(img_path + ".png"):
+            img_path += ".png"  # NeRF-synthetic files omit the extension
+        rgb = _read_rgb(img_path, f"{where}.file_path")
+        sized = fr
+        if all(k not in fr and k not in meta for k in ("w", "h")):  # no size given: the image's own
+            sized = dict(fr, w=rgb.shape[2], h=rgb.shape[1])
         try:
-            cam = camera_from_transforms_frame(meta, fr, where)
+            cam = camera_from_transforms_frame(meta, sized, where)
         except ValueError as e:
             raise SceneFormatError(str(e)) from None
-        img_path = os.path.join(folder, fr["file_path"])
-        rgb = _read_rgb(img_path, f"{where}.file_path")
         if rgb.shape[1:] != (cam.height, cam.width):
             raise SceneFormatError(f"{where}.file_path: image {img_path} is {rgb.shape[2]}x{rgb.shape[1]} (w x h) "
                                    f"but fields 'w', 'h' say {cam.width}x{cam.height}")
