@@ -385,3 +385,74 @@ def test_cpu_losses_do_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(before)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+_COMPILE_FOR_SM90 = r'''
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+import fastvdm.kernels.losses as L
+
+target = GPUTarget("cuda", 90, 32)
+aligned = lambda n: {(i,): [["tt.divisibility", 16]] for i in range(n)}  # noqa: E731 (what the launcher infers)
+
+
+def ptx(kernel, signature, constexprs, n_aligned):
+    src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=aligned(n_aligned))
+    compiled = triton.compile(src, target=target)
+    assert len(compiled.asm["cubin"]) > 0
+    return compiled.asm["ptx"]
+
+
+bf, f32 = "*bf16", "*fp32"
+ptx(L._denoising_loss_partial_kernel,
+    dict(pred_ptr=bf, x0_ptr=bf, noise_ptr=bf, alpha_ptr=f32, sigma_ptr=f32, partial_ptr=f32, N="i32", chunks="i32",
+         TARGET="constexpr", BLOCK="constexpr", BLOCKS_PER_CHUNK="constexpr"),
+    dict(TARGET=2, BLOCK=1024, BLOCKS_PER_CHUNK=4), 7)
+ptx(L._denoising_loss_finish_kernel,
+    dict(partial_ptr=f32, weight_ptr=f32, loss_ptr=f32, B="i32", chunks="i32", numel_f="fp32",
+         HAS_WEIGHT="constexpr", BLOCK_B="constexpr", BLOCK_C="constexpr"),
+    dict(HAS_WEIGHT=True, BLOCK_B=4, BLOCK_C=64), 3)
+ptx(L._denoising_loss_backward_kernel,
+    dict(grad_ptr=f32, pred_ptr=bf, x0_ptr=bf, noise_ptr=bf, alpha_ptr=f32, sigma_ptr=f32, weight_ptr=f32, dpred_ptr=bf,
+         N="i32", numel_f="fp32", TARGET="constexpr", HAS_WEIGHT="constexpr", BLOCK="constexpr"),
+    dict(TARGET=2, HAS_WEIGHT=True, BLOCK=1024), 9)
+partial = ptx(L._dmd_loss_partial_kernel,
+    dict(x_ptr=f32, real_ptr=f32, fake_ptr=f32, partial_ptr=f32, N="i32", chunks="i32", partial_stride="i32",
+         BLOCK="constexpr", BLOCKS_PER_CHUNK="constexpr"),
+    dict(BLOCK=1024, BLOCKS_PER_CHUNK=4), 5)
+ptx(L._dmd_loss_finish_kernel,
+    dict(partial_ptr=f32, weight_ptr=f32, loss_ptr=f32, norm_ptr=f32, B="i32", chunks="i32", partial_stride="i32",
+         N_f="fp32", numel_f="fp32", norm_eps="fp32", HAS_WEIGHT="constexpr", BLOCK_B="constexpr", BLOCK_C="constexpr"),
+    dict(HAS_WEIGHT=True, BLOCK_B=4, BLOCK_C=64), 4)
+backward = ptx(L._dmd_loss_backward_kernel,
+    dict(grad_ptr=f32, real_ptr=f32, fake_ptr=f32, norm_ptr=f32, weight_ptr=f32, dx_ptr=f32, N="i32", numel_f="fp32",
+         HAS_WEIGHT="constexpr", BLOCK="constexpr"),
+    dict(HAS_WEIGHT=True, BLOCK=1024), 7)
+assert "div.rn.f32" in backward and "div.full" not in backward, "g must be divided with IEEE rounding"
+assert "ld.global.v4" in partial and "st.global.v4" in backward, "expected 128-bit loads/stores"
+print("compiled")
+'''
+
+
+def test_triton_loss_kernels_compile_for_a_gpu():
+    """Compile every loss kernel for sm_90 (to cubin, with the bundled ptxas) on this GPU-less machine: catches
+    compiled-mode errors the interpreter does not see, checks that the DMD gradient divides with IEEE rounding
+    (div.rn, so it is bitwise the reference's g / numel on a GPU too) and that aligned inputs get 128-bit
+    accesses. Runs in a subprocess without TRITON_INTERPRET."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    try:
+        from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
+    except ImportError:
+        pytest.skip("this triton has no NVIDIA backend")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    run = subprocess.run(
+        [sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0 and "compiled" in run.stdout, run.stderr[-3000:]
