@@ -62,8 +62,9 @@ class Implementation:
 
 _registry: dict[str, dict[str, Implementation]] = {op: {} for op in OPS}
 _loaded: set[str] = set()
-_forced: contextvars.ContextVar[tuple[Optional[str], Optional[frozenset]]] = contextvars.ContextVar(
-    "fastvdm_forced_backend", default=(None, None)
+# Stack of (backend name, ops it applies to or None for all), innermost last.
+_forced: contextvars.ContextVar[tuple[tuple[str, Optional[frozenset]], ...]] = contextvars.ContextVar(
+    "fastvdm_forced_backend", default=()
 )
 
 
@@ -147,7 +148,7 @@ def use_backend(name: str, ops: Optional[Sequence[str]] = None) -> Iterator[None
         unknown = set(ops) - set(OPS)
         if unknown:
             raise ValueError(f"unknown ops {sorted(unknown)}; ops are {OPS}")
-    token = _forced.set((name, frozenset(ops) if ops is not None else None))
+    token = _forced.set(_forced.get() + ((name, frozenset(ops) if ops is not None else None),))
     try:
         yield
     finally:
@@ -156,9 +157,9 @@ def use_backend(name: str, ops: Optional[Sequence[str]] = None) -> Iterator[None
 
 def forced_backend(op: str) -> Optional[str]:
     """The backend forced for ``op`` right now (context manager, then ``FASTVDM_BACKEND``), or None for auto."""
-    name, ops = _forced.get()
-    if name is not None and (ops is None or op in ops):
-        return None if name == "auto" else name
+    for name, ops in reversed(_forced.get()):
+        if ops is None or op in ops:
+            return None if name == "auto" else name
     env = os.environ.get("FASTVDM_BACKEND", "").strip()
     if env and env != "auto":
         if env not in BACKENDS:
