@@ -183,10 +183,13 @@ class Primitive:
 
 
 def _to_local(prim: Primitive, o: torch.Tensor, d: torch.Tensor):
+    """Rays in the primitive's frame: R^T (o - c), R^T d (row vectors), and R (None when yaw is 0)."""
+    ctr = torch.tensor(prim.center, dtype=o.dtype)
+    if prim.yaw == 0.0:
+        return o - ctr, d, None
     c, s = math.cos(prim.yaw), math.sin(prim.yaw)
     rot = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=o.dtype)
-    ctr = torch.tensor(prim.center, dtype=o.dtype)
-    return (o - ctr) @ rot, d @ rot, rot  # row-vector form of R^T (p - c)
+    return (o - ctr) @ rot, d @ rot, rot
 
 
 def _safe(d: torch.Tensor) -> torch.Tensor:
@@ -440,7 +443,7 @@ class Scene:
                 continue
             lo, _, rot = _to_local(prim, p[sel], d[sel])
             n_l, uv_l, slot = _surface(prim, lo)
-            normal[sel] = n_l @ rot.T
+            normal[sel] = n_l if rot is None else n_l @ rot.T
             uv[sel] = uv_l
             mat[sel] = torch.tensor(prim.material, dtype=torch.long)[slot]
         dn = d.norm(dim=-1)
