@@ -365,15 +365,21 @@ def _configs(blocks, warps=(4, 8), stages=(2, 3, 4)):
 
 
 _TUNE_KEY = ["N", "HEAD_DIM", "SPLIT", "PRECISION", "EVEN_D"]
-_flash_fwd_tuned = triton.autotune(
-    _configs([(64, 64), (128, 64), (128, 128), (128, 32)]), key=_TUNE_KEY
-)(_flash_fwd_kernel)
-_flash_bwd_dkdv_tuned = triton.autotune(
-    _configs([(32, 64), (64, 64), (32, 128), (64, 128)]), key=_TUNE_KEY
-)(_flash_bwd_dkdv_kernel)
-_flash_bwd_dq_tuned = triton.autotune(
-    _configs([(64, 32), (64, 64), (128, 32), (128, 64)]), key=_TUNE_KEY
-)(_flash_bwd_dq_kernel)
+# bf16 / fp16: tensor-core tiles. fp32 runs IEEE fp32 dots (CUDA-core FMAs, no TF32) for its 2e-4 tolerance:
+# it is the exact path, not the fast one, so it gets a few small tiles (it spills at large ones and a full
+# sweep of spilling configs would cost minutes of compilation).
+_TILES = {  # kernel, (BLOCK_M, BLOCK_N) for bf16/fp16, for fp32
+    "fwd": (_flash_fwd_kernel, [(64, 64), (128, 64), (128, 128), (128, 32)], [(32, 32), (64, 32)]),
+    "dkdv": (_flash_bwd_dkdv_kernel, [(32, 64), (64, 64), (32, 128), (64, 128)], [(16, 32), (32, 32)]),
+    "dq": (_flash_bwd_dq_kernel, [(64, 32), (64, 64), (128, 32), (128, 64)], [(32, 16), (32, 32)]),
+}
+_TUNED = {
+    (name, fp32): triton.autotune(
+        _configs(fp32_blocks, warps=(4,), stages=(2,)) if fp32 else _configs(blocks), key=_TUNE_KEY
+    )(kernel)
+    for name, (kernel, blocks, fp32_blocks) in _TILES.items()
+    for fp32 in (False, True)
+}
 
 
 def _block_d(head_dim: int) -> int:
@@ -400,7 +406,7 @@ def flash_forward(q, k, v, o, lse, sq, sk, sv, so, geom, head_dim, scale):
         )
     else:
         grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]) * Z,)  # noqa: E731
-        wrap_triton(_flash_fwd_tuned)[grid](*args, **common)
+        wrap_triton(_TUNED["fwd", q.dtype == torch.float32])[grid](*args, **common)
 
 
 def flash_backward(q, k, v, o, do, lse, dq, dk, dv, sq, sk, sv, so, sdo, sg, geom, head_dim, scale):
@@ -426,5 +432,6 @@ def flash_backward(q, k, v, o, do, lse, dq, dk, dv, sq, sk, sv, so, sdo, sg, geo
     else:
         grid_n = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]) * Z,)  # noqa: E731
         grid_m = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]) * Z,)  # noqa: E731
-        wrap_triton(_flash_bwd_dkdv_tuned)[grid_n](q, k, v, do, lse, delta, dk, dv, *strides, **common)
-        wrap_triton(_flash_bwd_dq_tuned)[grid_m](q, k, v, do, lse, delta, dq, *strides, **common)
+        fp32 = q.dtype == torch.float32
+        wrap_triton(_TUNED["dkdv", fp32])[grid_n](q, k, v, do, lse, delta, dk, dv, *strides, **common)
+        wrap_triton(_TUNED["dq", fp32])[grid_m](q, k, v, do, lse, delta, dq, *strides, **common)

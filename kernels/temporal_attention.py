@@ -156,8 +156,13 @@ def _configs(rows, warps):
 
 
 _TUNE_KEY = ["T", "HEAD_DIM", "PRECISION", "EVEN_D"]
-_temporal_fwd_tuned = triton.autotune(_configs((1, 2, 4, 8, 16), (2, 4, 8)), key=_TUNE_KEY)(_temporal_fwd_kernel)
-_temporal_bwd_tuned = triton.autotune(_configs((1, 2, 4, 8), (2, 4, 8)), key=_TUNE_KEY)(_temporal_bwd_kernel)
+# fp32 (IEEE dots on CUDA cores, the exact path) gets few rows per program: larger tiles spill.
+_TUNED = {
+    ("fwd", False): triton.autotune(_configs((1, 2, 4, 8, 16), (2, 4, 8)), key=_TUNE_KEY)(_temporal_fwd_kernel),
+    ("bwd", False): triton.autotune(_configs((1, 2, 4, 8), (2, 4, 8)), key=_TUNE_KEY)(_temporal_bwd_kernel),
+    ("fwd", True): triton.autotune(_configs((1, 2), (4,)), key=_TUNE_KEY)(_temporal_fwd_kernel),
+    ("bwd", True): triton.autotune(_configs((1, 2), (4,)), key=_TUNE_KEY)(_temporal_bwd_kernel),
+}
 
 
 def _block_t(T: int) -> int:
@@ -185,7 +190,7 @@ def temporal_forward(q, k, v, o, lse, scale):
         )
     else:
         grid = lambda m: (triton.cdiv(Z, m["BLOCK_R"]),)  # noqa: E731
-        wrap_triton(_temporal_fwd_tuned)[grid](*args, **meta)
+        wrap_triton(_TUNED["fwd", q.dtype == torch.float32])[grid](*args, **meta)
 
 
 def temporal_backward(q, k, v, do, lse, dq, dk, dv, scale):
@@ -202,4 +207,4 @@ def temporal_backward(q, k, v, do, lse, dq, dk, dv, scale):
         )
     else:
         grid = lambda m: (triton.cdiv(Z, m["BLOCK_R"]),)  # noqa: E731
-        wrap_triton(_temporal_bwd_tuned)[grid](*args, **meta)
+        wrap_triton(_TUNED["bwd", q.dtype == torch.float32])[grid](*args, **meta)
