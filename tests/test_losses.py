@@ -413,7 +413,7 @@ ptx(L._denoising_loss_partial_kernel,
 ptx(L._denoising_loss_finish_kernel,
     dict(partial_ptr=f32, weight_ptr=f32, loss_ptr=f32, B="i32", chunks="i32", numel_f="fp32",
          HAS_WEIGHT="constexpr", BLOCK_B="constexpr", BLOCK_C="constexpr"),
-    dict(HAS_WEIGHT=True, BLOCK_B=4, BLOCK_C=64), 3)
+    dict(HAS_WEIGHT=True, BLOCK_B=1, BLOCK_C=64), 3)
 ptx(L._denoising_loss_backward_kernel,
     dict(grad_ptr=f32, pred_ptr=bf, x0_ptr=bf, noise_ptr=bf, alpha_ptr=f32, sigma_ptr=f32, weight_ptr=f32, dpred_ptr=bf,
          N="i32", numel_f="fp32", TARGET="constexpr", HAS_WEIGHT="constexpr", BLOCK="constexpr"),
@@ -456,3 +456,23 @@ def test_triton_loss_kernels_compile_for_a_gpu():
         [sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0 and "compiled" in run.stdout, run.stderr[-3000:]
+
+
+@pytest.mark.parametrize("backend", all_backends("dmd_loss"))
+@pytest.mark.parametrize("shape", [(1, 7), (5, 1)], ids=["one-sample", "one-element-per-sample"])
+def test_losses_degenerate_shapes(backend, shape):
+    device = device_for(backend)
+    x, x0_real, x0_fake = (_rand(shape, torch.float32, device) for _ in range(3))
+    alpha, sigma, weight = _schedule(shape[0], device)
+    _dmd_check(backend, torch.float32, x, x0_real, x0_fake, weight)
+    gout = torch.tensor(1.0, dtype=torch.float64)
+    loss, grad = _loss_and_grad(backend, ops.denoising_loss, x, [WRT, x0_real, x0_fake, alpha, sigma, weight, "v"], gout)
+    ref_loss, ref_grad = _loss_and_grad(
+        "reference",
+        reference.denoising_loss,
+        x.double(),
+        [WRT, x0_real.double(), x0_fake.double(), alpha.double(), sigma.double(), weight.double(), "v"],
+        gout,
+    )
+    assert_rel_close(loss, ref_loss, TOLERANCE[torch.float32], "denoising loss")
+    assert_rel_close(grad, ref_grad, TOLERANCE[torch.float32], "denoising gradient")
