@@ -264,3 +264,24 @@ def test_triton_kernels_compile_for_sm90_bf16():
     out = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("compiled") == 6
+
+
+@pytest.mark.parametrize("memory_format", [None, torch.channels_last_3d], ids=["contiguous", "channels_last_3d"])
+def test_cpu_results_do_not_depend_on_thread_count(memory_format):
+    """The OpenMP kernels reduce in a fixed order: bitwise identical results with 1 and 2 threads."""
+    if "cpu" not in all_backends("group_norm"):
+        pytest.skip("the CPU extension is not built")
+    x, params = _make_inputs((2, 16, 3, 8, 9), ALL_PARAMS, torch.float32, "cpu", memory_format, 0.3)
+    grad_out = torch.randn(x.shape, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(_run("cpu", x, 4, params, "silu", grad_out))
+    finally:
+        torch.set_num_threads(threads)
+    (y1, g1), (y2, g2) = results
+    assert torch.equal(y1, y2)
+    for a, b in zip(g1, g2):
+        assert torch.equal(a, b)

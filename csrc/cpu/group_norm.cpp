@@ -274,6 +274,46 @@ void modulation(const GroupNormGeometry& geo, const GroupNormParams& p, std::vec
 
 // Channels-last rows are processed in blocks of kRowsPerTask positions s per OpenMP task.
 constexpr int64_t kRowsPerTask = 64;
+// Channels-last reductions split the positions of each sample into this many parts (fewer when S is smaller).
+constexpr int64_t kParts = 64;
+
+// Per-(n, c) sums over all positions s for the channels-last path: s1, s2 (B * C) = sums over s of the
+// per-channel values that row_fn(n, s, acc1, acc2, scratch) adds into acc1[c], acc2[c] (scratch: 2 * C
+// floats). Deterministic and independent of the thread count: the positions of each sample are cut into a
+// fixed number of parts, each summed in order (fp32 over kRowsPerTask rows, then fp64), parts added in order.
+template <typename RowFn>
+void channels_last_sums(int64_t B, int64_t C, int64_t S, std::vector<double>& s1, std::vector<double>& s2,
+                        RowFn row_fn) {
+  const int64_t parts = std::min(kParts, S);
+  std::vector<double> p1(B * parts * C, 0.0), p2(B * parts * C, 0.0);
+#pragma omp parallel
+  {
+    std::vector<float> acc1(C), acc2(C), scratch(2 * C);
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < B * parts; ++task) {
+      const int64_t n = task / parts, part = task % parts;
+      const int64_t s_begin = S * part / parts, s_end = S * (part + 1) / parts;
+      double* d1 = p1.data() + task * C;
+      double* d2 = p2.data() + task * C;
+      for (int64_t s0 = s_begin; s0 < s_end; s0 += kRowsPerTask) {
+        std::fill(acc1.begin(), acc1.end(), 0.0f);
+        std::fill(acc2.begin(), acc2.end(), 0.0f);
+        for (int64_t s = s0; s < std::min(s_end, s0 + kRowsPerTask); ++s)
+          row_fn(n, s, acc1.data(), acc2.data(), scratch.data());
+        for (int64_t c = 0; c < C; ++c) {
+          d1[c] += acc1[c];
+          d2[c] += acc2[c];
+        }
+      }
+    }
+  }
+  for (int64_t n = 0; n < B; ++n)
+    for (int64_t part = 0; part < parts; ++part)
+      for (int64_t c = 0; c < C; ++c) {
+        s1[n * C + c] += p1[(n * parts + part) * C + c];
+        s2[n * C + c] += p2[(n * parts + part) * C + c];
+      }
+}
 
 }  // namespace
 
@@ -308,33 +348,11 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
       s2[nc] = a2;
     }
   } else {
-    const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
     std::vector<float> kc(B * C);  // shift per channel
     for (int64_t nc = 0; nc < B * C; ++nc) kc[nc] = shift_k[(nc / C) * G + (nc % C) / Cg];
-#pragma omp parallel
-    {
-      std::vector<double> t1(B * C, 0.0), t2(B * C, 0.0);  // this thread's totals
-      std::vector<float> acc1(C), acc2(C), buf(C);
-#pragma omp for schedule(static)
-      for (int64_t task = 0; task < B * blocks; ++task) {
-        const int64_t n = task / blocks, s_begin = (task % blocks) * kRowsPerTask;
-        const int64_t s_end = std::min(S, s_begin + kRowsPerTask);
-        std::fill(acc1.begin(), acc1.end(), 0.0f);
-        std::fill(acc2.begin(), acc2.end(), 0.0f);
-        for (int64_t s = s_begin; s < s_end; ++s)
-          channel_sums(load_chunk(x + n * sb + s * ss, 1, C, buf.data()), C, kc.data() + n * C, acc1.data(),
-                       acc2.data());
-        for (int64_t c = 0; c < C; ++c) {
-          t1[n * C + c] += acc1[c];
-          t2[n * C + c] += acc2[c];
-        }
-      }
-#pragma omp critical
-      for (int64_t i = 0; i < B * C; ++i) {
-        s1[i] += t1[i];
-        s2[i] += t2[i];
-      }
-    }
+    channels_last_sums(B, C, S, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
+      channel_sums(load_chunk(x + n * sb + s * ss, 1, C, scratch), C, kc.data() + n * C, acc1, acc2);
+    });
   }
 
   // 2. group statistics.
@@ -432,33 +450,11 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
       s2[nc] = a2;
     }
   } else {
-#pragma omp parallel
-    {
-      std::vector<double> t1(B * C, 0.0), t2(B * C, 0.0);
-      std::vector<float> acc1(C), acc2(C), xbuf(C), gbuf(C);
-#pragma omp for schedule(static)
-      for (int64_t task = 0; task < B * blocks; ++task) {
-        const int64_t n = task / blocks, s_begin = (task % blocks) * kRowsPerTask;
-        const int64_t s_end = std::min(S, s_begin + kRowsPerTask);
-        std::fill(acc1.begin(), acc1.end(), 0.0f);
-        std::fill(acc2.begin(), acc2.end(), 0.0f);
-        for (int64_t s = s_begin; s < s_end; ++s) {
-          const int64_t off = n * sb + s * ss;
-          channel_grad_sums(load_chunk(dy + off, 1, C, gbuf.data()), load_chunk(x + off, 1, C, xbuf.data()), C,
-                            mc.data() + n * C, rc.data() + n * C, a.data() + n * C, b.data() + n * C, silu,
-                            acc1.data(), acc2.data());
-        }
-        for (int64_t c = 0; c < C; ++c) {
-          t1[n * C + c] += acc1[c];
-          t2[n * C + c] += acc2[c];
-        }
-      }
-#pragma omp critical
-      for (int64_t i = 0; i < B * C; ++i) {
-        s1[i] += t1[i];
-        s2[i] += t2[i];
-      }
-    }
+    channels_last_sums(B, C, S, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
+      const int64_t off = n * sb + s * ss, k = n * C;
+      channel_grad_sums(load_chunk(dy + off, 1, C, scratch), load_chunk(x + off, 1, C, scratch + C), C,
+                        mc.data() + k, rc.data() + k, a.data() + k, b.data() + k, silu, acc1, acc2);
+    });
   }
   for (int64_t i = 0; i < B * C; ++i) {
     sum_dz[i] = static_cast<float>(s1[i]);
