@@ -181,7 +181,8 @@ def clip_from_views(views: Sequence, target_cameras: Sequence[Camera], size: int
     where ``interpolate_poses`` through the input poses puts them. points / point_colors: optional world
     point cloud (N, 3) with colours (N, 3) in [0, 1] (e.g. the scene's PLY), added to the unprojected depth.
     Images and cameras are centre-cropped to squares and resized to ``size``. Frames that are not inputs
-    have no ground truth: ``frames`` is 0 there (use ``is_input``).
+    have no ground truth: ``frames`` is 0 there (use ``is_input``). Scale normalization uses the median
+    depth of the first input view (without depth maps: the median depth of the points in front of it).
     """
     from fastvdm.data.scene_io import square_view
 

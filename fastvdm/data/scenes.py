@@ -282,7 +282,12 @@ class Scene:
     """A room with primitives, materials and lights. Build one with ``Scene.random(seed)``.
 
     primitives[0] is the room. light_dir: (3,) unit direction towards the directional light. point_light:
-    (3,) position. Lambertian shading: albedo * (ambient + sun * max(n.l, 0) + lamp * max(n.l_p, 0) / (1 + d^2/4)).
+    (3,) position. Lambertian shading:
+    albedo * (ambient + sun * max(n.l, 0) + lamp * max(n.l_p, 0) / (1 + d^2 / 4)), d the distance to the lamp.
+    Texture filtering: the mip level is chosen for a footprint of ``blur`` pixels, stretched by
+    1 / cos(incidence) ** ``aniso`` on slanted surfaces. blur = 2 keeps textures below half the pixel Nyquist
+    rate, so that re-projecting a render into a nearby view reproduces that view's render (measured: with
+    blur = 1 the nearest-point warp of tests/test_warp.py lost 2-5 dB on photo and checker textures).
     """
 
     primitives: list
