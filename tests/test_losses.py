@@ -476,3 +476,31 @@ def test_losses_degenerate_shapes(backend, shape):
     )
     assert_rel_close(loss, ref_loss, TOLERANCE[torch.float32], "denoising loss")
     assert_rel_close(grad, ref_grad, TOLERANCE[torch.float32], "denoising gradient")
+
+
+@pytest.mark.gpu
+def test_triton_losses_compile_on_gpu():
+    """The triton_op losses (autograd, backward ops) trace into one graph under torch.compile on a GPU."""
+    if "triton" not in all_backends("dmd_loss"):
+        pytest.skip("triton is not available")
+    from fastvdm.kernels import losses as triton_losses
+
+    shape = (2, 3, 4, 40, 64)
+    x = torch.randn(shape, device="cuda", requires_grad=True)
+    x0_real, x0_fake, noise = (torch.randn(shape, device="cuda") for _ in range(3))
+    alpha, sigma, weight = _schedule(2, "cuda")
+
+    def both(x):
+        return triton_losses.dmd_loss(x, x0_real, x0_fake, weight) + triton_losses.denoising_loss(
+            x, x0_real, noise, alpha, sigma, weight, "v"
+        )
+
+    loss = torch.compile(both, fullgraph=True)(x)
+    (grad,) = torch.autograd.grad(loss, x)
+    xd = x.detach().double().requires_grad_(True)
+    ref = reference.dmd_loss(xd, x0_real.double(), x0_fake.double(), weight.double()) + reference.denoising_loss(
+        xd, x0_real.double(), noise.double(), alpha.double(), sigma.double(), weight.double()
+    )
+    (ref_grad,) = torch.autograd.grad(ref, xd)
+    assert_rel_close(loss, ref, TOLERANCE[torch.float32], "compiled loss")
+    assert_rel_close(grad, ref_grad, TOLERANCE[torch.float32], "compiled gradient")
