@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import default_collate
 
 from fastvdm.data.cameras import Camera, interpolate_poses, plucker_rays
-from fastvdm.data.dataset import CachedClips, ClipDataset, cache_clips, clip_from_views
+from fastvdm.data.dataset import CachedClips, ClipDataset, cache_clips, clip_from_views, one_thread
 from fastvdm.data.scene_io import View, read_scene, square_view, write_scene
 from fastvdm.data.scenes import Scene
 from fastvdm.data.warp import unproject
@@ -124,3 +124,18 @@ def test_bad_arguments():
         ClipDataset(num_frames=2, num_inputs=(1, 3))
     with pytest.raises(IndexError):
         ClipDataset(num_clips=2)[2]
+
+
+def test_one_thread_restores_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError):
+            with one_thread():
+                raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
