@@ -112,16 +112,9 @@ def peak_bytes(fn, device: str) -> int:
 
 
 def methods_for(device: str) -> list[str]:
-    names = ["eager"]
-    for backend in ops.available_backends("dmd_loss"):
-        if backend == "triton" and device != "cuda":
-            continue  # the interpreter is a test vehicle, not a benchmark
-        if backend in ("cuda",) and device != "cuda":
-            continue
-        if backend == "cpu" and device != "cpu":
-            continue
-        names.append(backend)
-    return names
+    """eager, then every backend serving the losses on ``device`` (Triton's CPU interpreter is for tests only)."""
+    serves = {"reference": ("cpu", "cuda"), "cpu": ("cpu",), "triton": ("cuda",), "cuda": ("cuda",)}
+    return ["eager"] + [b for b in ops.available_backends("dmd_loss") if device in serves[b]]
 
 
 def make_inputs(shape, dtype, device) -> dict:
