@@ -36,7 +36,8 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None, reduce_dims: i
     return (values * m).sum(dim=dims) / m.sum(dim=dims)
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor, *, data_range: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+def psnr(pred: torch.Tensor, target: torch.Tensor, *, data_range: float,
+         mask: torch.Tensor | None = None) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB over the last three dims (C, H, W): 10 log10(range^2 / MSE)."""
     _check(pred, target, data_range, "psnr")
     err = (pred.double() - target.double()) ** 2

@@ -249,11 +249,14 @@ def matrix_to_quaternion(r: torch.Tensor) -> torch.Tensor:
     # Four candidate solutions; the one with the largest |component| is well conditioned (Shepperd's method).
     q_abs = torch.sqrt(torch.clamp(torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22,
                                                 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1), min=0.0))
+    d21, d02, d10 = r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]
+    s10, s02, s21 = r[..., 1, 0] + r[..., 0, 1], r[..., 0, 2] + r[..., 2, 0], r[..., 2, 1] + r[..., 1, 2]
+    sq = q_abs ** 2
     cands = torch.stack([
-        torch.stack([q_abs[..., 0] ** 2, r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] - r[..., 0, 1]], -1),
-        torch.stack([r[..., 2, 1] - r[..., 1, 2], q_abs[..., 1] ** 2, r[..., 1, 0] + r[..., 0, 1], r[..., 0, 2] + r[..., 2, 0]], -1),
-        torch.stack([r[..., 0, 2] - r[..., 2, 0], r[..., 1, 0] + r[..., 0, 1], q_abs[..., 2] ** 2, r[..., 2, 1] + r[..., 1, 2]], -1),
-        torch.stack([r[..., 1, 0] - r[..., 0, 1], r[..., 2, 0] + r[..., 0, 2], r[..., 2, 1] + r[..., 1, 2], q_abs[..., 3] ** 2], -1),
+        torch.stack([sq[..., 0], d21, d02, d10], -1),
+        torch.stack([d21, sq[..., 1], s10, s02], -1),
+        torch.stack([d02, s10, sq[..., 2], s21], -1),
+        torch.stack([d10, s02, s21, sq[..., 3]], -1),
     ], -2) / (2.0 * q_abs[..., :, None].clamp(min=1e-12))
     best = q_abs.argmax(-1)
     q = torch.gather(cands, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
@@ -320,7 +323,10 @@ def orbit_poses(center, radius: float, n: int, start_deg: float = 0.0, sweep_deg
     center = torch.as_tensor(center, dtype=torch.float64)
     target = center if target is None else torch.as_tensor(target, dtype=torch.float64)
     full = abs(abs(sweep_deg) - 360.0) < 1e-9
-    a = torch.linspace(0, 1, n + 1 if full else n, dtype=torch.float64)[:n] if n > 1 else torch.zeros(1, dtype=torch.float64)
+    if n > 1:
+        a = torch.linspace(0, 1, n + 1 if full else n, dtype=torch.float64)[:n]
+    else:
+        a = torch.zeros(1, dtype=torch.float64)
     a = torch.deg2rad(start_deg + sweep_deg * a)
     eyes = center + torch.stack([radius * torch.cos(a), radius * torch.sin(a), torch.full_like(a, height)], -1)
     return look_at(eyes, target, up)

@@ -64,7 +64,8 @@ def main(args: argparse.Namespace) -> int:
     from fastvdm.data.dataset import ClipDataset, one_thread
 
     if args.scenes < 1 or args.size < 8 or args.views < 1:
-        raise ValueError(f"--scenes and --views must be >= 1 and --size >= 8, got {args.scenes}, {args.views}, {args.size}")
+        raise ValueError(f"--scenes and --views must be >= 1 and --size >= 8, "
+                         f"got {args.scenes}, {args.views}, {args.size}")
     out = os.path.abspath(args.out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not args.force:
         raise FileExistsError(f"--out {out} exists and is not empty (use --force to replace it)")

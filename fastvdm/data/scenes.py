@@ -256,7 +256,8 @@ def _surface(prim: Primitive, p: torch.Tensor):
             n = -n  # seen from inside
             slot = torch.where(axis == 2, (sign > 0).long(), 2 + 2 * axis + (sign > 0).long())
         # planar coordinates on the face: drop the normal axis
-        uv = torch.where((axis == 0)[:, None], p[:, [1, 2]], torch.where((axis == 1)[:, None], p[:, [0, 2]], p[:, [0, 1]]))
+        uv = torch.where((axis == 0)[:, None], p[:, [1, 2]],
+                         torch.where((axis == 1)[:, None], p[:, [0, 2]], p[:, [0, 1]]))
         return n, uv, slot
     if prim.kind == "sphere":
         r = prim.size[0]

@@ -101,7 +101,8 @@ def render_points(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[
     key = (zs.view(torch.int32).long() << 32) | torch.arange(points.shape[0])
     sentinel = torch.iinfo(torch.int64).max
     key = torch.where(ok, key, sentinel)
-    best = torch.full((total + 1,), sentinel, dtype=torch.int64).scatter_reduce_(0, pix.reshape(-1), key.reshape(-1), "amin")[:total]
+    best = torch.full((total + 1,), sentinel, dtype=torch.int64)
+    best = best.scatter_reduce_(0, pix.reshape(-1), key.reshape(-1), "amin")[:total]
     filled = best != sentinel
     win = best & 0xFFFFFFFF
     rgb = torch.where(filled[:, None], colors[torch.where(filled, win, 0)].float(), 0.0)
