@@ -12,7 +12,9 @@ four parameters through autograd.
 
 GB/s counts the minimal traffic of the big tensors: forward = read x + write y (2 * numel * itemsize);
 fwd+bwd = that plus read x, read dy, write dx (5 * numel * itemsize). ``copy`` is x.clone() (read + write,
-2 * numel * itemsize): the device's measured copy bandwidth, and ``% copy`` is a forward's GB/s relative to it.
+2 * numel * itemsize): the device's measured copy bandwidth, and ``% copy`` is a pass's GB/s relative to it.
+On CUDA, ``fwd`` is timed as called from Python (dispatch and launch overhead included) and ``fwd graph``
+replays each forward from a CUDA graph (device time: the number the bandwidth target is about).
 """
 
 from __future__ import annotations
@@ -52,9 +54,21 @@ def fastvdm_group_norm(backend):
     return fn
 
 
-def interleaved_medians(fns: dict, device: str, repeats: int, warmup: int = 2) -> dict:
+def interleaved_medians(fns: dict, device: str, repeats: int, warmup: int = 2, graph: bool = False) -> dict:
     """Median seconds of each fn. On the CPU the fns are timed in interleaved rounds (one call of each per
-    round), so that load from other processes on a shared machine hits every variant alike."""
+    round), so that load from other processes on a shared machine hits every variant alike. On CUDA:
+    ``triton.testing.do_bench``, or with ``graph`` ``do_bench_cudagraph`` (fn captured in a CUDA graph and
+    replayed: device time without the Python/launch overhead; a fn that cannot be captured is left out)."""
+    if device == "cuda" and graph:
+        from triton.testing import do_bench_cudagraph
+
+        out = {}
+        for name, fn in fns.items():
+            try:
+                out[name] = do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e-3
+            except Exception as e:  # noqa: BLE001 - report and go on with the other variants
+                print(f"  {name}: CUDA graph capture failed: {e}", file=sys.stderr)
+        return out
     if device == "cuda":
         return {name: median_seconds(fn, device="cuda") for name, fn in fns.items()}
     for fn in fns.values():
@@ -138,25 +152,30 @@ def main(argv=None):
                 impls.append(("compile", compiled))
             impls += [(b, fastvdm_group_norm(b)) for b in backends]
             copy_gbps = None
-            for pass_name, make, traffic in (("fwd", forward_fn, 2), ("fwd+bwd", forward_backward_fn, 5)):
+            passes = [("fwd", forward_fn, 2, False), ("fwd+bwd", forward_backward_fn, 5, False)]
+            if device == "cuda":  # device time of the forward, without Python and launch overhead
+                passes.insert(1, ("fwd graph", forward_fn, 2, True))
+            for pass_name, make, traffic, graph in passes:
                 fns = {impl_name: make(fn, inputs) for impl_name, fn in impls}
-                if pass_name == "fwd":
+                if pass_name.startswith("fwd") and pass_name != "fwd+bwd":
                     fns = {"copy": lambda: x.clone(), **fns}
-                med = interleaved_medians(fns, device, args.repeats)
-                if pass_name == "fwd":
+                med = interleaved_medians(fns, device, args.repeats, graph=graph)
+                if "copy" in med:
                     copy_gbps = gbps(2 * nbytes, med["copy"])
-                    rows.append({"shape dtype": name, "pass": "copy", "impl": "x.clone()",
+                    rows.append({"shape dtype": name, "pass": pass_name, "impl": "copy (x.clone())",
                                  "ms": f"{med['copy'] * 1e3:.3f}", "GB/s": f"{copy_gbps:.1f}", "% copy": "100",
                                  "vs eager": ""})
                 for impl_name, _ in impls:
+                    if impl_name not in med:
+                        continue
                     t = med[impl_name]
                     rate = gbps(traffic * nbytes, t)
                     rows.append({
                         "shape dtype": name, "pass": pass_name, "impl": impl_name, "ms": f"{t * 1e3:.3f}",
                         "GB/s": f"{rate:.1f}", "% copy": f"{100 * rate / copy_gbps:.0f}",
-                        "vs eager": f"{med['eager'] / t:.2f}x",
+                        "vs eager": f"{med['eager'] / t:.2f}x" if "eager" in med else "",
                     })
-                    print(f"  {name} {pass_name:8s} {impl_name:8s} {t * 1e3:9.3f} ms", file=sys.stderr, flush=True)
+                    print(f"  {name} {pass_name:9s} {impl_name:8s} {t * 1e3:9.3f} ms", file=sys.stderr, flush=True)
     print(format_table(rows, ["shape dtype", "pass", "impl", "ms", "GB/s", "% copy", "vs eager"]))
 
 
