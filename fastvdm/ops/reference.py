@@ -137,7 +137,7 @@ def denoising_loss(
     """
     c = _compute_dtype(pred.dtype)
     tgt = denoising_target(x0.to(c), noise.to(c), alpha.to(c), sigma.to(c), target)
-    per_sample = (pred.to(c) - tgt).square().flatten(1).sum(1)
+    per_sample = (pred.to(c) - tgt).square().reshape(pred.shape[0], -1).sum(1)
     if weight is not None:
         per_sample = per_sample * weight.to(c)
     return per_sample.sum() / pred.numel()
@@ -150,7 +150,7 @@ def dmd_direction(x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Optional[
     """
     c = _compute_dtype(x.dtype)
     x, x0_real, x0_fake = x.to(c), x0_real.to(c), x0_fake.to(c)
-    norm = (x - x0_real).abs().flatten(1).mean(1).clamp_min(DMD_NORM_EPS)
+    norm = (x - x0_real).abs().reshape(x.shape[0], -1).mean(1).clamp_min(DMD_NORM_EPS)
     g = (x0_fake - x0_real) / _per_sample(norm, x)
     if weight is not None:
         g = g * _per_sample(weight.to(c), x)
