@@ -42,8 +42,8 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 # Under the interpreter every block op is a numpy call: small fixed tiles keep the masked-tail paths
 # exercised and the tests fast. On a GPU the tiles are autotuned (configs below).
-INTERPRETER_BLOCK_M = 16
-INTERPRETER_BLOCK_N = 16
+INTERPRETER_BLOCK_M = 32
+INTERPRETER_BLOCK_N = 32
 
 
 # ------------------------------------------------------------------------------------------------ addressing

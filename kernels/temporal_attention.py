@@ -34,7 +34,7 @@ LOG2E = 1.4426950408889634
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 MAX_T = 64  # longer temporal sequences go to the flash kernel
-INTERPRETER_BLOCK_R = 4
+INTERPRETER_BLOCK_R = 8
 
 
 @triton.jit

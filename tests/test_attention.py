@@ -7,7 +7,8 @@ projection), and in some cases of a fused tensor with scrambled memory order or 
 The (T, S, D) grid of the issue (T in {1, 2, 7, 16, 25}, S in {1, 17, 64, 300}, D in {32, 64}) is covered by a
 representative subset, not the full cross-product (the Triton interpreter is slow): every T value appears
 with the temporal axis, every S value with the spatial axis, both D values on every axis, masked tails
-(lengths not a multiple of the 16-wide interpreter tiles: 17, 25, 34, 119, 300) and exact tiles (16, 64),
+(flash: lengths 17, 34, 70, 119, 300 against the 32-wide interpreter tiles; temporal: T = 2, 7, 25 padded to 16
+or 32) and exact tiles (flash: 64; temporal: T = 16),
 T = 1 and S = 1 on every axis, head dims that are not a power of two (24, 40), T > 64 (temporal falls back to the flash kernel), a joint layout that needs
 the (t, s) split addressing, and a non-default scale.
 """
