@@ -5,12 +5,12 @@ Inputs are non-contiguous views of one fused (B, T, S, 3, heads, D) QKV tensor (
 projection), and in some cases of a fused tensor with scrambled memory order or padding (arbitrary strides).
 
 The (T, S, D) grid of the issue (T in {1, 2, 7, 16, 25}, S in {1, 17, 64, 300}, D in {32, 64}) is covered by a
-representative subset, not the full cross-product (the Triton interpreter is slow): every T value appears
-with the temporal axis, every S value with the spatial axis, both D values on every axis, masked tails
-(flash: lengths 17, 34, 70, 119, 300 against the 32-wide interpreter tiles; temporal: T = 2, 7, 25 padded to 16
-or 32) and exact tiles (flash: 64; temporal: T = 16),
-T = 1 and S = 1 on every axis, head dims that are not a power of two (24, 40), T > 64 (temporal falls back to the flash kernel), a joint layout that needs
-the (t, s) split addressing, and a non-default scale.
+representative subset, not the full cross-product (the Triton interpreter is slow): every T value appears with
+the temporal axis, every S value with the spatial axis, both D values on every axis, T = 1 and S = 1 on every
+axis; masked tails (flash: lengths 17, 34, 70, 119, 300 against the 32-wide interpreter tiles; temporal:
+T = 2, 5, 7, 25 padded to 16 or 32) and exact tiles (flash: 64; temporal: T = 16); head dims that are not a
+power of two (24, 40); T > 64 (temporal falls back to the flash kernel); a joint layout that needs the (t, s)
+split addressing; a non-default scale.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ CASES = [
     ("joint", 1, 16, 1, 2, 32, "scrambled"),
     ("joint", 2, 1, 17, 1, 64, "fused"),
     ("spatial", 1, 2, 33, 1, 40, "fused"),  # D = 40: padded to 64 with masks
-    ("temporal", 1, 5, 6, 2, 24, "scrambled"),  # D = 24
+    ("temporal", 1, 5, 1, 2, 24, "scrambled"),  # D = 24, S = 1
 ]
 
 
