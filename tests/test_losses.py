@@ -459,7 +459,7 @@ def test_triton_loss_kernels_compile_for_a_gpu():
 
 
 @pytest.mark.parametrize("backend", all_backends("dmd_loss"))
-@pytest.mark.parametrize("shape", [(1, 7), (5, 1)], ids=["one-sample", "one-element-per-sample"])
+@pytest.mark.parametrize("shape", [(1, 7), (5, 1), (5,)], ids=["one-sample", "one-element-per-sample", "flat"])
 def test_losses_degenerate_shapes(backend, shape):
     device = device_for(backend)
     x, x0_real, x0_fake = (_rand(shape, torch.float32, device) for _ in range(3))
