@@ -112,6 +112,19 @@ def test_reprojection_matches_second_render():
     assert psnr > 35.0, psnr
 
 
+def test_camera_groups_give_identical_renders(monkeypatch):
+    import fastvdm.data.warp as warp
+
+    cams, rgb, depth = _two_views(1, 24, step=5)
+    pts, cols = unproject(rgb, depth, cams)
+    targets = [cams[0], cams[1], cams[0], cams[1], cams[1]]
+    whole = render_points(pts, cols, targets, 24, 24)
+    monkeypatch.setattr(warp, "_MAX_ENTRIES", pts.shape[0] * 4 * 2)  # two cameras per group
+    grouped = render_points(pts, cols, targets, 24, 24)
+    for a, b in zip(whole, grouped):
+        assert torch.equal(a, b)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="radius"):
         render_points(torch.zeros(2, 3), torch.zeros(2, 3), [], 4, 4, radius=0)

@@ -20,6 +20,8 @@ import torch
 
 from fastvdm.data.cameras import Camera, camera_rays
 
+_MAX_ENTRIES = 1 << 23  # (offset, view, point) candidates processed at once by render_points (~0.5 GB peak)
+
 
 def unproject(rgb: torch.Tensor, depth: torch.Tensor, cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:
     """World points of RGB-D views.
@@ -79,11 +81,19 @@ def render_points(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[
     if points.shape[0] == 0 or n_views == 0:
         return torch.zeros(n_views, n_ch, h, w), torch.zeros(n_views, 1, h, w), torch.zeros(n_views, h, w)
     k = math.ceil(2 * radius)  # candidate pixels per axis
+    per_view = points.shape[0] * k * k
+    if n_views > 1 and n_views * per_view > _MAX_ENTRIES:  # bound memory: cameras in groups
+        step = max(1, _MAX_ENTRIES // per_view)
+        parts = [render_points(points, colors, cameras[i:i + step], h, w, radius, falloff, near)
+                 for i in range(0, n_views, step)]
+        return tuple(torch.cat(x) for x in zip(*parts))
     # project into all cameras at once: (V, N)
     cams = [c.resized(h, w) if (h, w) != (c.height, c.width) else c for c in cameras]
     w2c = torch.stack([c.w2c for c in cams]).float()
     intr = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams], dtype=torch.float32)
-    pc = torch.einsum("vij,nj->vni", w2c[:, :3, :3], points) + w2c[:, None, :3, 3]
+    # elementwise (not a matmul): the result for a camera does not depend on which cameras share the call
+    r, t = w2c[:, None, :3, :3], w2c[:, None, :3, 3]
+    pc = r[..., 0] * points[None, :, 0:1] + r[..., 1] * points[None, :, 1:2] + r[..., 2] * points[None, :, 2:3] + t
     z_all = pc[..., 2]  # (V, N)
     uv = intr[:, None, :2] * pc[..., :2] / torch.where(z_all.abs() < 1e-12, 1e-12, z_all)[..., None] + intr[:, None, 2:]
     first = torch.floor(uv - radius - 0.5).long() + 1  # first covered column / row, (V, N, 2)
