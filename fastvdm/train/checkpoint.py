@@ -1,0 +1,156 @@
+"""Training checkpoints: one safetensors file per save, written atomically (temp file + fsync + os.replace).
+
+File ``OUT/checkpoints/step_00001234.safetensors`` holds tensors
+
+    model/<name>/<param>        every registered model's state_dict
+    ema/<name>/<param>          its EMA copy (models registered with an ema_decay)
+    optim/<name>/<pid>/<key>    every optimizer's tensor state (AdamW exp_avg, exp_avg_sq, step)
+    rng/<rank>/torch, rng/<rank>/cuda<i>   each rank's torch generator states
+
+and the metadata entry ``meta`` (JSON): format, step, run config, model configs, optimizer param_groups and
+non-tensor state, each rank's Python and NumPy RNG states. A crash can leave at most a ``.tmp`` file, never a
+truncated checkpoint; :func:`latest_checkpoint` ignores temp files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Optional
+
+import torch
+
+FORMAT = "fastvdm-train-1"
+_NAME = re.compile(r"^step_(\d{8})\.safetensors$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt or does not match the models being loaded; the message says which."""
+
+
+def checkpoint_dir(out_dir: str) -> str:
+    return os.path.join(out_dir, "checkpoints")
+
+
+def checkpoint_path(out_dir: str, step: int) -> str:
+    return os.path.join(checkpoint_dir(out_dir), f"step_{step:08d}.safetensors")
+
+
+def list_checkpoints(out_dir: str) -> list[tuple[int, str]]:
+    """[(step, path)] of the complete checkpoints under ``out_dir``, oldest first."""
+    d = checkpoint_dir(out_dir)
+    if not os.path.isdir(d):
+        return []
+    found = [(int(m.group(1)), os.path.join(d, f)) for f in os.listdir(d) if (m := _NAME.match(f))]
+    return sorted(found)
+
+
+def latest_checkpoint(out_dir: str) -> Optional[str]:
+    ckpts = list_checkpoints(out_dir)
+    return ckpts[-1][1] if ckpts else None
+
+
+def atomic_save(tensors: dict, meta: dict, path: str) -> None:
+    """safetensors file with ``meta`` as JSON metadata, written to a temp file, fsynced, then renamed."""
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+                  metadata={"format": FORMAT, "meta": json.dumps(meta)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str) -> tuple[dict, dict]:
+    """(tensors, meta) of a checkpoint file; raises FileNotFoundError / CheckpointError naming the problem."""
+    from safetensors import SafetensorError, safe_open
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        with safe_open(path, framework="pt") as f:
+            md = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file: {e}") from None
+    if md.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: metadata 'format' is {md.get('format')!r}, expected {FORMAT!r}")
+    try:
+        meta = json.loads(md["meta"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path}: metadata 'meta' is missing or not JSON ({e})") from None
+    return tensors, meta
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint file, or a run folder (its latest checkpoint, else its exported ``model.safetensors``)."""
+    if os.path.isdir(path):
+        latest = latest_checkpoint(path)
+        if latest is not None:
+            return latest
+        export = os.path.join(path, "model.safetensors")
+        if os.path.isfile(export):
+            return export
+        raise FileNotFoundError(f"{path} has no checkpoints/step_*.safetensors and no model.safetensors")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    return path
+
+
+def prefixed(tensors: dict, prefix: str) -> dict:
+    """The entries of ``tensors`` under ``prefix/``, with the prefix removed."""
+    p = prefix + "/"
+    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+
+
+def load_state_dict_checked(module: torch.nn.Module, sd: dict, what: str) -> None:
+    """``module.load_state_dict(sd)`` with a CheckpointError naming missing/unexpected/mis-shaped keys."""
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    bad = [k for k in own if k in sd and own[k].shape != sd[k].shape]
+    if missing or unexpected or bad:
+        raise CheckpointError(f"{what}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, "
+                              f"shape mismatches {bad[:5]}")
+    module.load_state_dict(sd)
+
+
+def load_model(path: str, name: Optional[str] = None, ema: bool = True, device="cpu"):
+    """Build and load a VideoUNet from a training checkpoint, a run folder, or an exported model file.
+
+    name: the registered model name (default: the only one / "unet"); ema: the EMA weights when present.
+    Returns (model in eval mode, meta dict).
+    """
+    from fastvdm.models import VideoUNet, VideoUNetConfig
+
+    path = resolve_checkpoint(path)
+    tensors, meta = read_checkpoint(path)
+    configs = meta.get("model_configs", {})
+    if not configs:
+        raise CheckpointError(f"checkpoint {path} has no model configs")
+    if name is None:
+        name = "unet" if "unet" in configs else sorted(configs)[0]
+    if name not in configs:
+        raise CheckpointError(f"checkpoint {path} has no model {name!r} (it has {sorted(configs)})")
+    model = VideoUNet(VideoUNetConfig.from_dict(configs[name]))
+    sd = prefixed(tensors, f"ema/{name}") if ema else {}
+    if not sd:
+        sd = prefixed(tensors, f"model/{name}")
+    load_state_dict_checked(model, sd, f"checkpoint {path} model {name!r}")
+    return model.to(device).eval(), meta

@@ -1,0 +1,111 @@
+"""``fastvdm train``: train the teacher (and, from the distillation module, the student).
+
+    fastvdm train teacher --synthetic --preset tiny --steps 2000 --out runs/teacher_tiny \
+        [--frames 8 --size 32 --clips 1500 --cache runs/cache/train.safetensors] [--batch 4 --lr 2e-4]
+    fastvdm train teacher --data CLIPS.safetensors|DIR --preset tiny --steps N --out DIR
+    torchrun --nproc-per-node 2 -m fastvdm train teacher ...     # data parallel (gloo on CPU, nccl on GPU)
+
+``--data`` takes a clip cache written by ``fastvdm.data.dataset.cache_clips`` (or a folder of them);
+``--synthetic`` renders procedural clips (ClipDataset, train split) on the fly or, with ``--cache``, once into
+that file first. Re-running the same command resumes from the latest checkpoint in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    train = subparsers.add_parser("train", help="train the teacher (or distill the student)")
+    sub = train.add_subparsers(dest="train_command", metavar="STAGE")
+    t = sub.add_parser("teacher", help="train the multi-step video diffusion teacher",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="clip cache file (cache_clips) or a folder of *.safetensors caches")
+    src.add_argument("--synthetic", action="store_true", help="procedural clips (ClipDataset train split)")
+    t.add_argument("--preset", default="tiny", choices=("tiny", "base"), help="model preset (default tiny)")
+    t.add_argument("--steps", type=int, required=True, help="total optimization steps")
+    t.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, config.json)")
+    t.add_argument("--batch", type=int, default=4, help="global batch size (default 4)")
+    t.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (default 2e-4)")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
+    t.add_argument("--warmup", type=int, default=100, help="linear LR warmup steps (default 100)")
+    t.add_argument("--ema", type=float, default=0.999, help="EMA decay (default 0.999)")
+    t.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (default 1)")
+    t.add_argument("--p-uncond", type=float, default=0.1, help="condition dropout probability (default 0.1)")
+    t.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    t.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps (default 100)")
+    t.add_argument("--keep", type=int, default=3, help="checkpoints kept (default 3; 0 = all)")
+    t.add_argument("--frames", type=int, default=8, help="--synthetic: frames per clip (default 8)")
+    t.add_argument("--size", type=int, default=32, help="--synthetic: frame size in pixels (default 32)")
+    t.add_argument("--clips", type=int, default=None, help="--synthetic: number of training clips")
+    t.add_argument("--cache", help="--synthetic: cache the clips in this file first (reused if present)")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    t.set_defaults(func=main_teacher)
+    train.set_defaults(func=lambda args: train.print_help() or 2)
+    return train
+
+
+def _dataset(args):
+    from torch.utils.data import ConcatDataset
+
+    from fastvdm.data.dataset import CachedClips, ClipDataset, cache_clips
+
+    if args.data:
+        if os.path.isdir(args.data):
+            files = sorted(glob.glob(os.path.join(args.data, "*.safetensors")))
+            if not files:
+                raise FileNotFoundError(f"--data {args.data}: no *.safetensors clip caches in this folder")
+            return ConcatDataset([CachedClips(f) for f in files]) if len(files) > 1 else CachedClips(files[0])
+        if not os.path.isfile(args.data):
+            raise FileNotFoundError(f"--data {args.data} not found")
+        return CachedClips(args.data)
+    ds = ClipDataset("train", num_frames=args.frames, size=args.size, num_clips=args.clips, seed=args.seed)
+    if not args.cache:
+        return ds
+    if not os.path.isfile(args.cache):
+        os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
+        tmp = f"{args.cache}.tmp-{os.getpid()}"
+        cache_clips(ds, tmp)
+        os.replace(tmp, args.cache)
+    return CachedClips(args.cache)
+
+
+def main_teacher(args: argparse.Namespace) -> int:
+    import torch
+
+    from fastvdm.models import VideoUNet, VideoUNetConfig
+    from fastvdm.train import DatasetBatches, RunConfig, TrainState, init_distributed, train
+    from fastvdm.train.teacher import TeacherStep
+
+    if args.steps < 1 or args.batch < 1:
+        raise ValueError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    rank, world, device = init_distributed()
+    dataset = _dataset(args)
+    cfg = VideoUNetConfig.preset(args.preset)
+    torch.manual_seed(args.seed)
+    state = TrainState()
+    model = state.add_model("unet", VideoUNet(cfg).to(device), ema_decay=args.ema)
+    state.add_optimizer("unet", torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay))
+    run = RunConfig(out_dir=args.out, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
+                    keep_last=args.keep, grad_clip=args.grad_clip, warmup_steps=args.warmup, amp=not args.no_amp,
+                    config={"stage": "teacher", "preset": args.preset, "batch": args.batch, "lr": args.lr,
+                            "p_uncond": args.p_uncond, "data": args.data or "synthetic",
+                            "frames": args.frames, "size": args.size, "world_size": world})
+    if rank == 0:
+        n = sum(p.numel() for p in model.parameters())
+        print(f"teacher {args.preset}: {n / 1e6:.2f}M parameters, {len(dataset)} clips, batch {args.batch}, "
+              f"{world} process(es) on {device}", flush=True)
+    logs = train(run, state, TeacherStep(p_uncond=args.p_uncond), DatasetBatches(dataset, args.batch, args.seed))
+    if rank == 0 and logs:
+        print(f"done: step {logs['step']} loss {logs['loss']:.4f}; checkpoints in {os.path.join(args.out, 'checkpoints')}")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return args.func(args)

@@ -1,0 +1,388 @@
+"""The one training loop (teacher training and both distillation stages).
+
+See :mod:`fastvdm.train` for the usage contract. The pieces:
+
+- :class:`RunConfig`: steps, seed, checkpoint cadence, clipping, warmup, AMP, out_dir.
+- :class:`TrainState`: the registered models (with optional EMA) and optimizers, and the step counter.
+- :class:`StepContext`: what a ``step_fn`` gets: the state, per-sample generators, ``backward_step``.
+- :func:`train`: DDP setup, resume, the step loop, logging (``OUT/log.jsonl``), atomic checkpoints.
+- :class:`DatasetBatches`: ``get_batch(step, rank, world_size)`` over a map-style dataset, a pure function of
+  (seed, step), so that resuming needs no data-loader state.
+
+Data parallelism: under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs the same step on its shard of the
+global batch and ``backward_step`` all-reduces (averages) the gradients of the optimizer's parameters before
+clipping and stepping, which is what DistributedDataParallel computes, but works for any number of models,
+optimizers and backward passes per step (GAN and DMD stages). Backend gloo on CPU, nccl on GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from fastvdm.train import checkpoint as ckpt
+
+
+# ------------------------------------------------------------------------------------------- distributed
+def init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world_size, device). Under torchrun (WORLD_SIZE > 1) initializes the process group once: nccl
+    with one GPU per LOCAL_RANK when CUDA is available, else gloo on the CPU. Idempotent."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl")
+            return dist.get_rank(), dist.get_world_size(), torch.device("cuda", local)
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        return dist.get_rank(), dist.get_world_size(), torch.device("cpu")
+    return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+# ------------------------------------------------------------------------------------------- config/state
+@dataclass
+class RunConfig:
+    """out_dir: run folder (checkpoints/, log.jsonl, config.json); steps: total optimization steps (a resumed
+    run continues to this); seed: the run's seed (per-sample generators, initial RNG); ckpt_every: save every N
+    steps (and at the end); keep_last: checkpoints kept (0 = all); grad_clip: max global grad norm per
+    optimizer (0 = off); warmup_steps: linear LR warmup; amp: bf16 autocast on CUDA; print_every: terminal
+    line every N steps (0 = never); config: extra JSON saved in config.json and every checkpoint."""
+
+    out_dir: str
+    steps: int
+    seed: int = 0
+    ckpt_every: int = 100
+    keep_last: int = 3
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    amp: bool = True
+    print_every: int = 10
+    config: dict = field(default_factory=dict)
+
+
+class TrainState:
+    """Models, their EMAs and optimizers under names; ``step`` = optimization steps done."""
+
+    def __init__(self):
+        self.models: dict[str, torch.nn.Module] = {}
+        self.model_configs: dict[str, dict] = {}
+        self.emas: dict[str, torch.nn.Module] = {}
+        self.ema_decay: dict[str, float] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.step = 0
+
+    def add_model(self, name: str, model: torch.nn.Module, ema_decay: Optional[float] = None,
+                  config: Optional[dict] = None) -> torch.nn.Module:
+        """Register ``model`` (checkpointed; with ``ema_decay``, an EMA copy updated after every step).
+        config: its JSON config (default ``model.config.to_dict()`` when it has one), for ``load_model``."""
+        self.models[name] = model
+        if config is None and hasattr(getattr(model, "config", None), "to_dict"):
+            config = model.config.to_dict()
+        self.model_configs[name] = config or {}
+        if ema_decay is not None:
+            self.emas[name] = copy.deepcopy(model).eval().requires_grad_(False)
+            self.ema_decay[name] = float(ema_decay)
+        return model
+
+    def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        for g in optimizer.param_groups:
+            g.setdefault("base_lr", g["lr"])
+        self.optimizers[name] = optimizer
+        return optimizer
+
+    @torch.no_grad()
+    def update_emas(self) -> None:
+        for name, ema in self.emas.items():
+            d = self.ema_decay[name]
+            for pe, p in zip(ema.parameters(), self.models[name].parameters()):
+                pe.lerp_(p.detach(), 1.0 - d)
+            for be, b in zip(ema.buffers(), self.models[name].buffers()):
+                be.copy_(b)
+
+    # ------------------------------------------------------------------ checkpoint
+    def tensors_and_meta(self) -> tuple[dict, dict]:
+        tensors, meta = {}, {"step": self.step, "model_configs": self.model_configs, "ema_decay": self.ema_decay,
+                             "optimizers": {}}
+        for name, m in self.models.items():
+            tensors.update({f"model/{name}/{k}": v for k, v in m.state_dict().items()})
+        for name, m in self.emas.items():
+            tensors.update({f"ema/{name}/{k}": v for k, v in m.state_dict().items()})
+        for name, opt in self.optimizers.items():
+            sd = opt.state_dict()
+            scalars = {}
+            for pid, st in sd["state"].items():
+                for k, v in st.items():
+                    if isinstance(v, torch.Tensor):
+                        tensors[f"optim/{name}/{pid}/{k}"] = v
+                    else:
+                        scalars.setdefault(str(pid), {})[k] = v
+            meta["optimizers"][name] = {"param_groups": sd["param_groups"], "scalars": scalars}
+        return tensors, meta
+
+    def load(self, tensors: dict, meta: dict, where: str) -> None:
+        for name, m in self.models.items():
+            ckpt.load_state_dict_checked(m, ckpt.prefixed(tensors, f"model/{name}"), f"{where} model {name!r}")
+        for name, m in self.emas.items():
+            ckpt.load_state_dict_checked(m, ckpt.prefixed(tensors, f"ema/{name}"), f"{where} EMA of {name!r}")
+        for name, opt in self.optimizers.items():
+            if name not in meta.get("optimizers", {}):
+                raise ckpt.CheckpointError(f"{where} has no optimizer {name!r}")
+            om = meta["optimizers"][name]
+            state: dict[int, dict] = {}
+            for k, v in ckpt.prefixed(tensors, f"optim/{name}").items():
+                pid, key = k.split("/", 1)
+                state.setdefault(int(pid), {})[key] = v
+            for pid, st in om["scalars"].items():
+                state.setdefault(int(pid), {}).update(st)
+            try:
+                opt.load_state_dict({"state": state, "param_groups": om["param_groups"]})
+            except (ValueError, KeyError) as e:
+                raise ckpt.CheckpointError(f"{where} optimizer {name!r} does not match: {e}") from None
+        self.step = int(meta["step"])
+
+
+# ------------------------------------------------------------------------------------------- step context
+def _sample_seed(seed: int, step: int, sample_id: int) -> int:
+    return int(np.random.SeedSequence([seed, step, sample_id]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class StepContext:
+    """Handed to ``step_fn(ctx, batch)`` once per step.
+
+    state, step (0-based index of this step), rank, world_size, device, amp (bf16 autocast on), run.
+    ``generator(sample_id)``: a CPU torch.Generator seeded by (run seed, step, sample_id): draw each sample's
+    noise/timestep from it and the randomness of a global batch does not depend on how it is split over ranks.
+    ``backward_step(opt_name, loss)``: backward, gradient all-reduce (mean over ranks), clip, warmup LR,
+    optimizer step, zero grads; returns the pre-clip gradient norm (float).
+    """
+
+    def __init__(self, run: RunConfig, state: TrainState, step: int, rank: int, world_size: int,
+                 device: torch.device, amp: bool):
+        self.run, self.state, self.step, self.rank, self.world_size = run, state, step, rank, world_size
+        self.device, self.amp = device, amp
+
+    def generator(self, sample_id: int) -> torch.Generator:
+        return torch.Generator().manual_seed(_sample_seed(self.run.seed, self.step, int(sample_id)))
+
+    def backward_step(self, opt_name: str, loss: torch.Tensor, retain_graph: bool = False) -> float:
+        opt = self.state.optimizers[opt_name]
+        params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
+        loss.backward(retain_graph=retain_graph)
+        if _distributed():
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            flat = torch.cat([g.reshape(-1).float() for g in grads])
+            dist.all_reduce(flat)
+            flat /= self.world_size
+            off = 0
+            for p, g in zip(params, grads):
+                n = g.numel()
+                p.grad = flat[off:off + n].view_as(p).to(p.dtype)
+                off += n
+        if self.run.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.run.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        if self.run.warmup_steps > 0:
+            f = min(1.0, (self.step + 1) / self.run.warmup_steps)
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * f
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(norm)
+
+
+# ------------------------------------------------------------------------------------------- data
+class DatasetBatches:
+    """``get_batch(step, rank, world_size)`` over a map-style dataset: a pure function of (seed, step).
+
+    The global batch of step s is the dataset items at positions [s B, (s + 1) B) of the concatenation of
+    per-epoch permutations (epoch e: ``default_rng([seed, e]).permutation(len)``); rank r gets the r-th of
+    ``world_size`` equal slices. Each item gets "sample_id" = s B + position in the global batch (for
+    ``StepContext.generator``). batch_size: the global batch, divisible by the world size.
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int = 0):
+        if len(dataset) < 1:
+            raise ValueError("DatasetBatches: empty dataset")
+        self.dataset, self.batch_size, self.seed = dataset, int(batch_size), int(seed)
+        self._perm: dict[int, np.ndarray] = {}
+
+    def _index(self, pos: int) -> int:
+        n = len(self.dataset)
+        epoch = pos // n
+        if epoch not in self._perm:
+            self._perm = {epoch: np.random.default_rng([self.seed, epoch]).permutation(n)}
+        return int(self._perm[epoch][pos % n])
+
+    def __call__(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
+        if self.batch_size % world_size:
+            raise ValueError(f"batch size {self.batch_size} is not divisible by the world size {world_size}")
+        local = self.batch_size // world_size
+        items = []
+        for j in range(rank * local, (rank + 1) * local):
+            item = dict(self.dataset[self._index(step * self.batch_size + j)])
+            item["sample_id"] = step * self.batch_size + j
+            items.append(item)
+        return torch.utils.data.default_collate(items)
+
+
+# ------------------------------------------------------------------------------------------- RNG state
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _rng_tensors_meta(states: list[dict]) -> tuple[dict, list]:
+    tensors, meta = {}, []
+    for r, st in enumerate(states):
+        tensors[f"rng/{r}/torch"] = st["torch"]
+        for i, s in enumerate(st.get("cuda", [])):
+            tensors[f"rng/{r}/cuda{i}"] = s
+        npst = st["numpy"]
+        meta.append({"python": [st["python"][0], list(st["python"][1]), st["python"][2]],
+                     "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])]})
+    return tensors, meta
+
+
+def _set_rng(tensors: dict, meta: list, rank: int) -> None:
+    if rank >= len(meta):  # resumed with more ranks than saved: seed the new ranks deterministically
+        return
+    torch.set_rng_state(tensors[f"rng/{rank}/torch"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(t for t in tensors if t.startswith(f"rng/{rank}/cuda"))]
+        if states:
+            torch.cuda.set_rng_state_all(states)
+    py = meta[rank]["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = meta[rank]["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+# ------------------------------------------------------------------------------------------- the loop
+def save_checkpoint(run: RunConfig, state: TrainState, rank: int = 0) -> Optional[str]:
+    """Collective: every rank contributes its RNG state; rank 0 writes the file atomically. Returns the path
+    (rank 0) or None."""
+    states = [_rng_state()]
+    if _distributed():
+        states = [None] * dist.get_world_size()
+        dist.all_gather_object(states, _rng_state())
+    path = None
+    if rank == 0:
+        tensors, meta = state.tensors_and_meta()
+        rt, rm = _rng_tensors_meta(states)
+        tensors.update(rt)
+        meta.update(rng=rm, run=_run_json(run))
+        path = ckpt.checkpoint_path(run.out_dir, state.step)
+        ckpt.atomic_save(tensors, meta, path)
+        if run.keep_last > 0:
+            for _, old in ckpt.list_checkpoints(run.out_dir)[:-run.keep_last]:
+                os.remove(old)
+    if _distributed():
+        dist.barrier()
+    return path
+
+
+def _run_json(run: RunConfig) -> dict:
+    return json.loads(json.dumps(asdict(run), default=str))
+
+
+def _trim_log(path: str, step: int) -> None:
+    """Keep only the log lines of steps <= ``step`` (what the resumed checkpoint has seen)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip()]
+    keep = []
+    for ln in lines:
+        try:
+            if json.loads(ln)["step"] <= step:
+                keep.append(ln)
+        except (json.JSONDecodeError, KeyError):  # a line cut by a crash
+            continue
+    ckpt.atomic_write_text(path, "".join(keep))
+
+
+def train(run: RunConfig, state: TrainState, step_fn: Callable[[StepContext, Any], dict],
+          get_batch: Callable[[int, int, int], Any], resume: bool = True) -> dict:
+    """Run ``step_fn`` from ``state.step`` (or the latest checkpoint in ``run.out_dir``) to ``run.steps``.
+
+    step_fn(ctx, batch) -> dict of float scalars: performs one optimization step of any models/optimizers
+    through ``ctx.backward_step`` and returns what to log. get_batch(step, rank, world_size) -> this rank's
+    batch of ``step``. Models must already be on ``init_distributed()``'s device. Returns the last logged
+    dict (averaged over ranks). Logs one JSON line per step to ``OUT/log.jsonl`` (rank 0).
+    """
+    rank, world, device = init_distributed()
+    amp = bool(run.amp) and device.type == "cuda"
+    os.makedirs(run.out_dir, exist_ok=True)
+    log_path = os.path.join(run.out_dir, "log.jsonl")
+    latest = ckpt.latest_checkpoint(run.out_dir) if resume else None
+    if latest is not None:
+        tensors, meta = ckpt.read_checkpoint(latest)
+        state.load(tensors, meta, latest)
+        _set_rng(tensors, meta.get("rng", []), rank)
+        if rank == 0:
+            _trim_log(log_path, state.step)
+            print(f"resumed from {latest} (step {state.step})", file=sys.stderr)
+    else:
+        torch.manual_seed(run.seed + rank)
+        random.seed(run.seed + rank)
+        np.random.seed((run.seed + rank) % 2 ** 32)
+        if rank == 0:
+            ckpt.atomic_write_text(os.path.join(run.out_dir, "config.json"), json.dumps(
+                {"run": _run_json(run), "model_configs": state.model_configs}, indent=2))
+            if os.path.exists(log_path) and state.step == 0:
+                _trim_log(log_path, 0)
+    if _distributed():  # every rank starts from rank 0's weights
+        with torch.no_grad():
+            for m in list(state.models.values()) + list(state.emas.values()):
+                for t in list(m.parameters()) + list(m.buffers()):
+                    dist.broadcast(t.data, 0)
+    logs: dict = {}
+    t_start = time.time()
+    start = state.step
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+    for step in range(state.step, run.steps):
+        for m in state.models.values():
+            m.train()
+        batch = get_batch(step, rank, world)
+        ctx = StepContext(run, state, step, rank, world, device, amp)
+        with autocast():
+            out = step_fn(ctx, batch)
+        state.step = step + 1
+        state.update_emas()
+        keys = sorted(out)
+        vals = torch.tensor([float(out[k]) for k in keys], dtype=torch.float64)
+        if _distributed():
+            dist.all_reduce(vals)
+            vals /= world
+        logs = {"step": state.step, **{k: float(v) for k, v in zip(keys, vals.tolist())},
+                "time": round(time.time() - t_start, 3)}
+        if rank == 0:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(logs) + "\n")
+            if run.print_every and (state.step % run.print_every == 0 or state.step == run.steps):
+                rate = (state.step - start) / max(time.time() - t_start, 1e-9)
+                msg = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if k not in ("step", "time"))
+                print(f"step {state.step}/{run.steps} {msg} ({rate:.2f} it/s)", flush=True)
+        if state.step % run.ckpt_every == 0 or state.step == run.steps:
+            save_checkpoint(run, state, rank)
+    return logs
