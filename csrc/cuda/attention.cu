@@ -1,0 +1,491 @@
+// Attention kernels (see attention.h for the math and attention_launch.h for geometry and tile layouts).
+//
+// Short kernels (L <= 32): one warp per sequence, lane t owns token t. The warp stages its sequence's rows in
+// shared memory as fp32 (row stride D + 1: lane t's row starts in bank t), lane t computes its score row and
+// softmax from shared memory, writes the output row; the backward recomputes P from lse, gets delta as
+// rowsum(P * dP) and then switches roles (lane j owns key j) for dk and dv.
+//
+// Flash kernels: 128 threads (4 warps). Tile products C (+)= A B go through block_gemm, which runs on tensor
+// cores (nvcuda::wmma 16x16x16, fp32 accumulators in shared memory) for bf16 / fp16 tiles and as fp32 FMAs for
+// fp32 tiles; softmax bookkeeping is a warp per row. Forward: grid (nseq, query blocks), online softmax over the
+// key blocks. Backward: grid (nseq, key blocks); each block walks all query blocks, accumulates dk, dv in shared
+// memory and adds its dq contribution to the fp32 dq_accum with atomics.
+#include <mma.h>
+
+#include <cmath>
+#include <type_traits>
+
+#include "cuda/attention.h"
+#include "cuda/device_utils.cuh"
+
+namespace fastvdm {
+namespace cuda {
+namespace {
+
+// ============================================================================================= short kernels
+struct ShortArgs {
+  AttnProblem p;
+  ShortPlan plan;
+  AttnIn q, k, v, dout;
+  AttnOut o, dq, dk, dv;
+  float* lse;
+  const float* lse_in;
+  Strides5 stat;
+  float scale;
+};
+
+// Stage rows [0, L) x [0, D) of one sequence of `src` into dst[t * ldd + d] (fp32).
+template <typename T>
+__device__ __forceinline__ void short_load(const ShortArgs& a, const AttnIn& src, int64_t seq, float* dst, int lane) {
+  const T* base = static_cast<const T*>(src.ptr) + seq_offset(a.p, src.st, seq);
+  const int L = a.plan.L, D = a.plan.D, ldd = a.plan.ldd;
+  for (int idx = lane; idx < L * D; idx += 32) {
+    const int t = idx / D, d = idx - t * D;
+    dst[t * ldd + d] = to_f32(base[token_offset(a.p, src.st, t) + d * src.st.d]);
+  }
+}
+
+__device__ __forceinline__ float dot_rows(const float* a, const float* b, int D) {
+  float acc = 0.f;
+  for (int d = 0; d < D; ++d) acc = fmaf(a[d], b[d], acc);
+  return acc;
+}
+
+template <typename T>
+__global__ void short_fwd_kernel(ShortArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t seq = static_cast<int64_t>(blockIdx.x) * a.plan.warps + warp;
+  if (seq >= a.p.nseq) return;  // whole warps only; no block-level barrier below
+  const int L = a.plan.L, D = a.plan.D, ldd = a.plan.ldd;
+  float* Q = reinterpret_cast<float*>(smem) + static_cast<size_t>(warp) * (3 * L * ldd + L * (L + 1));
+  float* K = Q + L * ldd;
+  float* V = K + L * ldd;
+  float* P = V + L * ldd;  // L x (L + 1)
+  short_load<T>(a, a.q, seq, Q, lane);
+  short_load<T>(a, a.k, seq, K, lane);
+  short_load<T>(a, a.v, seq, V, lane);
+  __syncwarp();
+  if (lane < L) {
+    const int t = lane;
+    float* prow = P + t * (L + 1);
+    float mx = -INFINITY;
+    for (int j = 0; j < L; ++j) {
+      const float s = dot_rows(Q + t * ldd, K + j * ldd, D) * a.scale;
+      prow[j] = s;
+      mx = fmaxf(mx, s);
+    }
+    float sum = 0.f;
+    for (int j = 0; j < L; ++j) {
+      const float e = __expf(prow[j] - mx);
+      prow[j] = e;
+      sum += e;
+    }
+    const float inv = 1.f / sum;
+    // lane t alone reads row t of Q, so it may overwrite it with its output row
+    for (int d = 0; d < D; ++d) {
+      float acc = 0.f;
+      for (int j = 0; j < L; ++j) acc = fmaf(prow[j], V[j * ldd + d], acc);
+      Q[t * ldd + d] = acc * inv;
+    }
+    a.lse[seq_offset(a.p, a.stat, seq) + token_offset(a.p, a.stat, t)] = mx + __logf(sum);
+  }
+  __syncwarp();
+  T* out = static_cast<T*>(a.o.ptr) + seq_offset(a.p, a.o.st, seq);
+  for (int idx = lane; idx < L * D; idx += 32) {
+    const int t = idx / D, d = idx - t * D;
+    out[token_offset(a.p, a.o.st, t) + d * a.o.st.d] = from_f32<T>(Q[t * ldd + d]);
+  }
+}
+
+template <typename T>
+__global__ void short_bwd_kernel(ShortArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t seq = static_cast<int64_t>(blockIdx.x) * a.plan.warps + warp;
+  if (seq >= a.p.nseq) return;
+  const int L = a.plan.L, D = a.plan.D, ldd = a.plan.ldd;
+  float* Q = reinterpret_cast<float*>(smem) + static_cast<size_t>(warp) * (4 * L * ldd + 2 * L * (L + 1));
+  float* K = Q + L * ldd;
+  float* V = K + L * ldd;
+  float* dO = V + L * ldd;
+  float* P = dO + L * ldd;     // L x (L + 1): probabilities
+  float* dS = P + L * (L + 1);  // L x (L + 1): dP, then dS
+  short_load<T>(a, a.q, seq, Q, lane);
+  short_load<T>(a, a.k, seq, K, lane);
+  short_load<T>(a, a.v, seq, V, lane);
+  short_load<T>(a, a.dout, seq, dO, lane);
+  __syncwarp();
+  if (lane < L) {  // query role: row t of P and dS, then dq_t
+    const int t = lane;
+    const float lse = a.lse_in[seq_offset(a.p, a.stat, seq) + token_offset(a.p, a.stat, t)];
+    float delta = 0.f;
+    for (int j = 0; j < L; ++j) {
+      const float p = __expf(dot_rows(Q + t * ldd, K + j * ldd, D) * a.scale - lse);
+      const float dp = dot_rows(dO + t * ldd, V + j * ldd, D);
+      P[t * (L + 1) + j] = p;
+      dS[t * (L + 1) + j] = dp;
+      delta = fmaf(p, dp, delta);
+    }
+    for (int j = 0; j < L; ++j) dS[t * (L + 1) + j] = P[t * (L + 1) + j] * (dS[t * (L + 1) + j] - delta);
+    T* dq = static_cast<T*>(a.dq.ptr) + seq_offset(a.p, a.dq.st, seq) + token_offset(a.p, a.dq.st, t);
+    for (int d = 0; d < D; ++d) {
+      float acc = 0.f;
+      for (int j = 0; j < L; ++j) acc = fmaf(dS[t * (L + 1) + j], K[j * ldd + d], acc);
+      dq[d * a.dq.st.d] = from_f32<T>(acc * a.scale);
+    }
+  }
+  __syncwarp();
+  if (lane < L) {  // key role: dk_j, dv_j
+    const int j = lane;
+    T* dk = static_cast<T*>(a.dk.ptr) + seq_offset(a.p, a.dk.st, seq) + token_offset(a.p, a.dk.st, j);
+    T* dv = static_cast<T*>(a.dv.ptr) + seq_offset(a.p, a.dv.st, seq) + token_offset(a.p, a.dv.st, j);
+    for (int d = 0; d < D; ++d) {
+      float acc_k = 0.f, acc_v = 0.f;
+      for (int t = 0; t < L; ++t) {
+        acc_k = fmaf(dS[t * (L + 1) + j], Q[t * ldd + d], acc_k);
+        acc_v = fmaf(P[t * (L + 1) + j], dO[t * ldd + d], acc_v);
+      }
+      dk[d * a.dk.st.d] = from_f32<T>(acc_k * a.scale);
+      dv[d * a.dv.st.d] = from_f32<T>(acc_v);
+    }
+  }
+}
+
+// ============================================================================================= tile products
+// C[M x N] (+)= A[M x K] * B[K x N], all operands in shared memory, every thread of the block participating.
+// A(m, k) = kTransA ? A[k * lda + m] : A[m * lda + k];  B(k, n) = kTransB ? B[n * ldb + k] : B[k * ldb + n].
+// M, N, K are multiples of 16. fp32 operands: FMAs; bf16 / fp16: WMMA 16x16x16 with fp32 accumulation (each
+// warp owns whole 16x16 output tiles, loading / storing the accumulator from / to C).
+template <typename T, bool kTransA, bool kTransB, bool kAccum>
+__device__ __forceinline__ void gemm_scalar(int M, int N, int K, const T* A, int lda, const T* B, int ldb, float* C,
+                                            int ldc) {
+  for (int idx = threadIdx.x; idx < M * N; idx += blockDim.x) {
+    const int m = idx / N, n = idx - m * N;
+    float acc = kAccum ? C[m * ldc + n] : 0.f;
+    for (int k = 0; k < K; ++k) {
+      const float av = to_f32(kTransA ? A[k * lda + m] : A[m * lda + k]);
+      const float bv = to_f32(kTransB ? B[n * ldb + k] : B[k * ldb + n]);
+      acc = fmaf(av, bv, acc);
+    }
+    C[m * ldc + n] = acc;
+  }
+}
+
+template <typename T, bool kTransA, bool kTransB, bool kAccum>
+__device__ __forceinline__ void block_gemm(int M, int N, int K, const T* A, int lda, const T* B, int ldb, float* C,
+                                           int ldc) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (!std::is_same<T, float>::value) {
+    namespace wmma = nvcuda::wmma;
+    using LayoutA = typename std::conditional<kTransA, wmma::col_major, wmma::row_major>::type;
+    using LayoutB = typename std::conditional<kTransB, wmma::col_major, wmma::row_major>::type;
+    const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    const int tiles_n = N / 16, tiles = (M / 16) * tiles_n;
+    for (int tile = warp; tile < tiles; tile += nwarps) {
+      const int mi = tile / tiles_n, ni = tile - mi * tiles_n;
+      float* cp = C + mi * 16 * ldc + ni * 16;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      if (kAccum) {
+        wmma::load_matrix_sync(acc, cp, ldc, wmma::mem_row_major);
+      } else {
+        wmma::fill_fragment(acc, 0.f);
+      }
+      for (int ki = 0; ki < K / 16; ++ki) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, LayoutA> fa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LayoutB> fb;
+        const T* ap = kTransA ? A + ki * 16 * lda + mi * 16 : A + mi * 16 * lda + ki * 16;
+        const T* bp = kTransB ? B + ni * 16 * ldb + ki * 16 : B + ki * 16 * ldb + ni * 16;
+        wmma::load_matrix_sync(fa, ap, lda);
+        wmma::load_matrix_sync(fb, bp, ldb);
+        wmma::mma_sync(acc, fa, fb, acc);
+      }
+      wmma::store_matrix_sync(cp, acc, ldc, wmma::mem_row_major);
+    }
+    return;
+  }
+#endif
+  gemm_scalar<T, kTransA, kTransB, kAccum>(M, N, K, A, lda, B, ldb, C, ldc);
+}
+
+// ============================================================================================= flash kernels
+struct FlashArgs {
+  AttnProblem p;
+  FlashLayout f;
+  AttnIn q, k, v, dout;
+  AttnOut o, dk, dv, dq;  // dq.ptr: fp32 accumulator (backward)
+  float* lse;
+  const float* lse_in;
+  const float* delta;
+  Strides5 stat;
+  float scale;
+};
+
+// Rows [row0, row0 + rows) x [0, Dp) of a sequence of `src` into dst (row stride ld), zeros outside L x D.
+template <typename T>
+__device__ __forceinline__ void flash_load(const AttnProblem& p, const AttnIn& src, int64_t seq, int64_t row0,
+                                           int rows, int Dp, T* dst, int ld) {
+  const T* base = static_cast<const T*>(src.ptr) + seq_offset(p, src.st, seq);
+  for (int idx = threadIdx.x; idx < rows * Dp; idx += blockDim.x) {
+    const int r = idx / Dp, d = idx - r * Dp;
+    const int64_t n = row0 + r;
+    T val = from_f32<T>(0.f);
+    if (n < p.L && d < p.D) val = base[token_offset(p, src.st, n) + d * src.st.d];
+    dst[r * ld + d] = val;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kFlashThreads) flash_fwd_kernel(FlashArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const FlashLayout& f = a.f;
+  const int BM = f.block_m, BN = f.block_n, Dp = f.Dp;
+  T* Q = reinterpret_cast<T*>(smem + f.q);
+  T* K = reinterpret_cast<T*>(smem + f.k);
+  T* V = reinterpret_cast<T*>(smem + f.v);
+  T* P = reinterpret_cast<T*>(smem + f.p);
+  float* S = reinterpret_cast<float*>(smem + f.s);
+  float* O = reinterpret_cast<float*>(smem + f.o);
+  float* row_max = reinterpret_cast<float*>(smem + f.stat0);
+  float* row_sum = reinterpret_cast<float*>(smem + f.stat1);
+  const int64_t seq = blockIdx.x, row0 = static_cast<int64_t>(blockIdx.y) * BM;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+  const int64_t L = a.p.L;
+
+  flash_load<T>(a.p, a.q, seq, row0, BM, Dp, Q, f.ld);
+  for (int idx = threadIdx.x; idx < BM * Dp; idx += blockDim.x) O[(idx / Dp) * f.ldo + idx % Dp] = 0.f;
+  for (int r = threadIdx.x; r < BM; r += blockDim.x) {
+    row_max[r] = -INFINITY;
+    row_sum[r] = 0.f;
+  }
+  for (int64_t col0 = 0; col0 < L; col0 += BN) {
+    __syncthreads();  // the previous iteration is done with K, V, P
+    flash_load<T>(a.p, a.k, seq, col0, BN, Dp, K, f.ld);
+    flash_load<T>(a.p, a.v, seq, col0, BN, Dp, V, f.ld);
+    __syncthreads();
+    block_gemm<T, false, true, false>(BM, BN, Dp, Q, f.ld, K, f.ld, S, f.lds);  // S = Q K^T
+    __syncthreads();
+    const int valid = static_cast<int>(min64(BN, L - col0));
+    for (int r = warp; r < BM; r += nwarps) {  // online softmax, one warp per row
+      float* srow = S + r * f.lds;
+      float mx = -INFINITY;
+      for (int j = lane; j < valid; j += 32) mx = fmaxf(mx, srow[j] * a.scale);
+      mx = warp_max(mx);
+      const float m_old = row_max[r], m_new = fmaxf(m_old, mx);
+      float sum = 0.f;
+      for (int j = lane; j < BN; j += 32) {
+        const float e = j < valid ? __expf(srow[j] * a.scale - m_new) : 0.f;
+        P[r * f.ldp + j] = from_f32<T>(e);
+        sum += e;
+      }
+      sum = warp_sum(sum);
+      const float alpha = __expf(m_old - m_new);  // 0 on the first block (m_old = -inf)
+      for (int d = lane; d < Dp; d += 32) O[r * f.ldo + d] *= alpha;
+      __syncwarp();
+      if (lane == 0) {
+        row_max[r] = m_new;
+        row_sum[r] = row_sum[r] * alpha + sum;
+      }
+    }
+    __syncthreads();
+    block_gemm<T, false, false, true>(BM, Dp, BN, P, f.ldp, V, f.ld, O, f.ldo);  // O += P V
+  }
+  __syncthreads();
+  T* out = static_cast<T*>(a.o.ptr) + seq_offset(a.p, a.o.st, seq);
+  for (int idx = threadIdx.x; idx < BM * a.p.D; idx += blockDim.x) {
+    const int r = idx / static_cast<int>(a.p.D), d = idx - r * static_cast<int>(a.p.D);
+    const int64_t n = row0 + r;
+    if (n < L) out[token_offset(a.p, a.o.st, n) + d * a.o.st.d] = from_f32<T>(O[r * f.ldo + d] / row_sum[r]);
+  }
+  const int64_t stat_base = seq_offset(a.p, a.stat, seq);
+  for (int r = threadIdx.x; r < BM; r += blockDim.x) {
+    const int64_t n = row0 + r;
+    if (n < L) a.lse[stat_base + token_offset(a.p, a.stat, n)] = row_max[r] + __logf(row_sum[r]);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kFlashThreads) flash_bwd_kernel(FlashArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const FlashLayout& f = a.f;
+  const int BM = f.block_m, BN = f.block_n, Dp = f.Dp;
+  T* Q = reinterpret_cast<T*>(smem + f.q);
+  T* K = reinterpret_cast<T*>(smem + f.k);
+  T* V = reinterpret_cast<T*>(smem + f.v);
+  T* dO = reinterpret_cast<T*>(smem + f.dout);
+  T* P = reinterpret_cast<T*>(smem + f.p);
+  T* dS = reinterpret_cast<T*>(smem + f.ds);
+  float* Pf = reinterpret_cast<float*>(smem + f.s);   // P in fp32
+  float* dPf = reinterpret_cast<float*>(smem + f.dp);  // dO V^T
+  float* dK = reinterpret_cast<float*>(smem + f.dk);
+  float* dV = reinterpret_cast<float*>(smem + f.dv);
+  float* dQ = reinterpret_cast<float*>(smem + f.dq);
+  float* lse = reinterpret_cast<float*>(smem + f.stat0);
+  float* delta = reinterpret_cast<float*>(smem + f.stat1);
+  const int64_t seq = blockIdx.x, col0 = static_cast<int64_t>(blockIdx.y) * BN;
+  const int64_t L = a.p.L;
+  const int D = static_cast<int>(a.p.D);
+  const int valid_cols = static_cast<int>(min64(BN, L - col0));
+
+  flash_load<T>(a.p, a.k, seq, col0, BN, Dp, K, f.ld);
+  flash_load<T>(a.p, a.v, seq, col0, BN, Dp, V, f.ld);
+  for (int idx = threadIdx.x; idx < BN * Dp; idx += blockDim.x) {
+    const int r = idx / Dp, d = idx - r * Dp;
+    dK[r * f.ldo + d] = 0.f;
+    dV[r * f.ldo + d] = 0.f;
+  }
+  const int64_t stat_base = seq_offset(a.p, a.stat, seq);
+  float* dq_acc = static_cast<float*>(a.dq.ptr) + seq_offset(a.p, a.dq.st, seq);
+  for (int64_t row0 = 0; row0 < L; row0 += BM) {
+    __syncthreads();  // the previous iteration is done with Q, dO, dS, dQ
+    flash_load<T>(a.p, a.q, seq, row0, BM, Dp, Q, f.ld);
+    flash_load<T>(a.p, a.dout, seq, row0, BM, Dp, dO, f.ld);
+    for (int r = threadIdx.x; r < BM; r += blockDim.x) {
+      const int64_t n = row0 + r;
+      const bool ok = n < L;
+      lse[r] = ok ? a.lse_in[stat_base + token_offset(a.p, a.stat, n)] : INFINITY;  // exp(s - inf) = 0
+      delta[r] = ok ? a.delta[stat_base + token_offset(a.p, a.stat, n)] : 0.f;
+    }
+    __syncthreads();
+    block_gemm<T, false, true, false>(BM, BN, Dp, Q, f.ld, K, f.ld, Pf, f.lds);  // S = Q K^T
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BM * BN; idx += blockDim.x) {
+      const int r = idx / BN, c = idx - r * BN;
+      const float p = c < valid_cols ? __expf(Pf[r * f.lds + c] * a.scale - lse[r]) : 0.f;
+      Pf[r * f.lds + c] = p;
+      P[r * f.ldp + c] = from_f32<T>(p);
+    }
+    __syncthreads();
+    block_gemm<T, true, false, true>(BN, Dp, BM, P, f.ldp, dO, f.ld, dV, f.ldo);    // dV += P^T dO
+    block_gemm<T, false, true, false>(BM, BN, Dp, dO, f.ld, V, f.ld, dPf, f.lds);  // dP = dO V^T
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BM * BN; idx += blockDim.x) {
+      const int r = idx / BN, c = idx - r * BN;
+      dS[r * f.ldp + c] = from_f32<T>(Pf[r * f.lds + c] * (dPf[r * f.lds + c] - delta[r]));
+    }
+    __syncthreads();
+    block_gemm<T, true, false, true>(BN, Dp, BM, dS, f.ldp, Q, f.ld, dK, f.ldo);   // dK += dS^T Q
+    block_gemm<T, false, false, false>(BM, Dp, BN, dS, f.ldp, K, f.ld, dQ, f.ldo);  // dQ_blk = dS K
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BM * D; idx += blockDim.x) {
+      const int r = idx / D, d = idx - r * D;
+      const int64_t n = row0 + r;
+      if (n < L) atomicAdd(dq_acc + token_offset(a.p, a.dq.st, n) + d * a.dq.st.d, dQ[r * f.ldo + d] * a.scale);
+    }
+  }
+  __syncthreads();
+  T* dk = static_cast<T*>(a.dk.ptr) + seq_offset(a.p, a.dk.st, seq);
+  T* dv = static_cast<T*>(a.dv.ptr) + seq_offset(a.p, a.dv.st, seq);
+  for (int idx = threadIdx.x; idx < valid_cols * D; idx += blockDim.x) {
+    const int r = idx / D, d = idx - r * D;
+    const int64_t n = col0 + r;
+    dk[token_offset(a.p, a.dk.st, n) + d * a.dk.st.d] = from_f32<T>(dK[r * f.ldo + d] * a.scale);
+    dv[token_offset(a.p, a.dv.st, n) + d * a.dv.st.d] = from_f32<T>(dV[r * f.ldo + d]);
+  }
+}
+
+int elem_bytes(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
+
+// Raise the dynamic shared-memory limit of `kernel` when a launch needs more than the default 48 KB.
+template <typename... Args>
+cudaError_t allow_smem(void (*kernel)(Args...), size_t smem) {
+  if (smem <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(smem));
+}
+
+}  // namespace
+
+cudaError_t attention_forward(DType dtype, const AttnProblem& problem, AttnIn q, AttnIn k, AttnIn v, AttnOut o,
+                              float* lse, Strides5 stat, float scale, cudaStream_t stream) {
+  if (use_short_kernel(problem)) {
+    ShortArgs a{};
+    a.p = problem;
+    a.plan = plan_short(problem, false);
+    a.q = q;
+    a.k = k;
+    a.v = v;
+    a.o = o;
+    a.lse = lse;
+    a.stat = stat;
+    a.scale = scale;
+    const dim3 grid(static_cast<unsigned>(a.plan.grid)), block(32 * a.plan.warps);
+    cudaError_t err = cudaSuccess;
+    FASTVDM_DISPATCH_DTYPE(dtype, T, {
+      err = allow_smem(short_fwd_kernel<T>, a.plan.smem);
+      if (err == cudaSuccess) short_fwd_kernel<T><<<grid, block, a.plan.smem, stream>>>(a);
+    });
+    return err != cudaSuccess ? err : cudaGetLastError();
+  }
+  FlashArgs a{};
+  a.p = problem;
+  const FlashPlan plan = plan_flash(problem, elem_bytes(dtype), false);
+  a.f = plan.layout;
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.o = o;
+  a.lse = lse;
+  a.stat = stat;
+  a.scale = scale;
+  const dim3 grid(static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.grid_y));
+  cudaError_t err = cudaSuccess;
+  FASTVDM_DISPATCH_DTYPE(dtype, T, {
+    err = allow_smem(flash_fwd_kernel<T>, a.f.total);
+    if (err == cudaSuccess) flash_fwd_kernel<T><<<grid, kFlashThreads, a.f.total, stream>>>(a);
+  });
+  return err != cudaSuccess ? err : cudaGetLastError();
+}
+
+cudaError_t attention_backward(DType dtype, const AttnProblem& problem, AttnIn q, AttnIn k, AttnIn v, AttnIn dout,
+                               const float* lse, const float* delta, Strides5 stat, AttnOut dq, float* dq_accum,
+                               AttnOut dk, AttnOut dv, float scale, cudaStream_t stream) {
+  if (use_short_kernel(problem)) {
+    ShortArgs a{};
+    a.p = problem;
+    a.plan = plan_short(problem, true);
+    a.q = q;
+    a.k = k;
+    a.v = v;
+    a.dout = dout;
+    a.dq = dq;
+    a.dk = dk;
+    a.dv = dv;
+    a.lse_in = lse;
+    a.stat = stat;
+    a.scale = scale;
+    const dim3 grid(static_cast<unsigned>(a.plan.grid)), block(32 * a.plan.warps);
+    cudaError_t err = cudaSuccess;
+    FASTVDM_DISPATCH_DTYPE(dtype, T, {
+      err = allow_smem(short_bwd_kernel<T>, a.plan.smem);
+      if (err == cudaSuccess) short_bwd_kernel<T><<<grid, block, a.plan.smem, stream>>>(a);
+    });
+    return err != cudaSuccess ? err : cudaGetLastError();
+  }
+  if (delta == nullptr || dq_accum == nullptr) return cudaErrorInvalidValue;
+  FlashArgs a{};
+  a.p = problem;
+  const FlashPlan plan = plan_flash(problem, elem_bytes(dtype), true);
+  a.f = plan.layout;
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.dout = dout;
+  a.dk = dk;
+  a.dv = dv;
+  a.dq = AttnOut{dq_accum, dq.st};
+  a.lse_in = lse;
+  a.delta = delta;
+  a.stat = stat;
+  a.scale = scale;
+  const dim3 grid(static_cast<unsigned>(plan.grid_x), static_cast<unsigned>(plan.grid_y));
+  cudaError_t err = cudaSuccess;
+  FASTVDM_DISPATCH_DTYPE(dtype, T, {
+    err = allow_smem(flash_bwd_kernel<T>, a.f.total);
+    if (err == cudaSuccess) flash_bwd_kernel<T><<<grid, kFlashThreads, a.f.total, stream>>>(a);
+  });
+  return err != cudaSuccess ? err : cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace fastvdm
