@@ -101,12 +101,13 @@ def render_points(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[
     offs = torch.stack(torch.meshgrid(torch.arange(k), torch.arange(k), indexing="xy"), -1).reshape(-1, 1, 1, 2)
     cand = first[None] + offs  # (k*k, V, N, 2) as (column, row)
     off = cand.float() + 0.5 - uv[None]
-    ok = ((off > -radius) & (off <= radius)).all(-1) & ((z_all > near)[None] & (cand[..., 0] >= 0) & (cand[..., 0] < w)
-          & (cand[..., 1] >= 0) & (cand[..., 1] < h))
+    ox, oy = off[..., 0], off[..., 1]
+    ok = ((ox > -radius) & (ox <= radius) & (oy > -radius) & (oy <= radius) & (z_all > near)[None]
+          & (cand[..., 0] >= 0) & (cand[..., 0] < w) & (cand[..., 1] >= 0) & (cand[..., 1] < h))
     total = n_views * hw
     view_base = (torch.arange(n_views) * hw)[None, :, None]
     pix = torch.where(ok, view_base + cand[..., 1] * w + cand[..., 0], total)
-    zs = (z_all[None] * (1 + falloff * (off * off).sum(-1))).clamp(min=near)
+    zs = (z_all[None] * (1 + falloff * (ox * ox + oy * oy))).clamp(min=near)
     # positive float32 bits order like the floats: (splat depth, point index) packed in one int64
     key = (zs.view(torch.int32).long() << 32) | torch.arange(points.shape[0])
     sentinel = torch.iinfo(torch.int64).max
