@@ -35,7 +35,7 @@ def _backend_dtypes():
 
 # id: (shape, num_groups, parameters present, activation, memory format, offset of x)
 CASES = {
-    "video_C96_G32": ((2, 96, 2, 3, 4), 32, ALL_PARAMS, "silu", None, 0.0),
+    "video_C96_G32": ((1, 96, 2, 3, 4), 32, ALL_PARAMS, "silu", None, 0.0),
     "T1": ((2, 16, 1, 5, 6), 4, ALL_PARAMS, "silu", None, 0.0),
     "HW1": ((2, 16, 3, 1, 1), 4, ("weight", "bias"), None, None, 0.0),
     "B1_image": ((1, 12, 7, 9), 3, ("scale", "shift"), "silu", None, 0.0),
@@ -123,8 +123,12 @@ def small_triton_tiles(monkeypatch, request):
 
 
 @pytest.mark.parametrize("backend", all_backends("group_norm"))
-@pytest.mark.parametrize("small_triton_tiles", [1, 3], indirect=True, ids=["fused", "split3"])
-@pytest.mark.parametrize("memory_format", [None, torch.channels_last_3d], ids=["contiguous", "channels_last_3d"])
+@pytest.mark.parametrize(
+    "small_triton_tiles,memory_format",
+    [(1, None), (3, None), (1, torch.channels_last_3d)],
+    ids=["fused-contiguous", "split3-contiguous", "fused-channels_last_3d"],
+    indirect=["small_triton_tiles"],
+)
 def test_group_larger_than_a_tile(backend, small_triton_tiles, memory_format):
     # Cg = 6 channels (two channel tiles of 4), S = 2*3*4 = 24 positions (three position tiles of 8, split 3)
     _check_against_reference(backend, torch.float32, (2, 12, 2, 3, 4), 2, ALL_PARAMS, "silu", memory_format, 0.5)
@@ -235,7 +239,6 @@ flags = dict(HAS_W=True, HAS_B=True, HAS_SCALE=True, HAS_SHIFT=True, SILU=True, 
 kernels = [
     (tk._fwd_fused_kernel, dict(flags, SINGLE_TILE=False)),
     (tk._fwd_fused_kernel, dict(flags, SINGLE_TILE=True)),
-    (tk._fwd_stats_kernel, dict(BLOCK_C=4, BLOCK_S=256)),
     (tk._fwd_apply_kernel, dict(flags, SPLIT_P2=8)),
     (tk._bwd_sums_kernel, flags),
     (tk._bwd_dx_kernel, dict(flags, SPLIT_P2=8)),
@@ -263,7 +266,7 @@ def test_triton_kernels_compile_for_sm90_bf16():
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     out = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("compiled") == 6
+    assert out.stdout.count("compiled") == 5
 
 
 @pytest.mark.parametrize("memory_format", [None, torch.channels_last_3d], ids=["contiguous", "channels_last_3d"])
