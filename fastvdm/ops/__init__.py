@@ -26,6 +26,7 @@ from fastvdm.ops._dispatch import (
     BackendUnavailableError,
     available_backends,
     backend_status,
+    load_available_backends,
     resolve,
     use_backend,
 )
@@ -187,3 +188,6 @@ def dmd_loss(x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Optional[Tenso
     _check_vector("weight", weight, (x.shape[0],), x)
     args = (x, x0_real, x0_fake, weight)
     return resolve("dmd_loss", x.device, *args).fn(*args)
+
+
+load_available_backends()

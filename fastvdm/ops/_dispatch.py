@@ -19,8 +19,8 @@ A forced backend that cannot serve a call raises :class:`BackendUnavailableError
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Optional, Sequence
@@ -60,12 +60,12 @@ class Implementation:
     auto: Mapping[str, int] = field(default_factory=dict)
 
 
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 _registry: dict[str, dict[str, Implementation]] = {op: {} for op in OPS}
 _loaded: set[str] = set()
-# Stack of (backend name, ops it applies to or None for all), innermost last.
-_forced: contextvars.ContextVar[tuple[tuple[str, Optional[frozenset]], ...]] = contextvars.ContextVar(
-    "fastvdm_forced_backend", default=()
-)
+# Stack of (backend name, ops it applies to or None for all), innermost last. A plain module-level list (not a
+# ContextVar) so that torch.compile can trace the dispatch and guard on it; it is shared by all threads.
+_forced: list[tuple[str, Optional[frozenset]]] = []
 
 
 def register(
@@ -90,9 +90,7 @@ def backend_status(backend: str) -> Optional[str]:
     if backend == "reference":
         return None
     if backend == "triton":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
+        if not _TRITON_INSTALLED:
             return "triton is not installed (pip install triton)"
         if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
             return "no CUDA device (on the CPU, Triton runs only under TRITON_INTERPRET=1, for tests)"
@@ -109,17 +107,22 @@ def backend_status(backend: str) -> Optional[str]:
 
 
 def _load(backend: str) -> None:
-    if backend in _loaded:
+    if backend in _loaded or backend_status(backend) is not None:
         return
     _loaded.add(backend)
-    if backend_status(backend) is not None:
-        return
     for module in _BACKEND_MODULES[backend]:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:
             if not (module == e.name or module.startswith(f"{e.name}.")):
                 raise
+
+
+def load_available_backends() -> None:
+    """Import every available backend's implementations now (``fastvdm.ops`` does this at import, so that
+    ``torch.compile`` never has to trace an import)."""
+    for backend in BACKENDS:
+        _load(backend)
 
 
 def available_backends(op: Optional[str] = None) -> list[str]:
@@ -148,16 +151,17 @@ def use_backend(name: str, ops: Optional[Sequence[str]] = None) -> Iterator[None
         unknown = set(ops) - set(OPS)
         if unknown:
             raise ValueError(f"unknown ops {sorted(unknown)}; ops are {OPS}")
-    token = _forced.set(_forced.get() + ((name, frozenset(ops) if ops is not None else None),))
+    entry = (name, frozenset(ops) if ops is not None else None)
+    _forced.append(entry)
     try:
         yield
     finally:
-        _forced.reset(token)
+        _forced.remove(entry) if _forced[-1] is not entry else _forced.pop()
 
 
 def forced_backend(op: str) -> Optional[str]:
     """The backend forced for ``op`` right now (context manager, then ``FASTVDM_BACKEND``), or None for auto."""
-    for name, ops in reversed(_forced.get()):
+    for name, ops in reversed(_forced):
         if ops is None or op in ops:
             return None if name == "auto" else name
     env = os.environ.get("FASTVDM_BACKEND", "").strip()

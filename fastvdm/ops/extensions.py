@@ -7,7 +7,6 @@ or without a CUDA toolkit simply lacks them, and the corresponding backend repor
 
 from __future__ import annotations
 
-import functools
 import importlib
 from types import ModuleType
 from typing import Optional
@@ -15,12 +14,18 @@ from typing import Optional
 import torch
 
 
-@functools.lru_cache(maxsize=None)
+# name -> (module or None, why it is unavailable or None). A plain dict rather than functools.lru_cache so that
+# torch.compile can trace a status check (after the first, eager, call has filled it).
+_imported: dict[str, tuple[Optional[ModuleType], Optional[str]]] = {}
+
+
 def _import(name: str) -> tuple[Optional[ModuleType], Optional[str]]:
-    try:
-        return importlib.import_module(name), None
-    except ImportError as e:
-        return None, f"{name} is not built ({e}); reinstall with `pip install --no-build-isolation -e .`"
+    if name not in _imported:
+        try:
+            _imported[name] = importlib.import_module(name), None
+        except ImportError as e:
+            _imported[name] = None, f"{name} is not built ({e}); reinstall with `pip install --no-build-isolation -e .`"
+    return _imported[name]
 
 
 def cpu_extension() -> ModuleType:
