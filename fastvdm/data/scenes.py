@@ -192,6 +192,11 @@ def _to_local(prim: Primitive, o: torch.Tensor, d: torch.Tensor):
     return (o - ctr) @ rot, d @ rot, rot
 
 
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product of (N, 3) tensors (explicit: a reduction over 3 elements is slow on the CPU)."""
+    return a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2]
+
+
 def _safe(d: torch.Tensor) -> torch.Tensor:
     return torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
 
@@ -205,19 +210,18 @@ def _intersect(prim: Primitive, o: torch.Tensor, d: torch.Tensor) -> torch.Tenso
         hi = torch.tensor([a, b, h], dtype=o.dtype)
         dd = _safe(d)
         t_ax = torch.where(dd > 0, (hi - o) / dd, (lo - o) / dd)
-        return t_ax.min(-1).values.clamp(min=_EPS)
+        return torch.minimum(torch.minimum(t_ax[:, 0], t_ax[:, 1]), t_ax[:, 2]).clamp(min=_EPS)
     if prim.kind == "box":
         e = torch.tensor(prim.size, dtype=o.dtype)
         dd = _safe(d)
         t1, t2 = (-e - o) / dd, (e - o) / dd
-        tmin = torch.minimum(t1, t2).max(-1).values
-        tmax = torch.maximum(t1, t2).min(-1).values
+        lo, hi = torch.minimum(t1, t2), torch.maximum(t1, t2)
+        tmin = torch.maximum(torch.maximum(lo[:, 0], lo[:, 1]), lo[:, 2])
+        tmax = torch.minimum(torch.minimum(hi[:, 0], hi[:, 1]), hi[:, 2])
         return torch.where((tmax >= tmin) & (tmin > _EPS), tmin, inf)
     if prim.kind == "sphere":
         r = prim.size[0]
-        a = (d * d).sum(-1)
-        b = (o * d).sum(-1)
-        c = (o * o).sum(-1) - r * r
+        a, b, c = _dot(d, d), _dot(o, d), _dot(o, o) - r * r
         disc = b * b - a * c
         t = (-b - disc.clamp(min=0).sqrt()) / a
         return torch.where((disc >= 0) & (t > _EPS), t, inf)
@@ -452,15 +456,15 @@ class Scene:
             normal[sel] = n_l if rot is None else n_l @ rot.T
             uv[sel] = uv_l
             mat[sel] = torch.tensor(prim.material, dtype=torch.long)[slot]
-        dn = d.norm(dim=-1)
-        cos = (normal * d).sum(-1).abs() / dn
+        dn = _dot(d, d).sqrt()
+        cos = _dot(normal, d).abs() / dn
         footprint = self.blur * t / (focal * dn) / cos.clamp(min=0.05) ** self.aniso
         albedo = self._get_atlas().sample(mat, uv, footprint)
         light_dir = torch.tensor(self.light_dir, dtype=o.dtype)
         to_lamp = torch.tensor(self.point_light, dtype=o.dtype) - p
-        dist2 = (to_lamp * to_lamp).sum(-1)
-        lamp = (normal * to_lamp).sum(-1).clamp(min=0) / dist2.sqrt().clamp(min=1e-6) / (1 + dist2 / 4)
-        shade = self.ambient + self.sun * (normal @ light_dir).clamp(min=0) + self.lamp * lamp
+        dist2 = _dot(to_lamp, to_lamp)
+        lamp = _dot(normal, to_lamp).clamp(min=0) / dist2.sqrt().clamp(min=1e-6) / (1 + dist2 / 4)
+        shade = self.ambient + self.sun * _dot(normal, light_dir.expand_as(normal)).clamp(min=0) + self.lamp * lamp
         rgb = (albedo * shade[:, None]).clamp(0, 1)
         return torch.where(hit[:, None], rgb, 0.0), torch.where(hit, t, 0.0)
 
