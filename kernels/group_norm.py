@@ -16,7 +16,9 @@ Forward (``fastvdm::group_norm_triton_fwd(...) -> (y, mean, rstd)``):
   second loop re-reads the group (from L2 where it fits).
 - When B * G programs are too few to fill the GPU (e.g. B=2, G=32 on 132 SMs), each group is split along S
   over SPLIT programs: ``_fwd_stats_kernel`` writes per-split partial sums, ``_fwd_apply_kernel`` reduces the
-  SPLIT partials of its group and applies.
+  SPLIT partials of its group and applies. The apply kernel walks the tiles in the reverse order of the
+  stats kernel, so that its first reads hit what L2 still holds; x is read twice from memory only where it
+  is larger than L2.
 Backward (``fastvdm::group_norm_triton_bwd(...) -> (dx, sum_dz, sum_dzx)``), dz = dy * act'(z), N = Cg * S:
 - ``_bwd_sums_kernel`` (grid (B * G, SPLIT)): per-channel partial sums of dz and dz * xhat;
 - ``_bwd_dx_kernel`` (grid (B * G, SPLIT)): reduces them, m1 = sum_c a * sum_dz / N,
@@ -195,8 +197,9 @@ def _fwd_apply_kernel(
     SILU: tl.constexpr, SPLIT_P2: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     """Grid (B * G, SPLIT): reduce the group's partial sums to mean/rstd, apply to this split's positions."""
-    pid = tl.program_id(0)
-    split = tl.program_id(1)
+    # Reverse launch order: the first programs re-read what the previous kernel read last (still in L2).
+    pid = tl.num_programs(0) - 1 - tl.program_id(0)
+    split = tl.num_programs(1) - 1 - tl.program_id(1)
     nsplit = tl.num_programs(1)
     n = pid // G
     g = pid % G
@@ -286,8 +289,9 @@ def _bwd_dx_kernel(
     SILU: tl.constexpr, SPLIT_P2: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     """Grid (B * G, SPLIT): reduce the group's per-channel sums, then dx over this split's positions."""
-    pid = tl.program_id(0)
-    split = tl.program_id(1)
+    # Reverse launch order: the first programs re-read what the previous kernel read last (still in L2).
+    pid = tl.num_programs(0) - 1 - tl.program_id(0)
+    split = tl.num_programs(1) - 1 - tl.program_id(1)
     nsplit = tl.num_programs(1)
     n = pid // G
     g = pid % G
