@@ -9,6 +9,8 @@ so a point at z-depth z seen at squared pixel distance d2 from its projection ha
 there, and the nearest one wins (ties: lowest point index, so the result is deterministic). A pixel's own
 point (d2 ~ 0) thus beats the splats of its neighbours on the same, possibly slanted, surface, while a
 clearly nearer surface still covers it; with falloff 0 this is the plain nearest-point z-buffer.
+The scatter-min runs on int64 keys packing (float32 splat depth bits, point index); a GPU kernel could do
+the same with an atomic min per pixel. Inputs are CPU tensors.
 """
 
 from __future__ import annotations
