@@ -57,11 +57,11 @@ __global__ void denoising_backward_kernel(const float* __restrict__ grad, const 
                                           const float* __restrict__ weight, int kind, int64_t B, int64_t N,
                                           T* __restrict__ dpred) {
   const int64_t total = B * N;
-  const float base = 2.0f * grad[0] / static_cast<float>(total);
+  const float base = __fdiv_rn(2.0f * grad[0], static_cast<float>(total));  // IEEE even under --use_fast_math
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t b = i / N;
-    const float coef = weight ? base * weight[b] : base;
+    const float coef = weight ? __fmul_rn(base, weight[b]) : base;
     const float a = kind == 2 ? alpha[b] : 0.f, s = kind == 2 ? sigma[b] : 0.f;
     const float d = to_f32(pred[i]) - target_value(kind, to_f32(x0[i]), to_f32(noise[i]), a, s);
     dpred[i] = from_f32<T>(coef * d);
@@ -117,13 +117,13 @@ __global__ void dmd_backward_kernel(const float* __restrict__ grad, const T* __r
                                     const T* __restrict__ fake, const float* __restrict__ norm,
                                     const float* __restrict__ weight, int64_t B, int64_t N, T* __restrict__ dx) {
   const int64_t total = B * N;
-  const float scale = grad[0] / static_cast<float>(total);
+  const float scale = __fdiv_rn(grad[0], static_cast<float>(total));
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t b = i / N;
-    float g = (to_f32(fake[i]) - to_f32(real[i])) / norm[b];
-    if (weight) g *= weight[b];
-    dx[i] = from_f32<T>(g * scale);
+    float g = __fdiv_rn(to_f32(fake[i]) - to_f32(real[i]), norm[b]);  // the reference's rounding, bit for bit
+    if (weight) g = __fmul_rn(g, weight[b]);
+    dx[i] = from_f32<T>(__fmul_rn(g, scale));
   }
 }
 

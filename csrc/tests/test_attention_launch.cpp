@@ -1,0 +1,153 @@
+// Host-side tests of the attention geometry, strided addressing and launch configuration
+// (csrc/cuda/attention_launch.h): each (sequence, token) maps to the right (b, t, s, h) for every axis and
+// for fused-QKV, scrambled and padded strides; the short kernel's plan fits shared memory and handles batches
+// beyond 65,535 sequences; the flash tile layouts are aligned for WMMA and fit sm_80's shared memory.
+#include <cstdint>
+#include <set>
+#include <tuple>
+#include <vector>
+
+#include "check.h"
+#include "cuda/attention_launch.h"
+
+using namespace fastvdm::cuda;
+using fastvdm_test::throws_invalid;
+
+// For strides `st` of a (B, T, S, H, D) view, check that (seq, n, d) addresses (b, t, s, h, d) with the axis'
+// grouping, and that every (b, t, s, h) is visited exactly once.
+static void check_addressing(int64_t B, int64_t T, int64_t S, int64_t H, int64_t D, Axis axis, const Strides5& st) {
+  const AttnProblem p = make_attn_problem(B, T, S, H, D, axis);
+  CHECK(p.nseq * p.L == B * T * S * H);
+  std::set<std::tuple<int64_t, int64_t, int64_t, int64_t>> seen;
+  for (int64_t seq = 0; seq < p.nseq; ++seq) {
+    // expected sequence coordinates (h fastest)
+    const int64_t h = seq % H, r = seq / H;
+    for (int64_t n = 0; n < p.L; ++n) {
+      int64_t b, t, s;
+      if (axis == Axis::kSpatial) {
+        b = r / T, t = r % T, s = n;
+      } else if (axis == Axis::kTemporal) {
+        b = r / S, s = r % S, t = n;
+      } else {
+        b = r, t = n / S, s = n % S;
+      }
+      CHECK(seen.insert({b, t, s, h}).second);
+      for (int64_t d = 0; d < D; d += (D > 3 ? D - 1 : 1)) {  // first and last d
+        const int64_t got = seq_offset(p, st, seq) + token_offset(p, st, n) + d * st.d;
+        const int64_t want = b * st.b + t * st.t + s * st.s + h * st.h + d * st.d;
+        CHECK(got == want);
+      }
+    }
+  }
+  CHECK(static_cast<int64_t>(seen.size()) == B * T * S * H);
+}
+
+// Strides of q = qkv[:, :, :, 0] for a (B, T, S + pad, 3, H, D) contiguous fused tensor.
+static Strides5 fused(int64_t T, int64_t S, int64_t H, int64_t D, int64_t pad) {
+  const int64_t sS = 3 * H * D;
+  return Strides5{T * (S + pad) * sS, (S + pad) * sS, sS, D, 1};
+}
+
+// Strides of a view from storage ordered (3, H, B, D, S, T) (the "scrambled" layout of tests/test_attention.py).
+static Strides5 scrambled(int64_t B, int64_t T, int64_t S, int64_t D) {
+  const int64_t st = 1, ss = T, sd = T * S, sb = T * S * D, sh = T * S * D * B;
+  return Strides5{sb, st, ss, sh, sd};
+}
+
+int main() {
+  struct Shape {
+    int64_t B, T, S, H, D;
+  };
+  const std::vector<Shape> shapes = {{1, 2, 17, 2, 32}, {2, 2, 1, 2, 8}, {2, 7, 17, 2, 4}, {1, 25, 5, 1, 24},
+                                     {1, 1, 6, 3, 2},   {2, 3, 4, 1, 40}};
+  for (const Shape& sh : shapes) {
+    for (Axis axis : {Axis::kSpatial, Axis::kTemporal, Axis::kJoint}) {
+      check_addressing(sh.B, sh.T, sh.S, sh.H, sh.D, axis, contiguous_strides(sh.T, sh.S, sh.H, sh.D));
+      check_addressing(sh.B, sh.T, sh.S, sh.H, sh.D, axis, fused(sh.T, sh.S, sh.H, sh.D, 0));
+      check_addressing(sh.B, sh.T, sh.S, sh.H, sh.D, axis, fused(sh.T, sh.S, sh.H, sh.D, 3));  // padded frames
+      check_addressing(sh.B, sh.T, sh.S, sh.H, sh.D, axis, scrambled(sh.B, sh.T, sh.S, sh.D));
+    }
+  }
+
+  // sequence length and kernel choice per axis
+  {
+    const AttnProblem sp = make_attn_problem(2, 16, 1024, 8, 64, Axis::kSpatial);
+    CHECK(sp.L == 1024 && sp.nseq == 2 * 16 * 8 && !use_short_kernel(sp));
+    const AttnProblem tm = make_attn_problem(2, 16, 1024, 8, 64, Axis::kTemporal);
+    CHECK(tm.L == 16 && tm.nseq == 2 * 1024 * 8 && use_short_kernel(tm));
+    const AttnProblem jt = make_attn_problem(2, 16, 1024, 8, 64, Axis::kJoint);
+    CHECK(jt.L == 16 * 1024 && jt.nseq == 16 && !use_short_kernel(jt));
+    CHECK(use_short_kernel(make_attn_problem(1, 32, 4, 1, 8, Axis::kTemporal)));
+    CHECK(!use_short_kernel(make_attn_problem(1, 33, 4, 1, 8, Axis::kTemporal)));
+  }
+
+  // short kernel plans: every L <= 32 and D <= 128 fits the shared-memory budget with >= 1 warp
+  for (int64_t L = 1; L <= kShortMaxL; ++L) {
+    for (int64_t D : {1, 8, 24, 32, 40, 64, 100, 128}) {
+      for (bool backward : {false, true}) {
+        const AttnProblem p = make_attn_problem(1, L, 3, 2, D, Axis::kTemporal);
+        const ShortPlan s = plan_short(p, backward);
+        CHECK(s.warps >= 1 && s.warps <= kShortMaxWarps);
+        CHECK(s.smem == short_smem_per_warp(L, D, backward) * static_cast<size_t>(s.warps));
+        CHECK(s.smem <= kShortSmemBudget);
+        CHECK(s.grid * s.warps >= p.nseq && (s.grid - 1) * s.warps < p.nseq);
+        CHECK(s.ldd == D + 1);
+      }
+    }
+  }
+  // the huge temporal batch of tests/test_attention.py: 3 * 4096 * 8 = 98,304 sequences > 65,535
+  {
+    const AttnProblem p = make_attn_problem(3, 16, 4096, 8, 64, Axis::kTemporal);
+    CHECK(p.nseq == 98304);
+    for (bool backward : {false, true}) {
+      const ShortPlan s = plan_short(p, backward);
+      CHECK(s.grid * s.warps >= p.nseq && s.grid <= kMaxGridX);
+    }
+    // and a flash launch over as many sequences (T = 64 > 32) puts them on grid.x too
+    const AttnProblem f = make_attn_problem(3, 64, 4096, 8, 64, Axis::kTemporal);
+    const FlashPlan fp = plan_flash(f, 2, false);
+    CHECK(fp.grid_x == 98304 && fp.grid_y == 1);
+  }
+  CHECK(throws_invalid([] { plan_short(make_attn_problem(1, 40, 1, 1, 8, Axis::kTemporal), false); }));
+
+  // flash layouts: WMMA alignment and shared-memory limits for every D <= 128
+  for (int eb : {2, 4}) {
+    for (bool backward : {false, true}) {
+      for (int64_t D = 1; D <= kAttnMaxD; ++D) {
+        const FlashLayout f = flash_layout(eb, D, backward);
+        CHECK(f.Dp % 16 == 0 && f.Dp >= D && f.Dp < D + 16);
+        CHECK(f.block_m % 16 == 0 && f.block_n % 16 == 0);
+        CHECK(f.total <= kFlashMaxSmem);
+        // ldm: multiple of 8 elements (16-bit) / 4 floats; 16-row fragment steps stay 32-byte aligned
+        if (eb == 2) CHECK(f.ld % 8 == 0 && f.ldp % 8 == 0);
+        CHECK(f.lds % 4 == 0 && f.ldo % 4 == 0);
+        CHECK((16 * f.ld * eb) % 32 == 0 && (16 * f.ldp * eb) % 32 == 0);
+        std::vector<size_t> regions = {f.q, f.k, f.v, f.p, f.s, f.stat0, f.stat1};
+        if (backward) {
+          for (size_t r : {f.dout, f.ds, f.dp, f.dk, f.dv, f.dq}) regions.push_back(r);
+        } else {
+          regions.push_back(f.o);
+        }
+        std::set<size_t> distinct(regions.begin(), regions.end());
+        CHECK(distinct.size() == regions.size());
+        for (size_t r : regions) CHECK(r % 128 == 0 && r < f.total);
+        // region sizes: the Dp-wide element tiles do not overlap what follows them
+        CHECK(f.k - f.q >= static_cast<size_t>(eb) * f.block_m * f.ld);
+        CHECK(f.v - f.k >= static_cast<size_t>(eb) * f.block_n * f.ld);
+      }
+    }
+  }
+  // flash grids: query / key blocks on grid.y (tails round up), sequences on grid.x
+  {
+    const AttnProblem p = make_attn_problem(1, 1, 300, 1, 32, Axis::kSpatial);
+    CHECK(plan_flash(p, 2, false).grid_y == 5);  // 300 / 64 -> 5 query blocks (last has 44 rows)
+    CHECK(plan_flash(p, 4, false).grid_y == 10);  // fp32 forward: 32-row blocks
+    CHECK(plan_flash(p, 2, true).grid_y == 10);   // backward: 32-key blocks
+  }
+  CHECK(throws_invalid([] { make_attn_problem(1, 2, 3, 1, 129, Axis::kSpatial); }));  // D > 128
+  CHECK(throws_invalid([] { make_attn_problem(0, 2, 3, 1, 16, Axis::kSpatial); }));
+  CHECK(throws_invalid([] {  // 2^22 + 1 tokens in one sequence: too many blocks for grid.y
+    plan_flash(make_attn_problem(1, 1, (int64_t(1) << 22) + 64, 1, 16, Axis::kSpatial), 2, true);
+  }));
+  return fastvdm_test::report("test_attention_launch");
+}
