@@ -129,6 +129,29 @@ def test_video_attention_explicit_scale_and_contiguous_inputs(backend, axis):
             assert_rel_close(g, rg, tol, f"{backend} {dtype} d{name}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("axis", ["spatial", "temporal", "joint"])
+def test_video_attention_fp16(backend, axis):
+    """fp16 inputs (fp32 accumulation inside): the half-precision tolerance, output and gradients."""
+    device = device_for(backend)
+    gen = torch.Generator().manual_seed(11)
+    qkv = _fused_qkv(1, 3, 20, 2, 32, "fused", torch.float16, device, gen).requires_grad_()
+    q, k, v = qkv.unbind(3)
+    try:
+        with ops.use_backend(backend):
+            out = ops.video_attention(q, k, v, axis)
+    except ops.BackendUnavailableError as e:
+        pytest.skip(str(e))
+    assert out.dtype == torch.float16
+    grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(device=device, dtype=torch.float16)
+    (dqkv,) = torch.autograd.grad(out, qkv, grad_out)
+    ref, ref_grads = _reference_with_grads(q, k, v, axis, None, grad_out)
+    tol = ATTENTION_TOLERANCE[torch.float16]
+    assert_rel_close(out, ref, tol, f"{backend} fp16 output")
+    for i, name in enumerate("qkv"):
+        assert_rel_close(dqkv[:, :, :, i], ref_grads[i], tol, f"{backend} fp16 d{name}")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
 def test_temporal_attention_huge_batch(backend):
