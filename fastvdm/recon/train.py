@@ -62,9 +62,10 @@ class ReconConfig:
 @dataclass
 class FitResult:
     grid: VoxelGrid
-    seconds: float
+    seconds: float  # wall time
     log: list = field(default_factory=list)  # (iteration, loss, photometric mse) every log_every iterations
-    box: tuple = ()
+    box: tuple = ()  # (lo, hi) of the grid, metres
+    cpu_seconds: float = 0.0  # CPU time of this process during the fit (less sensitive to machine load)
 
 
 def scene_box(views: Sequence[TrainView], pad: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +106,7 @@ def fit(views: Sequence[TrainView], cfg: ReconConfig | None = None, box=None, pr
         raise ValueError("fit: no training views")
     n_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         lo, hi = scene_box(views, cfg.pad) if box is None else (torch.as_tensor(box[0]), torch.as_tensor(box[1]))
         grid = VoxelGrid.for_box(lo, hi, cfg.max_res)
@@ -144,7 +145,7 @@ def fit(views: Sequence[TrainView], cfg: ReconConfig | None = None, box=None, pr
                 log.append((it + 1, float(loss.detach()), float(mse.detach())))
     finally:
         torch.set_num_threads(n_threads)
-    return FitResult(grid, time.perf_counter() - t0, log, (lo.tolist(), hi.tolist()))
+    return FitResult(grid, time.perf_counter() - t0, log, (lo.tolist(), hi.tolist()), time.process_time() - c0)
 
 
 def evaluate(grid: VoxelGrid, cameras: Sequence[Camera], targets: torch.Tensor) -> dict:

@@ -1,0 +1,178 @@
+"""``fastvdm recon`` (fit a voxel-grid radiance field to a scene folder) and ``fastvdm eval-recon`` (the
+held-out benchmark: inputs only vs. inputs + generated views).
+
+    fastvdm recon SCENE_DIR --out DIR [--extra GEN_DIR ...] [--test TEST_DIR] [--iters 200] [--res 48]
+    fastvdm eval-recon --out DIR [--scenes 10] [--inputs 2 3] [--gen NAME=SPEC ...] [--prepare-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+EVAL_DOC = """Held-out benchmark. Cases: test-split procedural scenes, each with a camera path of 2T - 1 poses; the
+even poses are the T-frame clip a generator densifies, the odd ones the held-out test views (seen by no
+condition); K input views (RGB + depth) sit at clip frames round(j (T - 1) / (K - 1)). Folders:
+OUT/cases/scene_NNNNN_kK/{inputs,path,test} (inputs: what a user has; path: the clip cameras in
+transforms.json, top-level "input_indices", ground-truth images read only by the oracle; test: held-out).
+Every condition reconstructs the inputs (with depth) plus its generator's views (RGB only) with the same
+settings; reported: held-out PSNR / SSIM, generation, reconstruction and total wall time.
+"""
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    from fastvdm.recon.train import ReconConfig
+
+    d = ReconConfig()
+    p.add_argument("--iters", type=int, default=d.iters, help=f"optimization steps (default {d.iters})")
+    p.add_argument("--res", type=int, default=d.max_res, help=f"grid points along the longest side (default {d.max_res})")
+    p.add_argument("--rays", type=int, default=d.batch_rays, help=f"rays per step (default {d.batch_rays})")
+    p.add_argument("--depth-weight", type=float, default=d.depth_weight, help="weight of the depth loss")
+    p.add_argument("--no-depth-init", action="store_true", help="start from an empty grid (not from the depth points)")
+    p.add_argument("--threads", type=int, default=d.threads, help=f"torch threads (default {d.threads})")
+    p.add_argument("--seed", type=int, default=d.seed, help="ray sampling seed")
+
+
+def _config(args):
+    from fastvdm.recon.train import ReconConfig
+
+    if args.iters < 1 or args.res < 4 or args.rays < 1:
+        raise ValueError(f"--iters and --rays must be >= 1 and --res >= 4, got {args.iters}, {args.rays}, {args.res}")
+    return ReconConfig(max_res=args.res, iters=args.iters, batch_rays=args.rays, depth_weight=args.depth_weight,
+                       init_from_depth=not args.no_depth_init, threads=args.threads, seed=args.seed)
+
+
+def add_parser(subparsers):
+    rec = subparsers.add_parser(
+        "recon", help="reconstruct a scene folder (transforms.json) as a voxel-grid radiance field on the CPU",
+        description="Fit a voxel-grid radiance field (density + RGB grid, volume rendering) to the views of a "
+        "nerfstudio-style scene folder (depth maps, where present, supervise and initialize it). Writes "
+        "DIR/grid.safetensors, DIR/metrics.json and DIR/renders/ (renders of the training views, and of "
+        "--test views).")
+    rec.add_argument("scene", help="scene folder with transforms.json (its depth maps are used)")
+    rec.add_argument("--out", required=True, help="output folder")
+    rec.add_argument("--extra", nargs="*", default=[], help="more scene folders (e.g. generated views; RGB only)")
+    rec.add_argument("--test", default=None, help="scene folder of held-out views to report PSNR/SSIM on")
+    _config_args(rec)
+    rec.add_argument("--progress", action="store_true", help="show a progress bar")
+    rec.set_defaults(func=main)
+
+    ev = subparsers.add_parser(
+        "eval-recon", help="held-out benchmark: reconstruction from input views vs. input + generated views",
+        description=EVAL_DOC + "\nGenerators (--gen NAME=SPEC; SPEC: inputs, warp, oracle, folder:PATTERN with {case}, "
+        "py:MODULE:FUNCTION). Default: inputs=inputs warp=warp oracle=oracle. Results: OUT/results.json "
+        "(written after every case; an existing one is resumed) and OUT/results.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("--out", required=True, help="benchmark folder (cases/ and results)")
+    ev.add_argument("--scenes", type=int, default=10, help="held-out scenes (default 10)")
+    ev.add_argument("--first", type=int, default=0, help="first test-split scene index (default 0)")
+    ev.add_argument("--inputs", type=int, nargs="+", default=[2, 3], help="input view counts (default 2 3)")
+    ev.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
+    ev.add_argument("--frames", type=int, default=16, help="clip frames T of the generated path (default 16)")
+    ev.add_argument("--gen", nargs="*", default=None, help="conditions as NAME=SPEC")
+    ev.add_argument("--prepare-only", action="store_true", help="only write the cases (for densify to run on)")
+    _config_args(ev)
+    ev.set_defaults(func=eval_main)
+    return None
+
+
+def _read_views(folder: str, source: str, use_depth: bool):
+    from fastvdm.data.scene_io import read_scene
+    from fastvdm.recon.train import TrainView
+
+    data = read_scene(folder, load_depth=use_depth, load_points=False)
+    return data, [TrainView(v.camera, v.rgb, v.depth if use_depth else None, None, source) for v in data.views]
+
+
+def _save_png(path: str, rgb) -> None:
+    from PIL import Image
+
+    Image.fromarray((rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()).save(path)
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+    from safetensors.torch import save_file
+
+    from fastvdm.metrics import psnr
+    from fastvdm.recon.train import evaluate, fit
+
+    cfg = _config(args)
+    _, views = _read_views(args.scene, "input", True)
+    for extra in args.extra:
+        views += _read_views(extra, "extra", False)[1]
+    res = fit(views, cfg, progress=args.progress)
+    os.makedirs(os.path.join(args.out, "renders"), exist_ok=True)
+    save_file(res.grid.state(), os.path.join(args.out, "grid.safetensors"))
+    train_rgb, _, _ = res.grid.render_views([v.camera for v in views])
+    for i, img in enumerate(train_rgb):
+        _save_png(os.path.join(args.out, "renders", f"train_{i:05d}.png"), img)
+    train_psnr = psnr(train_rgb.clamp(0, 1), torch.stack([v.rgb for v in views]), data_range=1.0)
+    metrics = {"scene": os.path.abspath(args.scene), "extra": [os.path.abspath(e) for e in args.extra],
+               "train_views": len(views), "seconds": res.seconds, "grid_shape_xyz": list(res.grid.shape_xyz),
+               "box": res.box, "train_psnr_mean": float(train_psnr.mean()), "log": res.log, "config": cfg.to_dict()}
+    if args.test:
+        test, _ = _read_views(args.test, "test", False)
+        ev = evaluate(res.grid, [v.camera for v in test.views], torch.stack([v.rgb for v in test.views]))
+        for i, img in enumerate(ev.pop("renders")):
+            _save_png(os.path.join(args.out, "renders", f"test_{i:05d}.png"), img)
+        metrics["test"] = ev
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    line = f"recon: {len(views)} views, {res.seconds:.1f} s, train PSNR {metrics['train_psnr_mean']:.2f} dB"
+    if args.test:
+        line += f", test PSNR {metrics['test']['psnr_mean']:.2f} dB, SSIM {metrics['test']['ssim_mean']:.3f}"
+    print(line + f" -> {args.out}")
+    return 0
+
+
+def eval_main(args: argparse.Namespace) -> int:
+    from fastvdm.recon.evaluate import Case, case_name, make_case, markdown_table, run_case, summarize
+    from fastvdm.recon.generators import make_generator
+
+    cfg = _config(args)
+    specs = args.gen if args.gen else ["inputs=inputs", "warp=warp", "oracle=oracle"]
+    conds = []
+    for s in specs:
+        name, eq, spec = s.partition("=")
+        if not eq or not name:
+            raise ValueError(f"--gen {s!r}: expected NAME=SPEC")
+        conds.append((name, make_generator(spec), spec))
+    cases_dir = os.path.join(args.out, "cases")
+    os.makedirs(cases_dir, exist_ok=True)
+    cases = []
+    for i in range(args.first, args.first + args.scenes):
+        for k in args.inputs:
+            root = os.path.join(cases_dir, case_name(i, k))
+            done = all(os.path.isfile(os.path.join(root, d, "transforms.json")) for d in ("inputs", "path", "test"))
+            cases.append(Case(root) if done else make_case(cases_dir, i, k, args.size, args.frames))
+    print(f"eval-recon: {len(cases)} cases in {cases_dir}")
+    if args.prepare_only:
+        return 0
+    path = os.path.join(args.out, "results.json")
+    results = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            results = json.load(f).get("cases", {})
+    for case in cases:
+        for name, gen, spec in conds:
+            entry = results.setdefault(case.name, {})
+            if name in entry and entry[name].get("spec") == spec:
+                continue
+            entry[name] = dict(run_case(case, gen, cfg), spec=spec)
+            r = entry[name]
+            print(f"{case.name} {name}: PSNR {r['psnr']:.2f} SSIM {r['ssim']:.3f} gen {r['gen_s']:.2f} s "
+                  f"recon {r['recon_s']:.1f} s", flush=True)
+            rows = summarize({c.name: results[c.name] for c in cases if c.name in results}, [c[0] for c in conds])
+            with open(path + ".tmp", "w") as f:
+                json.dump({"config": cfg.to_dict(), "conditions": {c[0]: c[2] for c in conds},
+                           "summary": rows, "cases": results}, f, indent=2)
+            os.replace(path + ".tmp", path)
+    mine = {c.name: results[c.name] for c in cases if c.name in results}
+    rows = summarize(mine, [c[0] for c in conds])
+    table = markdown_table(rows)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    return 0
