@@ -24,6 +24,8 @@ Methods:
 Throughput: forward FLOPs = 4 * sequences * heads * N^2 * D; backward = 2.5x forward; "fwd+bwd" is
 forward + backward (3.5x). Timing: ``bench/timing.py`` (GPU: triton.testing.do_bench median; CPU: median of
 wall-clock repeats). "vs best SDPA" is the best successful SDPA method's time divided by this method's time.
+"rel err" is ||out - oracle|| / ||oracle|| of the forward output, the oracle being the first of ``reference``,
+``sdpa-math`` that runs (a sanity check that a fast number is not a wrong one; tests/ checks accuracy).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ SMALL_SHAPES = [
     ("temporal", 1, 16, 512),
     ("temporal", 1, 16, 4096),
 ]
+ORACLES = ("reference", "sdpa-math")  # fp32 compute (reference) or plain matmuls (math): the accuracy check
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -139,11 +142,20 @@ def run(shapes, dtype, device, repeats, only=None) -> list[dict]:
         sequences, N = (B * T, S) if axis == "spatial" else (B * S, T)
         fwd_flops = 4 * sequences * HEADS * N * N * HEAD_DIM
         shape_rows = []
-        for name, method in methods_for(device).items():
-            if only and name not in only:
+        oracle = None  # the first output of reference / sdpa-math: each method's output is checked against it
+        for name, method in sorted(methods_for(device).items(), key=lambda m: m[0] not in ORACLES):
+            if only and name not in only and name not in ORACLES:
                 continue
             row = {"axis": axis, "B,T,S": f"{B},{T},{S}", "seqs*heads": sequences * HEADS, "method": name}
             try:
+                out = make_call(method, q, k, v, axis, None)().float()
+                if oracle is None and name in ORACLES:
+                    oracle = out
+                if oracle is not None:
+                    row["rel err"] = f"{((out - oracle).norm() / oracle.norm()).item():.1e}"
+                del out
+                if only and name not in only:
+                    continue
                 fwd_s = median_seconds(make_call(method, q, k, v, axis, None), device, repeats=repeats)
                 both_s = median_seconds(make_call(method, q, k, v, axis, grad_out), device, repeats=repeats)
             except (RuntimeError, ValueError) as e:  # SDPA backends refuse shapes/dtypes with RuntimeError
@@ -169,14 +181,14 @@ def run(shapes, dtype, device, repeats, only=None) -> list[dict]:
                 r["vs best SDPA"] = f"{min(sdpa_times) / r.pop('_both'):.2f}x"
             r.pop("_both", None)
         rows += shape_rows
-        del qkv, q, k, v, grad_out
+        del qkv, q, k, v, grad_out, oracle
         if device == "cuda":
             torch.cuda.empty_cache()
     return rows
 
 
 COLUMNS = ["axis", "B,T,S", "seqs*heads", "method", "fwd ms", "fwd+bwd ms", "fwd TFLOP/s", "bwd TFLOP/s",
-           "fwd+bwd TFLOP/s", "vs best SDPA", "note"]
+           "fwd+bwd TFLOP/s", "vs best SDPA", "rel err", "note"]
 
 
 def markdown(rows, columns) -> str:

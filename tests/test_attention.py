@@ -172,6 +172,28 @@ def test_temporal_attention_huge_batch(backend):
             assert_rel_close(dqkv[:, :, :, i], ref_grads[i], tol, f"{backend} {dtype} d{name}")
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+@pytest.mark.parametrize("axis", ["spatial", "temporal"])
+def test_video_attention_compiles(backend, axis):
+    """torch.compile(fullgraph=True) of forward + backward through the op equals the eager call (on a GPU:
+    on the CPU the interpreter cannot run under compile, see DESIGN.md)."""
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(5)
+    qkv = _fused_qkv(1, 8, 96, 2, 64, "fused", torch.bfloat16, torch.device("cuda"), gen)
+
+    def step(qkv):
+        q, k, v = qkv.unbind(3)
+        out = ops.video_attention(q, k, v, axis)
+        return out, torch.autograd.grad(out.float().square().sum(), qkv)[0]
+
+    with ops.use_backend(backend):
+        eager_out, eager_grad = step(qkv.detach().requires_grad_())
+        comp_out, comp_grad = torch.compile(step, fullgraph=True)(qkv.detach().requires_grad_())
+    assert_rel_close(comp_out, eager_out.float(), 1e-2, f"{backend} compiled output")
+    assert_rel_close(comp_grad, eager_grad.float(), 1e-2, f"{backend} compiled gradient")
+
+
 def test_triton_supports_reasons():
     """The Triton backend declines what it cannot run, with a reason (and accepts fp32 where it can run)."""
     if "triton" not in BACKENDS:
