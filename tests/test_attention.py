@@ -173,25 +173,31 @@ def test_temporal_attention_huge_batch(backend):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
-@pytest.mark.parametrize("axis", ["spatial", "temporal"])
-def test_video_attention_compiles(backend, axis):
-    """torch.compile(fullgraph=True) of forward + backward through the op equals the eager call (on a GPU:
-    on the CPU the interpreter cannot run under compile, see DESIGN.md)."""
+@pytest.mark.parametrize("axis", ["spatial", "temporal", "joint"])
+def test_triton_attention_compiles(axis):
+    """torch.compile(fullgraph=True) of the Triton op (forward; its backward through AOTAutograd) equals the
+    eager call. On a GPU only: on the CPU the interpreter cannot run under compile (DESIGN.md). The backend
+    function is compiled directly: the facade's dispatcher reads a ContextVar, a graph break of its own."""
+    if "triton" not in BACKENDS:
+        pytest.skip("triton backend unavailable here")
+    from fastvdm.kernels.attention import video_attention as triton_attention
+
     torch._dynamo.reset()
     gen = torch.Generator().manual_seed(5)
     qkv = _fused_qkv(1, 8, 96, 2, 64, "fused", torch.bfloat16, torch.device("cuda"), gen)
 
-    def step(qkv):
-        q, k, v = qkv.unbind(3)
-        out = ops.video_attention(q, k, v, axis)
-        return out, torch.autograd.grad(out.float().square().sum(), qkv)[0]
+    def fwd(qkv):
+        return triton_attention(*qkv.unbind(3), axis)
 
-    with ops.use_backend(backend):
-        eager_out, eager_grad = step(qkv.detach().requires_grad_())
-        comp_out, comp_grad = torch.compile(step, fullgraph=True)(qkv.detach().requires_grad_())
-    assert_rel_close(comp_out, eager_out.float(), 1e-2, f"{backend} compiled output")
-    assert_rel_close(comp_grad, eager_grad.float(), 1e-2, f"{backend} compiled gradient")
+    results = []
+    for fn in (fwd, torch.compile(fwd, fullgraph=True)):
+        x = qkv.detach().requires_grad_()
+        out = fn(x)
+        out.float().square().sum().backward()
+        results.append((out.float(), x.grad.float()))
+    (eager_out, eager_grad), (comp_out, comp_grad) = results
+    assert_rel_close(comp_out, eager_out, 1e-2, "compiled output")
+    assert_rel_close(comp_grad, eager_grad, 1e-2, "compiled gradient")
 
 
 def test_triton_supports_reasons():
