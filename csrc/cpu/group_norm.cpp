@@ -317,36 +317,90 @@ void channels_last_sums(int64_t B, int64_t C, int64_t S, std::vector<double>& s1
 
 }  // namespace
 
+// Rows path: whole (n, g) groups per OpenMP task when there are enough of them for the threads, so that the
+// second pass over a group re-reads it from cache, not memory (one memory read and one write per element).
+static bool group_major(int64_t groups) {
+#ifdef _OPENMP
+  return groups >= 4 * static_cast<int64_t>(omp_get_max_threads());
+#else
+  return true;
+#endif
+}
+
 // ====================================================================================== forward
 template <typename T>
 void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupNormGeometry& geo,
                         const GroupNormParams& params, float eps, bool silu) {
   const int64_t B = geo.B, C = geo.C, S = geo.S, G = geo.G, Cg = C / G;
   const int64_t sb = geo.stride_b, sc = geo.stride_c, ss = geo.stride_s;
+  const bool cl = channels_last_path(geo);
+  std::vector<float> a, b;
+  modulation(geo, params, a, b);
 
   // Shift per (n, g): the group's first element. Sums of (x - k) keep the variance accurate when
   // |mean| >> std (no catastrophic cancellation in sum(x^2) - sum(x)^2).
   std::vector<float> shift_k(B * G);
   for (int64_t n = 0; n < B; ++n)
     for (int64_t g = 0; g < G; ++g) shift_k[n * G + g] = to_float(x[n * sb + g * Cg * sc]);
+  std::vector<double> s1(B * C, 0.0), s2(B * C, 0.0);  // per-(n, c) shifted sums
+
+  // Shifted sums of row (n, c) over s.
+  auto row_sums = [&](int64_t nc) {
+    const int64_t n = nc / C, c = nc % C;
+    const T* row = x + n * sb + c * sc;
+    const float k = shift_k[n * G + c / Cg];
+    float buf[kChunk];
+    double a1 = 0.0, a2 = 0.0;
+    for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
+      const int64_t len = std::min(kChunk, S - s0);
+      chunk_sums(load_chunk(row + s0 * ss, ss, len, buf), len, k, &a1, &a2);
+    }
+    s1[nc] = a1;
+    s2[nc] = a2;
+  };
+  // mean and rstd of group ng from its channels' sums.
+  const double count = static_cast<double>(Cg * S);
+  auto group_stats = [&](int64_t ng) {
+    const int64_t c0 = (ng / G) * C + (ng % G) * Cg;
+    double a1 = 0.0, a2 = 0.0;
+    for (int64_t nc = c0; nc < c0 + Cg; ++nc) {
+      a1 += s1[nc];
+      a2 += s2[nc];
+    }
+    const double m = a1 / count;
+    const double var = std::max(a2 / count - m * m, 0.0);
+    mean[ng] = static_cast<float>(shift_k[ng] + m);
+    rstd[ng] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+  };
+  // y = act(a * rstd * (x - mean) + b) on row (n, c).
+  auto row_apply = [&](int64_t nc) {
+    const int64_t n = nc / C, c = nc % C, ng = n * G + c / Cg;
+    const T* xrow = x + n * sb + c * sc;
+    T* yrow = y + n * sb + c * sc;
+    float xbuf[kChunk], ybuf[kChunk];
+    for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
+      const int64_t len = std::min(kChunk, S - s0);
+      float* out = out_chunk(yrow + s0 * ss, ss, ybuf);
+      chunk_apply(load_chunk(xrow + s0 * ss, ss, len, xbuf), len, mean[ng], a[nc] * rstd[ng], b[nc], silu, out);
+      store_chunk(out, yrow + s0 * ss, ss, len);
+    }
+  };
+
+  if (!cl && group_major(B * G)) {
+#pragma omp parallel for schedule(static)
+    for (int64_t ng = 0; ng < B * G; ++ng) {
+      const int64_t c0 = (ng / G) * C + (ng % G) * Cg;
+      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_sums(nc);
+      group_stats(ng);
+      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_apply(nc);
+    }
+    return;
+  }
 
   // 1. per-(n, c) shifted sums.
-  std::vector<double> s1(B * C, 0.0), s2(B * C, 0.0);
-  if (!channels_last_path(geo)) {
+  if (!cl) {
 #pragma omp parallel for schedule(static)
-    for (int64_t nc = 0; nc < B * C; ++nc) {
-      const int64_t n = nc / C, c = nc % C;
-      const T* row = x + n * sb + c * sc;
-      const float k = shift_k[n * G + c / Cg];
-      float buf[kChunk];
-      double a1 = 0.0, a2 = 0.0;
-      for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
-        const int64_t len = std::min(kChunk, S - s0);
-        chunk_sums(load_chunk(row + s0 * ss, ss, len, buf), len, k, &a1, &a2);
-      }
-      s1[nc] = a1;
-      s2[nc] = a2;
-    }
+    for (int64_t nc = 0; nc < B * C; ++nc) row_sums(nc);
   } else {
     std::vector<float> kc(B * C);  // shift per channel
     for (int64_t nc = 0; nc < B * C; ++nc) kc[nc] = shift_k[(nc / C) * G + (nc % C) / Cg];
@@ -354,40 +408,12 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
       channel_sums(load_chunk(x + n * sb + s * ss, 1, C, scratch), C, kc.data() + n * C, acc1, acc2);
     });
   }
-
   // 2. group statistics.
-  const double count = static_cast<double>(Cg * S);
-  for (int64_t n = 0; n < B; ++n) {
-    for (int64_t g = 0; g < G; ++g) {
-      double a1 = 0.0, a2 = 0.0;
-      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
-        a1 += s1[n * C + c];
-        a2 += s2[n * C + c];
-      }
-      const double m = a1 / count;
-      const double var = std::max(a2 / count - m * m, 0.0);
-      mean[n * G + g] = static_cast<float>(shift_k[n * G + g] + m);
-      rstd[n * G + g] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
-    }
-  }
-
+  for (int64_t ng = 0; ng < B * G; ++ng) group_stats(ng);
   // 3. y = act(a * rstd * (x - mean) + b).
-  std::vector<float> a, b;
-  modulation(geo, params, a, b);
-  if (!channels_last_path(geo)) {
+  if (!cl) {
 #pragma omp parallel for schedule(static)
-    for (int64_t nc = 0; nc < B * C; ++nc) {
-      const int64_t n = nc / C, c = nc % C, ng = n * G + c / Cg;
-      const T* xrow = x + n * sb + c * sc;
-      T* yrow = y + n * sb + c * sc;
-      float xbuf[kChunk], ybuf[kChunk];
-      for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
-        const int64_t len = std::min(kChunk, S - s0);
-        float* out = out_chunk(yrow + s0 * ss, ss, ybuf);
-        chunk_apply(load_chunk(xrow + s0 * ss, ss, len, xbuf), len, mean[ng], a[nc] * rstd[ng], b[nc], silu, out);
-        store_chunk(out, yrow + s0 * ss, ss, len);
-      }
-    }
+    for (int64_t nc = 0; nc < B * C; ++nc) row_apply(nc);
   } else {
     std::vector<float> mc(B * C), ac(B * C);  // per-channel mean and a * rstd
     for (int64_t nc = 0; nc < B * C; ++nc) {
@@ -431,24 +457,71 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
     mc[nc] = mean[ng];
     rc[nc] = rstd[ng];
   }
-  const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
+  std::vector<double> s1(B * C, 0.0), s2(B * C, 0.0);  // per-(n, c) sums of dz and dz * xhat
+  std::vector<float> p(B * C), q(B * C), r(B * C);      // dx = p * dz + q * (x - mean) + r
+
+  // Sums of dz and dz * xhat over row (n, c).
+  auto row_grad_sums = [&](int64_t nc) {
+    const int64_t n = nc / C, c = nc % C, off = n * sb + c * sc;
+    float xbuf[kChunk], gbuf[kChunk];
+    double a1 = 0.0, a2 = 0.0;
+    for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
+      const int64_t len = std::min(kChunk, S - s0);
+      chunk_grad_sums(load_chunk(dy + off + s0 * ss, ss, len, gbuf), load_chunk(x + off + s0 * ss, ss, len, xbuf),
+                      len, mc[nc], rc[nc], a[nc], b[nc], silu, &a1, &a2);
+    }
+    s1[nc] = a1;
+    s2[nc] = a2;
+  };
+  // dx coefficients of group ng: m1 = mean over the group of a * dz, m2 = mean of a * dz * xhat.
+  const double count = static_cast<double>(Cg * S);
+  auto group_coefficients = [&](int64_t ng) {
+    const int64_t c0 = (ng / G) * C + (ng % G) * Cg;
+    double m1 = 0.0, m2 = 0.0;
+    for (int64_t nc = c0; nc < c0 + Cg; ++nc) {
+      m1 += a[nc] * s1[nc];
+      m2 += a[nc] * s2[nc];
+      sum_dz[nc] = static_cast<float>(s1[nc]);
+      sum_dzx[nc] = static_cast<float>(s2[nc]);
+    }
+    m1 /= count;
+    m2 /= count;
+    const double rs = rstd[ng];
+    for (int64_t nc = c0; nc < c0 + Cg; ++nc) {
+      p[nc] = static_cast<float>(rs * a[nc]);
+      q[nc] = static_cast<float>(-rs * rs * m2);
+      r[nc] = static_cast<float>(-rs * m1);
+    }
+  };
+  // dx on row (n, c).
+  auto row_dx = [&](int64_t nc) {
+    const int64_t n = nc / C, c = nc % C, off = n * sb + c * sc;
+    float xbuf[kChunk], gbuf[kChunk], obuf[kChunk];
+    for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
+      const int64_t len = std::min(kChunk, S - s0);
+      T* dst = dx + off + s0 * ss;
+      float* out = out_chunk(dst, ss, obuf);
+      chunk_dx(load_chunk(dy + off + s0 * ss, ss, len, gbuf), load_chunk(x + off + s0 * ss, ss, len, xbuf), len,
+               mc[nc], rc[nc], a[nc], b[nc], p[nc], q[nc], r[nc], silu, out);
+      store_chunk(out, dst, ss, len);
+    }
+  };
+
+  if (!cl && group_major(B * G)) {
+#pragma omp parallel for schedule(static)
+    for (int64_t ng = 0; ng < B * G; ++ng) {
+      const int64_t c0 = (ng / G) * C + (ng % G) * Cg;
+      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_grad_sums(nc);
+      group_coefficients(ng);
+      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_dx(nc);
+    }
+    return;
+  }
 
   // 1. per-(n, c) sums of dz and dz * xhat.
-  std::vector<double> s1(B * C, 0.0), s2(B * C, 0.0);
   if (!cl) {
 #pragma omp parallel for schedule(static)
-    for (int64_t nc = 0; nc < B * C; ++nc) {
-      const int64_t n = nc / C, c = nc % C, off = n * sb + c * sc;
-      float xbuf[kChunk], gbuf[kChunk];
-      double a1 = 0.0, a2 = 0.0;
-      for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
-        const int64_t len = std::min(kChunk, S - s0);
-        chunk_grad_sums(load_chunk(dy + off + s0 * ss, ss, len, gbuf), load_chunk(x + off + s0 * ss, ss, len, xbuf),
-                        len, mc[nc], rc[nc], a[nc], b[nc], silu, &a1, &a2);
-      }
-      s1[nc] = a1;
-      s2[nc] = a2;
-    }
+    for (int64_t nc = 0; nc < B * C; ++nc) row_grad_sums(nc);
   } else {
     channels_last_sums(B, C, S, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
       const int64_t off = n * sb + s * ss, k = n * C;
@@ -456,48 +529,14 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
                         mc.data() + k, rc.data() + k, a.data() + k, b.data() + k, silu, acc1, acc2);
     });
   }
-  for (int64_t i = 0; i < B * C; ++i) {
-    sum_dz[i] = static_cast<float>(s1[i]);
-    sum_dzx[i] = static_cast<float>(s2[i]);
-  }
-
-  // 2. dx coefficients: m1 = mean over the group of a * dz, m2 = mean of a * dz * xhat.
-  std::vector<float> p(B * C), q(B * C), r(B * C);
-  const double count = static_cast<double>(Cg * S);
-  for (int64_t n = 0; n < B; ++n) {
-    for (int64_t g = 0; g < G; ++g) {
-      double m1 = 0.0, m2 = 0.0;
-      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
-        m1 += a[n * C + c] * s1[n * C + c];
-        m2 += a[n * C + c] * s2[n * C + c];
-      }
-      m1 /= count;
-      m2 /= count;
-      const double rs = rstd[n * G + g];
-      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
-        p[n * C + c] = static_cast<float>(rs * a[n * C + c]);
-        q[n * C + c] = static_cast<float>(-rs * rs * m2);
-        r[n * C + c] = static_cast<float>(-rs * m1);
-      }
-    }
-  }
-
+  // 2. dx coefficients.
+  for (int64_t ng = 0; ng < B * G; ++ng) group_coefficients(ng);
   // 3. dx.
   if (!cl) {
 #pragma omp parallel for schedule(static)
-    for (int64_t nc = 0; nc < B * C; ++nc) {
-      const int64_t n = nc / C, c = nc % C, off = n * sb + c * sc;
-      float xbuf[kChunk], gbuf[kChunk], obuf[kChunk];
-      for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
-        const int64_t len = std::min(kChunk, S - s0);
-        T* dst = dx + off + s0 * ss;
-        float* out = out_chunk(dst, ss, obuf);
-        chunk_dx(load_chunk(dy + off + s0 * ss, ss, len, gbuf), load_chunk(x + off + s0 * ss, ss, len, xbuf), len,
-                 mc[nc], rc[nc], a[nc], b[nc], p[nc], q[nc], r[nc], silu, out);
-        store_chunk(out, dst, ss, len);
-      }
-    }
+    for (int64_t nc = 0; nc < B * C; ++nc) row_dx(nc);
   } else {
+    const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
 #pragma omp parallel
     {
       std::vector<float> xbuf(C), gbuf(C), obuf(C);
