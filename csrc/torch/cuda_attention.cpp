@@ -9,7 +9,7 @@
 #include <tuple>
 
 #include "cuda/attention.h"
-#include "torch/cuda_binding.h"
+#include "cuda_binding.h"  // csrc/torch/cuda_binding.h (same directory)
 
 namespace {
 

@@ -8,7 +8,7 @@
 #include <tuple>
 
 #include "cuda/losses.h"
-#include "torch/cuda_binding.h"
+#include "cuda_binding.h"  // csrc/torch/cuda_binding.h (same directory)
 
 namespace {
 
