@@ -19,7 +19,10 @@
 //
 // Two memory paths: "rows" (any strides; vectorized when stride_s == 1: contiguous NC* input) walks each
 // (n, c) row over s; "channels-last" (stride_c == 1, e.g. channels_last_3d) walks each (n, s) row over the C
-// contiguous channels, so both layouts are read at unit stride.
+// contiguous channels, so both layouts are read at unit stride. With enough (n, g) groups for the threads,
+// the rows path runs group by group (sums, statistics, then the elementwise pass while the group is still
+// in cache); otherwise, and on the channels-last path, each pass covers the whole tensor. All reductions run
+// in a fixed order: results do not depend on the thread count.
 #pragma once
 
 #include <cstdint>
