@@ -271,17 +271,18 @@ def test_triton_kernels_compile_for_sm90_bf16():
 
 @pytest.mark.parametrize("memory_format", [None, torch.channels_last_3d], ids=["contiguous", "channels_last_3d"])
 def test_cpu_results_do_not_depend_on_thread_count(memory_format):
-    """The OpenMP kernels reduce in a fixed order: bitwise identical results with 1 and 2 threads."""
+    """The OpenMP kernels reduce in a fixed order: bitwise identical results with 1 and 2 threads (B * G = 6
+    groups: the contiguous case runs group by group on 1 thread and pass by pass on 2)."""
     if "cpu" not in all_backends("group_norm"):
         pytest.skip("the CPU extension is not built")
-    x, params = _make_inputs((2, 16, 3, 8, 9), ALL_PARAMS, torch.float32, "cpu", memory_format, 0.3)
+    x, params = _make_inputs((2, 12, 3, 8, 9), ALL_PARAMS, torch.float32, "cpu", memory_format, 0.3)
     grad_out = torch.randn(x.shape, dtype=torch.float64)
     threads = torch.get_num_threads()
     results = []
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            results.append(_run("cpu", x, 4, params, "silu", grad_out))
+            results.append(_run("cpu", x, 3, params, "silu", grad_out))
     finally:
         torch.set_num_threads(threads)
     (y1, g1), (y2, g2) = results
