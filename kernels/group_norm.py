@@ -16,9 +16,9 @@ Forward (``fastvdm::group_norm_triton_fwd(...) -> (y, mean, rstd)``):
   second loop re-reads the group (from L2 where it fits).
 - When B * G programs are too few to fill the GPU (e.g. B=2, G=32 on 132 SMs), each group is split along S
   over SPLIT programs: ``_fwd_stats_kernel`` writes per-split partial sums, ``_fwd_apply_kernel`` reduces the
-  SPLIT partials of its group and applies. The apply kernel walks the tiles in the reverse order of the
-  stats kernel, so that its first reads hit what L2 still holds; x is read twice from memory only where it
-  is larger than L2.
+  SPLIT partials of its group and applies. The apply kernel walks the programs in the reverse order of the
+  stats kernel, so that its first reads find in L2 what the stats kernel read last; where x is larger than
+  L2, x is still read twice from memory.
 Backward (``fastvdm::group_norm_triton_bwd(...) -> (dx, sum_dz, sum_dzx)``), dz = dy * act'(z), N = Cg * S:
 - ``_bwd_sums_kernel`` (grid (B * G, SPLIT)): per-channel partial sums of dz and dz * xhat;
 - ``_bwd_dx_kernel`` (grid (B * G, SPLIT)): reduces them, m1 = sum_c a * sum_dz / N,
@@ -45,8 +45,8 @@ from fastvdm.ops import _dispatch
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-# Elements per tile (BLOCK_C * BLOCK_S) and channels per tile. Tests lower them (and force SPLIT) to exercise the multi-tile and
-# split paths on small inputs under the interpreter.
+# Elements per tile (BLOCK_C * BLOCK_S) and channels per tile. Tests lower them (and force SPLIT) to exercise
+# the multi-tile and split paths on small inputs under the interpreter.
 MAX_TILE = 4096
 MAX_BLOCK_C = 64
 FORCE_SPLIT: Optional[int] = None  # None: choose from the device's SM count
