@@ -29,7 +29,8 @@ def _backend_dtypes():
             marks = ()
             if backend == "triton" and dtype != torch.float32 and not torch.cuda.is_available():
                 marks = (pytest.mark.gpu,)  # the interpreter tests run fp32
-            params.append(pytest.param(backend, dtype, id=f"{backend}-{str(dtype).removeprefix('torch.')}", marks=marks))
+            name = f"{backend}-{str(dtype).removeprefix('torch.')}"
+            params.append(pytest.param(backend, dtype, id=name, marks=marks))
     return params
 
 
