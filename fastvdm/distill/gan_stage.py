@@ -1,0 +1,135 @@
+"""Stage 1 of FVGen: adversarial initialization of the few-step student.
+
+The student (initialized from the teacher) generates a clip by backward simulation: it runs its own first k
+of the sampler's steps (k uniform in [0, num_steps - 1], no gradient) and then predicts x0 at t_k with
+gradient, so training sees the inputs that inference sees. Real clips and student clips are noised to one
+random t per sample (independent noise) and judged by the discriminator (the frozen teacher's encoder plus a
+trainable head, :class:`fastvdm.models.Discriminator`; any ``disc(x_t, t, cond) -> (B,) logits`` works).
+Losses are the non-saturating GAN losses (or hinge); the head is updated ``disc_steps`` times per student
+update (two time-scale updates) with its own learning rate, optionally with an R1 penalty on real inputs.
+
+    stage = GANStage(student, disc, FewStepSampler(VSchedule()), GANConfig())
+    for x0, cond in loader:
+        logs = stage.step(x0, cond)         # {"loss_g": ..., "loss_d": ..., "d_real": ..., "d_fake": ...}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from fastvdm.distill.losses import gan_discriminator_loss, gan_generator_loss, r1_penalty
+from fastvdm.distill.simulate import backward_simulation, randn_like, sample_t
+from fastvdm.diffusion import FewStepSampler
+
+
+@dataclass
+class GANConfig:
+    """Hyper-parameters of the GAN stage (defaults: FVGen / DMD2-like two time-scale updates)."""
+
+    lr_g: float = 5e-6                    # student learning rate
+    lr_d: float = 2e-5                    # discriminator-head learning rate
+    betas: tuple = (0.0, 0.99)            # Adam betas of both optimizers
+    weight_decay: float = 0.0
+    disc_steps: int = 2                   # head updates per student update
+    t_range: tuple = (0.0, 999.0)         # noise levels at which the discriminator judges clips
+    gan_kind: str = "non_saturating"      # or "hinge"
+    r1_gamma: float = 0.0                 # R1 penalty weight on real inputs (0: off)
+    grad_clip: float = 0.0                # max grad norm of the student (0: off)
+
+
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def adam(params, lr: float, cfg) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def disc_logits(disc: Callable, schedule, x0: Tensor, cond: Any, t_range) -> Tensor:
+    """Discriminator logits (B,) of clean clips x0, noised (fresh noise) to t uniform in ``t_range``."""
+    t = sample_t(x0.shape[0], t_range, x0.device)
+    return disc(schedule.add_noise(x0, randn_like(x0), t), t, cond).reshape(x0.shape[0])
+
+
+def disc_update(disc: nn.Module, opt: torch.optim.Optimizer, schedule, x0_real: Tensor, x0_fake: Tensor, cond: Any,
+                cfg) -> dict:
+    """One head update on real and (detached) generated clips, both noised to the same t per sample.
+
+    cfg: anything with ``t_range``, ``gan_kind`` and ``r1_gamma`` (a :class:`GANConfig`). Only the
+    discriminator's trainable parameters (the head) receive gradient.
+    """
+    t = sample_t(x0_real.shape[0], cfg.t_range, x0_real.device)
+    x_real = schedule.add_noise(x0_real, randn_like(x0_real), t)
+    x_fake = schedule.add_noise(x0_fake.detach(), randn_like(x0_real), t)
+    if cfg.r1_gamma > 0:
+        x_real.requires_grad_(True)
+    real, fake = disc(x_real, t, cond).flatten(), disc(x_fake, t, cond).flatten()
+    loss = gan_discriminator_loss(real, fake, cfg.gan_kind)
+    logs = {"loss_d": loss.item(), "d_real": real.mean().item(), "d_fake": fake.mean().item()}
+    if cfg.r1_gamma > 0:
+        r1 = r1_penalty(real, x_real, cfg.r1_gamma)
+        loss = loss + r1
+        logs["r1"] = r1.item()
+    opt.zero_grad(set_to_none=True)
+    loss.backward(inputs=trainable(disc))
+    opt.step()
+    return logs
+
+
+def student_update(student: nn.Module, opt: torch.optim.Optimizer, loss: Tensor, grad_clip: float = 0.0) -> dict:
+    """Backpropagate ``loss`` into the student's parameters only and take an optimizer step."""
+    params = trainable(student)
+    opt.zero_grad(set_to_none=True)
+    loss.backward(inputs=params)  # frozen teacher / discriminator head get no gradient from here
+    logs = {}
+    if grad_clip > 0:
+        logs["grad_norm_g"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    opt.step()
+    return logs
+
+
+class GANStage:
+    """One training step of the GAN stage: one student update, then ``disc_steps`` head updates.
+
+    student: the v-prediction student (trainable, initialized from the teacher); disc: a module whose
+    trainable parameters are the head only, callable ``disc(x_t, t, cond) -> (B,) logits``; sampler: the
+    student's :class:`FewStepSampler` (its schedule noises the discriminator's inputs too).
+    ``models`` and ``optimizers`` list what a training loop checkpoints.
+    """
+
+    def __init__(self, student: nn.Module, disc: nn.Module, sampler: FewStepSampler, config: GANConfig = GANConfig()):
+        self.student, self.disc, self.sampler, self.cfg = student, disc, sampler, config
+        self.schedule = sampler.schedule
+        self.opt_g = adam(trainable(student), config.lr_g, config)
+        self.opt_d = adam(trainable(disc), config.lr_d, config)
+        self.models = {"student": student, "disc": disc}
+        self.optimizers = {"student": self.opt_g, "disc": self.opt_d}
+
+    def generate(self, x0_real: Tensor, cond: Any) -> Tensor:
+        """A student clip by backward simulation from a random number k of simulated steps; (B, ...)."""
+        return generate(self.student, self.sampler, x0_real, cond)
+
+    def step(self, x0_real: Tensor, cond: Any = None) -> dict:
+        """One student update, then ``disc_steps`` head updates (the first on the student's own clip)."""
+        cfg = self.cfg
+        x0_fake = self.generate(x0_real, cond)
+        loss = gan_generator_loss(disc_logits(self.disc, self.schedule, x0_fake, cond, cfg.t_range), cfg.gan_kind)
+        logs = {"loss_g": loss.item(), **student_update(self.student, self.opt_g, loss, cfg.grad_clip)}
+        x0_fake = x0_fake.detach()
+        for i in range(cfg.disc_steps):
+            if i > 0:
+                with torch.no_grad():
+                    x0_fake = self.generate(x0_real, cond)
+            logs.update(disc_update(self.disc, self.opt_d, self.schedule, x0_real, x0_fake, cond, cfg))
+        return logs
+
+
+def generate(student: nn.Module, sampler: FewStepSampler, like: Tensor, cond: Any) -> Tensor:
+    """Backward simulation from fresh noise shaped like ``like`` with k uniform in [0, num_steps - 1]."""
+    k = int(torch.randint(len(sampler.timesteps), ()).item())
+    x0, _ = backward_simulation(student, sampler, randn_like(like), cond, k)
+    return x0

@@ -1,0 +1,187 @@
+"""Distillation machinery on the real architecture (tiny VideoUNet): the discriminator's frozen encoder,
+backward simulation on the sampler's timesteps, and one step of each stage."""
+
+import copy
+
+import pytest
+import torch
+
+from fastvdm.diffusion import FewStepSampler, VSchedule
+from fastvdm.distill.gan_stage import GANConfig, GANStage
+from fastvdm.distill.kl_stage import KLConfig, KLStage
+from fastvdm.distill.simulate import backward_simulation, guided_x0
+from fastvdm.models import VideoUNet, VideoUNetConfig, drop_condition
+from fastvdm.models.discriminator import Discriminator, Head3D
+
+B, T, H, W = 2, 4, 16, 16
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_unet() -> VideoUNet:
+    cfg = VideoUNetConfig(channels=(8, 16), num_res_blocks=1, attention_levels=(1,), head_dim=8, groups=4,
+                          temporal_kernel=1)
+    model = VideoUNet(cfg)
+    with torch.no_grad():  # the output conv starts at zero; give the model a non-trivial prediction
+        model.conv_out.weight.normal_(0, 0.1)
+    return model
+
+
+def clip_cond(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(B, 3, T, H, W, generator=g) * 2 - 1
+    is_input = torch.zeros(B, T, dtype=torch.bool)
+    is_input[:, 0] = True
+    cond = {"cond_rgb": torch.rand(B, 3, T, H, W, generator=g), "cond_mask": (torch.rand(B, 1, T, H, W, generator=g) > 0.5).float(),
+            "plucker": torch.randn(B, 6, T, H, W, generator=g), "is_input": is_input, "input_frames": x0}
+    return x0, cond
+
+
+class Recorder(torch.nn.Module):
+    """Wraps a v-model and records (t, grad enabled) of every call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, []
+
+    def forward(self, x_t, t, cond):
+        self.calls.append((t.tolist(), torch.is_grad_enabled()))
+        return self.model(x_t, t, cond)
+
+
+def test_discriminator_gives_no_gradient_to_teacher():
+    teacher = small_unet()
+    before = copy.deepcopy(teacher.state_dict())
+    disc = Discriminator(teacher, width=16, groups=4)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    assert {n for n, p in disc.named_parameters() if p.requires_grad} == {f"head.{n}" for n, _ in disc.head.named_parameters()}
+    x0, cond = clip_cond()
+    x_t = x0.clone().requires_grad_(True)
+    logits = disc(x_t, torch.tensor([10.0, 700.0]), cond)
+    assert logits.shape == (B,)
+    logits.sum().backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in disc.head.parameters())
+    assert x_t.grad is not None and x_t.grad.abs().sum() > 0  # the generator's GAN loss reaches its clip
+    disc.train()
+    assert not teacher.training
+    # A full GAN step: the student and the head move, the teacher does not.
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    stage = GANStage(student, disc, FewStepSampler(VSchedule()), GANConfig(lr_g=1e-3, lr_d=1e-3, disc_steps=1))
+    head0 = copy.deepcopy(disc.head.state_dict())
+    logs = stage.step(x0, cond)
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert any(not torch.equal(v, before[k]) for k, v in student.state_dict().items())
+    assert any(not torch.equal(v, head0[k]) for k, v in disc.head.state_dict().items())
+    assert set(disc.trainable_state_dict()) == {f"head.{k}" for k in disc.head.state_dict()}
+
+
+def test_head3d_one_logit_per_clip():
+    head = Head3D(16, width=8, depth=3, groups=4)
+    for shape in [(3, 16, 4, 4, 4), (3, 16, 2, 1, 1), (3, 16, 1, 3, 5)]:
+        assert head(torch.randn(shape)).shape == (3,)
+    # Clips are judged independently.
+    h = torch.randn(3, 16, 4, 4, 4)
+    assert torch.allclose(head(h)[1:], head(h[1:]), atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_backward_simulation_uses_sampler_timesteps(k):
+    sampler = FewStepSampler(VSchedule())
+    model = Recorder(small_unet())
+    x0, cond = clip_cond()
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5))
+    x, t = backward_simulation(model, sampler, noise, cond, k, generator=torch.Generator().manual_seed(6))
+    ts = [c[0][0] for c in model.calls]
+    assert ts == [float(s) for s in sampler.timesteps[: k + 1]]
+    assert all(len(set(c[0])) == 1 for c in model.calls)  # one timestep for the whole batch
+    assert [c[1] for c in model.calls] == [False] * k + [True]  # gradient through the last step only
+    assert t.tolist() == [float(sampler.timesteps[k])] * B and x.requires_grad
+    assert torch.equal(x[:, :, 0], x0[:, :, 0])  # the clean input frame is pasted back, as the sampler does
+    if k == len(sampler.timesteps) - 1:  # the full simulation is the sampler's own output (same random draws)
+        ref = sampler(model, cond, x0.shape, generator=torch.Generator().manual_seed(5))
+        with torch.no_grad():
+            x_again, _ = backward_simulation(model, sampler, noise, cond, k, generator=_continue(5, x0.shape))
+        assert torch.allclose(x_again, ref, atol=1e-6)
+
+
+def _continue(seed, shape):
+    """A generator in the state the sampler's is in after drawing x_999 of ``shape``."""
+    g = torch.Generator().manual_seed(seed)
+    torch.randn(shape, generator=g)
+    return g
+
+
+class Scale(torch.nn.Module):
+    """A cheap v-model: v = w x_t."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x_t, t, cond):
+        return self.w * x_t
+
+
+def test_gan_stage_draws_every_k():
+    sampler = FewStepSampler(VSchedule())
+    model = Recorder(Scale())
+    x0, cond = clip_cond()
+    disc = Discriminator(small_unet(), width=16, groups=4)
+    stage = GANStage(model, disc, sampler, GANConfig(disc_steps=0))
+    ks = set()
+    for _ in range(32):
+        model.calls.clear()
+        stage.generate(x0, cond)
+        last_t = model.calls[-1][0][0]
+        assert model.calls[-1][1] and not any(c[1] for c in model.calls[:-1])
+        k = sampler.timesteps.index(int(last_t))
+        assert len(model.calls) == k + 1
+        ks.add(k)
+    assert ks == {0, 1, 2, 3}
+
+
+def test_guided_x0_is_linear_guidance():
+    sch = VSchedule()
+    model = small_unet()
+    x0, cond = clip_cond()
+    t = torch.tensor([300.0, 600.0])
+    x_t = sch.add_noise(x0, torch.randn_like(x0), t)
+    with torch.no_grad():
+        c = sch.v_to_x0(x_t, model(x_t, t, cond), t)
+        u = sch.v_to_x0(x_t, model(x_t, t, drop_condition(cond)), t)
+        out = guided_x0(model, sch, x_t, t, cond, guidance=3.0)
+    assert torch.allclose(out, u + 3.0 * (c - u), atol=1e-5)
+    assert not torch.allclose(c, u)
+
+
+@pytest.mark.parametrize("weighting,gan_weight,disc_steps", [("softened", 0.0, 0), ("plain", 0.5, 1)])
+def test_kl_stage_step(weighting, gan_weight, disc_steps):
+    teacher = small_unet()
+    before = copy.deepcopy(teacher.state_dict())
+    student = copy.deepcopy(teacher)
+    fake = copy.deepcopy(teacher)
+    disc = Discriminator(teacher, width=16, groups=4)
+    x0, cond = clip_cond()
+    cfg = KLConfig(weighting=weighting, lr_g=1e-3, lr_fake=1e-3, fake_steps=2, gan_weight=gan_weight,
+                   disc_steps=disc_steps, guidance=2.0)
+    stage = KLStage(student, teacher, fake, FewStepSampler(VSchedule()), disc, cfg)
+    head0 = copy.deepcopy(disc.head.state_dict())
+    logs = stage.step(x0, cond)
+    assert ("kl_weight" in logs) == (weighting == "softened") and ("loss_g" in logs) == (gan_weight > 0)
+    if weighting == "softened":
+        assert 0 < logs["kl_weight"] < 1
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for m in (student, fake):
+        assert any(not torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    head_moved = any(not torch.equal(v, head0[k]) for k, v in disc.head.state_dict().items())
+    assert head_moved == (disc_steps > 0)
