@@ -16,6 +16,7 @@ split addressing; a non-default scale.
 from __future__ import annotations
 
 import math
+import re
 import zlib
 
 import pytest
@@ -295,6 +296,43 @@ out = {
     "temporal_fwd": compile_sm90(TA._temporal_fwd_kernel, temporal, ("qk_scale",), 4, 1),
     "temporal_bwd": compile_sm90(TA._temporal_bwd_kernel, temporal, ("scale", "qk_scale"), 4, 1),
 }
+
+# torch.compile tracing of the Triton op, forward + backward (the joint graph). torch's analysis of which kernel
+# arguments a Triton kernel writes needs a target for TTIR: give it sm_90 (no launch happens).
+import torch
+from functorch.compile import min_cut_rematerialization_partition
+from torch._dynamo.backends.common import aot_autograd
+import fastvdm.kernels.attention as A
+
+class Sm90Driver:
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 32)
+
+triton.runtime.driver.set_active(Sm90Driver())
+
+class Captured(Exception):
+    pass
+
+def trace(axis):
+    graphs = []
+    def capture(gm, example_inputs):
+        graphs.append(gm.code)
+        def run(*args):
+            raise Captured
+        return run
+    backend = aot_autograd(fw_compiler=capture, bw_compiler=capture,
+                           partition_fn=min_cut_rematerialization_partition)
+    torch._dynamo.reset()
+    x = torch.randn(1, 4, 24, 3, 2, 64, dtype=torch.bfloat16, requires_grad=True)
+    try:
+        torch.compile(lambda qkv: A.video_attention(*qkv.unbind(3), axis), backend=backend, fullgraph=True)(x)
+    except Captured:
+        pass
+    code = "\n".join(graphs)
+    return {"graphs": len(graphs), "kernels": code.count("triton_kernel_wrapper_functional("),
+            "cloned": re.findall(r"tensors_to_clone = \[([^\]]*)\]", code)}
+
+out["trace"] = {axis: trace(axis) for axis in ("spatial", "temporal", "joint")}
 print("RESULT" + json.dumps(out))
 '''
 
@@ -303,7 +341,8 @@ def test_triton_kernels_compile_for_hopper(tmp_path):
     """The GPU path, which the interpreter does not exercise: every kernel compiles for sm_90 (Triton ->
     PTX -> cubin with the ptxas Triton ships; no GPU needed) in bf16 with the fused-layout specialization,
     uses tensor-core MMAs (wgmma for the flash kernels, mma.sync for the batched 3-D dots of the temporal
-    kernels), and loads 128-bit vectors."""
+    kernels), and loads 128-bit vectors. And torch.compile(fullgraph=True) traces the op, forward and
+    backward, with the kernels seen to write only their outputs (no launch: the compiled graph is captured)."""
     import json
     import os
     import subprocess
@@ -319,6 +358,12 @@ def test_triton_kernels_compile_for_hopper(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    for axis, traced in result.pop("trace").items():
+        # The forward graph holds the kernel launch, and the kernel writes only its outputs (O, LSE): the
+        # q, k, v views of the fused tensor are not cloned as if mutated.
+        assert traced["graphs"] >= 1 and traced["kernels"] >= 1, f"{axis}: no Triton kernel traced: {traced}"
+        for cloned in traced["cloned"]:
+            assert set(re.findall(r"'(\w+)'", cloned)) <= {"O", "LSE"}, f"{axis}: inputs treated as mutated: {traced}"
     for name, stats in result.items():
         mma = stats["wgmma"] if name.startswith("flash") else stats["mma"]
         assert mma > 0, f"{name}: no tensor-core MMA in the PTX: {stats}"
