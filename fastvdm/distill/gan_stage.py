@@ -38,7 +38,7 @@ class GANConfig:
     t_range: tuple = (0.0, 999.0)         # noise levels at which the discriminator judges clips
     gan_kind: str = "non_saturating"      # or "hinge"
     r1_gamma: float = 0.0                 # R1 penalty weight on real inputs (0: off)
-    grad_clip: float = 0.0                # max grad norm of the student (0: off)
+    grad_clip: float = 0.0                # max grad norm per optimizer without a training loop (0: off)
 
 
 def trainable(module: nn.Module) -> list[nn.Parameter]:
@@ -55,13 +55,10 @@ def disc_logits(disc: Callable, schedule, x0: Tensor, cond: Any, t_range) -> Ten
     return disc(schedule.add_noise(x0, randn_like(x0), t), t, cond).reshape(x0.shape[0])
 
 
-def disc_update(disc: nn.Module, opt: torch.optim.Optimizer, schedule, x0_real: Tensor, x0_fake: Tensor, cond: Any,
-                cfg) -> dict:
-    """One head update on real and (detached) generated clips, both noised to the same t per sample.
-
-    cfg: anything with ``t_range``, ``gan_kind`` and ``r1_gamma`` (a :class:`GANConfig`). Only the
-    discriminator's trainable parameters (the head) receive gradient.
-    """
+def disc_update(stage, x0_real: Tensor, x0_fake: Tensor, cond: Any, cfg, ctx=None) -> dict:
+    """One head update of ``stage.disc`` (optimizer "disc") on real and detached generated clips, both noised
+    to the same t per sample. cfg: anything with ``t_range``, ``gan_kind`` and ``r1_gamma``."""
+    disc, schedule = stage.disc, stage.schedule
     t = sample_t(x0_real.shape[0], cfg.t_range, x0_real.device)
     x_real = schedule.add_noise(x0_real, randn_like(x0_real), t)
     x_fake = schedule.add_noise(x0_fake.detach(), randn_like(x0_real), t)
@@ -74,25 +71,37 @@ def disc_update(disc: nn.Module, opt: torch.optim.Optimizer, schedule, x0_real: 
         r1 = r1_penalty(real, x_real, cfg.r1_gamma)
         loss = loss + r1
         logs["r1"] = r1.item()
-    opt.zero_grad(set_to_none=True)
-    loss.backward(inputs=trainable(disc))
-    opt.step()
+    logs["grad_norm_d"] = stage.update("disc", loss, ctx)
     return logs
 
 
-def student_update(student: nn.Module, opt: torch.optim.Optimizer, loss: Tensor, grad_clip: float = 0.0) -> dict:
-    """Backpropagate ``loss`` into the student's parameters only and take an optimizer step."""
-    params = trainable(student)
-    opt.zero_grad(set_to_none=True)
-    loss.backward(inputs=params)  # frozen teacher / discriminator head get no gradient from here
-    logs = {}
-    if grad_clip > 0:
-        logs["grad_norm_g"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
-    opt.step()
-    return logs
+class Stage:
+    """What both stages share: named models and optimizers, and one update rule for either way of running.
+
+    ``update(name, loss, ctx)`` clears the gradients that earlier losses of this step left in optimizer
+    ``name``'s parameters (e.g. the generator's GAN loss reaching the head), then either hands over to the
+    training loop (``ctx.backward_step``: gradient all-reduce over ranks, clipping, warmup, step) or, without a
+    loop, backpropagates into those parameters only, clips to ``cfg.grad_clip`` and steps.
+    """
+
+    models: dict
+    optimizers: dict
+
+    def update(self, name: str, loss: Tensor, ctx=None) -> float:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        if ctx is not None:
+            return ctx.backward_step(name, loss)
+        params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
+        loss.backward(inputs=params)
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return norm
 
 
-class GANStage:
+class GANStage(Stage):
     """One training step of the GAN stage: one student update, then ``disc_steps`` head updates.
 
     student: the v-prediction student (trainable, initialized from the teacher); disc: a module whose
@@ -113,18 +122,19 @@ class GANStage:
         """A student clip by backward simulation from a random number k of simulated steps; (B, ...)."""
         return generate(self.student, self.sampler, x0_real, cond)
 
-    def step(self, x0_real: Tensor, cond: Any = None) -> dict:
-        """One student update, then ``disc_steps`` head updates (the first on the student's own clip)."""
+    def step(self, x0_real: Tensor, cond: Any = None, ctx=None) -> dict:
+        """One student update, then ``disc_steps`` head updates (the first on the student's own clip).
+        x0_real: (B, ...) real clips; ctx: the training loop's :class:`fastvdm.train.StepContext` or None."""
         cfg = self.cfg
         x0_fake = self.generate(x0_real, cond)
         loss = gan_generator_loss(disc_logits(self.disc, self.schedule, x0_fake, cond, cfg.t_range), cfg.gan_kind)
-        logs = {"loss_g": loss.item(), **student_update(self.student, self.opt_g, loss, cfg.grad_clip)}
+        logs = {"loss_g": loss.item(), "grad_norm_g": self.update("student", loss, ctx)}
         x0_fake = x0_fake.detach()
         for i in range(cfg.disc_steps):
             if i > 0:
                 with torch.no_grad():
                     x0_fake = self.generate(x0_real, cond)
-            logs.update(disc_update(self.disc, self.opt_d, self.schedule, x0_real, x0_fake, cond, cfg))
+            logs.update(disc_update(self, x0_real, x0_fake, cond, cfg, ctx))
         return logs
 
 

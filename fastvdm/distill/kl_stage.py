@@ -28,7 +28,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from fastvdm.distill.gan_stage import adam, disc_logits, disc_update, generate, student_update, trainable
+from fastvdm.distill.gan_stage import Stage, adam, disc_logits, disc_update, generate, trainable
 from fastvdm.distill.losses import gan_generator_loss, softened_kl_weight
 from fastvdm.distill.simulate import guided_x0, predict_x0, randn_like, sample_t
 from fastvdm.diffusion import FewStepSampler
@@ -56,7 +56,7 @@ class KLConfig:
     disc_t_range: tuple = (0.0, 999.0)   # noise levels of the GAN term and head updates
     gan_kind: str = "non_saturating"
     r1_gamma: float = 0.0
-    grad_clip: float = 0.0
+    grad_clip: float = 0.0               # max grad norm per optimizer without a training loop (0: off)
 
 
 class _DiscCfg:
@@ -66,7 +66,7 @@ class _DiscCfg:
         self.t_range, self.gan_kind, self.r1_gamma = cfg.disc_t_range, cfg.gan_kind, cfg.r1_gamma
 
 
-class KLStage:
+class KLStage(Stage):
     """One training step of the KL stage: a student update, then fake-score (and optional head) updates.
 
     teacher: the frozen v-prediction teacher; fake: the fake-score v-model (trainable, initialized from the
@@ -90,7 +90,9 @@ class KLStage:
         self.optimizers = {"student": self.opt_g, "fake": self.opt_fake}
         if disc is not None:
             self.models["disc"] = disc
-            if config.disc_steps > 0:
+            if config.disc_steps == 0:
+                disc.requires_grad_(False)  # the stage-1 discriminator stays as it is
+            else:
                 self.opt_d = adam(trainable(disc), config.lr_d, config)
                 self.optimizers["disc"] = self.opt_d
 
@@ -122,28 +124,29 @@ class KLStage:
         noise = randn_like(x0)
         x_t = self.schedule.add_noise(x0, noise, t)
         pred = self.fake(x_t, t, cond)
+        if isinstance(cond, dict) and "is_input" in cond:  # clean input frames: given, not predicted (as the teacher)
+            given = cond["is_input"].to(pred.device)[:, None, :, None, None]
+            pred = torch.where(given, self.schedule.v_target(x0, noise, t).to(pred.dtype), pred)
         return denoising_loss(pred, x0.to(pred.dtype), noise.to(pred.dtype), self.schedule.alpha(t),
                               self.schedule.sigma(t), target="v")
 
-    def step(self, x0_real: Tensor, cond: Any = None) -> dict:
+    def step(self, x0_real: Tensor, cond: Any = None, ctx=None) -> dict:
         """One student update, ``fake_steps`` fake-score updates (the first on the student's clip, the others
         on fresh ones) and ``disc_steps`` head updates. x0_real (B, ...) is only used by the head updates
-        and for the shape of the generated clips."""
+        and for the shape of the generated clips; ctx: the training loop's StepContext or None."""
         cfg = self.cfg
         x = generate(self.student, self.sampler, x0_real, cond)
         loss, logs = self.student_loss(x, cond)
-        logs.update(student_update(self.student, self.opt_g, loss, cfg.grad_clip))
+        logs["grad_norm_g"] = self.update("student", loss, ctx)
         x = x.detach()
         for i in range(cfg.fake_steps):
             x_i = x if i == 0 else self._sample(x0_real, cond)
             loss_fake = self.fake_loss(x_i, cond)
-            self.opt_fake.zero_grad(set_to_none=True)
-            loss_fake.backward(inputs=trainable(self.fake))
-            self.opt_fake.step()
+            logs["grad_norm_fake"] = self.update("fake", loss_fake, ctx)
             logs["loss_fake"] = loss_fake.item()
         for i in range(cfg.disc_steps):
             x_i = x if i == 0 else self._sample(x0_real, cond)
-            logs.update(disc_update(self.disc, self.opt_d, self.schedule, x0_real, x_i, cond, _DiscCfg(cfg)))
+            logs.update(disc_update(self, x0_real, x_i, cond, _DiscCfg(cfg), ctx))
         return logs
 
     @torch.no_grad()

@@ -1,0 +1,147 @@
+"""``fastvdm train distill``: the two FVGen stages on the shared training loop (DDP, resume, EMA, checkpoints).
+
+    fastvdm train distill --teacher runs/teacher_tiny --stage gan --steps 500 --out runs/gan --synthetic
+    fastvdm train distill --teacher runs/teacher_tiny --stage kl --init runs/gan --steps 500 --out runs/kl \
+        --synthetic [--weighting softened|plain] [--gan-weight 0.1] [--disc-steps 0]
+    fastvdm train distill ... --stage kl --disc runs/gan        # no --init: "softened KL without GAN init"
+
+Stage gan: the student (registered as model "unet", so ``load_model(OUT)`` returns it) starts from the
+teacher's (EMA) weights; the discriminator is the frozen teacher encoder + a trainable head ("disc_head").
+Stage kl: the student starts from ``--init`` (a GAN-stage run) or, without it, from the teacher; the
+fake-score model ("fake") from the teacher; the discriminator head from ``--disc`` (default: ``--init``).
+Data options are those of ``fastvdm train teacher`` (``--data`` or ``--synthetic``). Re-running resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    d = sub.add_parser("distill", help="distill the teacher into the 4-step student (GAN stage, then KL stage)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("--teacher", required=True, help="teacher run folder or checkpoint (fastvdm train teacher)")
+    d.add_argument("--stage", required=True, choices=("gan", "kl"), help="gan (stage 1) or kl (stage 2)")
+    d.add_argument("--steps", type=int, required=True, help="total student updates")
+    d.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, config.json)")
+    src = d.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="clip cache file (cache_clips) or a folder of *.safetensors caches")
+    src.add_argument("--synthetic", action="store_true", help="procedural clips (ClipDataset train split)")
+    d.add_argument("--frames", type=int, default=8, help="--synthetic: frames per clip (default 8)")
+    d.add_argument("--size", type=int, default=32, help="--synthetic: frame size in pixels (default 32)")
+    d.add_argument("--clips", type=int, default=None, help="--synthetic: number of training clips")
+    d.add_argument("--cache", help="--synthetic: cache the clips in this file first (reused if present)")
+    d.add_argument("--init", help="kl: GAN-stage run to start the student from (default: the teacher)")
+    d.add_argument("--disc", help="kl: GAN-stage run whose discriminator head to use (default: --init)")
+    d.add_argument("--batch", type=int, default=2, help="global batch size (default 2)")
+    d.add_argument("--lr-g", type=float, default=None, help="student learning rate (default 5e-6 gan, 3e-6 kl)")
+    d.add_argument("--lr-d", type=float, default=2e-5, help="discriminator-head learning rate (default 2e-5)")
+    d.add_argument("--lr-fake", type=float, default=1e-5, help="kl: fake-score learning rate (default 1e-5)")
+    d.add_argument("--disc-steps", type=int, default=None,
+                   help="head updates per student update (default 2 gan, 0 kl: the stage-1 head stays fixed)")
+    d.add_argument("--fake-steps", type=int, default=5, help="kl: fake-score updates per student update (default 5)")
+    d.add_argument("--weighting", default="softened", choices=("softened", "plain"),
+                   help="kl: softened reverse KL (sigmoid(-logit) weights) or plain DMD (default softened)")
+    d.add_argument("--gan-weight", type=float, default=0.0, help="kl: weight of an extra GAN term (default 0)")
+    d.add_argument("--guidance", type=float, default=1.0, help="kl: teacher classifier-free guidance (default 1)")
+    d.add_argument("--t-max-disc", type=float, default=999.0, help="largest noise level the discriminator judges")
+    d.add_argument("--head-width", type=int, default=64, help="gan: discriminator head width (default 64)")
+    d.add_argument("--ema", type=float, default=0.99, help="student EMA decay (default 0.99)")
+    d.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm per optimizer (default 1)")
+    d.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    d.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N steps (default 50)")
+    d.add_argument("--keep", type=int, default=2, help="checkpoints kept (default 2; 0 = all)")
+    d.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    d.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    d.set_defaults(func=main)
+    return d
+
+
+def _load_head(run: str, teacher):
+    """The discriminator (frozen ``teacher`` + the head trained in GAN-stage run ``run``)."""
+    from fastvdm.models.discriminator import Discriminator
+    from fastvdm.train import read_checkpoint, resolve_checkpoint
+    from fastvdm.train.checkpoint import load_state_dict_checked, prefixed
+
+    path = resolve_checkpoint(run)
+    tensors, meta = read_checkpoint(path)
+    hc = meta.get("model_configs", {}).get("disc_head")
+    if not hc:
+        raise ValueError(f"{path} has no discriminator head (is it a --stage gan run?)")
+    disc = Discriminator(teacher, width=hc["width"], depth=hc["depth"], groups=hc["groups"])
+    load_state_dict_checked(disc.head, prefixed(tensors, "model/disc_head"), f"{path} disc_head")
+    return disc, hc
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from fastvdm.diffusion import FewStepSampler, VSchedule
+    from fastvdm.distill.gan_stage import GANConfig, GANStage
+    from fastvdm.distill.kl_stage import KLConfig, KLStage
+    from fastvdm.models import make_cond
+    from fastvdm.models.discriminator import Discriminator
+    from fastvdm.train import DatasetBatches, RunConfig, TrainState, init_distributed, load_model, train
+    from fastvdm.train.cli import _dataset
+
+    if args.steps < 1 or args.batch < 1:
+        raise ValueError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")
+    if args.stage == "gan" and (args.init or args.disc):
+        raise ValueError("--init and --disc are options of --stage kl")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    rank, world, device = init_distributed()
+    torch.manual_seed(args.seed)
+    teacher, _ = load_model(args.teacher, ema=True, device=device)
+    teacher.requires_grad_(False)
+    sampler = FewStepSampler(VSchedule())
+    t_disc = (0.0, args.t_max_disc)
+    state = TrainState()
+    if args.stage == "gan":
+        student = copy.deepcopy(teacher).train().requires_grad_(True)
+        head_cfg = {"in_channels": teacher.feature_channels, "width": args.head_width, "depth": 3,
+                    "groups": min(8, args.head_width)}
+        disc = Discriminator(teacher, width=head_cfg["width"], depth=3, groups=head_cfg["groups"]).to(device)
+        cfg = GANConfig(lr_g=args.lr_g or 5e-6, lr_d=args.lr_d, t_range=t_disc,
+                        disc_steps=2 if args.disc_steps is None else args.disc_steps)
+        stage = GANStage(student, disc, sampler, cfg)
+        state.add_model("disc_head", disc.head, config=head_cfg)
+    else:
+        if args.init:
+            student, _ = load_model(args.init, name="unet", ema=True, device=device)
+            student.train().requires_grad_(True)
+        else:
+            student = copy.deepcopy(teacher).train().requires_grad_(True)
+        fake = copy.deepcopy(teacher).train().requires_grad_(True)
+        disc_run = args.disc or args.init
+        disc, head_cfg = _load_head(disc_run, teacher) if disc_run else (None, None)
+        disc = disc.to(device) if disc is not None else None
+        cfg = KLConfig(weighting=args.weighting, lr_g=args.lr_g or 3e-6, lr_fake=args.lr_fake, lr_d=args.lr_d,
+                       fake_steps=args.fake_steps, guidance=args.guidance, gan_weight=args.gan_weight,
+                       disc_steps=0 if args.disc_steps is None else args.disc_steps, disc_t_range=t_disc)
+        stage = KLStage(student, teacher, fake, sampler, disc, cfg)
+        state.add_model("fake", fake)
+        if disc is not None:
+            state.add_model("disc_head", disc.head, config=head_cfg)
+    state.add_model("unet", student, ema_decay=args.ema)  # the student: load_model(OUT) returns its EMA
+    for name, opt in stage.optimizers.items():
+        state.add_optimizer(name, opt)
+    dataset = _dataset(args)
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    run = RunConfig(out_dir=args.out, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
+                    keep_last=args.keep, grad_clip=args.grad_clip, amp=not args.no_amp,
+                    config={"stage": f"distill-{args.stage}", **config, "world_size": world})
+    if rank == 0:
+        print(f"distill {args.stage}: student from {args.init or args.teacher}, {len(dataset)} clips, batch "
+              f"{args.batch}, {world} process(es) on {device}", flush=True)
+
+    def step_fn(ctx, batch):
+        x0, cond = make_cond(batch, ctx.device)
+        return stage.step(x0, cond, ctx)
+
+    logs = train(run, state, step_fn, DatasetBatches(dataset, args.batch, args.seed))
+    if rank == 0 and logs:
+        print(f"done: step {logs['step']}; student = model 'unet' in {os.path.join(args.out, 'checkpoints')}")
+    return 0
