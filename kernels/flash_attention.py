@@ -13,11 +13,11 @@ it lives at::
 
 spatial: G = T (stride_g = stride_t), N = S, seq stride stride_s.
 joint:   G = 1, N = T*S, seq(n) = (n // S)*stride_t + (n % S)*stride_s (SPLIT), or n*stride_s when
-         stride_t == S*stride_s (true for the fused QKV layout: then it is one stride).
+         stride_t == S*stride_s (true for the fused QKV layout: then it is one stride; n*stride_t if S == 1).
 temporal (long T): G = S (stride_g = stride_s), N = T, seq stride stride_t.
 
 Every tensor (q, k, v, o, dO, and the gradients) carries its own 6 strides ``(b, g, h, outer, inner, d)``,
-built by :func:`fastvdm.kernels.attention._strides`.
+built by :func:`fastvdm.kernels.attention._flash_geometry`.
 
 Numerics: scores in fp32, online softmax in base 2 (the scale is folded with log2(e)), the accumulator in
 fp32; the log-sum-exp per query row (natural log, fp32, shape (Z, N)) is saved for the backward pass.
@@ -36,7 +36,6 @@ import triton.language as tl
 from torch.library import wrap_triton
 
 LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
