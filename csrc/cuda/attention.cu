@@ -53,7 +53,7 @@ __device__ __forceinline__ float dot_rows(const float* a, const float* b, int D)
 
 template <typename T>
 __global__ void short_fwd_kernel(ShortArgs a) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  FASTVDM_DYNAMIC_SMEM(smem);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t seq = static_cast<int64_t>(blockIdx.x) * a.plan.warps + warp;
   if (seq >= a.p.nseq) return;  // whole warps only; no block-level barrier below
@@ -100,7 +100,7 @@ __global__ void short_fwd_kernel(ShortArgs a) {
 
 template <typename T>
 __global__ void short_bwd_kernel(ShortArgs a) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  FASTVDM_DYNAMIC_SMEM(smem);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t seq = static_cast<int64_t>(blockIdx.x) * a.plan.warps + warp;
   if (seq >= a.p.nseq) return;
@@ -237,7 +237,7 @@ __device__ __forceinline__ void flash_load(const AttnProblem& p, const AttnIn& s
 
 template <typename T>
 __global__ void __launch_bounds__(kFlashThreads) flash_fwd_kernel(FlashArgs a) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  FASTVDM_DYNAMIC_SMEM(smem);
   const FlashLayout& f = a.f;
   const int BM = f.block_m, BN = f.block_n, Dp = f.Dp;
   T* Q = reinterpret_cast<T*>(smem + f.q);
@@ -306,7 +306,7 @@ __global__ void __launch_bounds__(kFlashThreads) flash_fwd_kernel(FlashArgs a) {
 
 template <typename T>
 __global__ void __launch_bounds__(kFlashThreads) flash_bwd_kernel(FlashArgs a) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  FASTVDM_DYNAMIC_SMEM(smem);
   const FlashLayout& f = a.f;
   const int BM = f.block_m, BN = f.block_n, Dp = f.Dp;
   T* Q = reinterpret_cast<T*>(smem + f.q);
@@ -413,7 +413,7 @@ cudaError_t attention_forward(DType dtype, const AttnProblem& problem, AttnIn q,
     cudaError_t err = cudaSuccess;
     FASTVDM_DISPATCH_DTYPE(dtype, T, {
       err = allow_smem(short_fwd_kernel<T>, a.plan.smem);
-      if (err == cudaSuccess) short_fwd_kernel<T><<<grid, block, a.plan.smem, stream>>>(a);
+      if (err == cudaSuccess) FASTVDM_LAUNCH(short_fwd_kernel<T>, grid, block, a.plan.smem, stream, a);
     });
     return err != cudaSuccess ? err : cudaGetLastError();
   }
@@ -432,7 +432,7 @@ cudaError_t attention_forward(DType dtype, const AttnProblem& problem, AttnIn q,
   cudaError_t err = cudaSuccess;
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
     err = allow_smem(flash_fwd_kernel<T>, a.f.total);
-    if (err == cudaSuccess) flash_fwd_kernel<T><<<grid, kFlashThreads, a.f.total, stream>>>(a);
+    if (err == cudaSuccess) FASTVDM_LAUNCH(flash_fwd_kernel<T>, grid, kFlashThreads, a.f.total, stream, a);
   });
   return err != cudaSuccess ? err : cudaGetLastError();
 }
@@ -458,7 +458,7 @@ cudaError_t attention_backward(DType dtype, const AttnProblem& problem, AttnIn q
     cudaError_t err = cudaSuccess;
     FASTVDM_DISPATCH_DTYPE(dtype, T, {
       err = allow_smem(short_bwd_kernel<T>, a.plan.smem);
-      if (err == cudaSuccess) short_bwd_kernel<T><<<grid, block, a.plan.smem, stream>>>(a);
+      if (err == cudaSuccess) FASTVDM_LAUNCH(short_bwd_kernel<T>, grid, block, a.plan.smem, stream, a);
     });
     return err != cudaSuccess ? err : cudaGetLastError();
   }
@@ -482,7 +482,7 @@ cudaError_t attention_backward(DType dtype, const AttnProblem& problem, AttnIn q
   cudaError_t err = cudaSuccess;
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
     err = allow_smem(flash_bwd_kernel<T>, a.f.total);
-    if (err == cudaSuccess) flash_bwd_kernel<T><<<grid, kFlashThreads, a.f.total, stream>>>(a);
+    if (err == cudaSuccess) FASTVDM_LAUNCH(flash_bwd_kernel<T>, grid, kFlashThreads, a.f.total, stream, a);
   });
   return err != cudaSuccess ? err : cudaGetLastError();
 }

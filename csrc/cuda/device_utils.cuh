@@ -7,6 +7,15 @@
 
 #include "cuda/common.h"
 
+// Kernel launch and dynamic shared memory through macros, so that the kernels can also be compiled as plain C++
+// and run by the CPU emulator of the tests (csrc/tests/emu/cuda_emu.h defines both before including this file).
+#ifndef FASTVDM_LAUNCH
+#define FASTVDM_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
+#endif
+#ifndef FASTVDM_DYNAMIC_SMEM
+#define FASTVDM_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
+
 namespace fastvdm {
 namespace cuda {
 

@@ -57,7 +57,8 @@ template <typename T>
 __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, float* __restrict__ mean_out,
                                 float* __restrict__ rstd_out, GroupNormPlan plan, GroupNormParamsDev params, float eps,
                                 bool silu, const double* __restrict__ partial) {
-  extern __shared__ float coef[];  // [0, Cg): A, [Cg, 2 Cg): Bc
+  FASTVDM_DYNAMIC_SMEM(smem);
+  float* coef = reinterpret_cast<float*>(smem);  // [0, Cg): A, [Cg, 2 Cg): Bc
   __shared__ float stats[2];
   const int64_t pid = blockIdx.x, sp = blockIdx.y;
   const int64_t n = pid / plan.G, g = pid % plan.G;
@@ -115,7 +116,8 @@ template <typename T>
 __global__ void gn_bwd_sums_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ mean,
                                    const float* __restrict__ rstd, GroupNormPlan plan, GroupNormParamsDev params,
                                    bool silu, float* __restrict__ partial) {
-  extern __shared__ float sh[];
+  FASTVDM_DYNAMIC_SMEM(smem);
+  float* sh = reinterpret_cast<float*>(smem);
   float* sa = sh;
   float* sb = sh + plan.Cg;
   float* s1 = sh + 2 * plan.Cg;
@@ -170,7 +172,8 @@ __global__ void gn_bwd_dx_kernel(const T* __restrict__ dy, const T* __restrict__
                                  const float* __restrict__ rstd, T* __restrict__ dx, float* __restrict__ sum_dz,
                                  float* __restrict__ sum_dzx, GroupNormPlan plan, GroupNormParamsDev params,
                                  bool silu, const float* __restrict__ partial) {
-  extern __shared__ float sh[];
+  FASTVDM_DYNAMIC_SMEM(smem);
+  float* sh = reinterpret_cast<float*>(smem);
   __shared__ double scratch[32];
   float* sa = sh;
   float* sb = sh + plan.Cg;
@@ -220,8 +223,8 @@ cudaError_t group_norm_forward(DType dtype, const void* x, void* y, float* mean,
   const dim3 grid(static_cast<unsigned>(plan.groups), static_cast<unsigned>(plan.split));
   const size_t smem = 2 * plan.Cg * sizeof(float);
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
-    gn_stats_kernel<T><<<grid, plan.threads, 0, stream>>>(static_cast<const T*>(x), plan, workspace);
-    gn_apply_kernel<T><<<grid, plan.threads, smem, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), mean, rstd,
+    FASTVDM_LAUNCH(gn_stats_kernel<T>, grid, plan.threads, 0, stream, static_cast<const T*>(x), plan, workspace);
+    FASTVDM_LAUNCH(gn_apply_kernel<T>, grid, plan.threads, smem, stream, static_cast<const T*>(x), static_cast<T*>(y), mean, rstd,
                                                              plan, params, eps, silu, workspace);
   });
   return cudaGetLastError();
@@ -232,9 +235,9 @@ cudaError_t group_norm_backward(DType dtype, const void* dy, const void* x, cons
                                 const GroupNormParamsDev& params, bool silu, float* workspace, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(plan.groups), static_cast<unsigned>(plan.split));
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
-    gn_bwd_sums_kernel<T><<<grid, plan.threads, 4 * plan.Cg * sizeof(float), stream>>>(
+    FASTVDM_LAUNCH(gn_bwd_sums_kernel<T>, grid, plan.threads, 4 * plan.Cg * sizeof(float), stream,
         static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, plan, params, silu, workspace);
-    gn_bwd_dx_kernel<T><<<grid, plan.threads, 2 * plan.Cg * sizeof(float), stream>>>(
+    FASTVDM_LAUNCH(gn_bwd_dx_kernel<T>, grid, plan.threads, 2 * plan.Cg * sizeof(float), stream,
         static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, static_cast<T*>(dx), sum_dz, sum_dzx, plan,
         params, silu, workspace);
   });

@@ -1,0 +1,311 @@
+"""The CUDA kernels of csrc/cuda, run on the CPU by a small emulator of the CUDA execution model.
+
+No GPU is needed: csrc/tests/emu/cuda_emu.h lets g++ compile csrc/cuda/*.cu as C++ (one std::thread per CUDA
+thread, real barriers for __syncthreads / __syncwarp, emulated warp shuffles and atomics), and
+csrc/tests/emu/emu_api.cpp exposes the unchanged host launch functions to ctypes. These tests feed them CPU
+tensors and compare against the float64 reference ops, like the backend suites do on a GPU.
+
+What this verifies: the kernels' indexing, strides, tails, tiling, online softmax, reductions, barriers and the
+launch functions' plans. What it does not: tensor-core (WMMA) fragments (the emulated build takes block_gemm's
+FMA path for bf16/fp16 too), real-hardware timing, races the barrier-ordered emulation cannot produce, and the
+torch bindings (csrc/torch/cuda_*.cpp), which need a CUDA build of torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastvdm.ops import reference
+from oracle import ATTENTION_TOLERANCE, TOLERANCE, assert_rel_close
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA_INCLUDE = [p for p in ("/usr/local/cuda/include", "/usr/include") if (Path(p) / "cuda_bf16.h").exists()]
+DTYPE_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("g++") is None or not CUDA_INCLUDE, reason="needs g++ and the CUDA headers (cuda_bf16.h)"
+)
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    lib = tmp_path_factory.mktemp("cuda_emu") / "libfastvdm_cuda_emu.so"
+    cmd = [
+        "g++", "-std=c++20", "-O1", "-pthread", "-fPIC", "-shared", "-Wno-unknown-pragmas",
+        "-I", str(ROOT / "csrc"), "-I", CUDA_INCLUDE[0],
+        "-include", str(ROOT / "csrc" / "tests" / "emu" / "cuda_emu.h"),
+        "-x", "c++", str(ROOT / "csrc" / "tests" / "emu" / "emu_api.cpp"), "-o", str(lib),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return ctypes.CDLL(str(lib))
+
+
+def _p(t):
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+def _i64(values):
+    return (ctypes.c_int64 * len(values))(*values)
+
+
+def _L(*values):
+    """int64_t arguments (ctypes passes plain ints as 32-bit C ints)."""
+    return tuple(ctypes.c_int64(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------------- attention
+# (axis, B, T, S, heads, D, layout): the cases of tests/test_attention.py (short and flash kernels, tails,
+# fused / scrambled / padded strides, D not a multiple of 16)
+CASES = [
+    ("spatial", 1, 2, 17, 2, 32, "fused"),
+    ("spatial", 1, 1, 64, 2, 64, "fused"),
+    ("spatial", 2, 2, 1, 2, 32, "scrambled"),
+    ("spatial", 1, 1, 100, 1, 32, "fused"),
+    ("temporal", 2, 7, 17, 2, 64, "fused"),
+    ("temporal", 1, 16, 16, 2, 32, "scrambled"),
+    ("temporal", 1, 25, 17, 1, 32, "padded"),
+    ("temporal", 1, 1, 17, 2, 32, "fused"),
+    ("temporal", 1, 70, 2, 1, 32, "fused"),  # T > 32: the flash kernels over t
+    ("joint", 1, 2, 17, 2, 32, "fused"),
+    ("joint", 1, 7, 17, 1, 64, "padded"),
+    ("joint", 1, 16, 1, 2, 32, "scrambled"),
+    ("joint", 2, 1, 17, 1, 64, "fused"),
+    ("spatial", 1, 2, 33, 1, 40, "fused"),  # D = 40
+    ("temporal", 1, 5, 6, 2, 24, "scrambled"),  # D = 24
+    ("spatial", 1, 1, 45, 1, 128, "fused"),  # D = 128, the largest head
+]
+AXIS_CODE = {"spatial": 0, "temporal": 1, "joint": 2}
+
+
+def _fused_qkv(B, T, S, H, D, layout, dtype, gen):
+    if layout == "fused":
+        shape, order = (B, T, S, 3, H, D), (0, 1, 2, 3, 4, 5)
+    elif layout == "scrambled":
+        shape, order = (3, H, B, D, S, T), (2, 5, 4, 0, 1, 3)
+    else:  # padded
+        shape, order = (B, T, S + 3, 3, H, D), (0, 1, 2, 3, 4, 5)
+    base = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+    return base.permute(order)[:, :, :S]
+
+
+def _emu_attention(emu, q, k, v, axis, scale, grad_out):
+    B, T, S, H, D = q.shape
+    code, ax = DTYPE_CODE[q.dtype], AXIS_CODE[axis]
+    out = torch.empty((B, T, S, H, D), dtype=q.dtype)
+    lse = torch.empty((B, T, S, H), dtype=torch.float32)
+    args = (code, *_L(B, T, S, H, D), ax, _p(q), _i64(q.stride()), _p(k), _i64(k.stride()), _p(v), _i64(v.stride()))
+    assert emu.emu_attention_forward(*args, _p(out), _p(lse), ctypes.c_float(scale)) == 0
+    delta = (grad_out.float() * out.float()).sum(-1).contiguous()
+    dq, dk, dv = (torch.empty((B, T, S, H, D), dtype=q.dtype) for _ in range(3))
+    dq_accum = torch.zeros((B, T, S, H, D), dtype=torch.float32)
+    rc = emu.emu_attention_backward(
+        *args, _p(grad_out), _i64(grad_out.stride()), _p(lse), _p(delta), _p(dq), _p(dq_accum), _p(dk), _p(dv),
+        ctypes.c_float(scale),
+    )
+    assert rc in (0, 3), rc
+    if rc == 0:  # flash path: dq accumulated in fp32
+        dq = dq_accum.to(q.dtype)
+    return out, lse, (dq, dk, dv)
+
+
+def _check_grad(out, ref, grad_out, tol, what):
+    if ref.abs().max() == 0:  # dq, dk at L = 1: relative to dO instead
+        assert torch.isfinite(out).all(), what
+        assert (out.double().norm() / grad_out.double().norm()).item() <= tol, what
+    else:
+        assert_rel_close(out, ref, tol, what)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_emulated_attention_matches_reference(emu, case, dtype):
+    axis, B, T, S, H, D, layout = case
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(case).encode()))
+    q, k, v = _fused_qkv(B, T, S, H, D, layout, dtype, gen).unbind(3)
+    grad_out = torch.randn((B, T, S, H, D), generator=gen, dtype=torch.float64).to(dtype)
+    scale = D**-0.5
+    out, lse, grads = _emu_attention(emu, q, k, v, axis, scale, grad_out)
+
+    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+    ref = reference.video_attention(q64, k64, v64, axis, scale)
+    ref_grads = torch.autograd.grad(ref, (q64, k64, v64), grad_out.double())
+    tol = ATTENTION_TOLERANCE[dtype]
+    assert_rel_close(out, ref, tol, f"{dtype} output")
+    for g, rg, name in zip(grads, ref_grads, "qkv"):
+        _check_grad(g, rg, grad_out, tol, f"{dtype} d{name}")
+    # lse is the logsumexp of the scaled scores per query token
+    qs, ks = (reference._to_sequences(t, axis) for t in (q64.detach(), k64.detach()))
+    ref_lse = torch.logsumexp(scale * qs @ ks.transpose(-1, -2), dim=-1)  # (batch..., H, L)
+    if axis == "spatial":
+        ref_lse = ref_lse.permute(0, 1, 3, 2)
+    elif axis == "temporal":
+        ref_lse = ref_lse.permute(0, 3, 1, 2)
+    else:
+        ref_lse = ref_lse.permute(0, 2, 1).reshape(B, T, S, H)
+    assert_rel_close(lse, ref_lse, 1e-5 if dtype == torch.float32 else 1e-3, "lse")
+
+
+def test_emulated_attention_peaked_softmax(emu):
+    """A large explicit scale (peaked rows) on the flash and the short kernels, fp32."""
+    for axis, shape in (("spatial", (1, 1, 70, 2, 32)), ("temporal", (1, 9, 3, 2, 32))):
+        q, k, v = (torch.randn(shape, dtype=torch.float64).float() for _ in range(3))
+        grad_out = torch.randn(shape)
+        out, _, grads = _emu_attention(emu, q, k, v, axis, 0.9, grad_out)
+        q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+        ref = reference.video_attention(q64, k64, v64, axis, 0.9)
+        ref_grads = torch.autograd.grad(ref, (q64, k64, v64), grad_out.double())
+        assert_rel_close(out, ref, 2e-4, f"{axis} output")
+        for g, rg, name in zip(grads, ref_grads, "qkv"):
+            assert_rel_close(g, rg, 2e-4, f"{axis} d{name}")
+
+
+# ---------------------------------------------------------------------------------------------- group norm
+def _gn_param_grads(sum_dz, sum_dzx, weight, bias, scale):
+    """The formulas of fastvdm/ops/cuda/group_norm.py:param_grads (all parameters present)."""
+    mod = 1.0 + scale.float()
+    return (
+        (sum_dzx * mod).sum(0),
+        (sum_dz * mod).sum(0),
+        sum_dzx * weight.float() + sum_dz * bias.float(),
+        sum_dz,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last_3d"])
+@pytest.mark.parametrize(
+    "shape,groups,sms", [((2, 12, 3, 5, 7), 4, 132), ((1, 8, 4, 16, 16), 2, 132), ((3, 6, 1, 3, 1), 3, 1)]
+)
+@pytest.mark.parametrize("modulated", [False, True], ids=["plain", "modulated_silu"])
+def test_emulated_group_norm_matches_reference(emu, dtype, layout, shape, groups, sms, modulated):
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((shape, groups, layout, modulated)).encode()))
+    B, C = shape[:2]
+    x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 2 + 3).to(dtype)  # a mean far from 0
+    if layout == "channels_last_3d":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    weight = bias = scale = shift = None
+    activation = None
+    if modulated:
+        weight, bias = (torch.randn(C, generator=gen, dtype=torch.float64) for _ in range(2))
+        scale, shift = (torch.randn(B, C, generator=gen, dtype=torch.float64) * 0.5 for _ in range(2))
+        activation = "silu"
+    x3 = x.reshape(B, C, -1)
+    S = x3.shape[2]
+    assert x3.is_contiguous() or x3.transpose(1, 2).is_contiguous()
+    f32 = lambda t: None if t is None else t.float().contiguous()  # noqa: E731
+    y = torch.empty_strided(x3.shape, x3.stride(), dtype=dtype)
+    mean = torch.empty(B, groups)
+    rstd = torch.empty(B, groups)
+    keep = [f32(t) for t in (weight, bias, scale, shift)]  # keep the fp32 copies alive
+    params = [_p(t) for t in keep]
+    rc = emu.emu_group_norm_forward(
+        DTYPE_CODE[dtype], _p(x3), _i64(x3.stride()), *_L(B, C, S, groups), *params, ctypes.c_float(1e-5),
+        int(modulated), sms, _p(y), _p(mean), _p(rstd),
+    )
+    assert rc == 0
+    x64 = x.double().requires_grad_()
+    p64 = [None if t is None else t.double().requires_grad_() for t in (weight, bias, scale, shift)]
+    ref = reference.group_norm(x64, groups, p64[0], p64[1], 1e-5, p64[2], p64[3], activation)
+    tol = TOLERANCE[dtype]
+    assert_rel_close(y.view(shape), ref, tol, "output")
+    ref_mean = x.double().reshape(B, groups, -1).mean(-1)
+    assert_rel_close(mean, ref_mean, 1e-5, "mean")
+
+    dy = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+    dy3 = torch.empty_strided(x3.shape, x3.stride(), dtype=dtype).copy_(dy.reshape(B, C, -1))
+    dx = torch.empty_strided(x3.shape, x3.stride(), dtype=dtype)
+    sum_dz, sum_dzx = torch.empty(B, C), torch.empty(B, C)
+    rc = emu.emu_group_norm_backward(
+        DTYPE_CODE[dtype], _p(dy3), _p(x3), _i64(x3.stride()), *_L(B, C, S, groups), _p(mean), _p(rstd), *params,
+        int(modulated), sms, _p(dx), _p(sum_dz), _p(sum_dzx),
+    )
+    assert rc == 0
+    wrt = [x64] + [t for t in p64 if t is not None]
+    ref_grads = torch.autograd.grad(ref, wrt, dy.double())
+    assert_rel_close(dx.view(shape), ref_grads[0], tol, "dx")
+    if modulated:
+        for got, want, name in zip(_gn_param_grads(sum_dz, sum_dzx, *keep[:3]), ref_grads[1:], ("dw", "db", "dscale", "dshift")):
+            assert_rel_close(got, want, tol, name)
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def _schedule(B, gen):
+    t = torch.rand(B, generator=gen, dtype=torch.float64)
+    return torch.cos(t * 1.5), torch.sin(t * 1.5), torch.rand(B, generator=gen, dtype=torch.float64) + 0.5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("target", ["eps", "x0", "v"])
+@pytest.mark.parametrize("shape,sms", [((3, 2, 5, 7, 11), 132), ((2, 3000), 1), ((5, 1), 132)])
+def test_emulated_denoising_loss(emu, dtype, target, shape, sms):
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((shape, target)).encode()))
+    pred, x0, noise = (torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) for _ in range(3))
+    alpha, sigma, weight = _schedule(shape[0], gen)
+    B, N = shape[0], pred.numel() // shape[0]
+    a32, s32, w32 = alpha.float(), sigma.float(), weight.float()
+    loss = torch.empty((), dtype=torch.float32)
+    code = DTYPE_CODE[dtype]
+    t = {"eps": 0, "x0": 1, "v": 2}[target]
+    args = (code, _p(pred), _p(x0), _p(noise), _p(a32), _p(s32), _p(w32), t, *_L(B, N), sms)
+    assert emu.emu_denoising_forward(*args, _p(loss)) == 0
+    ref = reference.denoising_loss(pred.double(), x0.double(), noise.double(), alpha, sigma, weight, target)
+    assert_rel_close(loss, ref, TOLERANCE[dtype], "loss")
+    grad = torch.tensor([0.7], dtype=torch.float32)
+    dpred = torch.empty_like(pred)
+    assert emu.emu_denoising_backward(code, _p(grad), *args[1:], _p(dpred)) == 0
+    p64 = pred.double().requires_grad_()
+    ref = reference.denoising_loss(p64, x0.double(), noise.double(), alpha, sigma, weight, target)
+    (ref_grad,) = torch.autograd.grad(ref, p64, torch.tensor(0.7, dtype=torch.float64))
+    assert_rel_close(dpred, ref_grad, TOLERANCE[dtype], "gradient")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("shape,sms", [((3, 2, 5, 7, 11), 132), ((2, 3000), 1)])
+def test_emulated_dmd_loss(emu, dtype, weighted, shape, sms):
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((shape, weighted)).encode()))
+    x, real, fake = (torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) for _ in range(3))
+    weight = torch.rand(shape[0], generator=gen, dtype=torch.float64) + 0.5 if weighted else None
+    w32 = None if weight is None else weight.float()
+    B, N = shape[0], x.numel() // shape[0]
+    loss, norm = torch.empty((), dtype=torch.float32), torch.empty(B)
+    code = DTYPE_CODE[dtype]
+    eps = ctypes.c_float(reference.DMD_NORM_EPS)
+    assert emu.emu_dmd_forward(code, _p(x), _p(real), _p(fake), _p(w32), eps, *_L(B, N), sms, _p(loss), _p(norm)) == 0
+    x64 = x.double().requires_grad_()
+    ref = reference.dmd_loss(x64, real.double(), fake.double(), weight)
+    assert_rel_close(loss, ref, TOLERANCE[dtype], "loss")
+    grad = torch.tensor([1.3], dtype=torch.float32)
+    dx = torch.empty_like(x)
+    assert emu.emu_dmd_backward(code, _p(grad), _p(real), _p(fake), _p(norm), _p(w32), *_L(B, N), sms, _p(dx)) == 0
+    (ref_grad,) = torch.autograd.grad(ref, x64, torch.tensor(1.3, dtype=torch.float64))
+    assert_rel_close(dx, ref_grad, TOLERANCE[dtype], "gradient")
+
+
+def test_emulated_dmd_gradient_is_exactly_g_over_numel(emu):
+    """The bitwise check of tests/test_losses.py: dyadic inputs make the normalizer exact in any order."""
+    shape = (2, 2, 4, 8, 8)
+    gen = torch.Generator().manual_seed(3)
+
+    def dyadic():
+        return torch.randint(-256, 257, shape, generator=gen, dtype=torch.int32).to(torch.float32) / 256
+
+    x, real, fake = dyadic(), dyadic(), dyadic()
+    weight = torch.rand(shape[0], generator=gen)
+    B, N = shape[0], x.numel() // shape[0]
+    loss, norm = torch.empty((), dtype=torch.float32), torch.empty(B)
+    eps = ctypes.c_float(reference.DMD_NORM_EPS)
+    assert emu.emu_dmd_forward(0, _p(x), _p(real), _p(fake), _p(weight), eps, *_L(B, N), 132, _p(loss), _p(norm)) == 0
+    dx = torch.empty_like(x)
+    grad = torch.tensor([1.0])
+    assert emu.emu_dmd_backward(0, _p(grad), _p(real), _p(fake), _p(norm), _p(weight), *_L(B, N), 132, _p(dx)) == 0
+    g = reference.dmd_direction(x, real, fake, weight)
+    assert torch.equal(dx, g / x.numel())
