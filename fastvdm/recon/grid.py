@@ -133,7 +133,7 @@ class VoxelGrid(torch.nn.Module):
         if early_stop > 0:  # a cheap density-only pass: drop the samples behind (nearly) opaque matter
             with torch.no_grad():
                 sel = inside.nonzero(as_tuple=True)
-                sig = torch.zeros(n_rays, n_samples).index_put(sel, self.query(pts[sel], density_only=True)[0])
+                sig = torch.zeros(n_rays, n_samples, dtype=origins.dtype).index_put(sel, self.query(pts[sel], density_only=True)[0])
                 trans = torch.exp(-torch.cumsum(sig * step, 1) + sig * step)  # exclusive: before sample i
                 inside &= trans > early_stop
         sel = inside.nonzero(as_tuple=True)  # sample only inside the box (rays have very different lengths)
@@ -141,13 +141,15 @@ class VoxelGrid(torch.nn.Module):
         sigma = torch.zeros(n_rays, n_samples, dtype=sigma_in.dtype).index_put(sel, sigma_in)
         col = torch.zeros(n_rays, n_samples, 3, dtype=col_in.dtype).index_put(sel, col_in)
         alpha = 1.0 - torch.exp(-sigma * step)
-        trans = torch.cumprod(torch.cat([torch.ones(n_rays, 1), 1.0 - alpha + 1e-10], 1), 1)[:, :-1]
+        trans = torch.cumprod(torch.cat([torch.ones(n_rays, 1, dtype=alpha.dtype), 1.0 - alpha + 1e-10], 1), 1)[:, :-1]
         w = alpha * trans
         acc = w.sum(1)
         rgb = (w[..., None] * col).sum(1) + (1.0 - acc)[:, None] * torch.sigmoid(self.background)
         dist = (w * t).sum(1) + (1.0 - acc) * torch.maximum(tmax, tmin)
         z = dist if zscale is None else dist * zscale
         return {"rgb": rgb, "depth": z, "acc": acc}
+
+    forward = render
 
     @torch.no_grad()
     def render_views(self, cameras: Sequence[Camera], h: int | None = None, w: int | None = None,

@@ -46,7 +46,8 @@ def scene_solid(scene: Scene, points: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def grid_from_scene(scene: Scene, bake_cameras: Sequence[Camera], max_res: int = 64, margin_voxels: float = 2.0,
-                    supersample: int = 3, sharpness: float = 10.0, fill_iters: int = 3) -> VoxelGrid:
+                    supersample: int = 3, sharpness: float = 10.0, fill_iters: int = 3,
+                    bake_images: tuple[torch.Tensor, torch.Tensor] | None = None) -> VoxelGrid:
     """The VoxelGrid of ``scene``'s room (walls included, ``margin_voxels`` beyond them) at ``max_res``.
 
     Raw density = sharpness * (2 occ - 1), occ the solid fraction of a voxel-sized cube around each grid
@@ -54,6 +55,7 @@ def grid_from_scene(scene: Scene, bake_cameras: Sequence[Camera], max_res: int =
     from it (softplus(10) / voxel: opaque within a tenth of a voxel; softplus(-10) ~ 5e-5: empty).
     Colour: baked from ray-cast RGB-D renders of ``bake_cameras`` (they should see every surface that will
     be rendered), then ``fill_iters`` rounds of neighbour averaging into the unset grid points.
+    ``bake_images``: their renders (rgb (V, 3, H, W), depth (V, H, W)) if already made (else rendered here).
     """
     a, b, h = scene.room.size
     ext = max(2 * a, 2 * b, h)
@@ -71,7 +73,7 @@ def grid_from_scene(scene: Scene, bake_cameras: Sequence[Camera], max_res: int =
     occ /= offs.shape[0]
     grid = vg.grid.data[0]
     grid[0] = (sharpness * (2 * occ - 1)).view(nz, ny, nx)
-    rgb, depth = scene.render(list(bake_cameras))
+    rgb, depth = scene.render(list(bake_cameras)) if bake_images is None else bake_images
     p, c = unproject(rgb, depth, list(bake_cameras))
     known = vg.init_from_points(p, c, density=None).float()[None, None]
     col = grid[1:].clone()
