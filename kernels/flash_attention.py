@@ -23,7 +23,8 @@ Numerics: scores in fp32, online softmax in base 2 (the scale is folded with log
 fp32; the log-sum-exp per query row (natural log, fp32, shape (Z, N)) is saved for the backward pass.
 Backward is the FA2 recipe: delta = rowsum(dO * O) (``_bwd_preprocess``), one kernel per key block for dK, dV
 (loops over all query blocks), one kernel per query block for dQ (loops over all key blocks): no atomics,
-deterministic. fp32 inputs use IEEE fp32 dots (no TF32), so they meet the fp32 tolerance on a GPU too.
+deterministic. Every dot asks for input_precision="ieee": fp32 inputs get exact fp32 products (no TF32), so
+they meet the fp32 tolerance on a GPU too; for bf16/fp16 inputs the option is moot (tensor-core MMAs).
 """
 
 from __future__ import annotations
@@ -109,14 +110,14 @@ def _store_tile(base, x, n, offs_d, N, HEAD_DIM, INNER, s_outer, s_inner, s_d,
 def _fwd_block(
     acc, l_i, m_i, q, k_base, v_base, start_n, N, HEAD_DIM, INNER,
     sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
-    SPLIT: tl.constexpr, PRECISION: tl.constexpr, MASK_N: tl.constexpr, EVEN_D: tl.constexpr,
+    SPLIT: tl.constexpr, MASK_N: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Online-softmax update of (acc, l_i, m_i) with keys/values [start_n, start_n + BLOCK_N)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     k = _load_tile(k_base, offs_n, offs_d, N, HEAD_DIM, INNER, sk_o, sk_i, sk_d, SPLIT, MASK_N, EVEN_D)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), base-2 logits
+    s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale  # (BLOCK_M, BLOCK_N), base-2 logits
     if MASK_N:
         s = tl.where((offs_n < N)[None, :], s, float("-inf"))  # keys past the end
     m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -124,7 +125,7 @@ def _fwd_block(
     p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     v = _load_tile(v_base, offs_n, offs_d, N, HEAD_DIM, INNER, sv_o, sv_i, sv_d, SPLIT, MASK_N, EVEN_D)
-    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision="ieee")
     return acc, l_i, m_new
 
 
@@ -136,7 +137,7 @@ def _flash_fwd_kernel(
     sv_b, sv_g, sv_h, sv_o, sv_i, sv_d,
     so_b, so_g, so_h, so_o, so_i, so_d,
     N, INNER, G, H, HEAD_DIM, qk_scale,
-    SPLIT: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    SPLIT: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One program: BLOCK_M queries of problem z against all N keys (online softmax over key blocks).
@@ -164,11 +165,11 @@ def _flash_fwd_kernel(
     for start_n in range(0, n_full, BLOCK_N):
         acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, start_n, N, HEAD_DIM, INNER,
                                    sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
-                                   SPLIT, PRECISION, False, EVEN_D, BLOCK_N, BLOCK_D)
+                                   SPLIT, False, EVEN_D, BLOCK_N, BLOCK_D)
     if n_full < N:
         acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_base, v_base, n_full, N, HEAD_DIM, INNER,
                                    sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
-                                   SPLIT, PRECISION, True, EVEN_D, BLOCK_N, BLOCK_D)
+                                   SPLIT, True, EVEN_D, BLOCK_N, BLOCK_D)
 
     acc = acc / l_i[:, None]
     o_base = O + _batch_offset(z, G, H, so_b, so_g, so_h)
@@ -205,7 +206,7 @@ def _bwd_preprocess(
 def _dkdv_block(
     dk, dv, k, v, q_base, do_base, lse_row, delta_row, start_m, N, HEAD_DIM, INNER,
     sq_o, sq_i, sq_d, sdo_o, sdo_i, sdo_d, qk_scale,
-    SPLIT: tl.constexpr, PRECISION: tl.constexpr, MASK_M: tl.constexpr, EVEN_D: tl.constexpr,
+    SPLIT: tl.constexpr, MASK_M: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Accumulate into dk, dv (BLOCK_N keys) the contribution of queries [start_m, start_m + BLOCK_M)."""
@@ -220,14 +221,14 @@ def _dkdv_block(
         lse2 = tl.load(lse_row + offs_m) * 1.4426950408889634
         delta = tl.load(delta_row + offs_m)
 
-    s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M), base 2
+    s_t = tl.dot(k, tl.trans(q), input_precision="ieee") * qk_scale  # (BLOCK_N, BLOCK_M), base 2
     p_t = tl.exp2(s_t - lse2[None, :])
     if MASK_M:
         p_t = tl.where((offs_m < N)[None, :], p_t, 0.0)  # queries past the end
-    dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION)
-    dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+    dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision="ieee")
+    dp_t = tl.dot(v, tl.trans(do), input_precision="ieee")
     ds_t = p_t * (dp_t - delta[None, :])
-    dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)
+    dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision="ieee")
     return dk, dv
 
 
@@ -240,7 +241,7 @@ def _flash_bwd_dkdv_kernel(
     sdo_b, sdo_g, sdo_h, sdo_o, sdo_i, sdo_d,
     sg_b, sg_g, sg_h, sg_o, sg_i, sg_d,
     N, INNER, G, H, HEAD_DIM, scale, qk_scale,
-    SPLIT: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    SPLIT: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One program: dK, dV of BLOCK_N keys of problem z, looping over all query blocks.
@@ -271,11 +272,11 @@ def _flash_bwd_dkdv_kernel(
     for start_m in range(0, m_full, BLOCK_M):
         dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, lse_row, delta_row, start_m, N, HEAD_DIM, INNER,
                              sq_o, sq_i, sq_d, sdo_o, sdo_i, sdo_d, qk_scale,
-                             SPLIT, PRECISION, False, EVEN_D, BLOCK_M, BLOCK_D)
+                             SPLIT, False, EVEN_D, BLOCK_M, BLOCK_D)
     if m_full < N:
         dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, lse_row, delta_row, m_full, N, HEAD_DIM, INNER,
                              sq_o, sq_i, sq_d, sdo_o, sdo_i, sdo_d, qk_scale,
-                             SPLIT, PRECISION, True, EVEN_D, BLOCK_M, BLOCK_D)
+                             SPLIT, True, EVEN_D, BLOCK_M, BLOCK_D)
 
     g_off = _batch_offset(z, G, H, sg_b, sg_g, sg_h)
     _store_tile(DK + g_off, (dk * scale).to(DK.dtype.element_ty), offs_n, offs_d, N, HEAD_DIM, INNER,
@@ -288,7 +289,7 @@ def _flash_bwd_dkdv_kernel(
 def _dq_block(
     dq, q, do, lse2, delta, k_base, v_base, start_n, N, HEAD_DIM, INNER,
     sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
-    SPLIT: tl.constexpr, PRECISION: tl.constexpr, MASK_N: tl.constexpr, EVEN_D: tl.constexpr,
+    SPLIT: tl.constexpr, MASK_N: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Accumulate into dq (BLOCK_M queries) the contribution of keys [start_n, start_n + BLOCK_N)."""
@@ -296,13 +297,13 @@ def _dq_block(
     offs_d = tl.arange(0, BLOCK_D)
     k = _load_tile(k_base, offs_n, offs_d, N, HEAD_DIM, INNER, sk_o, sk_i, sk_d, SPLIT, MASK_N, EVEN_D)
     v = _load_tile(v_base, offs_n, offs_d, N, HEAD_DIM, INNER, sv_o, sv_i, sv_d, SPLIT, MASK_N, EVEN_D)
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+    s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
     p = tl.exp2(s - lse2[:, None])
     if MASK_N:
         p = tl.where((offs_n < N)[None, :], p, 0.0)  # keys past the end
-    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+    dp = tl.dot(do, tl.trans(v), input_precision="ieee")
     ds = p * (dp - delta[:, None])
-    return tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
+    return tl.dot(ds.to(k.dtype), k, dq, input_precision="ieee")
 
 
 @triton.jit
@@ -314,7 +315,7 @@ def _flash_bwd_dq_kernel(
     sdo_b, sdo_g, sdo_h, sdo_o, sdo_i, sdo_d,
     sg_b, sg_g, sg_h, sg_o, sg_i, sg_d,
     N, INNER, G, H, HEAD_DIM, scale, qk_scale,
-    SPLIT: tl.constexpr, PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    SPLIT: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One program: dQ of BLOCK_M queries of problem z, looping over all key blocks.
@@ -343,11 +344,11 @@ def _flash_bwd_dq_kernel(
     for start_n in range(0, n_full, BLOCK_N):
         dq = _dq_block(dq, q, do, lse2, delta, k_base, v_base, start_n, N, HEAD_DIM, INNER,
                        sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
-                       SPLIT, PRECISION, False, EVEN_D, BLOCK_N, BLOCK_D)
+                       SPLIT, False, EVEN_D, BLOCK_N, BLOCK_D)
     if n_full < N:
         dq = _dq_block(dq, q, do, lse2, delta, k_base, v_base, n_full, N, HEAD_DIM, INNER,
                        sk_o, sk_i, sk_d, sv_o, sv_i, sv_d, qk_scale,
-                       SPLIT, PRECISION, True, EVEN_D, BLOCK_N, BLOCK_D)
+                       SPLIT, True, EVEN_D, BLOCK_N, BLOCK_D)
 
     _store_tile(DQ + _batch_offset(z, G, H, sg_b, sg_g, sg_h), (dq * scale).to(DQ.dtype.element_ty), offs_m,
                 offs_d, N, HEAD_DIM, INNER, sg_o, sg_i, sg_d, SPLIT, EVEN_D)
@@ -363,7 +364,7 @@ def _configs(blocks, warps=(4, 8), stages=(2, 3, 4)):
     ]
 
 
-_TUNE_KEY = ["N", "HEAD_DIM", "SPLIT", "PRECISION", "EVEN_D"]
+_TUNE_KEY = ["N", "HEAD_DIM", "SPLIT", "EVEN_D"]  # (the autotuner adds the tensors' dtypes)
 # bf16 / fp16: tensor-core tiles. fp32 runs IEEE fp32 dots (CUDA-core FMAs, no TF32) for its 2e-4 tolerance:
 # it is the exact path, not the fast one, so it gets a few small tiles (it spills at large ones and a full
 # sweep of spilling configs would cost minutes of compilation).
@@ -386,9 +387,6 @@ def _block_d(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"  # the choice only matters for fp32 inputs
-
 
 # ------------------------------------------------------------------------------------------------ launchers
 # ``geom`` = (Z, N, INNER, G, H, SPLIT) and each ``s*`` = the 6 strides of one tensor (see the module doc).
@@ -396,7 +394,7 @@ def flash_forward(q, k, v, o, lse, sq, sk, sv, so, geom, head_dim, scale):
     """Fill ``o`` (strided like ``so``) and ``lse`` ((Z, N) fp32) with the attention of q, k, v."""
     Z, N, INNER, G, H, SPLIT = geom
     block_d = _block_d(head_dim)
-    common = dict(SPLIT=SPLIT, PRECISION=_precision(q.dtype), EVEN_D=block_d == head_dim, BLOCK_D=block_d)
+    common = dict(SPLIT=SPLIT, EVEN_D=block_d == head_dim, BLOCK_D=block_d)
     args = (q, k, v, o, lse, *sq, *sk, *sv, *so, N, INNER, G, H, head_dim, scale * LOG2E)
     if _INTERPRET:
         grid = (triton.cdiv(N, INTERPRETER_BLOCK_M) * Z,)
@@ -418,7 +416,7 @@ def flash_backward(q, k, v, o, do, lse, dq, dk, dv, sq, sk, sv, so, sdo, sg, geo
         o, do, delta, *so, *sdo, N, INNER, G, H, head_dim,
         SPLIT=SPLIT, EVEN_D=block_d == head_dim, BLOCK_M=pre_m, BLOCK_D=block_d,
     )
-    common = dict(SPLIT=SPLIT, PRECISION=_precision(q.dtype), EVEN_D=block_d == head_dim, BLOCK_D=block_d)
+    common = dict(SPLIT=SPLIT, EVEN_D=block_d == head_dim, BLOCK_D=block_d)
     strides = (*sq, *sk, *sv, *sdo, *sg, N, INNER, G, H, head_dim, scale, scale * LOG2E)
     if _INTERPRET:
         blocks = dict(BLOCK_M=INTERPRETER_BLOCK_M, BLOCK_N=INTERPRETER_BLOCK_N, **common)

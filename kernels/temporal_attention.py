@@ -16,6 +16,8 @@ The backward pass is one kernel too: it recomputes P from the LSE and needs neit
 delta = rowsum(dO * O) pass, because rowsum(dO * O) = rowsum(P * dP) with dP = dO V^T, which is in registers:
     dV = P^T dO,  dS = P * (dP - rowsum(P * dP)),  dQ = scale * dS K,  dK = scale * dS^T Q.
 
+Dots: input_precision="ieee" (exact fp32 for fp32 inputs; moot for bf16/fp16, which use tensor cores).
+
 Addressing: token t, channel d of row r sits at ``base + b*stride_b + s*stride_s + h*stride_h + t*stride_t
 + d*stride_d`` with the tensor's own 5-D strides (no permute, no copy).
 """
@@ -72,7 +74,7 @@ def _temporal_fwd_kernel(
     sv_b, sv_t, sv_s, sv_h, sv_d,
     so_b, so_t, so_s, so_h, so_d,
     Z, T, S, H, HEAD_DIM, qk_scale,
-    PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    EVEN_D: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """O[r] = softmax(scale * Q[r] K[r]^T) V[r] for BLOCK_R rows; LSE[r, t] saved (fp32, natural log).
@@ -89,12 +91,12 @@ def _temporal_fwd_kernel(
     k = tl.load(_tile_ptrs(K, rows, S, H, offs_t, offs_d, sk_b, sk_t, sk_s, sk_h, sk_d), mask=mask, other=0.0)
     v = tl.load(_tile_ptrs(V, rows, S, H, offs_t, offs_d, sv_b, sv_t, sv_s, sv_h, sv_d), mask=mask, other=0.0)
 
-    s = tl.dot(q, tl.trans(k, (0, 2, 1)), input_precision=PRECISION) * qk_scale  # (R, Tq, Tk), base 2
+    s = tl.dot(q, tl.trans(k, (0, 2, 1)), input_precision="ieee") * qk_scale  # (R, Tq, Tk), base 2
     s = tl.where(mask_t[None, None, :], s, float("-inf"))  # padded keys
     m = tl.max(s, 2)
     p = tl.exp2(s - m[:, :, None])
     l = tl.sum(p, 2)  # noqa: E741
-    o = tl.dot(p.to(v.dtype), v, input_precision=PRECISION) / l[:, :, None]
+    o = tl.dot(p.to(v.dtype), v, input_precision="ieee") / l[:, :, None]
 
     tl.store(_tile_ptrs(O, rows, S, H, offs_t, offs_d, so_b, so_t, so_s, so_h, so_d), o.to(O.dtype.element_ty),
              mask=mask)
@@ -112,7 +114,7 @@ def _temporal_bwd_kernel(
     sdo_b, sdo_t, sdo_s, sdo_h, sdo_d,
     sg_b, sg_t, sg_s, sg_h, sg_d,
     Z, T, S, H, HEAD_DIM, scale, qk_scale,
-    PRECISION: tl.constexpr, EVEN_D: tl.constexpr,
+    EVEN_D: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """dQ, dK, dV of BLOCK_R rows in one pass (see the module doc). DQ/DK/DV share the strides sg_*."""
@@ -132,15 +134,15 @@ def _temporal_bwd_kernel(
     lse2 = tl.load(LSE + rows.to(tl.int64)[:, None] * T + offs_t[None, :], mask=stat_mask, other=0.0)
     lse2 = lse2 * 1.4426950408889634
 
-    s = tl.dot(q, tl.trans(k, (0, 2, 1)), input_precision=PRECISION) * qk_scale  # (R, Tq, Tk)
+    s = tl.dot(q, tl.trans(k, (0, 2, 1)), input_precision="ieee") * qk_scale  # (R, Tq, Tk)
     p = tl.exp2(s - lse2[:, :, None])
     p = tl.where(stat_mask[:, :, None] & mask_t[None, None, :], p, 0.0)  # padded queries and keys
-    dv = tl.dot(tl.trans(p, (0, 2, 1)).to(do.dtype), do, input_precision=PRECISION)  # (R, Tk, D)
-    dp = tl.dot(do, tl.trans(v, (0, 2, 1)), input_precision=PRECISION)  # (R, Tq, Tk)
+    dv = tl.dot(tl.trans(p, (0, 2, 1)).to(do.dtype), do, input_precision="ieee")  # (R, Tk, D)
+    dp = tl.dot(do, tl.trans(v, (0, 2, 1)), input_precision="ieee")  # (R, Tq, Tk)
     delta = tl.sum(p * dp, 2)  # = rowsum(dO * O)
     ds = p * (dp - delta[:, :, None])
-    dq = tl.dot(ds.to(k.dtype), k, input_precision=PRECISION) * scale
-    dk = tl.dot(tl.trans(ds, (0, 2, 1)).to(q.dtype), q, input_precision=PRECISION) * scale
+    dq = tl.dot(ds.to(k.dtype), k, input_precision="ieee") * scale
+    dk = tl.dot(tl.trans(ds, (0, 2, 1)).to(q.dtype), q, input_precision="ieee") * scale
 
     tl.store(_tile_ptrs(DQ, rows, S, H, offs_t, offs_d, sg_b, sg_t, sg_s, sg_h, sg_d),
              dq.to(DQ.dtype.element_ty), mask=mask)
@@ -155,7 +157,7 @@ def _configs(rows, warps):
     return [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=1) for r in rows for w in warps]
 
 
-_TUNE_KEY = ["T", "HEAD_DIM", "PRECISION", "EVEN_D"]
+_TUNE_KEY = ["T", "HEAD_DIM", "EVEN_D"]  # (the autotuner adds the tensors' dtypes)
 # fp32 (IEEE dots on CUDA cores, the exact path) gets few rows per program: larger tiles spill.
 _TUNED = {
     ("fwd", False): triton.autotune(_configs((1, 2, 4, 8, 16), (2, 4, 8)), key=_TUNE_KEY)(_temporal_fwd_kernel),
@@ -173,9 +175,6 @@ def _block_d(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"
-
 
 # ------------------------------------------------------------------------------------------------ launchers
 def temporal_forward(q, k, v, o, lse, scale):
@@ -183,7 +182,7 @@ def temporal_forward(q, k, v, o, lse, scale):
     B, T, S, H, D = q.shape
     Z = B * S * H
     args = (q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(), Z, T, S, H, D, scale * LOG2E)
-    meta = dict(PRECISION=_precision(q.dtype), EVEN_D=_block_d(D) == D, BLOCK_T=_block_t(T), BLOCK_D=_block_d(D))
+    meta = dict(EVEN_D=_block_d(D) == D, BLOCK_T=_block_t(T), BLOCK_D=_block_d(D))
     if _INTERPRET:
         wrap_triton(_temporal_fwd_kernel)[(triton.cdiv(Z, INTERPRETER_BLOCK_R),)](
             *args, BLOCK_R=INTERPRETER_BLOCK_R, **meta
@@ -200,7 +199,7 @@ def temporal_backward(q, k, v, do, lse, dq, dk, dv, scale):
     assert dq.stride() == dk.stride() == dv.stride()
     args = (q, k, v, do, lse, dq, dk, dv, *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
             Z, T, S, H, D, scale, scale * LOG2E)
-    meta = dict(PRECISION=_precision(q.dtype), EVEN_D=_block_d(D) == D, BLOCK_T=_block_t(T), BLOCK_D=_block_d(D))
+    meta = dict(EVEN_D=_block_d(D) == D, BLOCK_T=_block_t(T), BLOCK_D=_block_d(D))
     if _INTERPRET:
         wrap_triton(_temporal_bwd_kernel)[(triton.cdiv(Z, INTERPRETER_BLOCK_R),)](
             *args, BLOCK_R=INTERPRETER_BLOCK_R, **meta

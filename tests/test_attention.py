@@ -285,8 +285,8 @@ def compile_sm90(fn, constexprs, floats, num_warps, num_stages):
     return {"wgmma": len(re.findall(r"wgmma\.mma_async", ptx)), "mma": len(re.findall(r"\bmma\.sync", ptx)),
             "vector_loads": len(re.findall(r"ld\.global[\w.:]*\.v4|cp\.async\.cg", ptx))}
 
-flash = dict(SPLIT=False, PRECISION="tf32", EVEN_D=True, BLOCK_D=64)
-temporal = dict(PRECISION="tf32", EVEN_D=True, BLOCK_R=4, BLOCK_T=16, BLOCK_D=64)
+flash = dict(SPLIT=False, EVEN_D=True, BLOCK_D=64)
+temporal = dict(EVEN_D=True, BLOCK_R=4, BLOCK_T=16, BLOCK_D=64)
 out = {
     "flash_fwd": compile_sm90(FA._flash_fwd_kernel, dict(flash, BLOCK_M=128, BLOCK_N=64), ("qk_scale",), 8, 3),
     "flash_dkdv": compile_sm90(FA._flash_bwd_dkdv_kernel, dict(flash, BLOCK_M=64, BLOCK_N=128),
