@@ -5,10 +5,12 @@ thread, real barriers for __syncthreads / __syncwarp, emulated warp shuffles and
 csrc/tests/emu/emu_api.cpp exposes the unchanged host launch functions to ctypes. These tests feed them CPU
 tensors and compare against the float64 reference ops, like the backend suites do on a GPU.
 
-What this verifies: the kernels' indexing, strides, tails, tiling, online softmax, reductions, barriers and the
-launch functions' plans. What it does not: tensor-core (WMMA) fragments (the emulated build takes block_gemm's
-FMA path for bf16/fp16 too), real-hardware timing, races the barrier-ordered emulation cannot produce, and the
-torch bindings (csrc/torch/cuda_*.cpp), which need a CUDA build of torch.
+What this verifies: the kernels' indexing, strides, tails, tiling, online softmax, reductions, barriers, the
+launch functions' plans, and the WMMA tile products of the bf16 / fp16 flash kernels (operand layouts, ldm and
+32-byte pointer alignment, checked by the emulated nvcuda::wmma; fp32 uses the FMA path). What it does not:
+the hardware's fragment-to-lane mapping and exact fast-math intrinsics, real-hardware timing, races that the
+barrier-ordered emulation cannot produce, and the torch bindings (csrc/torch/cuda_*.cpp), which need a CUDA
+build of torch.
 """
 
 from __future__ import annotations

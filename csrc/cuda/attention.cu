@@ -175,7 +175,7 @@ __device__ __forceinline__ void gemm_scalar(int M, int N, int K, const T* A, int
 template <typename T, bool kTransA, bool kTransB, bool kAccum>
 __device__ __forceinline__ void block_gemm(int M, int N, int K, const T* A, int lda, const T* B, int ldb, float* C,
                                            int ldc) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || defined(FASTVDM_EMULATE_WMMA)
   if constexpr (!std::is_same<T, float>::value) {
     namespace wmma = nvcuda::wmma;
     using LayoutA = typename std::conditional<kTransA, wmma::col_major, wmma::row_major>::type;

@@ -7,8 +7,12 @@
 // the threads of the one running block); dynamic shared memory is a per-block buffer filled with 0xFF bytes (NaN
 // as floats) so reads of uninitialized shared memory show up. "Device" pointers are host pointers.
 //
-// Not emulated: tensor-core WMMA (__CUDA_ARCH__ is undefined here, so block_gemm takes its FMA path for every
-// dtype), memory-model subtleties beyond barrier ordering, and the hardware's exact fast-math intrinsics.
+// WMMA (nvcuda::wmma, 16x16x16) is emulated with whole tiles per thread (FASTVDM_EMULATE_WMMA makes the kernels
+// take their tensor-core path for bf16 / fp16): the emulation checks the pointer alignment (32 bytes) and ldm
+// rules of load/store_matrix_sync and computes the products in fp32 (exact products of bf16 / fp16 inputs, like
+// the hardware; the accumulation order differs).
+// Not emulated: the hardware's fragment-to-lane mapping (not visible to these kernels), memory-model subtleties
+// beyond barrier ordering, and the exact error of the fast-math intrinsics.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -25,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #define FASTVDM_EMULATION 1
@@ -155,3 +160,70 @@ inline cudaError_t emu_func_set_attribute(const void*, cudaFuncAttribute, int) {
 inline cudaError_t emu_get_last_error() { return cudaSuccess; }
 #define cudaFuncSetAttribute emu_func_set_attribute
 #define cudaGetLastError emu_get_last_error
+
+// ------------------------------------------------------------------------------------------------ WMMA
+#define FASTVDM_EMULATE_WMMA 1
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+// Every lane holds the whole 16x16 tile (row-major, fp32).
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "only m16n16k16 is emulated");
+  float x[256];
+};
+
+inline void emu_check_pointer(const void* p, unsigned ldm, size_t elem_bytes) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) std::abort();  // WMMA needs 256-bit aligned pointers
+  if ((ldm * elem_bytes) % 16 != 0) std::abort();              // ldm: a multiple of 16 bytes
+}
+
+inline float emu_to_float(float v) { return v; }
+inline float emu_to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+inline float emu_to_float(__half v) { return __half2float(v); }
+
+template <typename Use, typename T, typename Layout>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
+  emu_check_pointer(p, ldm, sizeof(T));
+  constexpr bool col = std::is_same<Layout, col_major>::value;
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) f.x[i * 16 + j] = emu_to_float(col ? p[j * ldm + i] : p[i * ldm + j]);
+}
+
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned ldm, layout_t l) {
+  emu_check_pointer(p, ldm, sizeof(float));
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) f.x[i * 16 + j] = l == mem_row_major ? p[i * ldm + j] : p[j * ldm + i];
+}
+
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t l) {
+  emu_check_pointer(p, ldm, sizeof(float));
+  if (threadIdx.x % 32 != 0) return;  // one lane writes the (identical) tile
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) (l == mem_row_major ? p[i * ldm + j] : p[j * ldm + i]) = f.x[i * 16 + j];
+}
+
+inline void fill_fragment(fragment<accumulator, 16, 16, 16, float>& f, float v) {
+  for (float& e : f.x) e = v;
+}
+
+template <typename T, typename LA, typename LB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, LA>& a,
+              const fragment<matrix_b, 16, 16, 16, T, LB>& b, const fragment<accumulator, 16, 16, 16, float>& c) {
+  float out[256];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      float acc = c.x[i * 16 + j];
+      for (int k = 0; k < 16; ++k) acc = std::fma(a.x[i * 16 + k], b.x[k * 16 + j], acc);
+      out[i * 16 + j] = acc;
+    }
+  std::memcpy(d.x, out, sizeof(out));
+}
+}  // namespace wmma
+}  // namespace nvcuda
