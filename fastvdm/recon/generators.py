@@ -15,6 +15,8 @@ path's non-input cameras and the wall time it spent. Built in (``make_generator(
   without either it is NaN (unknown), never guessed.
 - ``py:MODULE:FUNCTION``: ``FUNCTION(inputs_dir, cameras) -> rgb (T, 3, H, W) in [0, 1]`` (or a list of
   (3, H, W)), one image per camera of ``cameras`` (the non-input path cameras); timed here.
+- ``model:CKPT[@SAMPLER[@STEPS]]``: a trained checkpoint or run folder sampled here (``ddim``, default 50
+  steps: the teacher; ``fewstep``: the 4-step student), see ``model_generator``.
 """
 
 from __future__ import annotations
@@ -111,6 +113,51 @@ def python_generator(target: str) -> Callable:
     return gen
 
 
+def model_generator(ckpt: str, sampler: str = "ddim", steps: int | None = None, seed: int = 0,
+                    guidance: float = 1.0) -> Callable:
+    """A trained VideoUNet (teacher or student checkpoint / run folder) densifying the case's clip.
+
+    sampler "ddim" (default 50 steps, the teacher) or "fewstep" (the 4-step student grid; ``steps`` 1 or 2
+    for the shorter trailing grids). The clip is built by ``clip_from_views`` at the checkpoint's training
+    size (the path cameras rescaled to it); its non-input frames come back as views at the path cameras. The
+    time covers building the condition and sampling, on this process's device (CPU without CUDA).
+    """
+    from fastvdm.data.dataset import clip_from_views
+    from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule
+    from fastvdm.models import make_cond
+    from fastvdm.train import load_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, meta = load_model(ckpt, device=device)
+    size = int(meta.get("run", {}).get("config", {}).get("size", 32))
+    if sampler == "ddim":
+        smp = DDIMSampler(VSchedule(), num_steps=steps or 50, guidance=guidance)
+        kw = {}
+    elif sampler == "fewstep":
+        smp = FewStepSampler(VSchedule())
+        kw = {"num_steps": steps}
+    else:
+        raise ValueError(f"model generator: sampler must be ddim or fewstep, got {sampler!r}")
+
+    def gen(case) -> Generated:
+        idx = case.input_indices()
+        cams = [v.camera for v in case.path_ground_truth().views]
+        t0 = time.perf_counter()
+        item = clip_from_views(case.inputs().views, cams, size, input_indices=idx)
+        batch = {k: (v[None] if torch.is_tensor(v) else torch.tensor([v])) for k, v in item.items()}
+        x0, cond = make_cond(batch, device)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            out = smp(model, cond, tuple(x0.shape), generator=g, **kw)
+        frames = ((out[0].float().cpu().transpose(0, 1) + 1) / 2).clamp(0, 1)  # (T, 3, size, size)
+        secs = time.perf_counter() - t0
+        views = [TrainView(c.resized(size, size), frames[i], None, None, "generated")
+                 for i, c in enumerate(cams) if i not in set(idx)]
+        return Generated(views, secs, getattr(smp, "last_nfe", None))
+
+    return gen
+
+
 def make_generator(spec: str) -> Callable | None:
     """The generator for ``spec`` (see the module docstring); ``inputs`` (no generator) gives None."""
     if spec == "inputs":
@@ -123,4 +170,9 @@ def make_generator(spec: str) -> Callable | None:
         return folder_generator(spec[len("folder:"):])
     if spec.startswith("py:"):
         return python_generator(spec[len("py:"):])
-    raise ValueError(f"unknown generator {spec!r} (use inputs, warp, oracle, folder:PATTERN or py:MODULE:FUNCTION)")
+    if spec.startswith("model:"):  # model:CKPT[@SAMPLER[@STEPS]]
+        parts = spec[len("model:"):].split("@")
+        return model_generator(parts[0], parts[1] if len(parts) > 1 else "ddim",
+                               int(parts[2]) if len(parts) > 2 else None)
+    raise ValueError(f"unknown generator {spec!r} (use inputs, warp, oracle, folder:PATTERN, py:MODULE:FUNCTION "
+                     "or model:CKPT[@SAMPLER[@STEPS]])")
