@@ -26,7 +26,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
     d = ReconConfig()
     p.add_argument("--iters", type=int, default=d.iters, help=f"optimization steps (default {d.iters})")
-    p.add_argument("--res", type=int, default=d.max_res, help=f"grid points along the longest side (default {d.max_res})")
+    p.add_argument("--res", type=int, default=d.max_res,
+                   help=f"grid points along the longest side (default {d.max_res})")
     p.add_argument("--rays", type=int, default=d.batch_rays, help=f"rays per step (default {d.batch_rays})")
     p.add_argument("--depth-weight", type=float, default=d.depth_weight, help="weight of the depth loss")
     p.add_argument("--no-depth-init", action="store_true", help="start from an empty grid (not from the depth points)")

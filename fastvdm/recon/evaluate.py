@@ -133,7 +133,8 @@ def run_case(case: Case, generator: Callable | None, cfg: ReconConfig) -> dict:
     test = case.test()
     ev = evaluate(res.grid, [v.camera for v in test.views], torch.stack([v.rgb for v in test.views]))
     return {"psnr": ev["psnr_mean"], "ssim": ev["ssim_mean"], "psnr_views": ev["psnr"],
-            "gen_s": gen.seconds, "recon_s": res.seconds, "recon_cpu_s": res.cpu_seconds, "total_s": gen.seconds + res.seconds,
+            "gen_s": gen.seconds, "recon_s": res.seconds, "recon_cpu_s": res.cpu_seconds,
+            "total_s": gen.seconds + res.seconds,
             "nfe": gen.nfe, "train_views": len(inputs) + len(gen.views), "generated_views": len(gen.views),
             "final_mse": res.log[-1][2] if res.log else None}
 

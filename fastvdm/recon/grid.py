@@ -133,7 +133,8 @@ class VoxelGrid(torch.nn.Module):
         if early_stop > 0:  # a cheap density-only pass: drop the samples behind (nearly) opaque matter
             with torch.no_grad():
                 sel = inside.nonzero(as_tuple=True)
-                sig = torch.zeros(n_rays, n_samples, dtype=origins.dtype).index_put(sel, self.query(pts[sel], density_only=True)[0])
+                sig = torch.zeros(n_rays, n_samples, dtype=origins.dtype)
+                sig = sig.index_put(sel, self.query(pts[sel], density_only=True)[0])
                 trans = torch.exp(-torch.cumsum(sig * step, 1) + sig * step)  # exclusive: before sample i
                 inside &= trans > early_stop
         sel = inside.nonzero(as_tuple=True)  # sample only inside the box (rays have very different lengths)
