@@ -218,6 +218,7 @@ def main(argv=None):
     rows = run(shapes, dtype, device, args.repeats, args.method)
     print(f"# video_attention on {machine_name()}, {dtype}, heads={HEADS}, D={HEAD_DIM}, torch {torch.__version__}")
     print(markdown(rows, COLUMNS) if args.markdown else format_table(rows, COLUMNS))
+    return rows
 
 
 if __name__ == "__main__":

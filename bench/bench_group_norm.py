@@ -177,6 +177,7 @@ def main(argv=None):
                     })
                     print(f"  {name} {pass_name:9s} {impl_name:8s} {t * 1e3:9.3f} ms", file=sys.stderr, flush=True)
     print(format_table(rows, ["shape dtype", "pass", "impl", "ms", "GB/s", "% copy", "vs eager"]))
+    return rows
 
 
 if __name__ == "__main__":

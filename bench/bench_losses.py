@@ -232,6 +232,7 @@ def main(argv=None):
             print("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |")
     else:
         print(format_table(rows, columns))
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,0 +1,126 @@
+"""``fastvdm bench``: run the benchmarks of ``bench/`` and append a JSON record of what they printed.
+
+    fastvdm bench kernels [--op group_norm|video_attention|losses] [--device cpu|cuda]
+    fastvdm bench e2e [--preset tiny]
+
+The benchmark scripts live in the source checkout's ``bench/`` folder (they are not part of the installed
+package): this command finds them beside the package of an editable install / source checkout. Every record
+appended to the JSON-lines file (default ``bench/results.jsonl``) holds the date, the command, the machine,
+card and versions (``fastvdm info``), and exactly the rows of the printed tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+# op name -> (bench module, arguments for a default run under 5 minutes on a 2-core CPU)
+KERNEL_BENCHES = {
+    "group_norm": ("bench.bench_group_norm", {"cpu": ["--repeats", "3"], "cuda": []}),
+    "video_attention": ("bench.bench_attention", {"cpu": ["--repeats", "3"], "cuda": []}),
+    "losses": ("bench.bench_losses", {"cpu": ["--repeats", "5"], "cuda": []}),
+}
+
+
+def repo_root() -> Path:
+    """The source checkout holding ``bench/`` (raises a clear error for a non-editable install)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "timing.py").is_file():
+        raise FileNotFoundError(
+            f"the benchmark scripts (bench/) are not beside this install ({root}); run `fastvdm bench` from an "
+            "editable install of a source checkout (pip install --no-build-isolation -e .)"
+        )
+    return root
+
+
+def _import_bench(module: str):
+    root = str(repo_root())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module(module)
+
+
+def append_record(path: Path, kind: str, name: str, argv: list[str], rows: list[dict]) -> dict:
+    """Append one JSON record (one line) describing a benchmark run to ``path``; returns the record."""
+    from fastvdm.info import environment_report
+
+    record = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "kind": kind,
+        "bench": name,
+        "command": " ".join(["fastvdm"] + sys.argv[1:]),
+        "bench_argv": argv,
+        "environment": environment_report(),
+        "rows": rows,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:  # one line per record: an interrupted write never corrupts earlier records
+        f.write(json.dumps(record, default=str) + "\n")
+    return record
+
+
+def run_kernels(args: argparse.Namespace) -> int:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked, but torch sees no CUDA device")
+    names = [args.op] if args.op else list(KERNEL_BENCHES)
+    for name in names:
+        module_name, defaults = KERNEL_BENCHES[name]
+        argv = ["--device", device] + defaults[device] + (["--repeats", str(args.repeats)] if args.repeats else [])
+        module = _import_bench(module_name)
+        print(f"== fastvdm bench kernels: {name} ({module_name.replace('.', '/')}.py {' '.join(argv)})", flush=True)
+        rows = module.main(argv)
+        append_record(Path(args.json), "kernels", name, argv, rows)
+    print(f"appended {len(names)} record(s) to {args.json}")
+    return 0
+
+
+def run_e2e(args: argparse.Namespace) -> int:
+    module = _import_bench("bench.bench_e2e")
+    argv = ["--preset", args.preset] + (["--device", args.device] if args.device else [])
+    rows = module.main(argv)
+    append_record(Path(args.json), "e2e", args.preset, argv, rows)
+    print(f"appended 1 record to {args.json}")
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    default_json = os.path.join("bench", "results.jsonl")
+    p = subparsers.add_parser(
+        "bench",
+        help="run kernel microbenchmarks or end-to-end benchmarks; append a JSON record",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    k = sub.add_parser(
+        "kernels",
+        help="per-op microbenchmarks: every backend against eager and torch.compile, in one process",
+        description="Per-op microbenchmarks (bench/bench_*.py): time, GB/s or TFLOP/s and the ratio to eager.",
+    )
+    k.add_argument("--op", choices=list(KERNEL_BENCHES), help="only this op (default: all)")
+    k.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
+    k.add_argument("--repeats", type=int, help="timing repeats (median); default per benchmark")
+    k.add_argument("--json", default=default_json, help="JSON-lines file to append to (default: %(default)s)")
+    k.set_defaults(func=run_kernels)
+    e = sub.add_parser(
+        "e2e",
+        help="one sampling call of teacher (50 steps) and student (4 steps), one distillation step: auto vs reference",
+    )
+    e.add_argument("--preset", default="tiny", choices=["tiny", "base"])
+    e.add_argument("--device", choices=["cpu", "cuda"])
+    e.add_argument("--json", default=default_json, help="JSON-lines file to append to (default: %(default)s)")
+    e.set_defaults(func=run_e2e)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:  # pragma: no cover - argparse always sets func
+    return args.func(args)
+

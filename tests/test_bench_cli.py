@@ -1,0 +1,42 @@
+"""`fastvdm bench kernels`: runs a bench/ script in-process and appends a JSON record equal to its table."""
+
+import json
+
+import pytest
+
+from fastvdm import bench_cli
+from fastvdm.cli import main
+
+
+def test_bench_kernels_appends_a_record_matching_the_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(
+        bench_cli.KERNEL_BENCHES,
+        "losses",
+        ("bench.bench_losses", {"cpu": ["--repeats", "1", "--shape", "2,3,2,8,8"], "cuda": []}),
+    )
+    out = tmp_path / "results.jsonl"
+    for _ in range(2):
+        assert main(["bench", "kernels", "--op", "losses", "--device", "cpu", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2  # appended, not overwritten
+    rec = records[-1]
+    assert rec["kind"] == "kernels" and rec["bench"] == "losses"
+    assert rec["environment"]["torch"] and rec["environment"]["device"]
+    methods = {(r["loss"], r["method"]) for r in rec["rows"]}
+    assert {("denoising", "eager"), ("dmd", "eager"), ("denoising", "reference")} <= methods
+    for r in rec["rows"]:
+        # every JSON row is a row of the printed table, and its speedup is eager's time over its own
+        assert f"{r['fwd+bwd ms']}" in printed and r["method"] in printed
+        eager = next(e for e in rec["rows"] if e["loss"] == r["loss"] and e["method"] == "eager")
+        ratio = float(eager["fwd+bwd ms"]) / float(r["fwd+bwd ms"])
+        assert float(r["speedup"].rstrip("x")) == pytest.approx(ratio, rel=0.02, abs=0.01)
+
+
+def test_bench_rejects_cuda_without_a_gpu(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["bench", "kernels", "--device", "cuda", "--json", "/dev/null"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
