@@ -158,12 +158,34 @@ def _configs(rows, warps):
 
 
 _TUNE_KEY = ["T", "HEAD_DIM", "EVEN_D"]  # (the autotuner adds the tensors' dtypes)
-# fp32 (IEEE dots on CUDA cores, the exact path) gets few rows per program: larger tiles spill.
+
+
+def _tile_budget(elements: int):
+    """early_config_prune: keep the configs whose (BLOCK_R, BLOCK_T, BLOCK_D) tile has at most ``elements``
+    elements (larger ones spill registers and take long to compile), and at least the one-row config."""
+
+    def prune(configs, named_args, **kwargs):
+        args = {**named_args, **kwargs}
+        tile = args["BLOCK_T"] * args["BLOCK_D"]
+        kept = [c for c in configs if c.kwargs["BLOCK_R"] * tile <= elements]
+        return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_R"])]
+
+    return prune
+
+
+def _tuned(kernel, rows, warps, elements):
+    return triton.autotune(
+        _configs(rows, warps), key=_TUNE_KEY, prune_configs_by={"early_config_prune": _tile_budget(elements)}
+    )(kernel)
+
+
+# bf16/fp16: up to 16 rows of 16 x 64 per program (forward), 8 (backward: more tiles live at once).
+# fp32 (IEEE dots on CUDA cores, the exact path): few rows per program, larger tiles spill.
 _TUNED = {
-    ("fwd", False): triton.autotune(_configs((1, 2, 4, 8, 16), (2, 4, 8)), key=_TUNE_KEY)(_temporal_fwd_kernel),
-    ("bwd", False): triton.autotune(_configs((1, 2, 4, 8), (2, 4, 8)), key=_TUNE_KEY)(_temporal_bwd_kernel),
-    ("fwd", True): triton.autotune(_configs((1, 2), (4,)), key=_TUNE_KEY)(_temporal_fwd_kernel),
-    ("bwd", True): triton.autotune(_configs((1, 2), (4,)), key=_TUNE_KEY)(_temporal_bwd_kernel),
+    ("fwd", False): _tuned(_temporal_fwd_kernel, (1, 2, 4, 8, 16), (2, 4, 8), 16 * 16 * 64),
+    ("bwd", False): _tuned(_temporal_bwd_kernel, (1, 2, 4, 8), (2, 4, 8), 8 * 16 * 64),
+    ("fwd", True): _tuned(_temporal_fwd_kernel, (1, 2), (4,), 2 * 16 * 64),
+    ("bwd", True): _tuned(_temporal_bwd_kernel, (1, 2), (4,), 2 * 16 * 64),
 }
 
 
