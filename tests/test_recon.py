@@ -227,3 +227,32 @@ def test_eval_recon_cases_and_generators(tmp_path):
     assert math.isclose(r["student"]["total_s"], 12.5 + r["student"]["recon_s"])
     rows = {row["condition"]: row for row in res["summary"]}
     assert math.isclose(rows["student"]["d_psnr"], r["student"]["psnr"] - r["inputs"]["psnr"])
+
+
+def test_model_generator_samples_a_checkpoint(tmp_path):
+    """``model:CKPT@fewstep``: a (random, tiny) VideoUNet checkpoint densifies the case's clip at the checkpoint's
+    size: one view per non-input path camera, 4 network evaluations, seeded (repeatable), and the views (at
+    another resolution than the inputs) train a grid next to the inputs."""
+    from dataclasses import asdict
+
+    from fastvdm.models import VideoUNet, VideoUNetConfig
+    from fastvdm.recon.evaluate import make_case, run_case
+    from fastvdm.recon.generators import make_generator
+    from fastvdm.recon.train import ReconConfig
+    from fastvdm.train.checkpoint import atomic_save
+
+    cfg = VideoUNetConfig(channels=(8, 16), attention_levels=(1,), head_dim=8, groups=4, temporal_kernel=1)
+    net = VideoUNet(cfg)
+    ckpt = str(tmp_path / "tiny.safetensors")
+    atomic_save({f"model/unet/{k}": v for k, v in net.state_dict().items()},
+                {"model_configs": {"unet": asdict(cfg)}, "run": {"config": {"size": 16}}}, ckpt)
+    case = make_case(str(tmp_path / "cases"), 1, 2, size=24, frames=5)
+    gen = make_generator(f"model:{ckpt}@fewstep")
+    a, b = gen(case), gen(case)
+    assert a.nfe == 4 and len(a.views) == 3
+    for va, vb, cam in zip(a.views, b.views, case.generated_cameras()):
+        assert va.rgb.shape == (3, 16, 16) and va.camera.width == 16
+        assert float((va.camera.c2w - cam.c2w).abs().max()) < 1e-5  # at the path camera
+        assert bool(torch.equal(va.rgb, vb.rgb)) and 0.0 <= float(va.rgb.min()) and float(va.rgb.max()) <= 1.0
+    r = run_case(case, gen, ReconConfig(iters=3, max_res=12, batch_rays=128))
+    assert r["generated_views"] == 3 and r["train_views"] == 5 and r["nfe"] == 4 and math.isfinite(r["psnr"])
