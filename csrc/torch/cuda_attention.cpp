@@ -116,7 +116,8 @@ TORCH_LIBRARY_FRAGMENT(fastvdm_cuda, m) {
       "float scale) -> (Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(fastvdm_cuda, CUDA, m) {
+// FASTVDM_DISPATCH_KEY: CUDA (CPU in the emulated test build, see cuda_binding.h)
+TORCH_LIBRARY_IMPL(fastvdm_cuda, FASTVDM_DISPATCH_KEY, m) {
   m.impl("attention_forward", &attention_forward);
   m.impl("attention_backward", &attention_backward);
 }

@@ -3,10 +3,18 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <cuda_runtime_api.h>
+#ifdef FASTVDM_EMULATION
+// Test build (tests/test_cuda_bindings_emulated.py): the bindings run on CPU tensors against the emulated kernels
+// (csrc/tests/emu), with stand-ins for the c10::cuda stream / guard / error check, registered for the CPU key.
+#include "tests/emu/torch_emu.h"
+#define FASTVDM_DISPATCH_KEY CPU
+#else
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <cuda_runtime_api.h>
+#define FASTVDM_DISPATCH_KEY CUDA
+#endif
 
 #include <optional>
 #include <stdexcept>
@@ -30,13 +38,20 @@ inline fastvdm::cuda::DType to_dtype(const at::Tensor& t, const char* op) {
 }
 
 inline void check_cuda(const at::Tensor& t, const char* op, const char* name) {
+#ifndef FASTVDM_EMULATION
   TORCH_CHECK(t.is_cuda(), "fastvdm_cuda ", op, ": ", name, " must be a CUDA tensor");
+#else
+  (void)t, (void)op, (void)name;
+#endif
 }
 
 inline cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 // Streaming multiprocessors of the current device (used to size grids).
 inline int num_sms() {
+#ifdef FASTVDM_EMULATION
+  return 132;  // an H100's count, so the emulated plans split like on the GPU
+#endif
   int device = 0, count = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));

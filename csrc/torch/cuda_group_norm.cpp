@@ -105,7 +105,8 @@ TORCH_LIBRARY_FRAGMENT(fastvdm_cuda, m) {
       "Tensor? bias, Tensor? scale, Tensor? shift, bool silu) -> (Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(fastvdm_cuda, CUDA, m) {
+// FASTVDM_DISPATCH_KEY: CUDA (CPU in the emulated test build, see cuda_binding.h)
+TORCH_LIBRARY_IMPL(fastvdm_cuda, FASTVDM_DISPATCH_KEY, m) {
   m.impl("group_norm_forward", &group_norm_forward);
   m.impl("group_norm_backward", &group_norm_backward);
 }

@@ -125,7 +125,8 @@ TORCH_LIBRARY_FRAGMENT(fastvdm_cuda, m) {
   m.def("dmd_loss_backward(Tensor grad, Tensor x0_real, Tensor x0_fake, Tensor norm, Tensor? weight) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(fastvdm_cuda, CUDA, m) {
+// FASTVDM_DISPATCH_KEY: CUDA (CPU in the emulated test build, see cuda_binding.h)
+TORCH_LIBRARY_IMPL(fastvdm_cuda, FASTVDM_DISPATCH_KEY, m) {
   m.impl("denoising_loss_forward", &denoising_loss_forward);
   m.impl("denoising_loss_backward", &denoising_loss_backward);
   m.impl("dmd_loss_forward", &dmd_loss_forward);
