@@ -151,10 +151,13 @@ class TrainState:
                 state.setdefault(int(pid), {})[key] = v
             for pid, st in om["scalars"].items():
                 state.setdefault(int(pid), {}).update(st)
+            base = [g["base_lr"] for g in opt.param_groups]  # the LR comes from the code/CLI, not the file
             try:
                 opt.load_state_dict({"state": state, "param_groups": om["param_groups"]})
             except (ValueError, KeyError) as e:
                 raise ckpt.CheckpointError(f"{where} optimizer {name!r} does not match: {e}") from None
+            for g, b in zip(opt.param_groups, base):
+                g["base_lr"] = b
         self.step = int(meta["step"])
 
 
@@ -199,10 +202,9 @@ class StepContext:
             norm = torch.nn.utils.clip_grad_norm_(params, self.run.grad_clip)
         else:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-        if self.run.warmup_steps > 0:
-            f = min(1.0, (self.step + 1) / self.run.warmup_steps)
-            for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * f
+        f = min(1.0, (self.step + 1) / self.run.warmup_steps) if self.run.warmup_steps > 0 else 1.0
+        for g in opt.param_groups:  # the LR is a function of (base LR, step): a resumed run may change it
+            g["lr"] = g["base_lr"] * f
         opt.step()
         opt.zero_grad(set_to_none=True)
         return float(norm)

@@ -1,0 +1,135 @@
+"""``fastvdm sample``: complete a scene folder's point-cloud renders into a video with a trained model.
+
+    fastvdm sample --ckpt runs/teacher_tiny --scene DIR --steps 25 [--inputs 1] [--out DIR] [--seed 0]
+
+DIR is a nerfstudio-style scene folder (``fastvdm data make`` writes them): T views evenly spaced along its
+camera list (T = the frame count the model was trained on) form the camera path; ``--inputs K`` of them
+(evenly spaced, the first always) are the input views, whose RGB-D (or the scene's point cloud) is rendered
+into every frame. Writes OUT/frames/frame_XXXXX.png (generated), OUT/video.mp4 (or video.gif when no mp4
+encoder is installed) and OUT/grid.png with three rows: condition render / generated / ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("sample", help="generate the views of a scene folder's camera path with a checkpoint",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="run folder (latest checkpoint) or checkpoint / model file")
+    p.add_argument("--scene", required=True, help="scene folder (transforms.json, images, depth or point cloud)")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
+    p.add_argument("--sampler", choices=("ddim", "few-step"), default="ddim", help="default ddim")
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance (default 1 = off)")
+    p.add_argument("--inputs", type=int, default=1, help="number of input views (default 1)")
+    p.add_argument("--frames", type=int, default=None, help="frames (default: the training config)")
+    p.add_argument("--size", type=int, default=None, help="frame size (default: the training config)")
+    p.add_argument("--out", default=None, help="output folder (default SCENE/samples)")
+    p.add_argument("--model", default=None, help="model name in the checkpoint (default unet)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--scale", type=int, default=4, help="upscaling of the grid image (default 4)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.set_defaults(func=main)
+    return p
+
+
+def scene_clip(scene_dir: str, frames: int, size: int, inputs: int):
+    """(clip dict as ClipDataset items, ground-truth frames (3, T, size, size) in [-1, 1])."""
+    import torch
+
+    from fastvdm.data.dataset import clip_from_views
+    from fastvdm.data.scene_io import read_scene, square_view
+
+    scene = read_scene(scene_dir)
+    n = len(scene.views)
+    if n < frames:
+        raise ValueError(f"scene {scene_dir} has {n} views; the model needs {frames} (pass --frames {n}?)")
+    if not 1 <= inputs <= frames:
+        raise ValueError(f"--inputs must be in [1, {frames}], got {inputs}")
+    pick = [round(i * (n - 1) / max(frames - 1, 1)) for i in range(frames)]
+    in_idx = [0] if inputs == 1 else [round(j * (frames - 1) / (inputs - 1)) for j in range(inputs)]
+    views = [scene.views[pick[i]] for i in in_idx]
+    if scene.points is None and any(v.depth is None for v in views):
+        raise ValueError(f"scene {scene_dir}: the input views have no depth and there is no point cloud")
+    clip = clip_from_views(views, [scene.views[i].camera for i in pick], size, input_indices=in_idx,
+                           points=scene.points, point_colors=scene.colors)
+    gt = torch.stack([square_view(scene.views[i], size).rgb * 2 - 1 for i in pick], 1)
+    return clip, gt
+
+
+def _to_u8(x):
+    """(3, ..., H, W) in [-1, 1] -> uint8 (..., H, W, 3)."""
+    import torch
+
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(0, -1).numpy()
+
+
+def write_outputs(out: str, generated, cond, gt, scale: int = 4) -> list[str]:
+    """Frames, video and grid. generated, cond, gt: (3, T, H, W) in [-1, 1] (gt may be None). Returns paths."""
+    import numpy as np
+    from PIL import Image
+
+    os.makedirs(os.path.join(out, "frames"), exist_ok=True)
+    gen = _to_u8(generated)  # (T, H, W, 3)
+    paths = []
+    for i, f in enumerate(gen):
+        p = os.path.join(out, "frames", f"frame_{i:05d}.png")
+        Image.fromarray(f).save(p + ".tmp.png")
+        os.replace(p + ".tmp.png", p)
+        paths.append(p)
+    rows = [cond, generated] + ([gt] if gt is not None else [])
+    grid = np.concatenate([np.concatenate(list(_to_u8(r)), 1) for r in rows], 0)
+    img = Image.fromarray(grid)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    gp = os.path.join(out, "grid.png")
+    img.save(gp + ".tmp.png")
+    os.replace(gp + ".tmp.png", gp)
+    paths.append(gp)
+    big = [np.asarray(Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)) for f in gen]
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg  # noqa: F401
+
+        vp = os.path.join(out, "video.mp4")
+        imageio.mimsave(vp + ".tmp.mp4", big, fps=8)
+    except ImportError:
+        vp = os.path.join(out, "video.gif")
+        frames = [Image.fromarray(f) for f in big]
+        frames[0].save(vp + ".tmp.gif", save_all=True, append_images=frames[1:], duration=125, loop=0)
+        os.replace(vp + ".tmp.gif", vp)
+    else:
+        os.replace(vp + ".tmp.mp4", vp)
+    paths.append(vp)
+    return paths
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule
+    from fastvdm.models import make_cond
+    from fastvdm.train import load_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, meta = load_model(args.ckpt, args.model, device=device)
+    run_cfg = meta.get("run", {}).get("config", {})
+    frames = args.frames or int(run_cfg.get("frames", 8))
+    size = args.size or int(run_cfg.get("size", 32))
+    clip, gt = scene_clip(args.scene, frames, size, args.inputs)
+    batch = torch.utils.data.default_collate([clip])
+    x0, cond = make_cond(batch, device)
+    sch = VSchedule()
+    if args.sampler == "ddim":
+        sampler = DDIMSampler(sch, num_steps=args.steps, guidance=args.guidance)
+        kw = {}
+    else:
+        sampler, kw = FewStepSampler(sch), {"num_steps": args.steps}
+    g = torch.Generator().manual_seed(args.seed)
+    out = sampler(model, cond, tuple(x0.shape), generator=g, progress=args.progress, **kw)[0].cpu()
+    dest = args.out or os.path.join(args.scene, "samples")
+    paths = write_outputs(dest, out, batch["cond_rgb"][0], gt, args.scale)
+    print(f"{sampler.last_nfe} network evaluations; wrote {len(paths) - 2} frames, {paths[-2]} and {paths[-1]}")
+    return 0
