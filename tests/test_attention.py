@@ -332,12 +332,12 @@ def trace(axis):
     return {"graphs": len(graphs), "kernels": code.count("triton_kernel_wrapper_functional("),
             "cloned": re.findall(r"tensors_to_clone = \[([^\]]*)\]", code)}
 
-out["trace"] = {axis: trace(axis) for axis in ("spatial", "temporal", "joint")}
+out["trace"] = {axis: trace(axis) for axis in ("spatial", "temporal")}  # flash / temporal kernels
 print("RESULT" + json.dumps(out))
 '''
 
 
-def test_triton_kernels_compile_for_hopper(tmp_path):
+def test_triton_kernels_compile_for_hopper():
     """The GPU path, which the interpreter does not exercise: every kernel compiles for sm_90 (Triton ->
     PTX -> cubin with the ptxas Triton ships; no GPU needed) in bf16 with the fused-layout specialization,
     uses tensor-core MMAs (wgmma for the flash kernels, mma.sync for the batched 3-D dots of the temporal
@@ -352,8 +352,9 @@ def test_triton_kernels_compile_for_hopper(tmp_path):
         import triton.backends.nvidia  # noqa: F401
     except ImportError:
         pytest.skip("this triton has no NVIDIA backend")
+    # Triton's own cache (keyed by the kernel source, options and Triton version) spares recompiling.
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(TRITON_CACHE_DIR=str(tmp_path / "cache"), TRITON_DEFAULT_FP_FUSION="1")
+    env.update(TRITON_DEFAULT_FP_FUSION="1")
     proc = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
