@@ -85,6 +85,7 @@ setup(
         "tqdm",
         "pillow",
         "scikit-image",
+        "opencv-python-headless",  # the inpainting baseline of `fastvdm eval`
     ],
     extras_require={"triton": ["triton"], "test": ["pytest", "einops", "triton"]},
     entry_points={"console_scripts": ["fastvdm=fastvdm.cli:main"]},
