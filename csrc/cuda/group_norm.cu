@@ -1,6 +1,8 @@
 // GroupNorm kernels (see group_norm.h for the math, group_norm_launch.h for the grid and addressing).
 //
-// Forward, grid (B * G, split), 256 threads:
+// Forward, small groups (plan.fused, N <= 8192): gn_fused_kernel, one 512-thread block per group holds the group in
+// registers (16 elements per thread): statistics, then y = act(A * x + Bc) from the registers (one read of x,
+// one write of y). Larger groups, grid (B * G, split), 256 threads:
 //   gn_stats_kernel   block (group, j): partial shifted sums sum(x - k), sum((x - k)^2) over chunk j (double);
 //   gn_apply_kernel   every block combines its group's partials in a fixed order (mean, rstd), folds the
 //                     per-channel coefficients A = a * rstd, Bc = b - A * mean into shared memory and writes
@@ -100,6 +102,60 @@ __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, floa
     float z = fmaf(coef[c], to_f32(xg[off]), coef[plan.Cg + c]);
     if (silu) z = z * sigmoid(z);
     yg[off] = from_f32<T>(z);
+  }
+}
+
+// One block per group (grid.x = B * G, kGroupNormFusedThreads threads); dynamic shared memory: 2 * Cg floats.
+template <typename T>
+__global__ void __launch_bounds__(kGroupNormFusedThreads)
+    gn_fused_kernel(const T* __restrict__ x, T* __restrict__ y, float* __restrict__ mean_out,
+                    float* __restrict__ rstd_out, GroupNormPlan plan, GroupNormParamsDev params, float eps, bool silu) {
+  FASTVDM_DYNAMIC_SMEM(smem);
+  float* coef = reinterpret_cast<float*>(smem);  // [0, Cg): A, [Cg, 2 Cg): Bc
+  __shared__ double scratch[32];
+  const int64_t pid = blockIdx.x;
+  const int64_t n = pid / plan.G, g = pid % plan.G;
+  const int64_t xoff = group_base(plan, n, g);
+  const T* xg = x + xoff;
+  T* yg = y + xoff;
+  const float k = to_f32(xg[0]);
+  float v[kGroupNormFusedItems];
+  float s1 = 0.f, s2 = 0.f;
+#pragma unroll
+  for (int i = 0; i < kGroupNormFusedItems; ++i) {
+    const int64_t e = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
+    v[i] = e < plan.N ? to_f32(xg[group_elem_offset(plan, e)]) : 0.f;
+    const float d = e < plan.N ? v[i] - k : 0.f;
+    s1 += d;
+    s2 = fmaf(d, d, s2);
+  }
+  const double t1 = block_sum(static_cast<double>(s1), scratch);
+  const double t2 = block_sum(static_cast<double>(s2), scratch);
+  const double m = t1 / static_cast<double>(plan.N);
+  const double var = fmax(t2 / static_cast<double>(plan.N) - m * m, 0.0);
+  const float mean = static_cast<float>(m + static_cast<double>(k));
+  const float rstd = rsqrtf(static_cast<float>(var) + eps);
+  if (threadIdx.x == 0) {
+    mean_out[pid] = mean;
+    rstd_out[pid] = rstd;
+  }
+  for (int64_t c = threadIdx.x; c < plan.Cg; c += blockDim.x) {
+    float a, b;
+    modulation(params, plan.C, n, g * plan.Cg + c, &a, &b);
+    const float A = a * rstd;
+    coef[c] = A;
+    coef[plan.Cg + c] = b - A * mean;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < kGroupNormFusedItems; ++i) {
+    const int64_t e = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
+    if (e < plan.N) {
+      const int64_t c = group_elem_channel(plan, e);
+      float z = fmaf(coef[c], v[i], coef[plan.Cg + c]);
+      if (silu) z = z * sigmoid(z);
+      yg[group_elem_offset(plan, e)] = from_f32<T>(z);
+    }
   }
 }
 
@@ -222,6 +278,13 @@ cudaError_t group_norm_forward(DType dtype, const void* x, void* y, float* mean,
                                double* workspace, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(plan.groups), static_cast<unsigned>(plan.split));
   const size_t smem = 2 * plan.Cg * sizeof(float);
+  if (plan.fused) {
+    FASTVDM_DISPATCH_DTYPE(dtype, T, {
+      FASTVDM_LAUNCH(gn_fused_kernel<T>, static_cast<unsigned>(plan.groups), kGroupNormFusedThreads, smem, stream,
+                     static_cast<const T*>(x), static_cast<T*>(y), mean, rstd, plan, params, eps, silu);
+    });
+    return cudaGetLastError();
+  }
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
     FASTVDM_LAUNCH(gn_stats_kernel<T>, grid, plan.threads, 0, stream, static_cast<const T*>(x), plan, workspace);
     FASTVDM_LAUNCH(gn_apply_kernel<T>, grid, plan.threads, smem, stream, static_cast<const T*>(x), static_cast<T*>(y), mean, rstd,

@@ -7,9 +7,13 @@
 // inner index (e = s * Cg + c), otherwise the position is (e = c * S + s, contiguous NC*). Consecutive e are
 // then adjacent in memory for both dense layouts, so a block's threads read coalesced.
 //
-// Grid: x = B * G groups (no 65,535 limit), y = `split` chunks of `chunk` consecutive e (the last may be
-// shorter, none empty). Splitting lets small batches fill the GPU; each chunk is read once for the statistics
-// and once more (from L2 when it fits) to normalize.
+// Forward, two paths:
+//   fused  (N <= kGroupNormFusedMaxN): grid x = B * G, one block of kGroupNormFusedThreads per group keeps the
+//          group in registers (kGroupNormFusedItems per thread): x is read once and y written once;
+//   split  (larger groups): grid x = B * G groups (no 65,535 limit), y = `split` chunks of `chunk` consecutive e
+//          (the last may be shorter, none empty). Splitting lets small batches fill the GPU; each chunk is read
+//          once for the statistics and once more (from L2 when it fits) to normalize.
+// The backward always uses the (B * G, split) grid (split = 1 for fused plans).
 #pragma once
 
 #include "cuda/common.h"
@@ -19,6 +23,9 @@ namespace cuda {
 
 // Per-channel coefficients of a group live in shared memory (4 floats per channel in the backward).
 constexpr int64_t kGroupNormMaxCg = 3072;
+constexpr int kGroupNormFusedThreads = 512;
+constexpr int kGroupNormFusedItems = 16;  // elements per thread held in registers
+constexpr int64_t kGroupNormFusedMaxN = kGroupNormFusedThreads * kGroupNormFusedItems;
 
 struct GroupNormPlan {
   int64_t B, C, S, G, Cg;
@@ -28,7 +35,8 @@ struct GroupNormPlan {
   int64_t stride_b;
   int64_t split, chunk;    // grid.y and elements per chunk
   int64_t groups;          // grid.x = B * G
-  int threads;
+  int threads;             // per block (split path and backward)
+  bool fused;              // forward: one block per group, group held in registers (then split == 1)
 };
 
 // num_sms: streaming multiprocessors of the device (to size the split).
@@ -59,6 +67,12 @@ inline GroupNormPlan plan_group_norm(int64_t B, int64_t C, int64_t S, int64_t G,
   p.groups = B * G;
   check(p.groups <= kMaxGridX, "B * num_groups exceeds the grid");
   p.threads = 256;
+  p.fused = p.N <= kGroupNormFusedMaxN;
+  if (p.fused) {
+    p.split = 1;
+    p.chunk = p.N;
+    return p;
+  }
   // ~4 blocks per SM in total, chunks of at least 8 elements per thread, at most 64 chunks per group.
   const int64_t target = 4 * static_cast<int64_t>(num_sms > 0 ? num_sms : 1);
   int64_t split = ceil_div(target, p.groups);

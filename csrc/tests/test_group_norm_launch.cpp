@@ -52,7 +52,7 @@ int main() {
     int64_t B, C, S, G;
   };
   const std::vector<Shape> shapes = {{1, 4, 6, 2}, {2, 6, 5, 3}, {2, 8, 1, 4}, {3, 5, 7, 5}, {1, 12, 9, 1},
-                                     {2, 32, 33, 8}, {1, 4, 3000, 2}};
+                                     {2, 32, 33, 8}, {1, 4, 3000, 2}, {2, 4, 9000, 2}};  // the last: split path
   for (const Shape& sh : shapes) {
     for (int sms : {1, 132}) {
       // contiguous (B, C, S)
@@ -69,6 +69,14 @@ int main() {
     CHECK(!cont.channel_inner && cont.inner_stride == 1);
     const GroupNormPlan cl = plan_group_norm(2, 64, 1000, 32, 64000, 1, 64, 132);
     CHECK(cl.channel_inner && cl.inner_stride == 1 && cl.inner == 2);
+  }
+  // fused (one read) path exactly for groups of at most 8192 elements, with one chunk
+  {
+    const GroupNormPlan small = plan_group_norm(2, 64, 4096, 32, 64 * 4096, 4096, 1, 132);  // N = 8192
+    CHECK(small.fused && small.split == 1 && small.chunk == small.N);
+    const GroupNormPlan big = plan_group_norm(2, 64, 4097, 32, 64 * 4097, 4097, 1, 132);  // N = 8194
+    CHECK(!big.fused);
+    CHECK(kGroupNormFusedMaxN == int64_t(kGroupNormFusedThreads) * kGroupNormFusedItems);
   }
   // split: small batches fill the GPU; chunks bounded by 64 per group; none empty
   {
