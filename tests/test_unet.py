@@ -132,3 +132,19 @@ def test_backend_matches_reference(backend):
     assert_rel_close(f, f_ref, 2e-4, f"{backend} encode")
     flat, flat_ref = torch.cat([x.flatten() for x in g]), torch.cat([x.flatten() for x in g_ref])
     assert_rel_close(flat, flat_ref, 5e-4, f"{backend} parameter gradients")
+
+
+def test_render_skip_starts_from_the_render():
+    """render_skip: v = F - sigma_t g; with F = 0 (the zero-initialized output conv) the one-step x0 = -v at
+    t = 999 is the render, with the clean view at input frames."""
+    from fastvdm.diffusion import VSchedule
+
+    torch.manual_seed(0)
+    m = VideoUNet(VideoUNetConfig(**{**SMALL, "render_skip": True}))
+    x, _, cond = _inputs()
+    t = torch.tensor([999.0, 500.0])
+    v = m(x, t, cond)
+    g = torch.where(cond["is_input"][:, None, :, None, None], cond["input_frames"], cond["cond_rgb"] * cond["cond_mask"])
+    sigma = VSchedule().sigma(t).view(2, 1, 1, 1, 1)
+    torch.testing.assert_close(v, -sigma * g)
+    assert VideoUNetConfig.preset("tiny").render_skip

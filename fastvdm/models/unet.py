@@ -44,7 +44,10 @@ class VideoUNetConfig:
     level (the up path uses one more); attention_levels: levels with spatial + temporal attention (the
     middle block always has it); head_dim: channels per attention head; groups: GroupNorm groups (divides
     every width); temporal_kernel: 1 or 3 (the conv's extent along T); emb_dim: timestep embedding width
-    (default 4 * channels[0]); max_frames: frames the temporal position embedding is tabulated for.
+    (default 4 * channels[0]); max_frames: frames the temporal position embedding is tabulated for;
+    render_skip: output v = F - sigma_t * g, with g the render (the clean view at input frames, 0 in holes),
+    i.e. the network F starts from "x0 = the render" instead of x0 = 0 and only learns the correction
+    (v = alpha eps - sigma x0, and g estimates x0 wherever the render has a pixel).
     """
 
     channels: tuple = (32, 64, 64)
@@ -57,6 +60,7 @@ class VideoUNetConfig:
     in_channels: int = 3
     max_frames: int = 64
     dropout: float = 0.0
+    render_skip: bool = False
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -75,12 +79,12 @@ class VideoUNetConfig:
 
     @staticmethod
     def preset(name: str) -> "VideoUNetConfig":
-        """``tiny`` (~1.2M parameters, trains on a CPU core at 32x32) or ``base`` (~180M, one GPU, 256x256)."""
+        """``tiny`` (1.26M parameters, trains on one CPU core at 32x32) or ``base`` (~250M, one GPU, 256x256)."""
         presets = {
             "tiny": dict(channels=(32, 64, 64), num_res_blocks=1, attention_levels=(2,), head_dim=32, groups=8,
-                         temporal_kernel=1),
-            "base": dict(channels=(128, 256, 512, 512), num_res_blocks=2, attention_levels=(1, 2, 3), head_dim=64,
-                         groups=32, temporal_kernel=3),
+                         temporal_kernel=1, render_skip=True),
+            "base": dict(channels=(128, 256, 384, 512), num_res_blocks=2, attention_levels=(1, 2, 3), head_dim=64,
+                         groups=32, temporal_kernel=3, render_skip=True),
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
@@ -276,6 +280,17 @@ class VideoUNet(nn.Module):
         emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]).to(dt))
         return x, emb
 
+    def _render_skip(self, t: Tensor, cond: dict, like: Tensor) -> Tensor:
+        """sigma_t * g with g = the render (clean input view at input frames), (B, 3, T, H, W)."""
+        from fastvdm.diffusion.schedule import VSchedule
+
+        if not hasattr(self, "_schedule"):
+            self._schedule = VSchedule()
+        sigma = self._schedule.sigma(torch.as_tensor(t, device=like.device).expand(like.shape[0]))
+        flag = cond["is_input"].to(like.device).bool()[:, None, :, None, None]
+        g = torch.where(flag, cond["input_frames"].to(like.dtype), cond["cond_rgb"].to(like.dtype) * cond["cond_mask"].to(like.dtype))
+        return sigma.to(like.dtype).view(-1, 1, 1, 1, 1) * g
+
     def _down_mid(self, x: Tensor, emb: Tensor) -> tuple[Tensor, list[Tensor]]:
         h = self.conv_in(x)
         hs = [h]
@@ -298,4 +313,7 @@ class VideoUNet(nn.Module):
         for level in self.up:
             for m in level:
                 h = m(torch.cat([h, hs.pop()], 1), emb) if isinstance(m, Block) else m(h)
-        return self.conv_out(self.norm_out(h, activation="silu"))
+        v = self.conv_out(self.norm_out(h, activation="silu"))
+        if self.config.render_skip:
+            v = v - self._render_skip(t, cond, v)
+        return v
