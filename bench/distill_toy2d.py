@@ -47,6 +47,8 @@ def main() -> None:
     p.add_argument("--fake-steps", type=int, default=10)
     p.add_argument("--kl-disc-steps", type=int, default=0, help="head updates per student update in the KL stage")
     p.add_argument("--gan-weight", type=float, default=0.1, help="weight of the extra GAN term (its row)")
+    p.add_argument("--variants", nargs="+", default=["dmd", "skl", "skl_gan", "skl_noinit"],
+                   help="KL-stage rows to run: dmd, skl, skl_gan, skl_noinit (default all)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -78,14 +80,14 @@ def main() -> None:
     rows.append((f"GAN stage only ({args.gan_steps} steps)", swds(student, sch), time.time() - t1))
     gan_student, gan_head = copy.deepcopy(student.state_dict()), copy.deepcopy(head.state_dict())
 
-    variants = [
-        ("GAN + plain DMD", True, dict(weighting="plain")),
-        ("GAN + softened KL", True, dict(weighting="softened")),
-        (f"GAN + softened KL + GAN term ({args.gan_weight})", True,
-         dict(weighting="softened", gan_weight=args.gan_weight, disc_steps=max(1, args.kl_disc_steps))),
-        ("softened KL without GAN init", False, dict(weighting="softened")),
-    ]
-    for name, gan_init, kw in variants:
+    variants = {
+        "dmd": ("GAN + plain DMD", True, dict(weighting="plain")),
+        "skl": ("GAN + softened KL", True, dict(weighting="softened")),
+        "skl_gan": (f"GAN + softened KL + GAN term ({args.gan_weight})", True,
+                    dict(weighting="softened", gan_weight=args.gan_weight, disc_steps=max(1, args.kl_disc_steps))),
+        "skl_noinit": ("softened KL without GAN init", False, dict(weighting="softened")),
+    }
+    for name, gan_init, kw in (variants[v] for v in args.variants):
         torch.manual_seed(args.seed + 2)
         s = copy.deepcopy(teacher).requires_grad_(True)
         if gan_init:
