@@ -185,3 +185,39 @@ def test_kl_stage_step(weighting, gan_weight, disc_steps):
         assert any(not torch.equal(v, before[k]) for k, v in m.state_dict().items())
     head_moved = any(not torch.equal(v, head0[k]) for k, v in disc.head.state_dict().items())
     assert head_moved == (disc_steps > 0)
+
+
+class ConstantLogit(torch.nn.Module):
+    """A discriminator that answers logit = c for every clip (records the noise levels it is asked at)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c, self.ts = c, []
+
+    def forward(self, x_t, t, cond):
+        self.ts.append(t.clone())
+        return torch.full((x_t.shape[0],), self.c)
+
+
+def test_softened_weight_scales_the_dmd_gradient():
+    from fastvdm.distill.toys import AffineV, GaussianV
+
+    sch = VSchedule()
+    sampler = FewStepSampler(sch, timesteps=(999,))
+    grads = {}
+    for weighting in ("plain", "softened"):
+        torch.manual_seed(0)
+        student = AffineV(sch, 0.2, 1.3)
+        disc, teacher = ConstantLogit(1.5), Recorder(GaussianV(sch, 1.0, 0.5))
+        stage = KLStage(student, teacher, GaussianV(sch, 0.3, 0.9), sampler, disc,
+                        KLConfig(weighting=weighting, t_range=(100.0, 900.0)))
+        x = student(torch.randn(8, 4), torch.full((8,), 999.0), None) * -1.0  # x0 = -v at t = 999
+        loss, logs = stage.student_loss(x, None)
+        grads[weighting] = torch.autograd.grad(loss, [student.m, student.c])
+        if weighting == "softened":
+            assert len(disc.ts) == 1 and ((disc.ts[0] >= 100) & (disc.ts[0] <= 900)).all()
+            assert teacher.calls[0][0] == disc.ts[0].tolist()  # judged at the noisy input the scores see
+            assert abs(logs["kl_weight"] - torch.sigmoid(torch.tensor(-1.5)).item()) < 1e-6
+    w = torch.sigmoid(torch.tensor(-1.5))
+    for gp, gs in zip(grads["plain"], grads["softened"]):
+        assert gp.abs() > 0 and torch.allclose(gs, w * gp, rtol=1e-5)
