@@ -184,17 +184,18 @@ def _gn_param_grads(sum_dz, sum_dzx, weight, bias, scale):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last_3d"])
 @pytest.mark.parametrize(
-    "shape,groups,sms",
+    "shape,groups,sms,modulated",
     [
-        ((2, 12, 3, 5, 7), 4, 132),  # fused (one read) path
-        ((1, 8, 4, 16, 16), 2, 132),  # fused, 4096 elements per group
-        ((3, 6, 1, 3, 1), 3, 1),  # fused, tiny
-        ((1, 4, 4, 48, 48), 2, 132),  # split path: 18432 elements per group in 9 chunks
-        ((2, 4, 2, 48, 48), 2, 1),  # split path, one SM: chunks of >= 2048 elements
+        ((2, 12, 3, 5, 7), 4, 132, True),  # fused (one read) path
+        ((2, 12, 3, 5, 7), 4, 132, False),
+        ((1, 8, 4, 16, 16), 2, 132, True),  # fused, 4096 elements per group
+        ((3, 6, 1, 3, 1), 3, 1, True),  # fused, tiny
+        ((1, 4, 4, 48, 48), 2, 132, True),  # split path: 18432 elements per group in 9 chunks
+        ((1, 4, 4, 48, 48), 2, 132, False),
+        ((2, 4, 2, 48, 48), 2, 1, True),  # split path, one SM: one chunk per group
     ],
-    ids=["fused", "fused4096", "tiny", "split9", "split_1sm"],
+    ids=["fused", "fused-plain", "fused4096", "tiny", "split9", "split9-plain", "split_1sm"],
 )
-@pytest.mark.parametrize("modulated", [False, True], ids=["plain", "modulated_silu"])
 def test_emulated_group_norm_matches_reference(emu, dtype, layout, shape, groups, sms, modulated):
     gen = torch.Generator().manual_seed(zlib.crc32(repr((shape, groups, layout, modulated)).encode()))
     B, C = shape[:2]
