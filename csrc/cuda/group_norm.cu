@@ -276,7 +276,6 @@ __global__ void gn_bwd_dx_kernel(const T* __restrict__ dy, const T* __restrict__
 cudaError_t group_norm_forward(DType dtype, const void* x, void* y, float* mean, float* rstd,
                                const GroupNormPlan& plan, const GroupNormParamsDev& params, float eps, bool silu,
                                double* workspace, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(plan.groups), static_cast<unsigned>(plan.split));
   const size_t smem = 2 * plan.Cg * sizeof(float);
   if (plan.fused) {
     FASTVDM_DISPATCH_DTYPE(dtype, T, {
@@ -285,10 +284,11 @@ cudaError_t group_norm_forward(DType dtype, const void* x, void* y, float* mean,
     });
     return cudaGetLastError();
   }
+  const dim3 grid(static_cast<unsigned>(plan.groups), static_cast<unsigned>(plan.split));
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
     FASTVDM_LAUNCH(gn_stats_kernel<T>, grid, plan.threads, 0, stream, static_cast<const T*>(x), plan, workspace);
-    FASTVDM_LAUNCH(gn_apply_kernel<T>, grid, plan.threads, smem, stream, static_cast<const T*>(x), static_cast<T*>(y), mean, rstd,
-                                                             plan, params, eps, silu, workspace);
+    FASTVDM_LAUNCH(gn_apply_kernel<T>, grid, plan.threads, smem, stream, static_cast<const T*>(x),
+                   static_cast<T*>(y), mean, rstd, plan, params, eps, silu, workspace);
   });
   return cudaGetLastError();
 }
@@ -299,10 +299,10 @@ cudaError_t group_norm_backward(DType dtype, const void* dy, const void* x, cons
   const dim3 grid(static_cast<unsigned>(plan.groups), static_cast<unsigned>(plan.split));
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
     FASTVDM_LAUNCH(gn_bwd_sums_kernel<T>, grid, plan.threads, 4 * plan.Cg * sizeof(float), stream,
-        static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, plan, params, silu, workspace);
+                   static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, plan, params, silu, workspace);
     FASTVDM_LAUNCH(gn_bwd_dx_kernel<T>, grid, plan.threads, 2 * plan.Cg * sizeof(float), stream,
-        static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, static_cast<T*>(dx), sum_dz, sum_dzx, plan,
-        params, silu, workspace);
+                   static_cast<const T*>(dy), static_cast<const T*>(x), mean, rstd, static_cast<T*>(dx), sum_dz,
+                   sum_dzx, plan, params, silu, workspace);
   });
   return cudaGetLastError();
 }

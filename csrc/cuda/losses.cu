@@ -132,10 +132,11 @@ __global__ void dmd_backward_kernel(const float* __restrict__ grad, const T* __r
 cudaError_t denoising_loss_forward(DType dtype, const void* pred, const void* x0, const void* noise,
                                    const float* alpha, const float* sigma, const float* weight, int target,
                                    const LossReducePlan& plan, double* partial, float* loss, cudaStream_t stream) {
-  FASTVDM_DISPATCH_DTYPE(dtype, T,
-                         FASTVDM_LAUNCH(denoising_sums_kernel<T>, static_cast<unsigned>(plan.grid), plan.threads, 0, stream,
-                             static_cast<const T*>(pred), static_cast<const T*>(x0), static_cast<const T*>(noise),
-                             alpha, sigma, target, plan, partial));
+  const unsigned grid = static_cast<unsigned>(plan.grid);
+  FASTVDM_DISPATCH_DTYPE(dtype, T, {
+    FASTVDM_LAUNCH(denoising_sums_kernel<T>, grid, plan.threads, 0, stream, static_cast<const T*>(pred),
+                   static_cast<const T*>(x0), static_cast<const T*>(noise), alpha, sigma, target, plan, partial);
+  });
   FASTVDM_LAUNCH(denoising_finish_kernel, 1, 32, 0, stream, partial, weight, plan, loss);
   return cudaGetLastError();
 }
@@ -144,20 +145,23 @@ cudaError_t denoising_loss_backward(DType dtype, const float* grad, const void* 
                                     const void* noise, const float* alpha, const float* sigma, const float* weight,
                                     int target, int64_t B, int64_t N, void* dpred, int num_sms, cudaStream_t stream) {
   const ElementwisePlan p = plan_elementwise(B * N, num_sms);
-  FASTVDM_DISPATCH_DTYPE(dtype, T,
-                         FASTVDM_LAUNCH(denoising_backward_kernel<T>, static_cast<unsigned>(p.grid), p.threads, 0, stream,
-                             grad, static_cast<const T*>(pred), static_cast<const T*>(x0),
-                             static_cast<const T*>(noise), alpha, sigma, weight, target, B, N, static_cast<T*>(dpred)));
+  const unsigned grid = static_cast<unsigned>(p.grid);
+  FASTVDM_DISPATCH_DTYPE(dtype, T, {
+    FASTVDM_LAUNCH(denoising_backward_kernel<T>, grid, p.threads, 0, stream, grad, static_cast<const T*>(pred),
+                   static_cast<const T*>(x0), static_cast<const T*>(noise), alpha, sigma, weight, target, B, N,
+                   static_cast<T*>(dpred));
+  });
   return cudaGetLastError();
 }
 
 cudaError_t dmd_loss_forward(DType dtype, const void* x, const void* x0_real, const void* x0_fake,
                              const float* weight, float norm_eps, const LossReducePlan& plan, double* partial,
                              float* loss, float* norm, cudaStream_t stream) {
-  FASTVDM_DISPATCH_DTYPE(dtype, T,
-                         FASTVDM_LAUNCH(dmd_sums_kernel<T>, static_cast<unsigned>(plan.grid), plan.threads, 0, stream,
-                             static_cast<const T*>(x), static_cast<const T*>(x0_real),
-                             static_cast<const T*>(x0_fake), plan, partial));
+  const unsigned grid = static_cast<unsigned>(plan.grid);
+  FASTVDM_DISPATCH_DTYPE(dtype, T, {
+    FASTVDM_LAUNCH(dmd_sums_kernel<T>, grid, plan.threads, 0, stream, static_cast<const T*>(x),
+                   static_cast<const T*>(x0_real), static_cast<const T*>(x0_fake), plan, partial);
+  });
   FASTVDM_LAUNCH(dmd_finish_kernel, 1, 32, 0, stream, partial, weight, norm_eps, plan, loss, norm);
   return cudaGetLastError();
 }
@@ -166,10 +170,11 @@ cudaError_t dmd_loss_backward(DType dtype, const float* grad, const void* x0_rea
                               const float* norm, const float* weight, int64_t B, int64_t N, void* dx, int num_sms,
                               cudaStream_t stream) {
   const ElementwisePlan p = plan_elementwise(B * N, num_sms);
-  FASTVDM_DISPATCH_DTYPE(dtype, T,
-                         FASTVDM_LAUNCH(dmd_backward_kernel<T>, static_cast<unsigned>(p.grid), p.threads, 0, stream,
-                             grad, static_cast<const T*>(x0_real), static_cast<const T*>(x0_fake), norm, weight, B,
-                             N, static_cast<T*>(dx)));
+  const unsigned grid = static_cast<unsigned>(p.grid);
+  FASTVDM_DISPATCH_DTYPE(dtype, T, {
+    FASTVDM_LAUNCH(dmd_backward_kernel<T>, grid, p.threads, 0, stream, grad, static_cast<const T*>(x0_real),
+                   static_cast<const T*>(x0_fake), norm, weight, B, N, static_cast<T*>(dx));
+  });
   return cudaGetLastError();
 }
 
