@@ -21,5 +21,5 @@ python -m fastvdm train distill $COMMON $KL --init $OUT/gan --weighting softened
 python -m fastvdm train distill $COMMON $KL --disc $OUT/gan --weighting softened --out $OUT/skl_noinit \
     2>&1 | tee $LOG/distill_tiny_skl_noinit.log
 python bench/distill_eval.py --teacher $TEACHER --data $TEST --clips 20 --batch 10 --threads 1 \
-    --student gan=$OUT/gan --student gan_dmd=$OUT/gan_dmd --student gan_skl=$OUT/gan_skl \
+    --student undistilled=$TEACHER --student gan=$OUT/gan --student gan_dmd=$OUT/gan_dmd --student gan_skl=$OUT/gan_skl \
     --student skl_noinit=$OUT/skl_noinit --json $LOG/distill_tiny_eval.json 2>&1 | tee $LOG/distill_tiny_eval.log
