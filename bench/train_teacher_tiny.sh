@@ -3,7 +3,8 @@
 # Clips: ClipDataset train split, seed 0, 1500 clips of 8 frames at 32x32, cached once to runs/cache/.
 # Log: bench/logs/teacher_tiny.log (terminal) and runs/teacher_tiny/log.jsonl (loss per step, copied to
 # bench/logs/teacher_tiny.log.jsonl). Re-running resumes from the latest checkpoint in runs/teacher_tiny/.
-# (An earlier run without the render skip, lr 2e-4 then 1e-3, is logged in bench/logs/teacher_tiny_v1.*.)
+# Earlier runs: v1 (no render skip; lr 2e-4 then 1e-3) and v2 (render skip without hole filling), logged in
+# bench/logs/teacher_tiny_v1.* and teacher_tiny_v2.*; both stopped when their held-out error stalled above OpenCV.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench/logs runs/cache

@@ -148,3 +148,25 @@ def test_render_skip_starts_from_the_render():
     sigma = VSchedule().sigma(t).view(2, 1, 1, 1, 1)
     torch.testing.assert_close(v, -sigma * g)
     assert VideoUNetConfig.preset("tiny").render_skip
+
+
+def test_pull_push_fill():
+    from fastvdm.models.unet import pull_push_fill
+
+    g = torch.Generator().manual_seed(0)
+    rgb = torch.rand(2, 3, 2, 7, 9, generator=g) * 2 - 1
+    mask = (torch.rand(2, 1, 2, 7, 9, generator=g) > 0.4).float()
+    out = pull_push_fill(rgb * mask, mask)
+    assert torch.equal(out * mask, rgb * mask)  # valid pixels are kept exactly
+    const = torch.full((1, 3, 1, 8, 8), 0.3)
+    hole = torch.ones(1, 1, 1, 8, 8)
+    hole[..., 2:6, 1:7] = 0
+    torch.testing.assert_close(pull_push_fill(const * hole, hole), const)  # a constant image is restored
+    assert pull_push_fill(const, torch.zeros_like(hole)).abs().max() == 0  # nothing valid: 0
+    m = VideoUNet(VideoUNetConfig(**{**SMALL, "render_skip": True, "fill_holes": True}))
+    x, _, cond = _inputs()
+    t = torch.tensor([999.0, 999.0])
+    filled = pull_push_fill(cond["cond_rgb"] * cond["cond_mask"], cond["cond_mask"])
+    expect = torch.where(cond["is_input"][:, None, :, None, None], cond["input_frames"], filled)
+    torch.testing.assert_close(m(x, t, cond), -expect)  # zero-initialized F: x0 = -v = the filled render
+    assert VideoUNetConfig.preset("tiny").fill_holes

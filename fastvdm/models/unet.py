@@ -47,7 +47,9 @@ class VideoUNetConfig:
     (default 4 * channels[0]); max_frames: frames the temporal position embedding is tabulated for;
     render_skip: output v = F - sigma_t * g, with g the render (the clean view at input frames, 0 in holes),
     i.e. the network F starts from "x0 = the render" instead of x0 = 0 and only learns the correction
-    (v = alpha eps - sigma x0, and g estimates x0 wherever the render has a pixel).
+    (v = alpha eps - sigma x0, and g estimates x0 wherever the render has a pixel); fill_holes: g's holes
+    are filled by :func:`pull_push_fill` (a classical, differentiable pyramid fill), so F starts from a
+    hole-filled render and learns the correction.
     """
 
     channels: tuple = (32, 64, 64)
@@ -61,6 +63,7 @@ class VideoUNetConfig:
     max_frames: int = 64
     dropout: float = 0.0
     render_skip: bool = False
+    fill_holes: bool = False
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -82,9 +85,9 @@ class VideoUNetConfig:
         """``tiny`` (1.26M parameters, trains on one CPU core at 32x32) or ``base`` (~250M, one GPU, 256x256)."""
         presets = {
             "tiny": dict(channels=(32, 64, 64), num_res_blocks=1, attention_levels=(2,), head_dim=32, groups=8,
-                         temporal_kernel=1, render_skip=True),
+                         temporal_kernel=1, render_skip=True, fill_holes=True),
             "base": dict(channels=(128, 256, 384, 512), num_res_blocks=2, attention_levels=(1, 2, 3), head_dim=64,
-                         groups=32, temporal_kernel=3, render_skip=True),
+                         groups=32, temporal_kernel=3, render_skip=True, fill_holes=True),
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
@@ -110,6 +113,29 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     args = t.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], -1)
     return F.pad(emb, (0, dim % 2))
+
+
+def pull_push_fill(rgb: Tensor, mask: Tensor) -> Tensor:
+    """Fill the holes of each frame by pull-push (Gortler et al. 1996): average the valid pixels down an image
+    pyramid (2x2 means, to 1x1), then fill back up, each level keeping its valid fraction w of its own mean
+    and taking 1 - w from the bilinearly upsampled coarser level. Valid pixels are unchanged.
+
+    rgb: (B, C, T, H, W); mask: (B, 1, T, H, W) in [0, 1] (1 = valid). Returns (B, C, T, H, W); a frame with
+    no valid pixel comes back 0.
+    """
+    B, C, T, H, W = rgb.shape
+    c = (rgb * mask).transpose(1, 2).reshape(B * T, C, H, W)
+    w = mask.to(rgb.dtype).transpose(1, 2).reshape(B * T, 1, H, W)
+    cs, ws = [c], [w]
+    while max(cs[-1].shape[-2:]) > 1:
+        cs.append(F.avg_pool2d(cs[-1], 2, ceil_mode=True))
+        ws.append(F.avg_pool2d(ws[-1], 2, ceil_mode=True))
+    col = cs[-1] / ws[-1].clamp_min(1e-6)
+    for c, w in zip(reversed(cs[:-1]), reversed(ws[:-1])):
+        up = F.interpolate(col, size=c.shape[-2:], mode="bilinear", align_corners=False)
+        a = w.clamp(0, 1)
+        col = c / w.clamp_min(1e-6) * a + (1 - a) * up
+    return col.reshape(B, T, C, H, W).transpose(1, 2)
 
 
 def _conv(cin: int, cout: int, kt: int, stride: int = 1) -> nn.Conv3d:
@@ -281,14 +307,18 @@ class VideoUNet(nn.Module):
         return x, emb
 
     def _render_skip(self, t: Tensor, cond: dict, like: Tensor) -> Tensor:
-        """sigma_t * g with g = the render (clean input view at input frames), (B, 3, T, H, W)."""
+        """sigma_t * g with g = the render (hole-filled if fill_holes; the clean view at input frames), (B, 3, T, H, W)."""
         from fastvdm.diffusion.schedule import VSchedule
 
         if not hasattr(self, "_schedule"):
             self._schedule = VSchedule()
         sigma = self._schedule.sigma(torch.as_tensor(t, device=like.device).expand(like.shape[0]))
         flag = cond["is_input"].to(like.device).bool()[:, None, :, None, None]
-        g = torch.where(flag, cond["input_frames"].to(like.dtype), cond["cond_rgb"].to(like.dtype) * cond["cond_mask"].to(like.dtype))
+        mask = cond["cond_mask"].to(like.dtype)
+        g = cond["cond_rgb"].to(like.dtype) * mask
+        if self.config.fill_holes:
+            g = pull_push_fill(g, mask)
+        g = torch.where(flag, cond["input_frames"].to(like.dtype), g)
         return sigma.to(like.dtype).view(-1, 1, 1, 1, 1) * g
 
     def _down_mid(self, x: Tensor, emb: Tensor) -> tuple[Tensor, list[Tensor]]:
