@@ -42,6 +42,9 @@ def repo_root() -> Path:
 
 def _import_bench(module: str):
     root = str(repo_root())
+    script = Path(root, *module.split(".")).with_suffix(".py")
+    if not script.is_file():
+        raise FileNotFoundError(f"benchmark script {script} does not exist in this checkout")
     if root not in sys.path:
         sys.path.insert(0, root)
     return importlib.import_module(module)
