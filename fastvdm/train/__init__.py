@@ -27,7 +27,9 @@ CUDA around ``step_fn`` (``run.amp``); gradient clipping; linear LR warmup; EMA 
 checkpoints ``OUT/checkpoints/step_XXXXXXXX.safetensors`` every ``ckpt_every`` steps and at the end (all
 registered models, EMAs, optimizers, step, every rank's RNG states, configs; atomic: temp file + os.replace);
 resume from the latest checkpoint (exact: the same losses as an uninterrupted run, the log trimmed to the
-checkpoint's step). ``get_batch(step, rank, world_size)`` must be a pure function of the step (as
+checkpoint's step; the learning rate is the optimizer's constructed LR times the warmup factor, so a resumed
+run may be given a new LR, everything else comes from the file). ``get_batch(step, rank, world_size)`` must be
+a pure function of the step (as
 ``DatasetBatches`` is), so resuming needs no data-loader state.
 
 Load a trained model: ``fastvdm.train.load_model(run_dir_or_file, name="unet", ema=True)``.
