@@ -87,7 +87,10 @@ def run_kernels(args: argparse.Namespace) -> int:
 
 def run_e2e(args: argparse.Namespace) -> int:
     module = _import_bench("bench.bench_e2e")
-    argv = ["--preset", args.preset] + (["--device", args.device] if args.device else [])
+    argv = ["--preset", args.preset]
+    for flag in ("device", "frames", "size", "repeats", "teacher_steps"):
+        if getattr(args, flag) is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     rows = module.main(argv)
     append_record(Path(args.json), "e2e", args.preset, argv, rows)
     print(f"appended 1 record to {args.json}")
@@ -119,6 +122,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     e.add_argument("--preset", default="tiny", choices=["tiny", "base"])
     e.add_argument("--device", choices=["cpu", "cuda"])
+    e.add_argument("--frames", type=int, help="frames per clip (default: 8 on the CPU, 16 on a GPU)")
+    e.add_argument("--size", type=int, help="frame size in pixels (default: 32 on the CPU, 64 on a GPU)")
+    e.add_argument("--repeats", type=int, help="timing repeats of the student and distillation rows (median)")
+    e.add_argument("--teacher-steps", type=int, help="DDIM steps of the teacher row (default 50)")
     e.add_argument("--json", default=default_json, help="JSON-lines file to append to (default: %(default)s)")
     e.set_defaults(func=run_e2e)
     return p

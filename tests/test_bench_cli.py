@@ -42,3 +42,19 @@ def test_bench_rejects_cuda_without_a_gpu(capsys):
         pytest.skip("a GPU is present")
     assert main(["bench", "kernels", "--device", "cuda", "--json", "/dev/null"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_bench_e2e_runs_both_backends_and_records_them(tmp_path, capsys):
+    out = tmp_path / "e2e.jsonl"
+    argv = ["bench", "e2e", "--device", "cpu", "--frames", "4", "--size", "16", "--repeats", "1",
+            "--teacher-steps", "2", "--json", str(out)]
+    assert main(argv) == 0
+    rec = json.loads(out.read_text())
+    assert rec["kind"] == "e2e" and rec["bench_argv"][-2:] == ["--teacher-steps", "2"]
+    whats = {r["what"] for r in rec["rows"]}
+    assert whats == {"teacher sampling (2-step DDIM)", "student sampling (4 steps)", "distillation step (KL stage)"}
+    for r in rec["rows"]:
+        assert float(r["seconds"]) > 0 and float(r["peak MB"]) > 0
+        if r["backend"] == "reference":
+            assert r["speedup vs reference"] == "1.00x"
+    assert sorted(r["backend"] for r in rec["rows"]) == ["auto"] * 3 + ["reference"] * 3
