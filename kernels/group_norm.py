@@ -24,7 +24,7 @@ Backward (``fastvdm::group_norm_triton_bwd(...) -> (dx, sum_dz, sum_dzx)``), dz 
 - ``_bwd_dx_kernel`` (grid (B * G, SPLIT)): reduces them, m1 = sum_c a * sum_dz / N,
   m2 = sum_c a * sum_dzx / N, and writes dx = rstd * (a * dz - m1 - xhat * m2); split 0 also stores the
   (B, C) fp32 sums, from which dweight, dbias, dscale, dshift are O(B * C) torch arithmetic
-  (:func:`param_grads`).
+  (:func:`fastvdm.ops.group_norm_common.param_grads`).
 
 Supported: fp32, bf16, fp16 inputs (parameters of any float dtype), fp32 statistics and arithmetic. CUDA
 tensors, or CPU tensors under ``TRITON_INTERPRET=1`` (tests).
@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
 from fastvdm.ops import _dispatch
+from fastvdm.ops.group_norm_common import as_bcs, register_autograd
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -344,14 +345,6 @@ def _bwd_dx_kernel(
 
 
 # ================================================================================================= host side
-def as_bcs(x: Tensor) -> Tensor:
-    """x (B, C, *rest) as a (B, C, S) tensor: a view for contiguous / channels-last inputs, else a copy."""
-    x3 = x.reshape(x.shape[0], x.shape[1], -1)
-    if not (x3.is_contiguous() or x3.transpose(1, 2).is_contiguous()):
-        x3 = x3.contiguous()
-    return x3
-
-
 def _blocks(Cg: int, S: int) -> tuple[int, int]:
     """Tile shape (BLOCK_C, BLOCK_S), powers of two, BLOCK_C * BLOCK_S <= MAX_TILE (or BLOCK_C alone)."""
     block_c = min(triton.next_power_of_2(Cg), MAX_BLOCK_C, MAX_TILE)
@@ -478,47 +471,7 @@ def _backward_op(
     return dx3.view(x.shape), sum_dz, sum_dzx
 
 
-def param_grads(sum_dz, sum_dzx, weight, bias, scale, shift, needs) -> tuple:
-    """(dweight, dbias, dscale, dshift) from the per-(n, c) sums (B, C) fp32 of dz and dz * xhat.
-
-    dweight = sum_n (1 + scale) * sum_dzx, dbias = sum_n (1 + scale) * sum_dz,
-    dscale = w * sum_dzx + bias * sum_dz, dshift = sum_dz; None where absent or not needed.
-    """
-    need_w, need_b, need_scale, need_shift = needs
-    mod = None if scale is None else 1.0 + scale.float()
-    dweight = dbias = dscale = dshift = None
-    if weight is not None and need_w:
-        dweight = (sum_dzx if mod is None else sum_dzx * mod).sum(0).to(weight.dtype)
-    if bias is not None and need_b:
-        dbias = (sum_dz if mod is None else sum_dz * mod).sum(0).to(bias.dtype)
-    if scale is not None and need_scale:
-        ds = sum_dzx if weight is None else sum_dzx * weight.float()
-        if bias is not None:
-            ds = ds + sum_dz * bias.float()
-        dscale = ds.to(scale.dtype)
-    if shift is not None and need_shift:
-        dshift = sum_dz.to(shift.dtype)
-    return dweight, dbias, dscale, dshift
-
-
-def _setup(ctx, inputs, output):
-    x, ctx.num_groups, weight, bias, _, scale, shift, ctx.activation = inputs
-    _, mean, rstd = output
-    ctx.mark_non_differentiable(mean, rstd)
-    ctx.save_for_backward(x, weight, bias, scale, shift, mean, rstd)
-
-
-def _backward(ctx, grad, _grad_mean, _grad_rstd):
-    x, weight, bias, scale, shift, mean, rstd = ctx.saved_tensors
-    dx, sum_dz, sum_dzx = _backward_op(grad, x, mean, rstd, ctx.num_groups, weight, bias, scale, shift, ctx.activation)
-    needs = ctx.needs_input_grad
-    dweight, dbias, dscale, dshift = param_grads(
-        sum_dz, sum_dzx, weight, bias, scale, shift, (needs[2], needs[3], needs[5], needs[6])
-    )
-    return (dx if needs[0] else None), None, dweight, dbias, None, dscale, dshift, None
-
-
-_forward.register_autograd(_backward, setup_context=_setup)
+register_autograd(_forward, _backward_op)
 
 
 def group_norm(
