@@ -23,109 +23,17 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fastvdm.ops import _dispatch, reference
+from fastvdm.ops import _dispatch
+from fastvdm.ops.losses_common import extension_ops
 from fastvdm.ops.extensions import cpu_extension
 
 cpu_extension()  # registers torch.ops.fastvdm_cpu.*
 _C = torch.ops.fastvdm_cpu
 
-TARGETS = {"eps": 0, "x0": 1, "v": 2}
 DTYPES = (torch.float32, torch.bfloat16)
 
 
-# ---------------------------------------------------------------------------------------------- denoising loss
-@torch.library.custom_op("fastvdm::denoising_loss_cpu", mutates_args=())
-def denoising_loss(
-    pred: Tensor, x0: Tensor, noise: Tensor, alpha: Tensor, sigma: Tensor, weight: Optional[Tensor], target: str
-) -> Tensor:
-    """mean of weight_b * (pred - target)^2; pred, x0, noise (B, ...); alpha, sigma, weight (B,). -> 0-dim fp32."""
-    return _C.denoising_loss_forward(pred, x0, noise, alpha, sigma, weight, TARGETS[target])
-
-
-@denoising_loss.register_fake
-def _(pred, x0, noise, alpha, sigma, weight, target):
-    return pred.new_empty((), dtype=torch.float32)
-
-
-@torch.library.custom_op("fastvdm::denoising_loss_backward_cpu", mutates_args=())
-def denoising_loss_backward(
-    grad: Tensor,
-    pred: Tensor,
-    x0: Tensor,
-    noise: Tensor,
-    alpha: Tensor,
-    sigma: Tensor,
-    weight: Optional[Tensor],
-    target: str,
-) -> Tensor:
-    """d loss / d pred = (2 * grad / numel) * weight_b * (pred - target); (B, ...) in pred's dtype, contiguous."""
-    return _C.denoising_loss_backward(grad, pred, x0, noise, alpha, sigma, weight, TARGETS[target])
-
-
-@denoising_loss_backward.register_fake
-def _(grad, pred, x0, noise, alpha, sigma, weight, target):
-    return torch.empty_like(pred, memory_format=torch.contiguous_format)
-
-
-def _denoising_setup(ctx, inputs, output):
-    pred, x0, noise, alpha, sigma, weight, ctx.target = inputs
-    ctx.save_for_backward(pred, x0, noise, alpha, sigma, weight)
-
-
-def _denoising_backward(ctx, grad):
-    pred, x0, noise, alpha, sigma, weight = ctx.saved_tensors
-    dpred = None
-    if ctx.needs_input_grad[0]:
-        dpred = denoising_loss_backward(grad, pred, x0, noise, alpha, sigma, weight, ctx.target)
-    return dpred, None, None, None, None, None, None
-
-
-denoising_loss.register_autograd(_denoising_backward, setup_context=_denoising_setup)
-
-
-# ---------------------------------------------------------------------------------------------- DMD loss
-@torch.library.custom_op("fastvdm::dmd_loss_cpu", mutates_args=())
-def dmd_loss_with_norm(x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    """(loss, norm): loss = 0.5 * mean(g^2) (0-dim fp32), norm = (B,) fp32 clamped mean |x - x0_real|."""
-    return _C.dmd_loss_forward(x, x0_real, x0_fake, weight, reference.DMD_NORM_EPS)
-
-
-@dmd_loss_with_norm.register_fake
-def _(x, x0_real, x0_fake, weight):
-    return x.new_empty((), dtype=torch.float32), x.new_empty((x.shape[0],), dtype=torch.float32)
-
-
-@torch.library.custom_op("fastvdm::dmd_loss_backward_cpu", mutates_args=())
-def dmd_loss_backward(
-    grad: Tensor, x0_real: Tensor, x0_fake: Tensor, norm: Tensor, weight: Optional[Tensor]
-) -> Tensor:
-    """d loss / d x = ((x0_fake - x0_real) / norm_b * weight_b) * (grad / numel); (B, ...) in the input dtype."""
-    return _C.dmd_loss_backward(grad, x0_real, x0_fake, norm, weight)
-
-
-@dmd_loss_backward.register_fake
-def _(grad, x0_real, x0_fake, norm, weight):
-    return torch.empty_like(x0_real, memory_format=torch.contiguous_format)
-
-
-def _dmd_setup(ctx, inputs, output):
-    x, x0_real, x0_fake, weight = inputs
-    ctx.save_for_backward(x0_real, x0_fake, output[1], weight)
-    ctx.mark_non_differentiable(output[1])
-
-
-def _dmd_backward(ctx, grad, grad_norm):
-    x0_real, x0_fake, norm, weight = ctx.saved_tensors
-    dx = dmd_loss_backward(grad, x0_real, x0_fake, norm, weight) if ctx.needs_input_grad[0] else None
-    return dx, None, None, None
-
-
-dmd_loss_with_norm.register_autograd(_dmd_backward, setup_context=_dmd_setup)
-
-
-def dmd_loss(x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-    """The public ``dmd_loss`` on this backend: the loss output of ``fastvdm::dmd_loss_cpu``."""
-    return dmd_loss_with_norm(x, x0_real, x0_fake, weight)[0]
+denoising_loss, dmd_loss_with_norm, dmd_loss = extension_ops("cpu", _C)
 
 
 # ---------------------------------------------------------------------------------------------- registration
