@@ -59,50 +59,14 @@ def scene_clip(scene_dir: str, frames: int, size: int, inputs: int):
     return clip, gt
 
 
-def _to_u8(x):
-    """(3, ..., H, W) in [-1, 1] -> uint8 (..., H, W, 3)."""
-    import torch
-
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.movedim(0, -1).numpy()
-
-
 def write_outputs(out: str, generated, cond, gt, scale: int = 4) -> list[str]:
     """Frames, video and grid. generated, cond, gt: (3, T, H, W) in [-1, 1] (gt may be None). Returns paths."""
-    import numpy as np
-    from PIL import Image
+    from fastvdm.media import save_grid, save_png, save_video, to_uint8
 
-    os.makedirs(os.path.join(out, "frames"), exist_ok=True)
-    gen = _to_u8(generated)  # (T, H, W, 3)
-    paths = []
-    for i, f in enumerate(gen):
-        p = os.path.join(out, "frames", f"frame_{i:05d}.png")
-        Image.fromarray(f).save(p + ".tmp.png")
-        os.replace(p + ".tmp.png", p)
-        paths.append(p)
-    rows = [cond, generated] + ([gt] if gt is not None else [])
-    grid = np.concatenate([np.concatenate(list(_to_u8(r)), 1) for r in rows], 0)
-    img = Image.fromarray(grid)
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    gp = os.path.join(out, "grid.png")
-    img.save(gp + ".tmp.png")
-    os.replace(gp + ".tmp.png", gp)
-    paths.append(gp)
-    big = [np.asarray(Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)) for f in gen]
-    try:
-        import imageio.v2 as imageio
-        import imageio_ffmpeg  # noqa: F401
-
-        vp = os.path.join(out, "video.mp4")
-        imageio.mimsave(vp + ".tmp.mp4", big, fps=8)
-    except ImportError:
-        vp = os.path.join(out, "video.gif")
-        frames = [Image.fromarray(f) for f in big]
-        frames[0].save(vp + ".tmp.gif", save_all=True, append_images=frames[1:], duration=125, loop=0)
-        os.replace(vp + ".tmp.gif", vp)
-    else:
-        os.replace(vp + ".tmp.mp4", vp)
-    paths.append(vp)
+    gen = to_uint8(generated)  # (T, H, W, 3)
+    paths = [save_png(os.path.join(out, "frames", f"frame_{i:05d}.png"), f) for i, f in enumerate(gen)]
+    paths.append(save_grid(os.path.join(out, "grid.png"), [cond, generated] + ([gt] if gt is not None else []), scale))
+    paths.append(save_video(os.path.join(out, "video"), list(gen), scale=scale))
     return paths
 
 

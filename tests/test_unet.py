@@ -147,7 +147,55 @@ def test_render_skip_starts_from_the_render():
     g = torch.where(cond["is_input"][:, None, :, None, None], cond["input_frames"], cond["cond_rgb"] * cond["cond_mask"])
     sigma = VSchedule().sigma(t).view(2, 1, 1, 1, 1)
     torch.testing.assert_close(v, -sigma * g)
-    assert VideoUNetConfig.preset("tiny").render_skip
+
+
+def test_posterior_skip_is_the_gaussian_posterior_mean_plus_scaled_output():
+    """posterior_skip: x0 = g + alpha s^2 / (alpha^2 s^2 + sigma^2) (x_t - alpha g) + c_out F, computed here
+    from the schedule by hand, with s per pixel (rendered / hole / input frame) and F the output conv."""
+    from fastvdm.diffusion import VSchedule
+
+    torch.manual_seed(0)
+    cfg = VideoUNetConfig(**{**SMALL, "posterior_skip": True, "prior_std": (0.07, 0.3)})
+    m = VideoUNet(cfg)
+    x, _, cond = _inputs()
+    t = torch.tensor([999.0, 312.0])
+    sch = VSchedule()
+    flag = cond["is_input"][:, None, :, None, None]
+    g = torch.where(flag, cond["input_frames"], cond["cond_rgb"] * cond["cond_mask"])
+    s = torch.where(flag | (cond["cond_mask"] > 0.5), torch.tensor(0.07), torch.tensor(0.3)).expand_as(g)
+    a = sch.alpha(t).view(2, 1, 1, 1, 1).double()
+    sg = sch.sigma(t).view(2, 1, 1, 1, 1).double()
+    s, g, xd = s.double(), g.double(), x.double()
+    post = g + a * s ** 2 / (a ** 2 * s ** 2 + sg ** 2) * (xd - a * g)
+    c_out = sg * s / (a ** 2 * s ** 2 + sg ** 2).sqrt()
+    for bias in (0.0, 0.37):
+        with torch.no_grad():
+            m.conv_out.bias.fill_(bias)  # weight is zero-initialized: F = bias everywhere
+            x0 = sch.v_to_x0(x, m(x, t, cond), t).double()
+        torch.testing.assert_close(x0, post + c_out * bias, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(x0[0], g[0] + 0.37 * s[0], rtol=1e-4, atol=1e-5)  # t = 999: the render, + s F
+    assert VideoUNetConfig.preset("tiny").posterior_skip
+    with pytest.raises(ValueError, match="alternatives"):
+        VideoUNetConfig(**{**SMALL, "posterior_skip": True, "render_skip": True})
+    with pytest.raises(ValueError, match="prior_std"):
+        VideoUNetConfig(**{**SMALL, "prior_std": (0.1, -1.0)})
+
+
+def test_harmonic_fill_solves_laplace_in_the_holes():
+    """smooth_iters > 0: the holes converge to the discrete harmonic interpolant of the valid pixels. A linear
+    ramp is harmonic, so an interior hole of a ramp is restored; plain pull-push is not exact there."""
+    from fastvdm.models.unet import pull_push_fill
+
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    ramp = (0.05 * xx - 0.03 * yy - 0.2).expand(1, 3, 2, 16, 16).clone()
+    ramp[:, 1] *= -1
+    mask = torch.ones(1, 1, 2, 16, 16)
+    mask[..., 4:11, 3:12] = 0
+    mask[:, :, 1, 6:9, 2:14] = 0
+    errs = [(pull_push_fill(ramp * mask, mask, k) - ramp).abs().max().item() for k in (0, 5, 60)]
+    assert errs[0] > 0.02 and errs[1] < errs[0] and errs[2] < 1e-3, errs
+    out = pull_push_fill(ramp * mask, mask, 5)
+    assert torch.equal(out * mask, ramp * mask)  # valid pixels are kept exactly
 
 
 def test_pull_push_fill():
@@ -169,4 +217,4 @@ def test_pull_push_fill():
     filled = pull_push_fill(cond["cond_rgb"] * cond["cond_mask"], cond["cond_mask"])
     expect = torch.where(cond["is_input"][:, None, :, None, None], cond["input_frames"], filled)
     torch.testing.assert_close(m(x, t, cond), -expect)  # zero-initialized F: x0 = -v = the filled render
-    assert VideoUNetConfig.preset("tiny").fill_holes
+    assert VideoUNetConfig.preset("tiny").fill_holes and VideoUNetConfig.preset("tiny").fill_smooth_iters > 0

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -62,21 +60,13 @@ def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fastvdm.data.dataset import ClipDataset, one_thread
+    from fastvdm.outdir import staged_output_dir
 
     if args.scenes < 1 or args.size < 8 or args.views < 1:
         raise ValueError(f"--scenes and --views must be >= 1 and --size >= 8, "
                          f"got {args.scenes}, {args.views}, {args.size}")
-    out = os.path.abspath(args.out)
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not args.force:
-        raise FileExistsError(f"--out {out} exists and is not empty (use --force to replace it)")
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
     ds = ClipDataset(args.split, seed=args.seed, num_clips=args.scenes)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should be an ordinary folder
-    try:
+    with staged_output_dir(args.out, args.force) as tmp:
         index = []
         for i in tqdm(range(args.scenes), desc="scenes", unit="scene", disable=args.no_progress):
             name = f"scene_{i:05d}"
@@ -87,15 +77,6 @@ def main(args: argparse.Namespace) -> int:
         with open(os.path.join(tmp, "scenes.json"), "w") as f:
             json.dump({"split": args.split, "seed": ds.seed, "size": args.size, "views": args.views,
                        "scenes": index}, f, indent=2)
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
-            os.rename(out, os.path.join(old, "x"))
-            os.rename(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    out = os.path.abspath(args.out)
     print(f"wrote {args.scenes} scenes ({args.views} views of {args.size}x{args.size}) to {out}")
     return 0

@@ -243,10 +243,12 @@ def read_scene(folder: str, load_depth: bool = True, load_points: bool = True) -
 
 
 def write_scene(folder: str, views: Sequence[View], points: torch.Tensor | None = None,
-                colors: torch.Tensor | None = None, depth_format: str = "png") -> str:
+                colors: torch.Tensor | None = None, depth_format: str = "png", extra_meta: dict | None = None,
+                frame_meta: Sequence[dict] | None = None) -> str:
     """Write views (and an optional point cloud) as a scene folder; returns the transforms.json path.
 
-    depth_format: "png" (16-bit millimetres, up to 65.535 m) or "npy" (float32 metres). ``folder`` is
+    depth_format: "png" (16-bit millimetres, up to 65.535 m) or "npy" (float32 metres). extra_meta: extra
+    top-level transforms.json fields; frame_meta: extra fields per frame (one dict per view). ``folder`` is
     created; existing files of the same names are overwritten.
     """
     if depth_format not in ("png", "npy"):
@@ -275,8 +277,14 @@ def write_scene(folder: str, views: Sequence[View], points: torch.Tensor | None 
             else:
                 np.save(os.path.join(folder, rel), d.astype(np.float32))
             fr["depth_file_path"] = rel
-    if depth_format == "png":
+    if depth_format == "png" and any(v.depth is not None for v in views):
         meta["depth_unit_scale_factor"] = 1e-3
+    if frame_meta is not None:
+        if len(frame_meta) != len(views):
+            raise ValueError(f"write_scene: {len(frame_meta)} frame_meta entries for {len(views)} views")
+        for fr, extra in zip(meta["frames"], frame_meta):
+            fr.update(extra)
+    meta.update(extra_meta or {})
     if points is not None:
         if colors is None:
             raise ValueError("write_scene: points need colors")

@@ -35,11 +35,11 @@ a pure function of the step (as
 Load a trained model: ``fastvdm.train.load_model(run_dir_or_file, name="unet", ema=True)``.
 """
 
-from fastvdm.train.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_model,
-                                      read_checkpoint, resolve_checkpoint)
+from fastvdm.train.checkpoint import (CheckpointError, export_model, latest_checkpoint, list_checkpoints,
+                                      load_model, read_checkpoint, resolve_checkpoint)
 from fastvdm.train.loop import (DatasetBatches, RunConfig, StepContext, TrainState, init_distributed,
                                 save_checkpoint, train)
 
 __all__ = ["RunConfig", "TrainState", "StepContext", "DatasetBatches", "init_distributed", "train",
-           "save_checkpoint", "load_model", "read_checkpoint", "resolve_checkpoint", "latest_checkpoint",
+           "save_checkpoint", "load_model", "export_model", "read_checkpoint", "resolve_checkpoint", "latest_checkpoint",
            "list_checkpoints", "CheckpointError"]

@@ -114,6 +114,32 @@ def resolve_checkpoint(path: str) -> str:
     return path
 
 
+def export_model(src: str, dst: str, name: Optional[str] = None, ema: bool = True, info: Optional[dict] = None) -> str:
+    """Write one model of a training checkpoint (or run folder) as a small inference file.
+
+    The file holds only ``model/<name>/*`` (the EMA weights when ``ema`` and present) in the checkpoint format,
+    with meta: the step, the run config (frame count and size the model was trained at), the model's config,
+    ``exported_from`` and ``info`` (free-form provenance, e.g. the commands that produced it). No optimizer
+    or RNG state: about 4 bytes per parameter. :func:`load_model` reads it. Written atomically; returns dst.
+    """
+    path = resolve_checkpoint(src)
+    tensors, meta = read_checkpoint(path)
+    configs = meta.get("model_configs", {})
+    if name is None:
+        name = "unet" if "unet" in configs else (sorted(configs)[0] if configs else None)
+    if name not in configs:
+        raise CheckpointError(f"checkpoint {path} has no model {name!r} (it has {sorted(configs)})")
+    sd = prefixed(tensors, f"ema/{name}") if ema else {}
+    weights = "ema" if sd else "raw"
+    if not sd:
+        sd = prefixed(tensors, f"model/{name}")
+    out_meta = {"step": meta.get("step"), "run": {"config": meta.get("run", {}).get("config", {})},
+                "model_configs": {name: configs[name]}, "exported_from": os.path.basename(path),
+                "weights": weights, "info": info or {}}
+    atomic_save({f"model/{name}/{k}": v for k, v in sd.items()}, out_meta, dst)
+    return dst
+
+
 def prefixed(tensors: dict, prefix: str) -> dict:
     """The entries of ``tensors`` under ``prefix/``, with the prefix removed."""
     p = prefix + "/"

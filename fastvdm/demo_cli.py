@@ -1,0 +1,133 @@
+"""``fastvdm demo``: the shipped teacher (50 steps) and 4-step student on a held-out scene with 2 input views.
+
+    fastvdm demo [--out ./fastvdm-demo] [--scene 0] [--teacher tiny] [--student tiny]
+
+Takes clip ``--scene`` of the held-out split (``ClipDataset("test")``: procedural scenes no model was trained
+on) with exactly 2 input views at the frame count and size the models were trained at; writes the input views
+(``inputs.png``), runs the teacher (DDIM, ``--teacher-steps``) and the student (``--student-steps``), and
+writes to ``--out``:
+
+- ``video.mp4`` (``video.gif`` where no mp4 encoder is installed): per frame, teacher | student | ground truth
+- ``grid.png``: rows = condition render / teacher / student / ground truth, frames left to right
+- ``metrics.json``: for the raw render, OpenCV inpainting of it, the teacher and the student: PSNR, SSIM,
+  PSNR over the pixels the render missed, seconds and network evaluations (target frames only)
+
+and prints the same numbers as a table. No network access: the models are the ones shipped in
+``fastvdm/weights`` (``--teacher``/``--student`` also take a run folder or checkpoint file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("demo", help="run the shipped teacher and 4-step student on a held-out scene",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="fastvdm-demo", help="output folder (default ./fastvdm-demo)")
+    p.add_argument("--scene", type=int, default=0, help="index of the held-out clip (0-99, default 0)")
+    p.add_argument("--teacher", default="tiny", help="shipped teacher name, run folder or file (default tiny)")
+    p.add_argument("--student", default="tiny", help="shipped student name, run folder or file (default tiny)")
+    p.add_argument("--teacher-steps", type=int, default=50, help="teacher DDIM steps (default 50)")
+    p.add_argument("--student-steps", type=int, default=4, help="student steps (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--scale", type=int, default=4, help="upscaling of the written images (default 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=main)
+    return p
+
+
+def run_demo(args) -> dict:
+    import time
+
+    import torch
+
+    from fastvdm.data.dataset import ClipDataset
+    from fastvdm.evaluate import clip_scores, opencv_inpaint
+    from fastvdm.media import clip_strip, save_grid, save_png, save_video, to_uint8
+    from fastvdm.models import make_cond
+    from fastvdm.pipeline import load_student, load_teacher
+
+    if args.teacher_steps < 1 or args.student_steps < 1:
+        raise ValueError(f"--teacher-steps and --student-steps must be >= 1, got {args.teacher_steps}, "
+                         f"{args.student_steps}")
+    if not 0 <= args.scene < 100:
+        raise ValueError(f"--scene must be in [0, 100) (the held-out split), got {args.scene}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    progress = not args.no_progress
+    teacher, student = load_teacher(args.teacher), load_student(args.student)
+    if (teacher.frames, teacher.size) != (student.frames, student.size):
+        raise ValueError(f"teacher ({teacher.frames} frames, {teacher.size}px) and student ({student.frames} frames, "
+                         f"{student.size}px) were trained on different clip shapes")
+    clip = ClipDataset("test", num_frames=student.frames, size=student.size, num_inputs=(2, 2))[args.scene]
+    batch = torch.utils.data.default_collate([clip])
+    gt, cond = make_cond(batch)
+    inputs = [int(i) for i in torch.nonzero(clip["is_input"]).flatten()]
+    os.makedirs(args.out, exist_ok=True)
+    inputs_png = save_png(os.path.join(args.out, "inputs.png"), clip_strip(clip["frames"][:, inputs]), args.scale)
+    print(f"held-out scene {args.scene} (scene seed {int(clip['scene_seed'])}): {student.frames} frames at "
+          f"{student.size}x{student.size}, input views at frames {inputs} -> {inputs_png}", flush=True)
+
+    preds, rows = {}, {}
+    render = batch["cond_rgb"]
+    t0 = time.perf_counter()
+    preds["opencv_telea"] = opencv_inpaint(render, batch["cond_mask"])
+    rows["opencv_telea"] = (time.perf_counter() - t0, 0)
+    preds["render"] = render
+    rows["render"] = (0.0, 0)
+    for name, pipe, steps in (("teacher", teacher, args.teacher_steps), ("student", student, args.student_steps)):
+        if progress:
+            print(f"{name}: {steps} steps", flush=True)
+        g = torch.Generator().manual_seed(args.seed)
+        t0 = time.perf_counter()
+        preds[name] = pipe(cond, generator=g, num_steps=steps, progress=progress).cpu()
+        rows[name] = (time.perf_counter() - t0, pipe.last_nfe)
+    metrics = {}
+    for name in ("render", "opencv_telea", "teacher", "student"):
+        pred = torch.where(batch["is_input"][:, None, :, None, None], gt, preds[name].float().clamp(-1, 1))
+        s = clip_scores(pred[0], gt[0], batch["cond_mask"][0], batch["is_input"][0])
+        metrics[name] = {"psnr": s["psnr"], "ssim": s["ssim"], "psnr_masked": s["psnr_masked"],
+                         "ssim_masked": s["ssim_masked"], "seconds": rows[name][0], "nfe": rows[name][1]}
+        preds[name] = pred
+    report = {"scene_index": args.scene, "scene_seed": int(clip["scene_seed"]), "frames": student.frames,
+              "size": student.size, "input_frames": inputs, "hole_fraction": s["hole_fraction"], "seed": args.seed,
+              "teacher": {"model": args.teacher, "steps": args.teacher_steps},
+              "student": {"model": args.student, "steps": args.student_steps},
+              "student_time_vs_teacher": metrics["student"]["seconds"] / max(metrics["teacher"]["seconds"], 1e-12),
+              "methods": metrics}
+    grid = save_grid(os.path.join(args.out, "grid.png"),
+                     [render[0], preds["teacher"][0], preds["student"][0], gt[0]], args.scale)
+    side = [to_uint8(p[0]) for p in (preds["teacher"], preds["student"], gt)]  # each (T, H, W, 3)
+    import numpy as np
+
+    video = save_video(os.path.join(args.out, "video"), [np.concatenate(f, 1) for f in zip(*side)], scale=args.scale)
+    report["files"] = {"inputs": inputs_png, "grid": grid, "video": video}
+    from fastvdm.train.checkpoint import atomic_write_text
+
+    atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(report, indent=2))
+    return report
+
+
+def format_report(report: dict) -> str:
+    names = {"render": "raw render", "opencv_telea": "OpenCV inpaint",
+             "teacher": f"teacher ({report['teacher']['steps']} steps)",
+             "student": f"student ({report['student']['steps']} steps)"}
+    lines = [f"{'method':<22}{'PSNR':>8}{'SSIM':>8}{'PSNR(holes)':>13}{'seconds':>10}{'NFE':>6}"]
+    for k, m in report["methods"].items():
+        lines.append(f"{names[k]:<22}{m['psnr']:>8.2f}{m['ssim']:>8.4f}{m['psnr_masked']:>13.2f}"
+                     f"{m['seconds']:>10.3f}{m['nfe']:>6}")
+    lines.append(f"(target frames only; holes = {100 * report['hole_fraction']:.1f}% of their pixels; student time = "
+                 f"{100 * report['student_time_vs_teacher']:.1f}% of the teacher's)")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    report = run_demo(args)
+    print(format_report(report))
+    f = report["files"]
+    print(f"wrote {f['inputs']}, {f['grid']}, {f['video']} and {os.path.join(args.out, 'metrics.json')}")
+    return 0

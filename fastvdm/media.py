@@ -1,0 +1,68 @@
+"""Writing images and videos of clips: PNG frames, a PNG grid, and an mp4 (or a GIF where no encoder exists).
+
+Clips are (3, T, H, W) tensors in [-1, 1]. Every file is written to a temporary name and renamed, so a crash
+never leaves a half-written image or video.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+
+def to_uint8(x) -> np.ndarray:
+    """(3, ..., H, W) in [-1, 1] -> uint8 array (..., H, W, 3)."""
+    import torch
+
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(0, -1).numpy()
+
+
+def _upscale(img: np.ndarray, scale: int) -> np.ndarray:
+    return img.repeat(scale, 0).repeat(scale, 1) if scale > 1 else img
+
+
+def save_png(path: str, img: np.ndarray, scale: int = 1) -> str:
+    """uint8 (H, W, 3) -> PNG (nearest-neighbour upscaled by ``scale``), atomically; returns path."""
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(_upscale(img, scale)).save(path + ".tmp.png")
+    os.replace(path + ".tmp.png", path)
+    return path
+
+
+def clip_strip(clip) -> np.ndarray:
+    """(3, T, H, W) in [-1, 1] -> its T frames side by side, uint8 (H, T*W, 3)."""
+    return np.concatenate(list(to_uint8(clip)), 1)
+
+
+def save_grid(path: str, rows: Sequence, scale: int = 4) -> str:
+    """One row per clip (each (3, T, H, W) in [-1, 1], same shape), frames left to right; returns path."""
+    return save_png(path, np.concatenate([clip_strip(r) for r in rows], 0), scale)
+
+
+def save_video(stem: str, frames: Sequence[np.ndarray], fps: int = 8, scale: int = 4) -> str:
+    """uint8 (H, W, 3) frames -> ``stem.mp4`` when imageio-ffmpeg is installed, else ``stem.gif``; returns path."""
+    from PIL import Image
+
+    big = [_upscale(f, scale) for f in frames]
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        path = stem + ".gif"
+        imgs = [Image.fromarray(f) for f in big]
+        imgs[0].save(path + ".tmp.gif", save_all=True, append_images=imgs[1:], duration=round(1000 / fps), loop=0)
+        os.replace(path + ".tmp.gif", path)
+        return path
+    path = stem + ".mp4"
+    imageio.mimsave(path + ".tmp.mp4", big, fps=fps)
+    os.replace(path + ".tmp.mp4", path)
+    return path
+
+
+__all__ = ["to_uint8", "save_png", "clip_strip", "save_grid", "save_video"]
