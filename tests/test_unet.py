@@ -174,6 +174,15 @@ def test_posterior_skip_is_the_gaussian_posterior_mean_plus_scaled_output():
             x0 = sch.v_to_x0(x, m(x, t, cond), t).double()
         torch.testing.assert_close(x0, post + c_out * bias, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(x0[0], g[0] + 0.37 * s[0], rtol=1e-4, atol=1e-5)  # t = 999: the render, + s F
+    # the network sees E[x0 | x_t], not x_t: at t = 999 its x0 prediction does not depend on the noise at all,
+    # even with a non-zero output layer; below 999 it does
+    torch.nn.init.normal_(m.conv_out.weight, std=0.1)
+    x2 = torch.randn_like(x)
+    with torch.no_grad():
+        t999 = torch.tensor([999.0, 999.0])
+        torch.testing.assert_close(sch.v_to_x0(x, m(x, t999, cond), t999), sch.v_to_x0(x2, m(x2, t999, cond), t999))
+        t500 = torch.tensor([500.0, 500.0])
+        assert (sch.v_to_x0(x, m(x, t500, cond), t500) - sch.v_to_x0(x2, m(x2, t500, cond), t500)).abs().max() > 1e-3
     assert VideoUNetConfig.preset("tiny").posterior_skip
     with pytest.raises(ValueError, match="alternatives"):
         VideoUNetConfig(**{**SMALL, "posterior_skip": True, "render_skip": True})

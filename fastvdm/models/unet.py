@@ -55,8 +55,10 @@ class VideoUNetConfig:
     per-pixel prior x0 ~ N(g, s^2) (s = prior_std[0] where the render has a pixel, prior_std[1] in its holes),
     x0 = E[x0 | x_t] + c_out F with E[x0 | x_t] = g + alpha s^2 / (alpha^2 s^2 + sigma^2) (x_t - alpha g) and
     c_out = sigma s / sqrt(alpha^2 s^2 + sigma^2) (that posterior's std), then v = (alpha x_t - x0) / sigma.
-    At F = 0 the model is that Gaussian posterior mean at every noise level (= g at t = 999), and F has a
-    target of unit scale at every t, so learning to denoise at low t does not leak into the one-step fill.
+    The network also sees E[x0 | x_t] in place of x_t (EDM's c_in, here data-dependent): the noise reaches it
+    with the Wiener gain, vanishing as t -> 999, where its input is g exactly. So at F = 0 the model is that
+    Gaussian posterior mean at every noise level (= g at t = 999), F has a target of unit scale at every t,
+    and the one-step (t = 999) prediction is a function of the condition alone, with no noise to leak in.
     """
 
     channels: tuple = (32, 64, 64)
@@ -356,16 +358,26 @@ class VideoUNet(nn.Module):
         """sigma_t * g, (B, 3, T, H, W)."""
         return self._coefs(t, like)[1] * self._render(cond, like)[0]
 
-    def _posterior_v(self, x_t: Tensor, t: Tensor, cond: dict, f: Tensor) -> Tensor:
-        """v of x0 = E[x0 | x_t] + c_out f under the prior x0 ~ N(g, s^2) (see VideoUNetConfig)."""
-        alpha, sigma = self._coefs(t, f)
-        g, mask, flag = self._render(cond, f)
+    def _prior(self, t: Tensor, cond: dict, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(alpha, sigma, g, s^2) of the posterior preconditioning, each broadcastable to (B, 3, T, H, W)."""
+        alpha, sigma = self._coefs(t, like)
+        g, mask, flag = self._render(cond, like)
         s_vis, s_hole = self.config.prior_std
         s2 = (s_hole + (s_vis - s_hole) * torch.where(flag, torch.ones_like(mask), mask)) ** 2
-        denom = alpha ** 2 * s2 + sigma ** 2
-        x_t = x_t.to(f.dtype)
-        x0 = g + alpha * s2 / denom * (x_t - alpha * g) + sigma * s2.sqrt() * denom.rsqrt() * f
-        return (alpha * x_t - x0) / sigma
+        return alpha, sigma, g, s2
+
+    @staticmethod
+    def _posterior_mean(prior: tuple, x_t: Tensor) -> Tensor:
+        """E[x0 | x_t] under x0 ~ N(g, s^2): g + alpha s^2 / (alpha^2 s^2 + sigma^2) (x_t - alpha g)."""
+        alpha, sigma, g, s2 = prior
+        return g + alpha * s2 / (alpha ** 2 * s2 + sigma ** 2) * (x_t.to(g.dtype) - alpha * g)
+
+    def _network_input(self, x_t: Tensor, t: Tensor, cond: dict) -> tuple[Tensor, tuple | None]:
+        """What the network sees in place of x_t (the posterior mean with posterior_skip), and the prior."""
+        if not self.config.posterior_skip:
+            return x_t, None
+        prior = self._prior(t, cond, x_t)
+        return self._posterior_mean(prior, x_t).to(x_t.dtype), prior
 
     def _down_mid(self, x: Tensor, emb: Tensor) -> tuple[Tensor, list[Tensor]]:
         h = self.conv_in(x)
@@ -380,18 +392,21 @@ class VideoUNet(nn.Module):
 
     def encode(self, x_t: Tensor, t: Tensor, cond: dict) -> Tensor:
         """Features after the down blocks and the middle block: (B, channels[-1], T, H / 2^L, W / 2^L)."""
-        x, emb = self._inputs(x_t, t, cond)
+        x, emb = self._inputs(self._network_input(x_t, t, cond)[0], t, cond)
         return self._down_mid(x, emb)[0]
 
     def forward(self, x_t: Tensor, t: Tensor, cond: dict) -> Tensor:
-        x, emb = self._inputs(x_t, t, cond)
+        x_in, prior = self._network_input(x_t, t, cond)
+        x, emb = self._inputs(x_in, t, cond)
         h, hs = self._down_mid(x, emb)
         for level in self.up:
             for m in level:
                 h = m(torch.cat([h, hs.pop()], 1), emb) if isinstance(m, Block) else m(h)
         v = self.conv_out(self.norm_out(h, activation="silu"))
-        if self.config.posterior_skip:
-            return self._posterior_v(x_t, t, cond, v)
+        if prior is not None:  # x0 = E[x0 | x_t] + c_out F, as v
+            alpha, sigma, _, s2 = prior
+            x0 = x_in.to(v.dtype) + sigma * (s2 / (alpha ** 2 * s2 + sigma ** 2)).sqrt() * v
+            return (alpha * x_t.to(v.dtype) - x0) / sigma
         if self.config.render_skip:
             v = v - self._render_skip(t, cond, v)
         return v
