@@ -179,3 +179,16 @@ def test_dataset_batches_shard_and_cover_epochs():
         assert torch.equal(torch.cat([p["sample_id"] for p in parts]), torch.arange(4 * s, 4 * s + 4))
     with pytest.raises(ValueError, match="divisible"):
         batches(0, 0, 3)
+
+
+def test_lr_factor_warmup_then_cosine():
+    from fastvdm.train.loop import lr_factor
+
+    run = RunConfig(out_dir="unused", steps=1100, warmup_steps=100, lr_schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(run, 0) == pytest.approx(0.01) and lr_factor(run, 99) == pytest.approx(1.0)
+    assert lr_factor(run, 100) == pytest.approx(1.0)
+    assert lr_factor(run, 600) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way: the mean of the two ends
+    assert lr_factor(run, 1100) == pytest.approx(0.1) and lr_factor(run, 5000) == pytest.approx(0.1)
+    assert lr_factor(RunConfig(out_dir="unused", steps=10), 7) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_factor(RunConfig(out_dir="unused", steps=10, lr_schedule="step"), 3)

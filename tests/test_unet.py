@@ -227,3 +227,29 @@ def test_pull_push_fill():
     expect = torch.where(cond["is_input"][:, None, :, None, None], cond["input_frames"], filled)
     torch.testing.assert_close(m(x, t, cond), -expect)  # zero-initialized F: x0 = -v = the filled render
     assert VideoUNetConfig.preset("tiny").fill_holes and VideoUNetConfig.preset("tiny").fill_smooth_iters > 0
+
+
+def test_loss_weight_gives_the_output_uniform_weight():
+    """loss_weight(t) * (v error)^2 == (F error)^2 in the holes: the teacher loss weighs F alike at every t."""
+    from fastvdm.diffusion import VSchedule
+    from fastvdm.train.teacher import TeacherStep
+
+    cfg = VideoUNetConfig(**{**SMALL, "posterior_skip": True, "prior_std": (0.1, 0.25)})
+    m = VideoUNet(cfg)
+    t = torch.tensor([0.0, 400.0, 999.0])
+    sch = VSchedule()
+    a, s = sch.alpha(t).double(), sch.sigma(t).double()
+    c_out_over_sigma = 0.25 / (a ** 2 * 0.25 ** 2 + s ** 2).sqrt()  # dv / dF in a hole
+    torch.testing.assert_close(m.loss_weight(t).double(), 1 / c_out_over_sigma ** 2, rtol=1e-5, atol=0)
+    assert torch.equal(VideoUNet(VideoUNetConfig(**SMALL)).loss_weight(t), torch.ones(3))
+    # TeacherStep uses it: its loss equals the hand-weighted mean over the non-input frames
+    x, _, cond = _inputs(B=2)
+    batch = {"frames": cond["input_frames"], "cond_rgb": cond["cond_rgb"], "cond_mask": cond["cond_mask"],
+             "plucker": cond["plucker"], "is_input": cond["is_input"]}
+    tt, noise = torch.tensor([100, 900]), torch.randn_like(x)
+    loss = TeacherStep(sch).loss(m, batch, tt, noise, torch.zeros(2, dtype=torch.bool), "cpu")
+    v = m(sch.add_noise(batch["frames"], noise, tt), tt.float(), cond)
+    target = sch.v_target(batch["frames"], noise, tt)
+    err = torch.where(cond["is_input"][:, None, :, None, None], torch.zeros_like(v), v - target) ** 2
+    want = (err.flatten(1).mean(1) * m.loss_weight(tt.float())).mean()
+    torch.testing.assert_close(loss, want, rtol=1e-4, atol=1e-7)

@@ -354,6 +354,18 @@ class VideoUNet(nn.Module):
         a, s = self._schedule.alpha(t), self._schedule.sigma(t)
         return a.to(like.dtype).view(-1, 1, 1, 1, 1), s.to(like.dtype).view(-1, 1, 1, 1, 1)
 
+    def loss_weight(self, t: Tensor) -> Tensor:
+        """Per-sample weight (B,) for the v-prediction MSE that gives the network output F the same weight at
+        every noise level (EDM's lambda = 1 / c_out^2 in v units): with posterior_skip, v's error is
+        s / sqrt(alpha^2 s^2 + sigma^2) times F's, so w = (alpha^2 s^2 + sigma^2) / s^2 with s the hole prior
+        std (from 1 at t = 0 to 1 / s^2 at t = 999). Without posterior_skip: ones (plain v-prediction loss)."""
+        t = torch.as_tensor(t, dtype=torch.float32).reshape(-1)
+        if not self.config.posterior_skip:
+            return torch.ones_like(t)
+        alpha, sigma = (c.reshape(-1) for c in self._coefs(t, t.view(-1, 1, 1, 1, 1)))
+        s2 = self.config.prior_std[1] ** 2
+        return (alpha ** 2 * s2 + sigma ** 2) / s2
+
     def _render_skip(self, t: Tensor, cond: dict, like: Tensor) -> Tensor:
         """sigma_t * g, (B, 3, T, H, W)."""
         return self._coefs(t, like)[1] * self._render(cond, like)[0]

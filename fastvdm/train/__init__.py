@@ -36,10 +36,10 @@ Load a trained model: ``fastvdm.train.load_model(run_dir_or_file, name="unet", e
 """
 
 from fastvdm.train.checkpoint import (CheckpointError, export_model, latest_checkpoint, list_checkpoints,
-                                      load_model, read_checkpoint, resolve_checkpoint)
+                                      load_model, read_checkpoint, resolve_checkpoint, save_model)
 from fastvdm.train.loop import (DatasetBatches, RunConfig, StepContext, TrainState, init_distributed,
                                 save_checkpoint, train)
 
 __all__ = ["RunConfig", "TrainState", "StepContext", "DatasetBatches", "init_distributed", "train",
-           "save_checkpoint", "load_model", "export_model", "read_checkpoint", "resolve_checkpoint", "latest_checkpoint",
+           "save_checkpoint", "load_model", "export_model", "save_model", "read_checkpoint", "resolve_checkpoint", "latest_checkpoint",
            "list_checkpoints", "CheckpointError"]

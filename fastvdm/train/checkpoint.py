@@ -114,14 +114,19 @@ def resolve_checkpoint(path: str) -> str:
     return path
 
 
-def export_model(src: str, dst: str, name: Optional[str] = None, ema: bool = True, info: Optional[dict] = None) -> str:
-    """Write one model of a training checkpoint (or run folder) as a small inference file.
+def save_model(path: str, state_dict: dict, config: dict, name: str = "unet", run_config: Optional[dict] = None,
+               **meta) -> str:
+    """Write one model's weights as an inference file :func:`load_model` reads: tensors ``model/<name>/*``, meta
+    with its config, ``run.config`` (e.g. the ``frames`` and ``size`` it was trained at) and ``meta``. Atomic."""
+    out_meta = {"run": {"config": dict(run_config or {})}, "model_configs": {name: dict(config)}, **meta}
+    atomic_save({f"model/{name}/{k}": v for k, v in state_dict.items()}, out_meta, path)
+    return path
 
-    The file holds only ``model/<name>/*`` (the EMA weights when ``ema`` and present) in the checkpoint format,
-    with meta: the step, the run config (frame count and size the model was trained at), the model's config,
-    ``exported_from`` and ``info`` (free-form provenance, e.g. the commands that produced it). No optimizer
-    or RNG state: about 4 bytes per parameter. :func:`load_model` reads it. Written atomically; returns dst.
-    """
+
+def export_model(src: str, dst: str, name: Optional[str] = None, ema: bool = True, info: Optional[dict] = None) -> str:
+    """Write one model of a training checkpoint (or run folder) as a small inference file (:func:`save_model`):
+    the EMA weights when ``ema`` and present, the step, the run config, ``exported_from`` and ``info``
+    (free-form provenance, e.g. the commands that produced it); no optimizer or RNG state. Returns dst."""
     path = resolve_checkpoint(src)
     tensors, meta = read_checkpoint(path)
     configs = meta.get("model_configs", {})
@@ -133,11 +138,8 @@ def export_model(src: str, dst: str, name: Optional[str] = None, ema: bool = Tru
     weights = "ema" if sd else "raw"
     if not sd:
         sd = prefixed(tensors, f"model/{name}")
-    out_meta = {"step": meta.get("step"), "run": {"config": meta.get("run", {}).get("config", {})},
-                "model_configs": {name: configs[name]}, "exported_from": os.path.basename(path),
-                "weights": weights, "info": info or {}}
-    atomic_save({f"model/{name}/{k}": v for k, v in sd.items()}, out_meta, dst)
-    return dst
+    return save_model(dst, sd, configs[name], name, meta.get("run", {}).get("config", {}), step=meta.get("step"),
+                      exported_from=os.path.basename(path), weights=weights, info=info or {})
 
 
 def prefixed(tensors: dict, prefix: str) -> dict:

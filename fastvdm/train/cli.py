@@ -32,6 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (default 2e-4)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     t.add_argument("--warmup", type=int, default=100, help="linear LR warmup steps (default 100)")
+    t.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="LR after the warmup: constant, or cosine decay to 0 at --steps (default constant)")
     t.add_argument("--ema", type=float, default=0.999, help="EMA decay (default 0.999)")
     t.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (default 1)")
     t.add_argument("--p-uncond", type=float, default=0.1, help="condition dropout probability (default 0.1)")
@@ -96,9 +98,10 @@ def main_teacher(args: argparse.Namespace) -> int:
     model = state.add_model("unet", VideoUNet(cfg).to(device), ema_decay=args.ema)
     state.add_optimizer("unet", torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay))
     run = RunConfig(out_dir=args.out, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
-                    keep_last=args.keep, grad_clip=args.grad_clip, warmup_steps=args.warmup, amp=not args.no_amp,
+                    keep_last=args.keep, grad_clip=args.grad_clip, warmup_steps=args.warmup,
+                    lr_schedule=args.lr_schedule, amp=not args.no_amp,
                     config={"stage": "teacher", "preset": args.preset, "batch": args.batch, "lr": args.lr,
-                            "p_uncond": args.p_uncond, "data": args.data or "synthetic",
+                            "p_uncond": args.p_uncond, "data": args.data or "synthetic", "lr_schedule": args.lr_schedule,
                             "frames": args.frames, "size": args.size, "world_size": world})
     if rank == 0:
         n = sum(p.numel() for p in model.parameters())

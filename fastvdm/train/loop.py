@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import random
 import sys
@@ -62,7 +63,8 @@ class RunConfig:
     """out_dir: run folder (checkpoints/, log.jsonl, config.json); steps: total optimization steps (a resumed
     run continues to this); seed: the run's seed (per-sample generators, initial RNG); ckpt_every: save every N
     steps (and at the end); keep_last: checkpoints kept (0 = all); grad_clip: max global grad norm per
-    optimizer (0 = off); warmup_steps: linear LR warmup; amp: bf16 autocast on CUDA; print_every: terminal
+    optimizer (0 = off); warmup_steps: linear LR warmup; lr_schedule: "constant" after the warmup, or "cosine"
+    (from the base LR at the end of the warmup down to min_lr_ratio x base LR at ``steps``); amp: bf16 autocast on CUDA; print_every: terminal
     line every N steps (0 = never); config: extra JSON saved in config.json and every checkpoint."""
 
     out_dir: str
@@ -72,9 +74,24 @@ class RunConfig:
     keep_last: int = 3
     grad_clip: float = 1.0
     warmup_steps: int = 0
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.0
     amp: bool = True
     print_every: int = 10
     config: dict = field(default_factory=dict)
+
+
+def lr_factor(run: "RunConfig", step: int) -> float:
+    """The factor on every optimizer's base LR at (0-based) ``step``: linear warmup, then constant or cosine."""
+    if run.warmup_steps > 0 and step < run.warmup_steps:
+        return (step + 1) / run.warmup_steps
+    if run.lr_schedule == "constant":
+        return 1.0
+    if run.lr_schedule != "cosine":
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {run.lr_schedule!r}")
+    span = max(run.steps - run.warmup_steps, 1)
+    progress = min(max(step - run.warmup_steps, 0) / span, 1.0)
+    return run.min_lr_ratio + (1 - run.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class TrainState:
@@ -202,7 +219,7 @@ class StepContext:
             norm = torch.nn.utils.clip_grad_norm_(params, self.run.grad_clip)
         else:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-        f = min(1.0, (self.step + 1) / self.run.warmup_steps) if self.run.warmup_steps > 0 else 1.0
+        f = lr_factor(self.run, self.step)
         for g in opt.param_groups:  # the LR is a function of (base LR, step): a resumed run may change it
             g["lr"] = g["base_lr"] * f
         opt.step()

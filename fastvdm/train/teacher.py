@@ -3,7 +3,9 @@
 Per sample (from ``ctx.generator(sample_id)``, so the global batch's randomness is independent of the number
 of ranks): t ~ U{0..999}, noise ~ N(0, I), condition dropped with probability ``p_uncond`` (for classifier-free
 guidance). Loss: mean of (v_pred - v)^2 over the frames that are not clean input views (the model is given
-those, so its output there is replaced by the target and contributes 0), via :func:`fastvdm.ops.denoising_loss`.
+those, so its output there is replaced by the target and contributes 0), via :func:`fastvdm.ops.denoising_loss`,
+weighted per sample by the model's ``loss_weight(t)`` when it has one (``VideoUNet``: uniform weight on its
+preconditioned output at every noise level).
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class TeacherStep:
         given = cond["is_input"][:, None, :, None, None]
         v = torch.where(given, self.schedule.v_target(x0, noise, t).to(v.dtype), v)
         alpha, sigma = self.schedule.alpha(t), self.schedule.sigma(t)
-        return ops.denoising_loss(v.float(), x0, noise, alpha, sigma, target="v")
+        unwrapped = getattr(model, "module", model)
+        weight = unwrapped.loss_weight(t.float()).to(v.device) if hasattr(unwrapped, "loss_weight") else None
+        return ops.denoising_loss(v.float(), x0, noise, alpha, sigma, weight=weight, target="v")
 
     def __call__(self, ctx, batch: dict) -> dict:
         model = ctx.state.models[self.model]
