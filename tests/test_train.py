@@ -182,7 +182,7 @@ def test_dataset_batches_shard_and_cover_epochs():
 
 
 def test_lr_factor_warmup_then_cosine():
-    from fastvdm.train.loop import lr_factor
+    from fastvdm.train.loop import RunConfig, lr_factor
 
     run = RunConfig(out_dir="unused", steps=1100, warmup_steps=100, lr_schedule="cosine", min_lr_ratio=0.1)
     assert lr_factor(run, 0) == pytest.approx(0.01) and lr_factor(run, 99) == pytest.approx(1.0)
