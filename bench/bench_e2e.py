@@ -7,8 +7,9 @@ distillation training step, each with every op forced to the ``reference`` backe
 
 Weights are freshly initialized (seeded): time and memory do not depend on what the weights learned, and this
 benchmark must run on any install. Each row is one call, timed as the median of ``--repeats`` calls after one
-warm-up call, with the torch RNG reseeded before each call so both backends do identical work (the KL step
-draws its backward-simulation depth k at random). Peak memory: bytes allocated during one call above the level
+warm-up call, the two backends' calls interleaved round by round (so a change of machine load hits both alike),
+with the torch RNG reseeded before each call so both backends do identical work (the KL step draws its
+backward-simulation depth k at random). Peak memory: bytes allocated during one call above the level
 before it (CUDA: max_memory_allocated; CPU: torch.profiler [memory] events, running sum). The distillation step
 is ``KLStage.step`` with softened weighting, one fake-score update per student update (student, fake-score
 model and stage-1 discriminator head all training, the teacher frozen).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import sys
 
 import torch
@@ -75,14 +77,20 @@ def run(preset: str, batch: int, frames: int, size: int, device: str, repeats: i
     }
     rows = []
     clip = f"{batch}x{frames}x{size}x{size}"
+    backends = ("reference", "auto")
     for what, (fn, reps, warmup, peak_fn) in tasks.items():
-        seconds = {}
-        for backend in ("reference", "auto"):
-            with ops.use_backend(backend):
-                grad = torch.enable_grad() if what.startswith("distillation") else torch.no_grad()
-                with grad:
-                    seconds[backend] = median_seconds(fn, device, warmup=warmup, repeats=reps)
-                    peak = peak_bytes(peak_fn or fn, device)
+        grad = torch.enable_grad if what.startswith("distillation") else torch.no_grad
+        times = {b: [] for b in backends}
+        for r in range(warmup + reps):  # interleaved rounds: a change of machine load hits both backends alike
+            for backend in backends:
+                with ops.use_backend(backend), grad():
+                    t = median_seconds(fn, device, warmup=0, repeats=1)
+                if r >= warmup:
+                    times[backend].append(t)
+        seconds = {b: statistics.median(times[b]) for b in backends}
+        for backend in backends:
+            with ops.use_backend(backend), grad():
+                peak = peak_bytes(peak_fn or fn, device)
             rows.append({
                 "preset": preset, "clip": clip, "what": what, "backend": backend,
                 "seconds": f"{seconds[backend]:.3f}", "peak MB": f"{peak / 2**20:.1f}",

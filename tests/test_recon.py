@@ -257,3 +257,27 @@ def test_model_generator_samples_a_checkpoint(tmp_path):
         assert bool(torch.equal(va.rgb, vb.rgb)) and 0.0 <= float(va.rgb.min()) and float(va.rgb.max()) <= 1.0
     r = run_case(case, gen, ReconConfig(iters=3, max_res=12, batch_rays=128))
     assert r["generated_views"] == 3 and r["train_views"] == 5 and r["nfe"] == 4 and math.isfinite(r["psnr"])
+
+
+def test_model_generator_holes_only_supervision(tmp_path):
+    """``model:CKPT@fewstep@4@holes``: the same views, masked to the pixels the input render missed."""
+    from fastvdm.data.dataset import clip_from_views
+    from fastvdm.models import VideoUNet, VideoUNetConfig
+    from fastvdm.recon.evaluate import make_case
+    from fastvdm.recon.generators import make_generator
+    from fastvdm.train import save_model
+
+    cfg = VideoUNetConfig(channels=(8, 16), attention_levels=(1,), head_dim=8, groups=4, temporal_kernel=1)
+    ckpt = save_model(str(tmp_path / "tiny.safetensors"), VideoUNet(cfg).state_dict(), cfg.to_dict(),
+                      run_config={"size": 16})
+    case = make_case(str(tmp_path / "cases"), 1, 2, size=24, frames=5)
+    full, holes = make_generator(f"model:{ckpt}@fewstep@4")(case), make_generator(f"model:{ckpt}@fewstep@4@holes")(case)
+    cams = [v.camera for v in case.path_ground_truth().views]
+    clip = clip_from_views(case.inputs().views, cams, 16, input_indices=case.input_indices())
+    gen_frames = [i for i in range(len(cams)) if i not in set(case.input_indices())]
+    for vf, vh, i in zip(full.views, holes.views, gen_frames):
+        assert vf.mask is None and torch.equal(vf.rgb, vh.rgb)
+        assert torch.equal(vh.mask, clip["cond_mask"][0, i] < 0.5)
+    assert any(bool(v.mask.any()) and not bool(v.mask.all()) for v in holes.views)
+    with pytest.raises(ValueError, match="supervise"):
+        make_generator(f"model:{ckpt}@fewstep@4@edges")

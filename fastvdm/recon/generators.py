@@ -15,8 +15,9 @@ path's non-input cameras and the wall time it spent. Built in (``make_generator(
   without either it is NaN (unknown), never guessed.
 - ``py:MODULE:FUNCTION``: ``FUNCTION(inputs_dir, cameras) -> rgb (T, 3, H, W) in [0, 1]`` (or a list of
   (3, H, W)), one image per camera of ``cameras`` (the non-input path cameras); timed here.
-- ``model:CKPT[@SAMPLER[@STEPS]]``: a trained checkpoint or run folder sampled here (``ddim``, default 50
-  steps: the teacher; ``fewstep``: the 4-step student), see ``model_generator``.
+- ``model:CKPT[@SAMPLER[@STEPS[@SUPERVISE]]]``: a trained checkpoint or run folder sampled here (``ddim``,
+  default 50 steps: the teacher; ``fewstep``: the 4-step student; SUPERVISE ``all`` (default) or ``holes``:
+  only the pixels the input render missed supervise), see ``model_generator``.
 """
 
 from __future__ import annotations
@@ -114,11 +115,13 @@ def python_generator(target: str) -> Callable:
 
 
 def model_generator(ckpt: str, sampler: str = "ddim", steps: int | None = None, seed: int = 0,
-                    guidance: float = 1.0) -> Callable:
+                    guidance: float = 1.0, supervise: str = "all") -> Callable:
     """A trained VideoUNet (teacher or student checkpoint / run folder) densifying the case's clip.
 
     sampler "ddim" (default 50 steps, the teacher) or "fewstep" (the 4-step student grid; ``steps`` 1 or 2
-    for the shorter trailing grids). The clip is built by ``clip_from_views`` at the checkpoint's training
+    for the shorter trailing grids). supervise: "all" pixels of the generated views, or only their "holes"
+    (the pixels the point-cloud render of the inputs missed: what the model adds beyond the inputs; elsewhere
+    the generated view is a low-resolution copy of what the input views already supervise). The clip is built by ``clip_from_views`` at the checkpoint's training
     size (the path cameras rescaled to it); its non-input frames come back as views at the path cameras. The
     time covers building the condition and sampling, on this process's device (CPU without CUDA).
     """
@@ -138,6 +141,8 @@ def model_generator(ckpt: str, sampler: str = "ddim", steps: int | None = None, 
         kw = {"num_steps": steps}
     else:
         raise ValueError(f"model generator: sampler must be ddim or fewstep, got {sampler!r}")
+    if supervise not in ("all", "holes"):
+        raise ValueError(f"model generator: supervise must be 'all' or 'holes', got {supervise!r}")
 
     def gen(case) -> Generated:
         idx = case.input_indices()
@@ -151,8 +156,9 @@ def model_generator(ckpt: str, sampler: str = "ddim", steps: int | None = None, 
             out = smp(model, cond, tuple(x0.shape), generator=g, **kw)
         frames = ((out[0].float().cpu().transpose(0, 1) + 1) / 2).clamp(0, 1)  # (T, 3, size, size)
         secs = time.perf_counter() - t0
-        views = [TrainView(c.resized(size, size), frames[i], None, None, "generated")
-                 for i, c in enumerate(cams) if i not in set(idx)]
+        holes = item["cond_mask"][0] < 0.5  # (T, size, size)
+        views = [TrainView(c.resized(size, size), frames[i], None, holes[i] if supervise == "holes" else None,
+                           "generated") for i, c in enumerate(cams) if i not in set(idx)]
         return Generated(views, secs, getattr(smp, "last_nfe", None))
 
     return gen
@@ -170,9 +176,10 @@ def make_generator(spec: str) -> Callable | None:
         return folder_generator(spec[len("folder:"):])
     if spec.startswith("py:"):
         return python_generator(spec[len("py:"):])
-    if spec.startswith("model:"):  # model:CKPT[@SAMPLER[@STEPS]]
+    if spec.startswith("model:"):  # model:CKPT[@SAMPLER[@STEPS[@SUPERVISE]]]
         parts = spec[len("model:"):].split("@")
         return model_generator(parts[0], parts[1] if len(parts) > 1 else "ddim",
-                               int(parts[2]) if len(parts) > 2 else None)
+                               int(parts[2]) if len(parts) > 2 and parts[2] else None,
+                               supervise=parts[3] if len(parts) > 3 else "all")
     raise ValueError(f"unknown generator {spec!r} (use inputs, warp, oracle, folder:PATTERN, py:MODULE:FUNCTION "
                      "or model:CKPT[@SAMPLER[@STEPS]])")
