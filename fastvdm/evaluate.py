@@ -1,7 +1,9 @@
 """Evaluation on the held-out split: a model's samples against two classical baselines.
 
 Methods: ``render`` (the raw point-cloud render: holes stay 0, mid-grey), ``opencv`` (the render with its holes
-filled by OpenCV's Telea inpainting, per frame, radius 3) and any sampler of a model. Every method gets the
+filled by OpenCV's Telea inpainting, per frame, radius 3), ``harmonic_fill`` (the multigrid harmonic fill that the
+VideoUNet presets take as their starting point, so the table shows what the network adds to it) and any sampler
+of a model. Every method gets the
 clean input views at the input frames, and only the other (target) frames are scored, so the numbers measure
 novel views. Per clip, over its target frames (images in [-1, 1], data range 2):
 
@@ -106,10 +108,20 @@ def evaluate(dataset, methods: dict[str, Callable[[dict], tuple[Tensor, int]]], 
     return result
 
 
+def harmonic_fill(cond_rgb: Tensor, cond_mask: Tensor, smooth_iters: int = 5) -> Tensor:
+    """The render with its holes filled by the multigrid harmonic fill the tiny/base VideoUNet presets start from
+    (:func:`fastvdm.models.unet.pull_push_fill`): the model's own classical prior, to show what the network adds."""
+    from fastvdm.models.unet import pull_push_fill
+
+    mask = cond_mask.float()
+    return pull_push_fill(cond_rgb.float() * mask, mask, smooth_iters)
+
+
 def baseline_methods(radius: float = 3.0) -> dict:
-    """The two classical baselines: the raw render and its OpenCV (Telea) inpainting."""
+    """The classical baselines: the raw render, its OpenCV (Telea) inpainting, and its harmonic fill."""
     return {"render": lambda b: (b["cond_rgb"], 0),
-            "opencv_telea": lambda b: (opencv_inpaint(b["cond_rgb"], b["cond_mask"], radius), 0)}
+            "opencv_telea": lambda b: (opencv_inpaint(b["cond_rgb"], b["cond_mask"], radius), 0),
+            "harmonic_fill": lambda b: (harmonic_fill(b["cond_rgb"], b["cond_mask"]), 0)}
 
 
 def sampler_method(model, sampler, seed: int = 0, num_steps: Optional[int] = None, device="cpu") -> Callable:
@@ -142,4 +154,4 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["opencv_inpaint", "clip_scores", "evaluate", "baseline_methods", "sampler_method", "format_table"]
+__all__ = ["opencv_inpaint", "harmonic_fill", "clip_scores", "evaluate", "baseline_methods", "sampler_method", "format_table"]

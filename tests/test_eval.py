@@ -95,9 +95,10 @@ def test_train_eval_cli_end_to_end(tiny_run, capsys):
     report = json.load(open(js))
     assert report["step"] == 2 and report["frames"] == 4 and report["size"] == 16
     res = report["results"]
-    assert set(res) == {"render", "opencv_telea", "model_ddim1", "model_ddim2"}
+    assert set(res) == {"render", "opencv_telea", "harmonic_fill", "model_ddim1", "model_ddim2"}
     assert res["model_ddim1"]["nfe_per_clip"] == 1 and res["model_ddim2"]["nfe_per_clip"] == 2
     assert res["opencv_telea"]["psnr_masked"] > res["render"]["psnr_masked"]
+    assert res["harmonic_fill"]["psnr_masked"] > res["render"]["psnr_masked"]
     for r in res.values():
         assert r["clips"] == 2 and all(math.isfinite(r[k]) for k in ("psnr", "ssim", "sec_per_clip"))
     assert "opencv_telea" in capsys.readouterr().out
