@@ -108,7 +108,7 @@ class NVSPipeline:
         with torch.no_grad():
             if self.kind == "student":
                 out = self.sampler(self.model, cond, (B, 3, T, H, W), generator=generator, progress=progress,
-                                   num_steps=None if steps == 4 else steps)
+                                   num_steps=steps)
             else:
                 self.sampler.num_steps = steps
                 out = self.sampler(self.model, cond, (B, 3, T, H, W), generator=generator, progress=progress)
