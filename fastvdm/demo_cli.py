@@ -89,12 +89,13 @@ def run_demo(args) -> dict:
     metrics = {}
     for name in ("render", "opencv_telea", "teacher", "student"):
         pred = torch.where(batch["is_input"][:, None, :, None, None], gt, preds[name].float().clamp(-1, 1))
-        s = clip_scores(pred[0], gt[0], batch["cond_mask"][0], batch["is_input"][0])
-        metrics[name] = {"psnr": s["psnr"], "ssim": s["ssim"], "psnr_masked": s["psnr_masked"],
-                         "ssim_masked": s["ssim_masked"], "seconds": rows[name][0], "nfe": rows[name][1]}
+        scores = clip_scores(pred[0], gt[0], batch["cond_mask"][0], batch["is_input"][0])
+        metrics[name] = {k: scores[k] for k in ("psnr", "ssim", "psnr_masked", "ssim_masked")}
+        metrics[name].update(seconds=rows[name][0], nfe=rows[name][1])
         preds[name] = pred
     report = {"scene_index": args.scene, "scene_seed": int(clip["scene_seed"]), "frames": student.frames,
-              "size": student.size, "input_frames": inputs, "hole_fraction": s["hole_fraction"], "seed": args.seed,
+              "size": student.size, "input_frames": inputs, "hole_fraction": scores["hole_fraction"],
+              "seed": args.seed,
               "teacher": {"model": args.teacher, "steps": args.teacher_steps},
               "student": {"model": args.student, "steps": args.student_steps},
               "student_time_vs_teacher": metrics["student"]["seconds"] / max(metrics["teacher"]["seconds"], 1e-12),

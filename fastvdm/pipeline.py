@@ -106,12 +106,8 @@ class NVSPipeline:
         dev = self.device
         cond = {k: v.to(dev) for k, v in cond.items()}
         with torch.no_grad():
-            if self.kind == "student":
-                out = self.sampler(self.model, cond, (B, 3, T, H, W), generator=generator, progress=progress,
-                                   num_steps=steps)
-            else:
-                self.sampler.num_steps = steps
-                out = self.sampler(self.model, cond, (B, 3, T, H, W), generator=generator, progress=progress)
+            out = self.sampler(self.model, cond, (B, 3, T, H, W), generator=generator, progress=progress,
+                               num_steps=steps)
         self.last_nfe = self.sampler.last_nfe
         return out.clamp(-1, 1)
 
@@ -142,14 +138,15 @@ class NVSPipeline:
                 "cond_mask": clip["cond_mask"].transpose(0, 1), "nfe": self.last_nfe}
 
 
-def _load(path_or_name: str, kind: str, device=None, ema: bool = True) -> NVSPipeline:
+def _load(path_or_name: str, kind: str, device=None, ema: bool = True, guidance: float = 1.0) -> NVSPipeline:
     from fastvdm.train import load_model
 
     path = resolve_model_path(path_or_name, kind)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_model(path, ema=ema, device=device)
     cfg = meta.get("run", {}).get("config", {})
-    return NVSPipeline(model, kind, frames=int(cfg.get("frames", 8)), size=int(cfg.get("size", 32)), meta=meta)
+    return NVSPipeline(model, kind, frames=int(cfg.get("frames", 8)), size=int(cfg.get("size", 32)), guidance=guidance,
+                       meta=meta)
 
 
 def load_student(path_or_name: str = "tiny", device=None, ema: bool = True) -> NVSPipeline:
@@ -157,9 +154,10 @@ def load_student(path_or_name: str = "tiny", device=None, ema: bool = True) -> N
     return _load(path_or_name, "student", device, ema)
 
 
-def load_teacher(path_or_name: str = "tiny", device=None, ema: bool = True) -> NVSPipeline:
-    """The multi-step teacher (50-step DDIM by default) from a shipped name, run folder or file."""
-    return _load(path_or_name, "teacher", device, ema)
+def load_teacher(path_or_name: str = "tiny", device=None, ema: bool = True, guidance: float = 1.0) -> NVSPipeline:
+    """The multi-step teacher (50-step DDIM by default, classifier-free ``guidance``) from a shipped name, run
+    folder or file."""
+    return _load(path_or_name, "teacher", device, ema, guidance)
 
 
 def weights_manifest() -> dict:

@@ -59,6 +59,8 @@ def test_load_student_samples_a_clip():
     torch.testing.assert_close(out, again)  # a function of the generator's seed
     two = pipe(cond, generator=torch.Generator().manual_seed(3), num_steps=2, progress=False)
     assert pipe.last_nfe == 2 and not torch.equal(two, out)
+    teacher(cond, generator=torch.Generator().manual_seed(3), num_steps=3, progress=False)
+    assert teacher.last_nfe == 3  # the step count reaches the DDIM sampler too
 
 
 def test_load_errors_name_the_problem(tmp_path):

@@ -121,45 +121,30 @@ def model_generator(ckpt: str, sampler: str = "ddim", steps: int | None = None, 
     sampler "ddim" (default 50 steps, the teacher) or "fewstep" (the 4-step student grid; ``steps`` 1 or 2
     for the shorter trailing grids). supervise: "all" pixels of the generated views, or only their "holes"
     (the pixels the point-cloud render of the inputs missed: what the model adds beyond the inputs; elsewhere
-    the generated view is a low-resolution copy of what the input views already supervise). The clip is built by ``clip_from_views`` at the checkpoint's training
-    size (the path cameras rescaled to it); its non-input frames come back as views at the path cameras. The
-    time covers building the condition and sampling, on this process's device (CPU without CUDA).
+    the generated view is a low-resolution copy of what the input views already supervise). The clip is
+    :meth:`fastvdm.pipeline.NVSPipeline.densify` of the case's inputs along its path at the checkpoint's training
+    size; its non-input frames come back as views at the path cameras. The time covers building the condition
+    and sampling, on this process's device (CPU without CUDA).
     """
-    from fastvdm.data.dataset import clip_from_views
-    from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule
-    from fastvdm.models import make_cond
-    from fastvdm.train import load_model
+    from fastvdm.pipeline import load_student, load_teacher
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, meta = load_model(ckpt, device=device)
-    size = int(meta.get("run", {}).get("config", {}).get("size", 32))
-    if sampler == "ddim":
-        smp = DDIMSampler(VSchedule(), num_steps=steps or 50, guidance=guidance)
-        kw = {}
-    elif sampler == "fewstep":
-        smp = FewStepSampler(VSchedule())
-        kw = {"num_steps": steps}
-    else:
+    if sampler not in ("ddim", "fewstep"):
         raise ValueError(f"model generator: sampler must be ddim or fewstep, got {sampler!r}")
     if supervise not in ("all", "holes"):
         raise ValueError(f"model generator: supervise must be 'all' or 'holes', got {supervise!r}")
+    pipe = load_teacher(ckpt, guidance=guidance) if sampler == "ddim" else load_student(ckpt)
 
     def gen(case) -> Generated:
         idx = case.input_indices()
         cams = [v.camera for v in case.path_ground_truth().views]
         t0 = time.perf_counter()
-        item = clip_from_views(case.inputs().views, cams, size, input_indices=idx)
-        batch = {k: (v[None] if torch.is_tensor(v) else torch.tensor([v])) for k, v in item.items()}
-        x0, cond = make_cond(batch, device)
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            out = smp(model, cond, tuple(x0.shape), generator=g, **kw)
-        frames = ((out[0].float().cpu().transpose(0, 1) + 1) / 2).clamp(0, 1)  # (T, 3, size, size)
+        out = pipe.densify(case.inputs().views, cams, idx, generator=torch.Generator().manual_seed(seed),
+                           num_steps=steps)
         secs = time.perf_counter() - t0
-        holes = item["cond_mask"][0] < 0.5  # (T, size, size)
-        views = [TrainView(c.resized(size, size), frames[i], None, holes[i] if supervise == "holes" else None,
-                           "generated") for i, c in enumerate(cams) if i not in set(idx)]
-        return Generated(views, secs, getattr(smp, "last_nfe", None))
+        holes = out["cond_mask"][:, 0] < 0.5  # (T, size, size)
+        views = [TrainView(c, out["rgb"][i], None, holes[i] if supervise == "holes" else None, "generated")
+                 for i, c in enumerate(out["cameras"]) if i not in set(idx)]
+        return Generated(views, secs, out["nfe"])
 
     return gen
 
