@@ -94,7 +94,8 @@ class NVSPipeline:
             raise ValueError(f"cond['cond_rgb'] must be (B, 3, T, H, W), got {tuple(rgb.shape)}")
         down = 2 ** (len(self.model.config.channels) - 1) if hasattr(self.model, "config") else 1
         if rgb.shape[-1] % down or rgb.shape[-2] % down:
-            raise ValueError(f"frame size {rgb.shape[-2]}x{rgb.shape[-1]}: height and width must be multiples of {down}")
+            raise ValueError(f"frame size {rgb.shape[-2]}x{rgb.shape[-1]}: height and width must be multiples "
+                             f"of {down}")
 
     def __call__(self, cond: dict, generator: Optional[torch.Generator] = None, num_steps: Optional[int] = None,
                  progress: bool = True) -> Tensor:
@@ -142,7 +143,9 @@ def _load(path_or_name: str, kind: str, device=None, ema: bool = True, guidance:
     from fastvdm.train import load_model
 
     path = resolve_model_path(path_or_name, kind)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     model, meta = load_model(path, ema=ema, device=device)
     cfg = meta.get("run", {}).get("config", {})
     return NVSPipeline(model, kind, frames=int(cfg.get("frames", 8)), size=int(cfg.get("size", 32)), guidance=guidance,
