@@ -13,6 +13,7 @@ tensor, as a fused projection produces them):
 Methods:
 - ``triton``: fastvdm's Triton kernels, fed the fused views directly (GPU only: on the CPU Triton runs only
   under the interpreter, a test vehicle, and is not timed).
+- ``cpu`` (CPU only): fastvdm's OpenMP kernels (csrc/cpu/attention.cpp).
 - ``reference``: fastvdm's reference op (rearrange + SDPA with the default backend, in fp32 for bf16/fp16).
 - ``sdpa-<backend>``: eager PyTorch as a model would write it: ``q.permute(...).reshape(...)`` of each of
   q, k, v into (sequences, heads, N, D) (a copy), ``F.scaled_dot_product_attention`` forced to one backend
@@ -99,6 +100,8 @@ def methods_for(device: str) -> dict:
     methods = {}
     if device == "cuda" and "triton" in ops.available_backends("video_attention"):
         methods["triton"] = ("triton", None)
+    if device == "cpu" and "cpu" in ops.available_backends("video_attention"):
+        methods["cpu"] = ("cpu", None)
     methods["reference"] = ("reference", None)
     for name, backend in sdpa_backends().items():
         if device == "cpu" and name in ("efficient", "cudnn"):

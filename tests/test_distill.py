@@ -11,7 +11,7 @@ from fastvdm.distill.gan_stage import GANConfig, GANStage
 from fastvdm.distill.kl_stage import KLConfig, KLStage
 from fastvdm.distill.simulate import backward_simulation, guided_x0
 from fastvdm.models import VideoUNet, VideoUNetConfig, drop_condition
-from fastvdm.models.discriminator import Discriminator, Head3D
+from fastvdm.models.discriminator import Discriminator, Head3D, MultiScaleHead, hole_map
 
 B, T, H, W = 2, 4, 16, 16
 
@@ -91,6 +91,46 @@ def test_head3d_one_logit_per_clip():
     # Clips are judged independently.
     h = torch.randn(3, 16, 4, 4, 4)
     assert torch.allclose(head(h)[1:], head(h[1:]), atol=1e-5)
+
+
+def test_multiscale_encode_returns_each_level_and_the_middle():
+    model = small_unet()
+    x0, cond = clip_cond()
+    t = torch.tensor([10.0, 700.0])
+    feats = model.encode(x0, t, cond, multiscale=True)
+    assert [f.shape[1] for f in feats] == model.multiscale_channels == [8, 16, 16]
+    assert [tuple(f.shape[2:]) for f in feats] == [(T, H, W), (T, H // 2, W // 2), (T, H // 2, W // 2)]
+    assert torch.equal(feats[-1], model.encode(x0, t, cond))  # the last is the single-scale output
+
+
+def test_multiscale_hole_weighted_discriminator():
+    teacher = small_unet()
+    disc = Discriminator(teacher, width=8, groups=4, multiscale=True, hole_weighted=True)
+    assert isinstance(disc.head, MultiScaleHead)
+    x0, cond = clip_cond()
+    x_t = x0.clone().requires_grad_(True)
+    logits = disc(x_t, torch.tensor([10.0, 700.0]), cond)
+    assert logits.shape == (B,)
+    logits.sum().backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert x_t.grad is not None and x_t.grad.abs().sum() > 0
+    # hole map: missed pixels of target frames only
+    holes = hole_map(cond, x0)
+    assert holes.shape == (B, 1, T, H, W)
+    assert torch.equal(holes[:, :, 1:], 1 - cond["cond_mask"][:, :, 1:]) and holes[:, :, 0].sum() == 0
+    # weighted pooling against a hand computation: one scale, maps given directly
+    head = MultiScaleHead([3], width=4, groups=2, uniform_floor=0.5)
+    h = torch.randn(2, 3, 2, 4, 4)
+    m = head.outs[0](head.blocks[0](h)).float()
+    w = torch.zeros(2, 1, 2, 8, 8)
+    w[:, :, :, :4, :4] = 1.0  # the top-left quarter of every frame is a hole
+    cell = torch.full((2, 1, 2, 4, 4), 0.5)
+    cell[:, :, :, :2, :2] += 1.0
+    expect = (m * cell).flatten(1).sum(1) / cell.flatten(1).sum(1)
+    assert torch.allclose(head([h], w), expect, atol=1e-6)
+    assert torch.allclose(head([h]), m.flatten(1).mean(1), atol=1e-6)
+    with pytest.raises(ValueError, match="hole_weighted pooling needs multiscale"):
+        Discriminator(teacher, hole_weighted=True)
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 3])

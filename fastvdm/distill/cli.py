@@ -48,6 +48,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--guidance", type=float, default=1.0, help="kl: teacher classifier-free guidance (default 1)")
     d.add_argument("--t-max-disc", type=float, default=999.0, help="largest noise level the discriminator judges")
     d.add_argument("--head-width", type=int, default=64, help="gan: discriminator head width (default 64)")
+    d.add_argument("--disc-multiscale", action="store_true",
+                   help="gan: one head per encoder scale (every down level + middle) instead of one on the middle")
+    d.add_argument("--disc-holes", action="store_true",
+                   help="gan: with --disc-multiscale, pool the logit maps weighted towards the render's holes")
     d.add_argument("--ema", type=float, default=0.99, help="student EMA decay (default 0.99)")
     d.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm per optimizer (default 1)")
     d.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
@@ -70,7 +74,8 @@ def _load_head(run: str, teacher):
     hc = meta.get("model_configs", {}).get("disc_head")
     if not hc:
         raise ValueError(f"{path} has no discriminator head (is it a --stage gan run?)")
-    disc = Discriminator(teacher, width=hc["width"], depth=hc["depth"], groups=hc["groups"])
+    disc = Discriminator(teacher, width=hc["width"], depth=hc["depth"], groups=hc["groups"],
+                         multiscale=hc.get("multiscale", False), hole_weighted=hc.get("hole_weighted", False))
     load_state_dict_checked(disc.head, prefixed(tensors, "model/disc_head"), f"{path} disc_head")
     return disc, hc
 
@@ -101,9 +106,13 @@ def main(args: argparse.Namespace) -> int:
     state = TrainState()
     if args.stage == "gan":
         student = copy.deepcopy(teacher).train().requires_grad_(True)
+        if args.disc_holes and not args.disc_multiscale:
+            raise ValueError("--disc-holes needs --disc-multiscale")
         head_cfg = {"in_channels": teacher.feature_channels, "width": args.head_width, "depth": 3,
-                    "groups": min(8, args.head_width)}
-        disc = Discriminator(teacher, width=head_cfg["width"], depth=3, groups=head_cfg["groups"]).to(device)
+                    "groups": min(8, args.head_width), "multiscale": args.disc_multiscale,
+                    "hole_weighted": args.disc_holes}
+        disc = Discriminator(teacher, width=head_cfg["width"], depth=3, groups=head_cfg["groups"],
+                             multiscale=args.disc_multiscale, hole_weighted=args.disc_holes).to(device)
         cfg = GANConfig(lr_g=args.lr_g or 5e-6, lr_d=args.lr_d, t_range=t_disc,
                         disc_steps=2 if args.disc_steps is None else args.disc_steps)
         stage = GANStage(student, disc, sampler, cfg)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fastvdm import ops
+from fastvdm.models.conv import Conv3d
 
 COND_CHANNELS = 3 + 1 + 6 + 1  # render RGB, render mask, Plücker, is-input flag
 
@@ -168,7 +169,7 @@ def pull_push_fill(rgb: Tensor, mask: Tensor, smooth_iters: int = 0) -> Tensor:
 
 
 def _conv(cin: int, cout: int, kt: int, stride: int = 1) -> nn.Conv3d:
-    return nn.Conv3d(cin, cout, (kt, 3, 3), stride=(1, stride, stride), padding=(kt // 2, 1, 1))
+    return Conv3d(cin, cout, (kt, 3, 3), stride=(1, stride, stride), padding=(kt // 2, 1, 1))
 
 
 class GroupNorm(nn.GroupNorm):
@@ -402,10 +403,26 @@ class VideoUNet(nn.Module):
             h = m(h, emb)
         return h, hs
 
-    def encode(self, x_t: Tensor, t: Tensor, cond: dict) -> Tensor:
-        """Features after the down blocks and the middle block: (B, channels[-1], T, H / 2^L, W / 2^L)."""
+    def encode(self, x_t: Tensor, t: Tensor, cond: dict, multiscale: bool = False) -> Tensor | list[Tensor]:
+        """Features after the down blocks and the middle block: (B, channels[-1], T, H / 2^L, W / 2^L).
+
+        multiscale: instead, the list of each down level's last features before its downsampling,
+        (B, channels[i], T, H / 2^i, W / 2^i) for i = 0..L, followed by the middle block's output."""
         x, emb = self._inputs(self._network_input(x_t, t, cond)[0], t, cond)
-        return self._down_mid(x, emb)[0]
+        h, hs = self._down_mid(x, emb)
+        if not multiscale:
+            return h
+        per_level, i = [], 1  # hs = [conv_in, level 0 outputs..., level 1 outputs..., ...]
+        for level in self.down:
+            blocks = sum(isinstance(m, Block) for m in level)
+            per_level.append(hs[i + blocks - 1])
+            i += len(level)
+        return per_level + [h]
+
+    @property
+    def multiscale_channels(self) -> list[int]:
+        """Channels of ``encode(..., multiscale=True)``'s features."""
+        return list(self.config.channels) + [self.config.channels[-1]]
 
     def forward(self, x_t: Tensor, t: Tensor, cond: dict) -> Tensor:
         x_in, prior = self._network_input(x_t, t, cond)

@@ -35,7 +35,7 @@ BACKENDS = ("reference", "triton", "cuda", "cpu")
 _BACKEND_MODULES: dict[str, tuple[str, ...]] = {
     "reference": ("fastvdm.ops.reference",),
     "triton": ("fastvdm.kernels.group_norm", "fastvdm.kernels.attention", "fastvdm.kernels.losses"),
-    "cpu": ("fastvdm.ops.cpu.group_norm", "fastvdm.ops.cpu.losses"),
+    "cpu": ("fastvdm.ops.cpu.group_norm", "fastvdm.ops.cpu.attention", "fastvdm.ops.cpu.losses"),
     "cuda": ("fastvdm.ops.cuda.group_norm", "fastvdm.ops.cuda.attention", "fastvdm.ops.cuda.losses"),
 }
 

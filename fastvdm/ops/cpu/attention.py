@@ -1,0 +1,98 @@
+"""``video_attention`` on the ``cpu`` backend: autograd around the OpenMP kernels of csrc/cpu/attention.cpp.
+
+q, k, v: (B, T, S, heads, D) of any strides with a contiguous head dimension (views of one fused QKV
+projection are read in place; other layouts are copied first). One OpenMP work item per sequence: it gathers
+the sequence's q, k, v rows into fp32 buffers, computes softmax(scale q k^T) v row by row and keeps the
+logsumexp of each row, so the backward recomputes the probabilities from it instead of re-running the
+forward (the reference's backward re-runs it under ``torch.func.vjp``).
+
+Ops:
+- ``fastvdm::video_attention_cpu_fwd(q, k, v, axis, scale) -> (o, lse)``: o (B, T, S, heads, D) contiguous in
+  q's dtype; lse (B, T, S, heads) fp32, the per-query logsumexp (natural log), non-differentiable.
+- ``fastvdm::video_attention_cpu_bwd(do, q, k, v, o, lse, axis, scale) -> (dq, dk, dv)``, each contiguous.
+
+Supported: fp32, bf16, fp16 (fp32 arithmetic), CPU tensors, any head dim. Work is split over sequences only,
+so a joint-axis call with fewer sequences (B * heads) than threads leaves threads idle.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from fastvdm.ops import _dispatch
+from fastvdm.ops.extensions import cpu_extension
+
+cpu_extension()  # registers torch.ops.fastvdm_cpu.attention_{forward,backward}
+
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_AXES = {"spatial": 0, "temporal": 1, "joint": 2}
+
+
+@torch.library.custom_op("fastvdm::video_attention_cpu_fwd", mutates_args=())
+def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: float) -> tuple[Tensor, Tensor]:
+    """(o, lse): o (B, T, S, H, D) contiguous in q's dtype; lse (B, T, S, H) fp32."""
+    return torch.ops.fastvdm_cpu.attention_forward(q, k, v, _AXES[axis], scale)
+
+
+@_attention_fwd.register_fake
+def _(q, k, v, axis, scale):
+    B, T, S, H, D = q.shape
+    return q.new_empty((B, T, S, H, D)), q.new_empty((B, T, S, H), dtype=torch.float32)
+
+
+@torch.library.custom_op("fastvdm::video_attention_cpu_bwd", mutates_args=())
+def _attention_bwd(
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, axis: str, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(dq, dk, dv), each (B, T, S, H, D) contiguous in q's dtype, given dO = ``do`` (any strides)."""
+    return torch.ops.fastvdm_cpu.attention_backward(do, q, k, v, o, lse, _AXES[axis], scale)
+
+
+@_attention_bwd.register_fake
+def _(do, q, k, v, o, lse, axis, scale):
+    return tuple(q.new_empty(q.shape) for _ in range(3))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, ctx.axis, ctx.scale = inputs
+    o, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(q, k, v, o, lse)
+
+
+def _backward(ctx, do, dlse):
+    q, k, v, o, lse = ctx.saved_tensors
+    if do is None:
+        return None, None, None, None, None
+    dq, dk, dv = _attention_bwd(do, q, k, v, o, lse, ctx.axis, ctx.scale)
+    return dq, dk, dv, None, None
+
+
+_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def video_attention(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: Optional[float] = None) -> Tensor:
+    """Attention over ``axis`` of (B, T, S, heads, D) q, k, v (any strides); scale None = D**-0.5.
+
+    Returns (B, T, S, heads, D), contiguous, in q's dtype. Differentiable in q, k, v.
+    """
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    return _attention_fwd(q, k, v, axis, float(scale))[0]
+
+
+def supports(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: Optional[float] = None) -> Optional[str]:
+    """Why the CPU kernels cannot serve these inputs, or None."""
+    if q.device.type != "cpu":
+        return f"the cpu backend runs on CPU tensors, got a tensor on {q.device}"
+    if q.dtype not in _DTYPES:
+        return f"dtype {q.dtype} is not supported (float32, bfloat16, float16)"
+    return None
+
+
+# auto on "cpu": bench/bench_attention.py --small measures it faster than the reference (forward and
+# forward+backward) on this machine (bench/RESULTS.md).
+_dispatch.register("video_attention", "cpu", video_attention, supports=supports, auto={"cpu": 10})
