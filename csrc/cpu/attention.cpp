@@ -11,8 +11,9 @@
 //
 // Floating-point trapping is off for this file only (as in group_norm.cpp): with -ftrapping-math GCC refuses
 // to if-convert the clamp in exp_approx and leaves the softmax loops scalar.
+// Multiply-adds are contracted to FMAs where the target has them (-std=c++17 turns contraction off).
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
+#pragma GCC optimize("no-trapping-math", "fp-contract=fast")
 #endif
 
 #include "cpu/attention.h"
@@ -29,11 +30,20 @@
 #define FASTVDM_MULTIVERSION
 #endif
 
+// The micro-kernels must be inlined into each target clone of the leaves (an out-of-line copy is compiled for
+// the baseline ISA only).
+#if defined(__GNUC__)
+#define FASTVDM_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define FASTVDM_ALWAYS_INLINE inline
+#endif
+
 namespace fastvdm {
 namespace {
 
 constexpr int64_t kR = 4;   // query rows per block
 constexpr int64_t kC = 16;  // columns per micro-kernel tile
+constexpr int64_t kQB = 64; // query rows per backward block (a multiple of kR)
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -91,20 +101,20 @@ void scatter(const AttnGeometry& g, int64_t n, int64_t L, const float* src, int6
 // loads and stores go through memcpy, so buffers need no alignment.
 typedef float f8 __attribute__((vector_size(32)));
 
-inline f8 load8(const float* p) {
+FASTVDM_ALWAYS_INLINE f8 load8(const float* p) {
   f8 v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
 
-inline void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof(v)); }
+FASTVDM_ALWAYS_INLINE void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof(v)); }
 
-inline f8 splat8(float a) { return f8{a, a, a, a, a, a, a, a}; }
+FASTVDM_ALWAYS_INLINE f8 splat8(float a) { return f8{a, a, a, a, a, a, a, a}; }
 
 static_assert(kC == 16, "the micro-kernels hold a tile row in two 8-float vectors");
 
 // s[r, j] = scale * sum_{d < D} x[r, d] * mT[d, j] for r < kR, j < ncols (a multiple of kC).
-inline void block_scores(const float* x, int64_t ldx, const float* mT, int64_t ldm, int64_t D, int64_t ncols,
+FASTVDM_ALWAYS_INLINE void block_scores(const float* x, int64_t ldx, const float* mT, int64_t ldm, int64_t D, int64_t ncols,
                          float scale, float* s, int64_t lds) {
   for (int64_t j0 = 0; j0 < ncols; j0 += kC) {
     f8 acc[kR][2] = {};
@@ -124,8 +134,10 @@ inline void block_scores(const float* x, int64_t ldx, const float* mT, int64_t l
   }
 }
 
-// out[r, d] = sum_{j < L} w[r, j] * m[j, d] for r < kR, d < ncols (a multiple of kC); overwrites out.
-inline void block_combine(const float* w, int64_t ldw, const float* m, int64_t ldm, int64_t L, int64_t ncols,
+// out[r, d] (+)= sum_{j < L} w[r, j] * m[j, d] for r < kR, d < ncols (a multiple of kC); overwrites out, or
+// adds to it with Accumulate.
+template <bool Accumulate = false>
+FASTVDM_ALWAYS_INLINE void block_combine(const float* w, int64_t ldw, const float* m, int64_t ldm, int64_t L, int64_t ncols,
                           float* out, int64_t ldo) {
   for (int64_t d0 = 0; d0 < ncols; d0 += kC) {
     f8 acc[kR][2] = {};
@@ -138,22 +150,15 @@ inline void block_combine(const float* w, int64_t ldw, const float* m, int64_t l
       }
     }
     for (int64_t r = 0; r < kR; ++r) {
-      store8(out + r * ldo + d0, acc[r][0]);
-      store8(out + r * ldo + d0 + 8, acc[r][1]);
+      float* o = out + r * ldo + d0;
+      if (Accumulate) {
+        acc[r][0] += load8(o);
+        acc[r][1] += load8(o + 8);
+      }
+      store8(o, acc[r][0]);
+      store8(o + 8, acc[r][1]);
     }
   }
-}
-
-// out[j, d] += sum_{r < kR} w[r, j] * x[r, d] for j < L, d < ncols.
-inline void block_accumulate(const float* w, int64_t ldw, const float* x, int64_t ldx, int64_t L, int64_t ncols,
-                             float* out, int64_t ldo) {
-  for (int64_t j = 0; j < L; ++j) {
-    const float w0 = w[j], w1 = w[ldw + j], w2 = w[2 * ldw + j], w3 = w[3 * ldw + j];
-    float* oj = out + j * ldo;
-#pragma omp simd
-    for (int64_t d = 0; d < ncols; ++d) oj[d] += w0 * x[d] + w1 * x[ldx + d] + w2 * x[2 * ldx + d] + w3 * x[3 * ldx + d];
-  }
-  static_assert(kR == 4, "block_accumulate is written for kR = 4");
 }
 
 // Buffer geometry of one sequence: L tokens padded to L4 rows (multiple of kR) and Lp columns (multiple of kC);
@@ -190,35 +195,51 @@ void forward_rows(const Pad& z, const float* q, const float* kT, const float* v,
   }
 }
 
-// One sequence's backward: q, dout (L4, Dp), k (L, Dp), kT, vT (D, Lp), lse, delta (L4,) -> dq (L4, Dp),
-// dk, dv (L, Dp), fully written. p, ds: kR * Lp floats each.
+// One sequence's backward: q, dout (L4, Dp), k (L, Dp), kT, vT (D, Lp), lse, delta (L4,) -> dq, dk, dv (L4, Dp),
+// fully written (rows >= L are padding). Query rows are taken kQB at a time: their P and scale * dS (kQB, Lp)
+// are computed kR rows at a time (dq follows directly), then transposed so that dk += (scale dS)^T q and
+// dv += P^T dout are register-blocked kR-key tiles too. p, ds: kQB * Lp floats; pT, dsT: L4 * kQB floats
+// (rows >= L zero).
 FASTVDM_MULTIVERSION
 void backward_rows(const Pad& z, const float* q, const float* k, const float* kT, const float* vT,
                    const float* dout, const float* lse, const float* delta, float scale, float* dq, float* dk,
-                   float* dv, float* p, float* ds) {
-  std::fill(dk, dk + z.L * z.Dp, 0.0f);
-  std::fill(dv, dv + z.L * z.Dp, 0.0f);
-  for (int64_t i0 = 0; i0 < z.L; i0 += kR) {
-    block_scores(q + i0 * z.Dp, z.Dp, kT, z.Lp, z.D, z.Lp, scale, p, z.Lp);       // scale * q k^T
-    block_scores(dout + i0 * z.Dp, z.Dp, vT, z.Lp, z.D, z.Lp, 1.0f, ds, z.Lp);   // dout v^T
-    for (int64_t r = 0; r < kR; ++r) {
-      float* pr = p + r * z.Lp;
-      float* dsr = ds + r * z.Lp;
-      if (i0 + r >= z.L) {  // padding row: contributes nothing
-        std::fill(pr, pr + z.L, 0.0f);
-        std::fill(dsr, dsr + z.L, 0.0f);
-        continue;
-      }
-      const float li = lse[i0 + r], di = delta[i0 + r];
+                   float* dv, float* p, float* ds, float* pT, float* dsT) {
+  std::fill(dk, dk + z.L4 * z.Dp, 0.0f);
+  std::fill(dv, dv + z.L4 * z.Dp, 0.0f);
+  for (int64_t i0 = 0; i0 < z.L; i0 += kQB) {
+    const int64_t nb = std::min(kQB, z.L4 - i0);  // a multiple of kR
+    for (int64_t r0 = 0; r0 < nb; r0 += kR) {
+      float* pb = p + r0 * z.Lp;
+      float* db = ds + r0 * z.Lp;
+      block_scores(q + (i0 + r0) * z.Dp, z.Dp, kT, z.Lp, z.D, z.Lp, scale, pb, z.Lp);      // scale * q k^T
+      block_scores(dout + (i0 + r0) * z.Dp, z.Dp, vT, z.Lp, z.D, z.Lp, 1.0f, db, z.Lp);    // dout v^T
+      for (int64_t r = 0; r < kR; ++r) {
+        const int64_t i = i0 + r0 + r;
+        float* pr = pb + r * z.Lp;
+        float* dsr = db + r * z.Lp;
+        if (i >= z.L) {  // padding row: contributes nothing
+          std::fill(pr, pr + z.L, 0.0f);
+          std::fill(dsr, dsr + z.L, 0.0f);
+          continue;
+        }
+        const float li = lse[i], di = delta[i];
 #pragma omp simd
-      for (int64_t j = 0; j < z.L; ++j) {
-        pr[j] = exp_approx(pr[j] - li);
-        dsr[j] = scale * pr[j] * (dsr[j] - di);  // scale * dS
+        for (int64_t j = 0; j < z.L; ++j) {
+          pr[j] = exp_approx(pr[j] - li);
+          dsr[j] = scale * pr[j] * (dsr[j] - di);  // scale * dS
+        }
       }
+      block_combine(db, z.Lp, k, z.Dp, z.L, z.Dp, dq + (i0 + r0) * z.Dp, z.Dp);  // dq = scale dS k
     }
-    block_combine(ds, z.Lp, k, z.Dp, z.L, z.Dp, dq + i0 * z.Dp, z.Dp);           // dq = scale dS k
-    block_accumulate(ds, z.Lp, q + i0 * z.Dp, z.Dp, z.L, z.Dp, dk, z.Dp);        // dk += scale dS^T q
-    block_accumulate(p, z.Lp, dout + i0 * z.Dp, z.Dp, z.L, z.Dp, dv, z.Dp);      // dv += P^T dout
+    for (int64_t j = 0; j < z.L; ++j)  // transposed writes at unit stride (the reads are strided)
+      for (int64_t r = 0; r < nb; ++r) {
+        pT[j * kQB + r] = p[r * z.Lp + j];
+        dsT[j * kQB + r] = ds[r * z.Lp + j];
+      }
+    for (int64_t j0 = 0; j0 < z.L; j0 += kR) {
+      block_combine<true>(dsT + j0 * kQB, kQB, q + i0 * z.Dp, z.Dp, nb, z.Dp, dk + j0 * z.Dp, z.Dp);
+      block_combine<true>(pT + j0 * kQB, kQB, dout + i0 * z.Dp, z.Dp, nb, z.Dp, dv + j0 * z.Dp, z.Dp);
+    }
   }
 }
 
@@ -256,8 +277,9 @@ void attention_backward(const AttnGeometry& g, const T* q, AttnStrides q_st, con
 #pragma omp parallel
   {
     std::vector<float> qb(z.L4 * z.Dp, 0.0f), dob(z.L4 * z.Dp, 0.0f), ob(z.L * z.Dp, 0.0f), kb(z.L * z.Dp, 0.0f),
-        kT(z.D * z.Lp, 0.0f), vT(z.D * z.Lp, 0.0f), dqb(z.L4 * z.Dp), dkb(z.L * z.Dp), dvb(z.L * z.Dp),
-        lb(z.L4, 0.0f), delta(z.L4, 0.0f), p(kR * z.Lp), ds(kR * z.Lp);
+        kT(z.D * z.Lp, 0.0f), vT(z.D * z.Lp, 0.0f), dqb(z.L4 * z.Dp), dkb(z.L4 * z.Dp), dvb(z.L4 * z.Dp),
+        lb(z.L4, 0.0f), delta(z.L4, 0.0f), p(kQB * z.Lp), ds(kQB * z.Lp), pT(z.L4 * kQB, 0.0f),
+        dsT(z.L4 * kQB, 0.0f);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
       gather(g, n, z.L, q, q_st, qb.data(), z.Dp);
@@ -273,7 +295,7 @@ void attention_backward(const AttnGeometry& g, const T* q, AttnStrides q_st, con
         delta[l] = acc;  // rowsum(dout * out)
       }
       backward_rows(z, qb.data(), kb.data(), kT.data(), vT.data(), dob.data(), lb.data(), delta.data(), scale,
-                    dqb.data(), dkb.data(), dvb.data(), p.data(), ds.data());
+                    dqb.data(), dkb.data(), dvb.data(), p.data(), ds.data(), pT.data(), dsT.data());
       scatter(g, n, z.L, dqb.data(), z.Dp, dq, dq_st);
       scatter(g, n, z.L, dkb.data(), z.Dp, dk, dk_st);
       scatter(g, n, z.L, dvb.data(), z.Dp, dv, dv_st);
