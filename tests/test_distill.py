@@ -129,8 +129,35 @@ def test_multiscale_hole_weighted_discriminator():
     expect = (m * cell).flatten(1).sum(1) / cell.flatten(1).sum(1)
     assert torch.allclose(head([h], w), expect, atol=1e-6)
     assert torch.allclose(head([h]), m.flatten(1).mean(1), atol=1e-6)
-    with pytest.raises(ValueError, match="hole_weighted pooling needs multiscale"):
+    with pytest.raises(ValueError, match="need multiscale"):
         Discriminator(teacher, hole_weighted=True)
+    with pytest.raises(ValueError, match="need multiscale"):
+        Discriminator(teacher, pixel_branch=True)
+
+
+def test_pixel_branch_head_sees_the_clip():
+    """With pixel_branch, the first head reads x_t itself: its logit changes with x_t even where the frozen
+    encoder's features would not, and the teacher still gets no gradient."""
+    teacher = small_unet()
+    disc = Discriminator(teacher, width=8, groups=4, multiscale=True, pixel_branch=True)
+    assert len(disc.head.blocks) == 1 + len(teacher.multiscale_channels)
+    assert disc.head.blocks[0].conv.in_channels == 3
+    x0, cond = clip_cond()
+    t = torch.tensor([0.0, 5.0])
+    x_t = x0.clone().requires_grad_(True)
+    disc(x_t, t, cond).sum().backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert disc.head.blocks[0].conv.weight.grad.abs().sum() > 0
+    # forward = head([x_t] + encoder features); the pixel head's term is its own pooled map on x_t
+    with torch.no_grad():
+        feats = teacher.encode(x0, t, cond, multiscale=True)
+        full = disc.head([x0] + feats)
+        assert torch.allclose(disc(x0, t, cond), full, atol=1e-6)
+        pixel_term = lambda x: disc.head.outs[0](disc.head.blocks[0](x)).flatten(1).mean(1)  # noqa: E731
+        x_shift = x0 + 0.5 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+        full2 = disc.head([x_shift] + feats)
+    assert not torch.allclose(full2, full)
+    assert torch.allclose(full2 - full, pixel_term(x_shift) - pixel_term(x0), atol=1e-5)
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 3])

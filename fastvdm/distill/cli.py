@@ -52,6 +52,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="gan: one head per encoder scale (every down level + middle) instead of one on the middle")
     d.add_argument("--disc-holes", action="store_true",
                    help="gan: with --disc-multiscale, pool the logit maps weighted towards the render's holes")
+    d.add_argument("--disc-pixels", action="store_true",
+                   help="gan: with --disc-multiscale, add a head on the noised clip itself (pixel branch)")
     d.add_argument("--ema", type=float, default=0.99, help="student EMA decay (default 0.99)")
     d.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm per optimizer (default 1)")
     d.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
@@ -75,7 +77,8 @@ def _load_head(run: str, teacher):
     if not hc:
         raise ValueError(f"{path} has no discriminator head (is it a --stage gan run?)")
     disc = Discriminator(teacher, width=hc["width"], depth=hc["depth"], groups=hc["groups"],
-                         multiscale=hc.get("multiscale", False), hole_weighted=hc.get("hole_weighted", False))
+                         multiscale=hc.get("multiscale", False), hole_weighted=hc.get("hole_weighted", False),
+                         pixel_branch=hc.get("pixel_branch", False))
     load_state_dict_checked(disc.head, prefixed(tensors, "model/disc_head"), f"{path} disc_head")
     return disc, hc
 
@@ -106,13 +109,14 @@ def main(args: argparse.Namespace) -> int:
     state = TrainState()
     if args.stage == "gan":
         student = copy.deepcopy(teacher).train().requires_grad_(True)
-        if args.disc_holes and not args.disc_multiscale:
-            raise ValueError("--disc-holes needs --disc-multiscale")
+        if (args.disc_holes or args.disc_pixels) and not args.disc_multiscale:
+            raise ValueError("--disc-holes and --disc-pixels need --disc-multiscale")
         head_cfg = {"in_channels": teacher.feature_channels, "width": args.head_width, "depth": 3,
                     "groups": min(8, args.head_width), "multiscale": args.disc_multiscale,
-                    "hole_weighted": args.disc_holes}
+                    "hole_weighted": args.disc_holes, "pixel_branch": args.disc_pixels}
         disc = Discriminator(teacher, width=head_cfg["width"], depth=3, groups=head_cfg["groups"],
-                             multiscale=args.disc_multiscale, hole_weighted=args.disc_holes).to(device)
+                             multiscale=args.disc_multiscale, hole_weighted=args.disc_holes,
+                             pixel_branch=args.disc_pixels).to(device)
         cfg = GANConfig(lr_g=args.lr_g or 5e-6, lr_d=args.lr_d, t_range=t_disc,
                         disc_steps=2 if args.disc_steps is None else args.disc_steps)
         stage = GANStage(student, disc, sampler, cfg)

@@ -14,7 +14,11 @@ student's clips differ from the data mostly in the pixels the render missed):
 - ``multiscale=True``: the head is a :class:`MultiScaleHead`, one small head on each down level's features
   (full, 1/2, 1/4 ... resolution) and on the middle block's, their pooled logits summed;
 - ``hole_weighted=True`` (multiscale only): each head's logit map is averaged with weights that favour the
-  pixels the render missed on target frames (:func:`hole_map`), instead of uniformly.
+  pixels the render missed on target frames (:func:`hole_map`), instead of uniformly;
+- ``pixel_branch=True`` (multiscale only): one more head on the noised clip x_t itself (3 channels, full
+  resolution), next to the encoder's features. A deviation from FVGen's encoder-only discriminator, for teachers
+  whose encoder barely depends on x_t (``bench/disc_probe.py`` measures that: for the shipped tiny teacher the
+  pooled middle-block features of a real clip and of the student's clip differ by 0.1% of their spread).
 """
 
 from __future__ import annotations
@@ -109,14 +113,15 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, teacher: nn.Module, head: Optional[nn.Module] = None, width: int = 128, depth: int = 3,
-                 groups: int = 8, multiscale: bool = False, hole_weighted: bool = False):
+                 groups: int = 8, multiscale: bool = False, hole_weighted: bool = False, pixel_branch: bool = False):
         super().__init__()
-        if hole_weighted and not multiscale:
-            raise ValueError("hole_weighted pooling needs multiscale=True (a MultiScaleHead)")
+        if (hole_weighted or pixel_branch) and not multiscale:
+            raise ValueError("hole_weighted pooling and pixel_branch need multiscale=True (a MultiScaleHead)")
         self.teacher = teacher.requires_grad_(False).eval()
-        self.multiscale, self.hole_weighted = multiscale, hole_weighted
+        self.multiscale, self.hole_weighted, self.pixel_branch = multiscale, hole_weighted, pixel_branch
         if head is None:
-            head = (MultiScaleHead(teacher.multiscale_channels, width, groups) if multiscale
+            channels = ([3] if pixel_branch else []) + (teacher.multiscale_channels if multiscale else [])
+            head = (MultiScaleHead(channels, width, groups) if multiscale
                     else Head3D(teacher.feature_channels, width, depth, groups))
         self.head = head
 
@@ -129,6 +134,8 @@ class Discriminator(nn.Module):
         if not self.multiscale:
             return self.head(self.teacher.encode(x_t, t, cond)).reshape(x_t.shape[0])
         feats = self.teacher.encode(x_t, t, cond, multiscale=True)
+        if self.pixel_branch:
+            feats = [x_t] + feats
         weights = hole_map(cond, x_t) if self.hole_weighted else None
         return self.head(feats, weights).reshape(x_t.shape[0])
 
