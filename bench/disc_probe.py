@@ -1,10 +1,11 @@
 """How separable are the student's clips from real ones? A probe of what a GAN discriminator could learn.
 
     python bench/disc_probe.py --teacher runs/teacher_tiny --data runs/cache/test_t8_s32_n100.safetensors \
-        --clips 64 [--t 0 20 100] [--json OUT.json]
+        --clips 64 [--t 0 20 100] [--student RUN] [--json OUT.json]
 
 For each held-out clip: the real target frames x0 and the student's 4-step sample (teacher weights on the
-few-step grid = the GAN stage's starting point; one sample per clip, seeded). Two families of per-clip scores,
+few-step grid = the GAN stage's starting point; or ``--student RUN``, a distillation run; one sample per clip,
+seeded). Two families of per-clip scores,
 each turned into an AUC of "real vs generated" (0.5 = inseparable; 1.0 or 0.0 = perfectly separable by a
 threshold on that one number):
 - pixel statistics over the render's holes on target frames (where the two differ): variance, mean absolute
@@ -54,6 +55,7 @@ def hole_stats(x: torch.Tensor, holes: torch.Tensor) -> dict[str, torch.Tensor]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True)
+    p.add_argument("--student", help="distillation run to sample from (default: the teacher's weights)")
     p.add_argument("--data", required=True, help="a clip cache (cache_clips)")
     p.add_argument("--clips", type=int, default=64)
     p.add_argument("--t", type=float, nargs="+", default=[0.0, 20.0, 100.0], help="encoder noise levels")
@@ -71,11 +73,15 @@ def main() -> None:
     batch = {k: torch.stack([it[k] for it in items]) for k in ("frames", "cond_rgb", "cond_mask", "plucker", "is_input")}
     x0, cond = make_cond(batch)
     sampler, schedule = FewStepSampler(VSchedule()), VSchedule()
+    student = model
+    if args.student:
+        student, _ = load_model(args.student, name="unet", ema=True)
+        student.eval().requires_grad_(False)
     with torch.no_grad():
-        fake = torch.cat([sampler(model, {k: v[i:i + 8] for k, v in cond.items()}, tuple(x0[i:i + 8].shape))
+        fake = torch.cat([sampler(student, {k: v[i:i + 8] for k, v in cond.items()}, tuple(x0[i:i + 8].shape))
                           for i in range(0, n, 8)])
     holes = hole_map(cond, x0)
-    results = {"clips": n, "hole fraction": float(holes.mean()), "pixel": {}, "encoder": {}}
+    results = {"student": args.student or args.teacher, "clips": n, "hole fraction": float(holes.mean()), "pixel": {}, "encoder": {}}
     real_s, fake_s = hole_stats(x0, holes), hole_stats(fake, holes)
     for name in real_s:
         results["pixel"][name] = {"auc": auc(real_s[name], fake_s[name]), "real": float(real_s[name].mean()),

@@ -36,6 +36,7 @@ from torch.library import triton_op
 from fastvdm.kernels import flash_attention as _flash
 from fastvdm.kernels import temporal_attention as _temporal
 from fastvdm.ops import _dispatch
+from fastvdm.ops.attention_common import public_function, register_autograd
 
 MAX_HEAD_DIM = 128
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -103,32 +104,8 @@ def _attention_bwd(
     return dq, dk, dv
 
 
-def _setup_context(ctx, inputs, output):
-    q, k, v, ctx.axis, ctx.scale = inputs
-    o, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, o, lse)
-
-
-def _backward(ctx, do, dlse):
-    q, k, v, o, lse = ctx.saved_tensors
-    if do is None:
-        return None, None, None, None, None
-    dq, dk, dv = _attention_bwd(do, q, k, v, o, lse, ctx.axis, ctx.scale)
-    return dq, dk, dv, None, None
-
-
-_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
-
-
-def video_attention(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: Optional[float] = None) -> Tensor:
-    """Attention over ``axis`` of (B, T, S, heads, D) q, k, v (any strides); scale None = D**-0.5.
-
-    Returns (B, T, S, heads, D), contiguous, in q's dtype. Differentiable in q, k, v.
-    """
-    if scale is None:
-        scale = q.shape[-1] ** -0.5
-    return _attention_fwd(q, k, v, axis, float(scale))[0]
+register_autograd(_attention_fwd, _attention_bwd)
+video_attention = public_function(_attention_fwd)
 
 
 # ------------------------------------------------------------------------------------------------ registration

@@ -24,12 +24,6 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FASTVDM_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FASTVDM_MULTIVERSION
-#endif
-
 // The micro-kernels must be inlined into each target clone of the leaves (an out-of-line copy is compiled for
 // the baseline ISA only).
 #if defined(__GNUC__)

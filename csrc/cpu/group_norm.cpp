@@ -25,12 +25,6 @@
 #include <omp.h>
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FASTVDM_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FASTVDM_MULTIVERSION
-#endif
-
 namespace fastvdm {
 namespace {
 

@@ -5,6 +5,14 @@
 #include <cstdint>
 #include <cstring>
 
+// Leaf functions marked FASTVDM_MULTIVERSION are compiled twice (AVX2+FMA and baseline x86-64); the loader
+// picks the clone the CPU supports.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FASTVDM_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FASTVDM_MULTIVERSION
+#endif
+
 namespace fastvdm {
 
 // exp(x) to ~2 ulp vectorizable (SiLU, softmax): range reduction by round(x / ln 2), Cephes expf polynomial,

@@ -38,6 +38,21 @@ AttnGeometry geometry(const at::Tensor& q, int64_t axis) {
   return AttnGeometry{q.size(0), q.size(1), q.size(2), q.size(3), q.size(4), static_cast<int>(axis)};
 }
 
+// Calls run(T{}) with T the kernels' element type for `type` (float32, bfloat16 or float16).
+template <typename Run>
+void with_element_type(at::ScalarType type, Run&& run) {
+  switch (type) {
+    case at::kFloat:
+      run(float{});
+      break;
+    case at::kBFloat16:
+      run(bf16{});
+      break;
+    default:
+      run(fp16{});
+  }
+}
+
 template <typename T>
 T* ptr(const at::Tensor& t) {
   return reinterpret_cast<T*>(t.data_ptr());
@@ -56,16 +71,7 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, con
     fastvdm::attention_forward<T>(g, ptr<const T>(q), strides(q), ptr<const T>(k), strides(k), ptr<const T>(v),
                                   strides(v), ptr<T>(out), strides(out), lse.data_ptr<float>(), lse_st, sc);
   };
-  switch (q.scalar_type()) {
-    case at::kFloat:
-      run(float{});
-      break;
-    case at::kBFloat16:
-      run(bf16{});
-      break;
-    default:
-      run(fp16{});
-  }
+  with_element_type(q.scalar_type(), run);
   return {out, lse};
 }
 
@@ -91,16 +97,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(const at::Tens
                                    lse.data_ptr<float>(), lse_st, ptr<T>(dq), strides(dq), ptr<T>(dk), strides(dk),
                                    ptr<T>(dv), strides(dv), sc);
   };
-  switch (q.scalar_type()) {
-    case at::kFloat:
-      run(float{});
-      break;
-    case at::kBFloat16:
-      run(bf16{});
-      break;
-    default:
-      run(fp16{});
-  }
+  with_element_type(q.scalar_type(), run);
   return {dq, dk, dv};
 }
 

@@ -27,65 +27,12 @@ from torch import Tensor
 
 import fastvdm._C_cuda  # noqa: F401  (registers torch.ops.fastvdm_cuda.attention_{forward,backward})
 from fastvdm.ops import _dispatch
+from fastvdm.ops.attention_common import extension_ops
 
 MAX_HEAD_DIM = 128
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_AXES = {"spatial": 0, "temporal": 1, "joint": 2}
 
-
-@torch.library.custom_op("fastvdm::video_attention_cuda_fwd", mutates_args=())
-def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: float) -> tuple[Tensor, Tensor]:
-    """(o, lse): o (B, T, S, H, D) contiguous in q's dtype; lse (B, T, S, H) fp32."""
-    return torch.ops.fastvdm_cuda.attention_forward(q, k, v, _AXES[axis], scale)
-
-
-@_attention_fwd.register_fake
-def _(q, k, v, axis, scale):
-    B, T, S, H, D = q.shape
-    o = torch.empty((B, T, S, H, D), dtype=q.dtype, device=q.device)
-    lse = torch.empty((B, T, S, H), dtype=torch.float32, device=q.device)
-    return o, lse
-
-
-@torch.library.custom_op("fastvdm::video_attention_cuda_bwd", mutates_args=())
-def _attention_bwd(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, axis: str, scale: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(dq, dk, dv), each (B, T, S, H, D) contiguous in q's dtype, given dO = ``do`` (any strides)."""
-    return torch.ops.fastvdm_cuda.attention_backward(do, q, k, v, o, lse, _AXES[axis], scale)
-
-
-@_attention_bwd.register_fake
-def _(do, q, k, v, o, lse, axis, scale):
-    return tuple(torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in range(3))
-
-
-def _setup_context(ctx, inputs, output):
-    q, k, v, ctx.axis, ctx.scale = inputs
-    o, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(q, k, v, o, lse)
-
-
-def _backward(ctx, do, dlse):
-    q, k, v, o, lse = ctx.saved_tensors
-    if do is None:
-        return None, None, None, None, None
-    dq, dk, dv = _attention_bwd(do, q, k, v, o, lse, ctx.axis, ctx.scale)
-    return dq, dk, dv, None, None
-
-
-_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
-
-
-def video_attention(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: Optional[float] = None) -> Tensor:
-    """Attention over ``axis`` of (B, T, S, heads, D) q, k, v (any strides); scale None = D**-0.5.
-
-    Returns (B, T, S, heads, D), contiguous, in q's dtype. Differentiable in q, k, v.
-    """
-    if scale is None:
-        scale = q.shape[-1] ** -0.5
-    return _attention_fwd(q, k, v, axis, float(scale))[0]
+_attention_fwd, video_attention = extension_ops("cuda", torch.ops.fastvdm_cuda)
 
 
 def supports(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: Optional[float] = None) -> Optional[str]:
