@@ -72,3 +72,13 @@ def test_conv3d_falls_back_for_other_dtypes_and_keeps_its_state_dict():
     y = conv.double()(x)
     assert "OneDNN" not in type(y.grad_fn).__name__  # float64: nn.Conv3d's own path
     torch.testing.assert_close(y, torch.nn.functional.conv3d(x, conv.weight, conv.bias, padding=1))
+
+
+def test_conv3d_leaves_cpu_autocast_to_pytorch():
+    conv = Conv3d(2, 3, 3, padding=1)
+    x = torch.randn(1, 2, 3, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    assert y.dtype == torch.bfloat16  # autocast saw the convolution
+    torch.testing.assert_close(y.float(), torch.nn.functional.conv3d(x, conv.weight, conv.bias, padding=1),
+                               rtol=3e-2, atol=3e-2)
