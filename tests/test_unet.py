@@ -253,3 +253,38 @@ def test_loss_weight_gives_the_output_uniform_weight():
     err = torch.where(cond["is_input"][:, None, :, None, None], torch.zeros_like(v), v - target) ** 2
     want = (err.flatten(1).mean(1) * m.loss_weight(tt.float())).mean()
     torch.testing.assert_close(loss, want, rtol=1e-4, atol=1e-7)
+
+
+def test_render_cache_reuses_only_the_same_unmodified_condition():
+    """The fill is memoized per condition: a repeated call with the same tensors returns the same result objects;
+    an in-place edit, new tensors, other fill settings or a condition that requires grad all recompute."""
+    from fastvdm.models import unet
+
+    unet._render_cache.clear()
+    m = _model(fill_holes=True, fill_smooth_iters=3, posterior_skip=True)
+    x, _, cond = _inputs()
+    first = m._render(cond, x)
+    again = m._render(cond, x)
+    assert all(a is b for a, b in zip(first, again))
+    fresh = m._compute_render(cond, x)
+    for a, b in zip(first, fresh):
+        assert torch.equal(a, b)
+    cond["cond_rgb"].mul_(0.5)  # in place: the cached fill is stale
+    edited = m._render(cond, x)
+    assert not torch.equal(edited[0], first[0])
+    assert torch.equal(edited[0], m._compute_render(cond, x)[0])
+    copy = {k: v.clone() for k, v in cond.items()}  # equal values, new objects: recomputed, same numbers
+    other = m._render(copy, x)
+    assert other[0] is not edited[0] and torch.equal(other[0], edited[0])
+    m2 = _model(fill_holes=True, fill_smooth_iters=0, posterior_skip=True)  # other settings: not served from m's entry
+    assert not torch.equal(m2._render(copy, x)[0], other[0])
+    grad_cond = dict(copy, cond_rgb=copy["cond_rgb"].requires_grad_())
+    assert m._render(grad_cond, x)[0] is not m._render(grad_cond, x)[0]
+    # the model's output (posterior preconditioning around the fill) is unchanged by the cache
+    unet._render_cache.clear()
+    with torch.no_grad():
+        t = torch.tensor([500.0, 20.0])
+        y1, y2 = m(x, t, cond), m(x, t, cond)
+        unet._render_cache.clear()
+        y3 = m(x, t, cond)
+    assert torch.equal(y1, y2) and torch.equal(y1, y3)
