@@ -55,6 +55,17 @@ class Recorder(torch.nn.Module):
         return self.model(x_t, t, cond)
 
 
+def backward_through(disc, teacher, x0, cond) -> None:
+    """Backpropagate the summed logits of ``disc`` on x0 (noise levels 10 and 700): one logit per clip, no gradient
+    into the frozen teacher, a nonzero gradient into the clip (the generator's GAN loss reaches it)."""
+    x_t = x0.clone().requires_grad_(True)
+    logits = disc(x_t, torch.tensor([10.0, 700.0]), cond)
+    assert logits.shape == (B,)
+    logits.sum().backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert x_t.grad is not None and x_t.grad.abs().sum() > 0
+
+
 def test_discriminator_gives_no_gradient_to_teacher():
     teacher = small_unet()
     before = copy.deepcopy(teacher.state_dict())
@@ -62,13 +73,8 @@ def test_discriminator_gives_no_gradient_to_teacher():
     assert all(not p.requires_grad for p in teacher.parameters())
     assert {n for n, p in disc.named_parameters() if p.requires_grad} == {f"head.{n}" for n, _ in disc.head.named_parameters()}
     x0, cond = clip_cond()
-    x_t = x0.clone().requires_grad_(True)
-    logits = disc(x_t, torch.tensor([10.0, 700.0]), cond)
-    assert logits.shape == (B,)
-    logits.sum().backward()
-    assert all(p.grad is None for p in teacher.parameters())
+    backward_through(disc, teacher, x0, cond)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in disc.head.parameters())
-    assert x_t.grad is not None and x_t.grad.abs().sum() > 0  # the generator's GAN loss reaches its clip
     disc.train()
     assert not teacher.training
     # A full GAN step: the student and the head move, the teacher does not.
@@ -108,12 +114,7 @@ def test_multiscale_hole_weighted_discriminator():
     disc = Discriminator(teacher, width=8, groups=4, multiscale=True, hole_weighted=True)
     assert isinstance(disc.head, MultiScaleHead)
     x0, cond = clip_cond()
-    x_t = x0.clone().requires_grad_(True)
-    logits = disc(x_t, torch.tensor([10.0, 700.0]), cond)
-    assert logits.shape == (B,)
-    logits.sum().backward()
-    assert all(p.grad is None for p in teacher.parameters())
-    assert x_t.grad is not None and x_t.grad.abs().sum() > 0
+    backward_through(disc, teacher, x0, cond)
     # hole map: missed pixels of target frames only
     holes = hole_map(cond, x0)
     assert holes.shape == (B, 1, T, H, W)
