@@ -51,6 +51,8 @@ GPU_SHAPES = [
     ("temporal", 2, 16, 4096),
     ("temporal", 16, 16, 4096),
 ]
+# The tiny preset's own attention (8 frames of 8x8 tokens, 2 heads of 32): with --tiny
+TINY_SHAPES, TINY_HEADS, TINY_HEAD_DIM = [("spatial", 1, 8, 64), ("temporal", 1, 8, 64)], 2, 32
 SMALL_SHAPES = [
     ("spatial", 1, 4, 256),
     ("spatial", 1, 4, 1024),
@@ -135,21 +137,21 @@ def first_line(e: BaseException) -> str:
     return (f"{type(e).__name__}: " + (text[0] if text else ""))[:80]
 
 
-def run(shapes, dtype, device, repeats, only=None) -> list[dict]:
+def run(shapes, dtype, device, repeats, only=None, heads=HEADS, head_dim=HEAD_DIM) -> list[dict]:
     rows = []
     for axis, B, T, S in shapes:
         g = torch.Generator().manual_seed(0)
-        qkv = torch.randn(B, T, S, 3, HEADS, HEAD_DIM, generator=g).to(device=device, dtype=dtype)
+        qkv = torch.randn(B, T, S, 3, heads, head_dim, generator=g).to(device=device, dtype=dtype)
         q, k, v = (t.requires_grad_() for t in qkv.unbind(3))
-        grad_out = torch.randn(B, T, S, HEADS, HEAD_DIM, generator=g).to(device=device, dtype=dtype)
+        grad_out = torch.randn(B, T, S, heads, head_dim, generator=g).to(device=device, dtype=dtype)
         sequences, N = (B * T, S) if axis == "spatial" else (B * S, T)
-        fwd_flops = 4 * sequences * HEADS * N * N * HEAD_DIM
+        fwd_flops = 4 * sequences * heads * N * N * head_dim
         shape_rows = []
         oracle = None  # the first output of reference / sdpa-math: each method's output is checked against it
         for name, method in sorted(methods_for(device).items(), key=lambda m: m[0] not in ORACLES):
             if only and name not in only and name not in ORACLES:
                 continue
-            row = {"axis": axis, "B,T,S": f"{B},{T},{S}", "seqs*heads": sequences * HEADS, "method": name}
+            row = {"axis": axis, "B,T,S": f"{B},{T},{S}", "seqs*heads": sequences * heads, "method": name}
             try:
                 out = make_call(method, q, k, v, axis, None)().float()
                 if oracle is None and name in ORACLES:
@@ -205,6 +207,8 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=list(DTYPES), default=None, help="default: bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--small", action="store_true", help="CPU-sized shapes (default on the CPU)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="the tiny preset's shapes (B=1, T=8, S=64, 2 heads, D=32) instead")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--axis", choices=["spatial", "temporal"], action="append", help="default: both")
     parser.add_argument("--method", action="append", help="only these methods (repeatable), e.g. triton")
@@ -216,10 +220,13 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     shapes = SMALL_SHAPES if (args.small or device == "cpu") else GPU_SHAPES
+    heads, head_dim = HEADS, HEAD_DIM
+    if args.tiny:
+        shapes, heads, head_dim = TINY_SHAPES, TINY_HEADS, TINY_HEAD_DIM
     if args.axis:
         shapes = [s for s in shapes if s[0] in args.axis]
-    rows = run(shapes, dtype, device, args.repeats, args.method)
-    print(f"# video_attention on {machine_name()}, {dtype}, heads={HEADS}, D={HEAD_DIM}, torch {torch.__version__}")
+    rows = run(shapes, dtype, device, args.repeats, args.method, heads, head_dim)
+    print(f"# video_attention on {machine_name()}, {dtype}, heads={heads}, D={head_dim}, torch {torch.__version__}")
     print(markdown(rows, COLUMNS) if args.markdown else format_table(rows, COLUMNS))
     return rows
 

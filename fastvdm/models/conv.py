@@ -3,13 +3,13 @@
 PyTorch's CPU choice of convolution algorithm is tuned for 2-D images: a batch-1 3-D convolution with a
 kernel of at most 3x3 and fewer than 20,480 values in (B, C, D, H) goes to its slow vol2col path, in the
 forward and again in ``convolution_backward``. That is every convolution of the tiny preset on one clip
-(sampling, the benchmarks, batch-1 training). Measured on the 2-core VM, 1 thread, 1x32x8x32x32 input,
-32 -> 32 channels, 3x3x3 kernel:
+(sampling, the benchmarks, batch-1 training). ``python bench/bench_conv.py`` (2-core VM, 1 thread),
+1x32x8x32x32 input, 32 -> 32 channels, 3x3x3 kernel:
 
-    forward          slow path 41 ms   oneDNN 5.6 ms
-    grad of input    slow path 33 ms   oneDNN 4.6 ms   (a forward convolution with the flipped kernel)
-    grad of weight   slow path 19 ms   oneDNN 5.3 ms   (a forward convolution of the input with the output
-                                                         gradient as kernel, batch and channels swapped)
+    forward          slow path 18.9 ms   oneDNN 5.3 ms
+    grad of input    slow path 33.2 ms   oneDNN 5.1 ms   (a forward convolution with the flipped kernel)
+    grad of weight   slow path 17.5 ms   oneDNN 6.4 ms   (a forward convolution of the input with the output
+                                                           gradient as kernel, batch and channels swapped)
 
 :class:`Conv3d` is an ``nn.Conv3d`` (same parameters and state_dict) whose CPU float32 calls go through
 :class:`OneDNNConv3dFunction`: the forward is ``aten.mkldnn_convolution``; for stride 1 the backward is the
@@ -17,7 +17,7 @@ two convolutions above (also ``aten.mkldnn_convolution``, so the backward is its
 R1 penalty), for other strides it is PyTorch's ``convolution_backward``. Every other device, dtype and padding
 mode, CPU autocast (which must see the convolution to cast it) and ``torch.compile`` tracing take nn.Conv3d's
 path unchanged. At the batch sizes of training, where PyTorch picks oneDNN itself, the backward above is still
-1.2-1.9x faster than PyTorch's (bench/RESULTS.md).
+1.1-1.5x faster than PyTorch's in forward + backward (bench/RESULTS.md).
 """
 
 from __future__ import annotations
