@@ -1,12 +1,14 @@
 """Host-side pieces shared by every kernel backend of ``group_norm`` (triton, cpu, cuda).
 
 Each backend provides two ops with the same contract:
-- forward(x, num_groups, weight, bias, eps, scale, shift, activation) -> (y of x's shape, mean (B, G) fp32,
-  rstd (B, G) fp32);
-- backward(grad, x, mean, rstd, num_groups, weight, bias, scale, shift, activation) -> (dx of x's shape,
-  sum_s dz (B, C) fp32, sum_s dz * xhat (B, C) fp32), dz = dy * act'(z).
+- forward(x, num_groups, weight, bias, eps, scale, shift, activation, input_bias) -> (y of x's shape,
+  mean (B, G) fp32, rstd (B, G) fp32), the statistics being those of u = x + input_bias;
+- backward(grad, x, mean, rstd, num_groups, weight, bias, scale, shift, activation, input_bias) -> (dx of x's
+  shape, sum_s dz (B, C) fp32, sum_s dz * xhat (B, C) fp32), dz = dy * act'(z).
 :func:`register_autograd` wires them together; the parameter gradients are O(B * C) torch arithmetic
-(:func:`param_grads`). :func:`extension_ops` builds both ops for a C++ extension namespace (cpu, cuda).
+(:func:`param_grads`), except d input_bias = sum_s dx (:func:`input_bias_grad`, one read of dx, as the
+backward of a separate ``x + input_bias`` would do). :func:`extension_ops` builds both ops for a C++ extension
+namespace (cpu, cuda).
 """
 
 from __future__ import annotations
@@ -57,25 +59,31 @@ def param_grads(
     return dweight, dbias, dscale, dshift
 
 
+def input_bias_grad(dx: Tensor, input_bias: Tensor) -> Tensor:
+    """d input_bias (B, C) = sum over all positions of dx (B, C, *rest), accumulated in fp32."""
+    return dx.reshape(dx.shape[0], dx.shape[1], -1).sum(2, dtype=torch.float32).to(input_bias.dtype)
+
+
 def register_autograd(forward_op, backward_op) -> None:
-    """Make ``forward_op`` differentiable in x, weight, bias, scale, shift through ``backward_op``."""
+    """Make ``forward_op`` differentiable in x, weight, bias, scale, shift, input_bias through ``backward_op``."""
 
     def setup(ctx, inputs, output):
-        x, ctx.num_groups, weight, bias, _, scale, shift, ctx.activation = inputs
+        x, ctx.num_groups, weight, bias, _, scale, shift, ctx.activation, input_bias = inputs
         _, mean, rstd = output
         ctx.mark_non_differentiable(mean, rstd)
-        ctx.save_for_backward(x, weight, bias, scale, shift, mean, rstd)
+        ctx.save_for_backward(x, weight, bias, scale, shift, input_bias, mean, rstd)
 
     def backward(ctx, grad, _grad_mean, _grad_rstd):
-        x, weight, bias, scale, shift, mean, rstd = ctx.saved_tensors
+        x, weight, bias, scale, shift, input_bias, mean, rstd = ctx.saved_tensors
         dx, sum_dz, sum_dzx = backward_op(
-            grad, x, mean, rstd, ctx.num_groups, weight, bias, scale, shift, ctx.activation
+            grad, x, mean, rstd, ctx.num_groups, weight, bias, scale, shift, ctx.activation, input_bias
         )
         needs = ctx.needs_input_grad
         dweight, dbias, dscale, dshift = param_grads(
             sum_dz, sum_dzx, weight, bias, scale, shift, (needs[2], needs[3], needs[5], needs[6])
         )
-        return (dx if needs[0] else None), None, dweight, dbias, None, dscale, dshift, None
+        dinput_bias = input_bias_grad(dx, input_bias) if input_bias is not None and needs[8] else None
+        return (dx if needs[0] else None), None, dweight, dbias, None, dscale, dshift, None, dinput_bias
 
     forward_op.register_autograd(backward, setup_context=setup)
 
@@ -95,14 +103,15 @@ def extension_ops(backend: str, kernels):
         scale: Optional[Tensor],
         shift: Optional[Tensor],
         activation: Optional[str],
+        input_bias: Optional[Tensor] = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         y, mean, rstd = kernels.group_norm_forward(
-            as_bcs(x), num_groups, weight, bias, eps, scale, shift, activation == "silu"
+            as_bcs(x), num_groups, weight, bias, eps, scale, shift, activation == "silu", input_bias
         )
         return y.view(x.shape), mean, rstd
 
     @forward.register_fake
-    def _(x, num_groups, weight, bias, eps, scale, shift, activation):
+    def _(x, num_groups, weight, bias, eps, scale, shift, activation, input_bias=None):
         stats = x.new_empty((x.shape[0], num_groups), dtype=torch.float32)
         return torch.empty_like(x), stats, stats.clone()
 
@@ -118,15 +127,16 @@ def extension_ops(backend: str, kernels):
         scale: Optional[Tensor],
         shift: Optional[Tensor],
         activation: Optional[str],
+        input_bias: Optional[Tensor] = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         dx, sum_dz, sum_dzx = kernels.group_norm_backward(
             grad.reshape(as_bcs(x).shape), as_bcs(x), mean, rstd, num_groups, weight, bias, scale, shift,
-            activation == "silu",
+            activation == "silu", input_bias,
         )
         return dx.view(x.shape), sum_dz, sum_dzx
 
     @backward.register_fake
-    def _(grad, x, mean, rstd, num_groups, weight, bias, scale, shift, activation):
+    def _(grad, x, mean, rstd, num_groups, weight, bias, scale, shift, activation, input_bias=None):
         sums = x.new_empty((x.shape[0], x.shape[1]), dtype=torch.float32)
         return torch.empty_like(x), sums, sums.clone()
 
