@@ -305,16 +305,20 @@ def is_patched(unet) -> bool:
     return getattr(unet, _STATE, None) is not None
 
 
-def apply_fastvdm(unet, group_norm: bool = True, attention: bool = True, verbose: bool = False) -> PatchReport:
+def apply_fastvdm(unet, group_norm: bool = True, attention=True, verbose: bool = False) -> PatchReport:
     """Patch a diffusers video U-Net in place onto fastvdm's fused GroupNorm and video attention.
 
     unet: one of :data:`SUPPORTED_MODELS` (else :class:`UnsupportedModelError`, nothing patched).
     group_norm: fuse the ResNet blocks' GroupNorm + time embedding + SiLU (and route every other GroupNorm
-    through fastvdm's kernel). attention: self-attention processors on ``fastvdm.ops.video_attention``.
+    through fastvdm's kernel). attention: self-attention processors on ``fastvdm.ops.video_attention``: True
+    (spatial and temporal), "temporal" or "spatial" (only that axis), False (none).
     verbose: print the report. Returns a :class:`PatchReport` (what was patched, what was left and why).
     A model that is already patched raises ValueError (call :func:`remove_fastvdm` first).
     """
     _check_model(unet)
+    axes = {True: ("spatial", "temporal"), False: (), "spatial": ("spatial",), "temporal": ("temporal",)}
+    if not isinstance(attention, (bool, str)) or attention not in axes:
+        raise ValueError(f"attention must be True, False, 'spatial' or 'temporal', got {attention!r}")
     if is_patched(unet):
         raise ValueError(f"this {type(unet).__name__} is already patched by fastvdm; call remove_fastvdm(unet) first")
     report = PatchReport(type(unet).__name__)
@@ -366,7 +370,7 @@ def apply_fastvdm(unet, group_norm: bool = True, attention: bool = True, verbose
                 patch_forward(m, _group_norm_forward)
                 report.patched.append((path, "GroupNorm (no activation follows): fastvdm group_norm"))
 
-    if attention:
+    if axes[attention]:
         temporal_ids = set()
         for path, m in modules.items():
             if type(m).__name__ in _TEMPORAL_CONTAINERS:
@@ -379,6 +383,9 @@ def apply_fastvdm(unet, group_norm: bool = True, attention: bool = True, verbose
                 report.left.append((path, why))
                 continue
             axis = "temporal" if id(m) in temporal_ids else "spatial"
+            if axis not in axes[attention]:
+                report.left.append((path, f"{axis} self-attention: not requested (attention={attention!r})"))
+                continue
             undo.append((m, "processor", m.processor))
             m.set_processor(FastvdmAttnProcessor(axis, m.processor))
             what = "frames of a position" if axis == "temporal" else "tokens of a frame"
