@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fastvdm import bench_cli
+from fastvdm.cli import bench as bench_cli
 from fastvdm.cli import main
 
 

@@ -9,5 +9,4 @@ Modules (imported on demand, so that ``import fastvdm.data`` stays cheap):
 - ``fastvdm.data.dataset``: ``ClipDataset`` (training clips, fixed held-out test split), ``clip_from_views``,
   ``cache_clips``.
 - ``fastvdm.data.scene_io``: read/write a nerfstudio-style scene folder (images, depth, point cloud).
-- ``fastvdm.data.cli``: the ``fastvdm data`` command.
 """

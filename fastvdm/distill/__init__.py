@@ -7,7 +7,7 @@
 - :mod:`fastvdm.distill.gan_stage`: stage 1 (backward simulation, non-saturating GAN, two time-scale updates).
 - :mod:`fastvdm.distill.kl_stage`: stage 2 (online fake score, DMD / softened-KL weighting, optional GAN term).
 - :mod:`fastvdm.distill.simulate`: x0 predictions, guidance, backward simulation on the student's sampler.
-- :mod:`fastvdm.distill.toys`: 1-D Gaussian and 2-D ring toys; :mod:`fastvdm.distill.cli`: ``fastvdm train distill``.
+- :mod:`fastvdm.distill.toys`: 1-D Gaussian and 2-D ring toys.
 
 The loss helpers of :mod:`fastvdm.distill.losses` are re-exported here: ``softened_kl_weight``,
 ``gan_generator_loss``, ``gan_discriminator_loss``, ``r1_penalty``.

@@ -92,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
     from fastvdm.models import make_cond
     from fastvdm.models.discriminator import Discriminator
     from fastvdm.train import DatasetBatches, RunConfig, TrainState, init_distributed, load_model, train
-    from fastvdm.train.cli import _dataset
+    from fastvdm.cli.train import _dataset
 
     if args.steps < 1 or args.batch < 1:
         raise ValueError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")

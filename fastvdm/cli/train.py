@@ -47,7 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     t.set_defaults(func=main_teacher)
-    from fastvdm.distill.cli import add_parser as add_distill_parser  # `fastvdm train distill` (issue 8)
+    from fastvdm.cli.distill import add_parser as add_distill_parser  # `fastvdm train distill` (issue 8)
 
     add_distill_parser(sub)
     train.set_defaults(func=lambda args: train.print_help() or 2)

@@ -31,7 +31,7 @@ KERNEL_BENCHES = {
 
 def repo_root() -> Path:
     """The source checkout holding ``bench/`` (raises a clear error for a non-editable install)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / "bench" / "timing.py").is_file():
         raise FileNotFoundError(
             f"the benchmark scripts (bench/) are not beside this install ({root}); run `fastvdm bench` from an "
@@ -52,7 +52,7 @@ def _import_bench(module: str):
 
 def append_record(path: Path, kind: str, name: str, argv: list[str], rows: list[dict]) -> dict:
     """Append one JSON record (one line) describing a benchmark run to ``path``; returns the record."""
-    from fastvdm.info import environment_report
+    from fastvdm.cli.info import environment_report
 
     record = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
