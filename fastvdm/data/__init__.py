@@ -10,3 +10,11 @@ Modules (imported on demand, so that ``import fastvdm.data`` stays cheap):
   ``cache_clips``.
 - ``fastvdm.data.scene_io``: read/write a nerfstudio-style scene folder (images, depth, point cloud).
 """
+
+
+def open_clips(*args, **kwargs):
+    """Training clips from a clip cache (file or folder) or procedural scenes: see
+    :func:`fastvdm.data.dataset.open_clips` (imported on first use)."""
+    from fastvdm.data.dataset import open_clips as _open_clips
+
+    return _open_clips(*args, **kwargs)
