@@ -29,6 +29,8 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 
+from fastvdm.errors import UserError
+
 OPS = ("video_attention", "group_norm", "denoising_loss", "dmd_loss")
 BACKENDS = ("reference", "triton", "cuda", "cpu")
 
@@ -42,7 +44,7 @@ _BACKEND_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(UserError, RuntimeError):
     """An op was asked of a backend that cannot serve it (not installed, not implemented, or bad inputs)."""
 
 

@@ -78,6 +78,9 @@ def register_autograd(forward_op, backward_op) -> None:
         return (dx if needs[0] else None), None, dweight, dbias, None, dscale, dshift, None
 
     forward_op.register_autograd(backward, setup_context=setup)
+    from fastvdm.ops.double_backward import refuse_double_backward
+
+    refuse_double_backward(backward_op, "group_norm")
 
 
 def extension_ops(backend: str, kernels):

@@ -230,5 +230,16 @@ def load_model(path: str, name: Optional[str] = None, ema: bool = True, device="
     sd = prefixed(tensors, f"ema/{name}") if ema else {}
     if not sd:
         sd = prefixed(tensors, f"model/{name}")
+    check_finite_weights(sd, f"checkpoint {path} model {name!r}")
     load_state_dict_checked(model, sd, f"checkpoint {path} model {name!r}")
     return model.to(device).eval(), meta
+
+
+def check_finite_weights(sd: dict, what: str) -> None:
+    """CheckpointError naming the first tensors of ``sd`` that hold NaN or infinity (a diverged or damaged
+    model would write black or NaN frames)."""
+    bad = [k for k, v in sd.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{what}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[0]!r}); the "
+                              "file is damaged or the training diverged: use an earlier checkpoint")
