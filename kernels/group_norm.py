@@ -82,6 +82,13 @@ def _modulation(W, Bias, Scale, Shift, n, ch, C, cmask,
 
 
 @triton.jit
+def _rstd(var, eps):
+    """1 / sqrt(var + eps), var clamped at 0 against rounding; NaN when var is NaN or infinite (fp32 sums
+    overflowed, e.g. inputs near 1e20), as the reference gives, never a finite wrong value."""
+    return tl.where(var < float("inf"), tl.rsqrt(tl.maximum(var, 0.0) + eps), float("nan"))
+
+
+@triton.jit
 def _shifted_sums(x_base, k, Cg, s_begin, s_end, stride_c, stride_s,
                   BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
     """sum(x - k) and sum((x - k)^2) over channels [0, Cg) and positions [s_begin, s_end) of one group."""
@@ -144,7 +151,7 @@ def _fwd_fused_kernel(
         s2 = tl.sum(tl.sum(d * d, axis=1), axis=0)
         m = s1 / count
         mean = k + m
-        rstd = tl.rsqrt(tl.maximum(s2 / count - m * m, 0.0) + eps)
+        rstd = _rstd(s2 / count - m * m, eps)
         a, b = _modulation(W, Bias, Scale, Shift, n, g * Cg + offs_c, C, offs_c < Cg,
                            HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT)
         z = (a * rstd)[:, None] * (x - mean) + b[:, None]
@@ -155,7 +162,7 @@ def _fwd_fused_kernel(
         s1, s2 = _shifted_sums(x_base, k, Cg, 0, S, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
         m = s1 / count
         mean = k + m
-        rstd = tl.rsqrt(tl.maximum(s2 / count - m * m, 0.0) + eps)
+        rstd = _rstd(s2 / count - m * m, eps)
         _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, 0, S, mean, rstd,
                stride_xc, stride_xs, stride_yc, stride_ys,
                HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, SILU, BLOCK_C, BLOCK_S)
@@ -209,7 +216,7 @@ def _fwd_apply_kernel(
     k = tl.load(x_base).to(tl.float32)
     m = s1 / count
     mean = k + m
-    rstd = tl.rsqrt(tl.maximum(s2 / count - m * m, 0.0) + eps)
+    rstd = _rstd(s2 / count - m * m, eps)
     s_begin = split * S_PER_SPLIT
     s_end = tl.minimum(s_begin + S_PER_SPLIT, S)
     _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, s_begin, s_end, mean, rstd,

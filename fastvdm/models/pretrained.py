@@ -19,6 +19,8 @@ from typing import Optional
 
 import torch
 
+from fastvdm.errors import UserError
+
 FORMAT = "fastvdm-pretrained/1"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -80,11 +82,11 @@ def read_config(folder: str) -> dict:
         with open(path) as f:
             config = json.load(f)
     except ValueError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+        raise UserError(f"{path} is not valid JSON: {e}") from None
     if config.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {config.get('format')!r}, expected {FORMAT!r}")
+        raise UserError(f"{path}: format {config.get('format')!r}, expected {FORMAT!r}")
     if config.get("architecture") not in ARCHITECTURES:
-        raise ValueError(f"{path}: unknown architecture {config.get('architecture')!r}")
+        raise UserError(f"{path}: unknown architecture {config.get('architecture')!r}")
     return config
 
 
@@ -103,8 +105,12 @@ def load_network(folder: str, device=None, dtype: Optional[torch.dtype] = None):
     missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     bad = [k for k in own if k in sd and own[k].shape != sd[k].shape]
     if missing or unexpected or bad:
-        raise ValueError(f"{weights} does not match its config: missing keys {missing[:5]}, unexpected keys "
+        raise UserError(f"{weights} does not match its config: missing keys {missing[:5]}, unexpected keys "
                          f"{unexpected[:5]}, shape mismatches {bad[:5]}")
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f"{weights}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[0]!r}); the "
+                        "weights are damaged: re-export them")
     model.load_state_dict(sd)
     model = model.to(device=device or "cpu", dtype=dtype)
     return model.eval(), config

@@ -15,6 +15,7 @@ the same well-formed call and every user gets the same error message.
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional
 
 import torch
@@ -126,6 +127,8 @@ def group_norm(
     if x.dim() < 2:
         raise ValueError(f"x must have shape (B, C, ...), got {tuple(x.shape)}")
     B, C = x.shape[:2]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (numbers.Integral, torch.SymInt)):
+        raise TypeError(f"num_groups must be an int, got {type(num_groups).__name__} {num_groups!r}")
     num_groups = int(num_groups)
     if num_groups <= 0 or C % num_groups != 0:
         raise ValueError(f"num_groups={num_groups} must be positive and divide the {C} channels of x")

@@ -37,6 +37,9 @@ def register_autograd(forward_op, backward_op) -> None:
         return dq, dk, dv, None, None
 
     forward_op.register_autograd(backward, setup_context=setup)
+    from fastvdm.ops.double_backward import refuse_double_backward
+
+    refuse_double_backward(backward_op, "video_attention")
 
 
 def public_function(forward_op) -> Callable:

@@ -88,6 +88,9 @@ def register_autograd(forward_op, backward_op) -> None:
         return tuple(grads.get(n) for n in Args._fields)
 
     forward_op.register_autograd(backward, setup_context=setup)
+    from fastvdm.ops.double_backward import refuse_double_backward
+
+    refuse_double_backward(backward_op, "group_norm")
 
 
 def backend_ops(backend: str, kernels, op_decorator: Optional[Callable] = None):
