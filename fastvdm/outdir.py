@@ -102,7 +102,8 @@ def check_output_dir(out: str, force: bool = False, inputs: Iterable[Optional[st
         p = _real(p)
         if _within(p, real):
             rel = "is" if p == real else "contains"
-            raise OutputError(f"{what} {shown} {rel} {name} ({p}); give a new folder (e.g. {what} results)")
+            where = "" if p == real else f" ({p})"
+            raise OutputError(f"{what} {shown} {rel} {name}{where}; give a new folder (e.g. {what} results)")
     for src in inputs:
         if src is None or not str(src).strip():
             continue

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from fastvdm.errors import UserError
+
 # op name -> (bench script in the checkout, arguments for a default run under 5 minutes on a 2-core CPU)
 KERNEL_BENCHES = {
     "group_norm": ("bench/bench_group_norm.py", {"cpu": ["--repeats", "3"], "cuda": []}),
@@ -97,7 +99,7 @@ def append_record(path: Path, kind: str, name: str, argv: list[str], rows: list[
 def run_kernels(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked, but torch sees no CUDA device")
+        raise UserError("--device cuda asked, but torch sees no CUDA device")
     names = [args.op] if args.op else list(KERNEL_BENCHES)
     for name in names:
         script, defaults = KERNEL_BENCHES[name]
