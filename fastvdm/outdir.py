@@ -232,6 +232,11 @@ def staged_output_dir(out: str, force: bool = False, inputs: Iterable[Optional[s
     try:
         yield tmp
         _replace(tmp, real)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.filename:
+            raise
+        raise OutputError(f"{what} {out}: writing failed: {describe_os_error(e)}") from e  # name the output
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
