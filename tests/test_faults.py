@@ -194,6 +194,17 @@ def test_existing_output_needs_force(wd):
     wd.fails(*densify("--out", "dense"), match="exists and is not empty (use --force")
 
 
+def test_python_m_fastvdm_entry_point(wd):
+    """The same through the real entry point, `python -m fastvdm`, in a child process: exit 2, one line."""
+    wd.snapshot()
+    r = subprocess.run([sys.executable, "-m", "fastvdm", "densify", "S", "--out", "S", "--force"], cwd=wd.root,
+                       env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "fastvdm densify: error: --out S (" + os.path.realpath(wd.scene) + ") is the input S; write the output to "
+        "another folder"], r.stderr
+    wd.assert_unchanged()
+
+
 # ----------------------------------------------------------------------------------------------- 2. silent wrong results
 def _png_modes_scene(wd, mode):
     from PIL import Image
