@@ -50,9 +50,7 @@ def run_demo(args) -> dict:
     inputs = [m for m in (args.teacher, args.student) if os.path.exists(m)]
     check_output_dir(args.out, getattr(args, "force", False), inputs)  # before any work
     with staged_output_dir(args.out, getattr(args, "force", False), inputs) as tmp:
-        report = _run_demo(args, tmp)
-    report["files"] = {k: os.path.join(args.out, os.path.relpath(v, tmp)) for k, v in report["files"].items()}
-    return report
+        return _run_demo(args, tmp)
 
 
 def _run_demo(args, out: str) -> dict:
@@ -120,7 +118,9 @@ def _run_demo(args, out: str) -> dict:
     import numpy as np
 
     video = save_video(os.path.join(out, "video"), [np.concatenate(f, 1) for f in zip(*side)], scale=args.scale)
-    report["files"] = {"inputs": inputs_png, "grid": grid, "video": video}
+    # the paths the files will have once the staged folder is renamed to --out
+    report["files"] = {k: os.path.join(args.out, os.path.relpath(v, out))
+                       for k, v in {"inputs": inputs_png, "grid": grid, "video": video}.items()}
     from fastvdm.train.checkpoint import atomic_write_text
 
     atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(report, indent=2))
