@@ -1,7 +1,7 @@
 """Backend registry and selection for the ops of :mod:`fastvdm.ops`.
 
-Every op (``video_attention``, ``group_norm``, ``denoising_loss``, ``dmd_loss``) has one implementation per
-backend that serves it. A backend module registers its implementations with :func:`register` when it is
+Every op (``video_attention``, ``group_norm``, ``denoising_loss``, ``dmd_loss``, ``conv3d``) has one implementation
+per backend that serves it. A backend module registers its implementations with :func:`register` when it is
 imported; the registry imports backend modules lazily, the first time an op is dispatched or the backends are
 listed, so ``import fastvdm.ops`` never pays for Triton or a C++ extension it does not use.
 
@@ -31,15 +31,16 @@ import torch
 
 from fastvdm.errors import UserError
 
-OPS = ("video_attention", "group_norm", "denoising_loss", "dmd_loss")
+OPS = ("video_attention", "group_norm", "denoising_loss", "dmd_loss", "conv3d")
 BACKENDS = ("reference", "triton", "cuda", "cpu")
 
 # Modules that register each backend's implementations. A module that does not exist (yet) is skipped; any
 # other import error is a bug and propagates.
 _BACKEND_MODULES: dict[str, tuple[str, ...]] = {
     "reference": ("fastvdm.ops.reference",),
-    "triton": ("fastvdm.kernels.group_norm", "fastvdm.kernels.attention", "fastvdm.kernels.losses"),
-    "cpu": ("fastvdm.ops.cpu.group_norm", "fastvdm.ops.cpu.attention", "fastvdm.ops.cpu.losses"),
+    "triton": ("fastvdm.ops.triton.group_norm", "fastvdm.ops.triton.attention", "fastvdm.ops.triton.losses"),
+    "cpu": ("fastvdm.ops.cpu.group_norm", "fastvdm.ops.cpu.attention", "fastvdm.ops.cpu.losses",
+            "fastvdm.ops.cpu.conv3d"),
     "cuda": ("fastvdm.ops.cuda.group_norm", "fastvdm.ops.cuda.attention", "fastvdm.ops.cuda.losses"),
 }
 
