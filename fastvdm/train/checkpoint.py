@@ -102,8 +102,15 @@ def atomic_save(tensors: dict, meta: dict, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={"format": FORMAT, "meta": json.dumps(meta)})
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+                      metadata={"format": FORMAT, "meta": json.dumps(meta)})
+        except Exception as e:  # safetensors reports I/O errors (a full disk) as SafetensorError
+            m = re.search(r"os error (\d+)", str(e))
+            if m is None:
+                raise
+            code = int(m.group(1))
+            raise OSError(code, os.strerror(code), tmp) from None
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
