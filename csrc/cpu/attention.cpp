@@ -1,31 +1,39 @@
-// Video attention on the CPU (OpenMP). See attention.h for the math, layouts and guarantees.
+// Video attention on the CPU (OpenMP) on register-blocked GEMM micro-kernels. See attention.h for the math,
+// layouts and guarantees.
 //
-// Structure: the OpenMP loop walks sequences; for each it gathers the sequence's rows of q, k, v (and dout)
-// into contiguous fp32 buffers (whatever the dtype and token strides), runs one of the two leaf functions
-// below, which hold all the arithmetic on those buffers, and scatters the results. The leaves work on blocks
-// of kR = 4 query rows: every product is a register-blocked micro-kernel (a kR x kC = 4 x 16 accumulator tile held
-// in GCC vector-extension registers) over buffers padded with zeros to multiples of kR rows
-// and kC columns; K and V are also kept transposed, (D, L), for the score products. The softmax's exp is the
-// vectorizable exp_approx. The leaves are compiled twice (target_clones: AVX2+FMA and baseline x86-64,
-// picked at load time).
+// Structure. A work item is (sequence, range of query blocks) in the forward and (sequence, range of keys) in the
+// backward. The item packs what it reads of its sequence from the strided (B, T, S, heads, D) tensors into fp32
+// buffers (any dtype, any token strides): K^T and (backward) V^T as panels of W keys, K, V, Q, dO as rows; then
+// runs the block routines of attention_tiles.inc, in which all the arithmetic happens:
+//   forward, per block of up to kQB queries: s2 = q' K^T a key block at a time (micro-kernel tiles), online
+//     softmax on the tile (vectorized exp2), o += p V (micro-kernel tiles); o and the logsumexp are written out.
+//   backward, per block of queries and key block: s2 = q' K^T and dP = dO V^T (tiles), P and dS on the tile,
+//     dq += dS K, dk += dS^T q', dv += P^T dO (tiles; the transposed operand is read in place).
+// The tile routines are compiled three times (AVX-512, AVX2+FMA, baseline x86-64), picked once at run time.
 //
-// Floating-point trapping is off for this file only (as in group_norm.cpp): with -ftrapping-math GCC refuses
-// to if-convert the clamp in exp_approx and leaves the softmax loops scalar.
-// Multiply-adds are contracted to FMAs where the target has them (-std=c++17 turns contraction off).
+// Threads. Items are spread over the OpenMP threads with a static schedule; every item writes disjoint output
+// rows (the forward) or owns its keys' dk/dv and a private partial dq (the backward, when a sequence's keys are
+// split into chunks because there are fewer sequences than needed to feed the threads: the partial dq are summed
+// in chunk order afterwards). How a sequence is split depends on the shape only, never on the thread count, so
+// results do not depend on the thread count. Every thread's buffers are its own heap allocations.
+//
+// Floating-point trapping is off for this file only (as in group_norm.cpp), and multiply-adds are contracted
+// to FMAs where the target has them (-std=c++17 turns contraction off).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math", "fp-contract=fast")
 #endif
 
 #include "cpu/attention.h"
-#include "cpu/vec_math.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
-// The micro-kernels must be inlined into each target clone of the leaves (an out-of-line copy is compiled for
-// the baseline ISA only).
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #if defined(__GNUC__)
 #define FASTVDM_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
@@ -35,9 +43,57 @@
 namespace fastvdm {
 namespace {
 
-constexpr int64_t kR = 4;   // query rows per block
-constexpr int64_t kC = 16;  // columns per micro-kernel tile
-constexpr int64_t kQB = 64; // query rows per backward block (a multiple of kR)
+// ------------------------------------------------------------------------------------ the ISA-specific tiles
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FASTVDM_ATTN_X86 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,bmi,bmi2")
+namespace avx512 {
+constexpr int W = 16, MR = 12;
+#include "cpu/attention_tiles.inc"
+}  // namespace avx512
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2")
+namespace avx2 {
+constexpr int W = 8, MR = 6;
+#include "cpu/attention_tiles.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+#endif
+namespace baseline {
+constexpr int W = 8, MR = 4;
+#include "cpu/attention_tiles.inc"
+}  // namespace baseline
+
+// The instruction set the tiles run with: its vector width and block routines.
+struct Isa {
+  int W;
+  decltype(&baseline::forward_block) forward_block;
+  decltype(&baseline::backward_block) backward_block;
+};
+
+const Isa& isa() {
+  static const Isa chosen = [] {
+#if defined(FASTVDM_ATTN_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+      return Isa{avx512::W, avx512::forward_block, avx512::backward_block};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return Isa{avx2::W, avx2::forward_block, avx2::backward_block};
+#endif
+    return Isa{baseline::W, baseline::forward_block, baseline::backward_block};
+  }();
+  return chosen;
+}
+
+// ------------------------------------------------------------------------------------ geometry and packing
+constexpr int64_t kQB = 48;         // queries per block (forward and backward)
+constexpr int64_t kKB = 256;        // keys per block of the online softmax / backward tile (a multiple of W)
+constexpr int64_t kKeyChunk = 512;  // backward: keys per chunk when a sequence is split (a multiple of kKB)
+
+constexpr double kLog2e = 1.4426950408889634;
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -62,179 +118,45 @@ inline int64_t offset(const AttnGeometry& g, int64_t n, int64_t l, const AttnStr
   return b * st.b + t * st.t + s * st.s + h * st.h;
 }
 
-// dst[l * ld + d] = src token l (l < L, d < D); the rest of dst is left as is (zero padding).
+// Rows [l0, l0 + rows) of sequence n, times mul, into dst (row stride ld); columns >= D are left as they are.
 template <typename T>
-void gather(const AttnGeometry& g, int64_t n, int64_t L, const T* src, const AttnStrides& st, float* dst,
-            int64_t ld) {
-  for (int64_t l = 0; l < L; ++l) {
-    const T* row = src + offset(g, n, l, st);
-    for (int64_t d = 0; d < g.D; ++d) dst[l * ld + d] = to_float(row[d]);
+void pack_rows(const AttnGeometry& g, int64_t n, int64_t l0, int64_t rows, const T* src, const AttnStrides& st,
+               float mul, float* dst, int64_t ld) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* row = src + offset(g, n, l0 + i, st);
+    float* o = dst + i * ld;
+    for (int64_t d = 0; d < g.D; ++d) o[d] = to_float(row[d]) * mul;
   }
 }
 
-// dst[d * ld + l] = src token l, transposed.
+// All L tokens of sequence n as panels of W keys (group j / W, a D x W block; key j at column j % W). The
+// buffer's keys past L stay zero.
 template <typename T>
-void gather_transposed(const AttnGeometry& g, int64_t n, int64_t L, const T* src, const AttnStrides& st,
-                       float* dst, int64_t ld) {
-  for (int64_t l = 0; l < L; ++l) {
-    const T* row = src + offset(g, n, l, st);
-    for (int64_t d = 0; d < g.D; ++d) dst[d * ld + l] = to_float(row[d]);
+void pack_panels(const AttnGeometry& g, int64_t n, int64_t L, int W, const T* src, const AttnStrides& st,
+                 float* dst) {
+  for (int64_t j = 0; j < L; ++j) {
+    const T* row = src + offset(g, n, j, st);
+    float* o = dst + (j / W) * g.D * W + (j % W);
+    for (int64_t d = 0; d < g.D; ++d) o[d * W] = to_float(row[d]);
   }
 }
 
 template <typename T>
-void scatter(const AttnGeometry& g, int64_t n, int64_t L, const float* src, int64_t ld, T* dst,
-             const AttnStrides& st) {
-  for (int64_t l = 0; l < L; ++l) {
-    T* row = dst + offset(g, n, l, st);
-    for (int64_t d = 0; d < g.D; ++d) row[d] = from_float<T>(src[l * ld + d]);
+void unpack_rows(const AttnGeometry& g, int64_t n, int64_t l0, int64_t rows, const float* src, int64_t ld,
+                 float mul, T* dst, const AttnStrides& st) {
+  for (int64_t i = 0; i < rows; ++i) {
+    T* row = dst + offset(g, n, l0 + i, st);
+    const float* s = src + i * ld;
+    for (int64_t d = 0; d < g.D; ++d) row[d] = from_float<T>(s[d] * mul);
   }
 }
 
-// 8 floats as one GCC vector (AVX register in the x86-64-v3 clone, two SSE registers in the baseline one);
-// loads and stores go through memcpy, so buffers need no alignment.
-typedef float f8 __attribute__((vector_size(32)));
-
-FASTVDM_ALWAYS_INLINE f8 load8(const float* p) {
-  f8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-FASTVDM_ALWAYS_INLINE void store8(float* p, f8 v) { std::memcpy(p, &v, sizeof(v)); }
-
-FASTVDM_ALWAYS_INLINE f8 splat8(float a) { return f8{a, a, a, a, a, a, a, a}; }
-
-static_assert(kC == 16, "the micro-kernels hold a tile row in two 8-float vectors");
-
-// s[r, j] = scale * sum_{d < D} x[r, d] * mT[d, j] for r < kR, j < ncols (a multiple of kC).
-FASTVDM_ALWAYS_INLINE void block_scores(const float* x, int64_t ldx, const float* mT, int64_t ldm, int64_t D, int64_t ncols,
-                         float scale, float* s, int64_t lds) {
-  for (int64_t j0 = 0; j0 < ncols; j0 += kC) {
-    f8 acc[kR][2] = {};
-    for (int64_t d = 0; d < D; ++d) {
-      const f8 m0 = load8(mT + d * ldm + j0), m1 = load8(mT + d * ldm + j0 + 8);
-      for (int64_t r = 0; r < kR; ++r) {
-        const f8 a = splat8(x[r * ldx + d]);
-        acc[r][0] += a * m0;
-        acc[r][1] += a * m1;
-      }
-    }
-    const f8 sc = splat8(scale);
-    for (int64_t r = 0; r < kR; ++r) {
-      store8(s + r * lds + j0, sc * acc[r][0]);
-      store8(s + r * lds + j0 + 8, sc * acc[r][1]);
-    }
-  }
-}
-
-// out[r, d] (+)= sum_{j < L} w[r, j] * m[j, d] for r < kR, d < ncols (a multiple of kC); overwrites out, or
-// adds to it with Accumulate.
-template <bool Accumulate = false>
-FASTVDM_ALWAYS_INLINE void block_combine(const float* w, int64_t ldw, const float* m, int64_t ldm, int64_t L, int64_t ncols,
-                          float* out, int64_t ldo) {
-  for (int64_t d0 = 0; d0 < ncols; d0 += kC) {
-    f8 acc[kR][2] = {};
-    for (int64_t j = 0; j < L; ++j) {
-      const f8 m0 = load8(m + j * ldm + d0), m1 = load8(m + j * ldm + d0 + 8);
-      for (int64_t r = 0; r < kR; ++r) {
-        const f8 a = splat8(w[r * ldw + j]);
-        acc[r][0] += a * m0;
-        acc[r][1] += a * m1;
-      }
-    }
-    for (int64_t r = 0; r < kR; ++r) {
-      float* o = out + r * ldo + d0;
-      if (Accumulate) {
-        acc[r][0] += load8(o);
-        acc[r][1] += load8(o + 8);
-      }
-      store8(o, acc[r][0]);
-      store8(o + 8, acc[r][1]);
-    }
-  }
-}
-
-// Buffer geometry of one sequence: L tokens padded to L4 rows (multiple of kR) and Lp columns (multiple of kC);
-// head dim D padded to Dp (multiple of kC). Row-major (rows, Dp) buffers, transposed (D, Lp) buffers.
-struct Pad {
-  int64_t L, D, L4, Lp, Dp;
-  Pad(int64_t L_, int64_t D_) : L(L_), D(D_), L4(round_up(L_, kR)), Lp(round_up(L_, kC)), Dp(round_up(D_, kC)) {}
-};
-
-// One sequence's forward: q (L4, Dp), kT (D, Lp), v (L, Dp) -> o (L4, Dp) = softmax(scale q k^T) v and
-// lse (L4,) (rows >= L are padding). p: kR * Lp floats.
-FASTVDM_MULTIVERSION
-void forward_rows(const Pad& z, const float* q, const float* kT, const float* v, float scale, float* o,
-                  float* lse, float* p) {
-  for (int64_t i0 = 0; i0 < z.L; i0 += kR) {
-    block_scores(q + i0 * z.Dp, z.Dp, kT, z.Lp, z.D, z.Lp, scale, p, z.Lp);
-    for (int64_t r = 0; r < kR; ++r) {
-      float* pr = p + r * z.Lp;
-      float m = pr[0];
-#pragma omp simd reduction(max : m)
-      for (int64_t j = 0; j < z.L; ++j) m = std::max(m, pr[j]);
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j < z.L; ++j) {
-        pr[j] = exp_approx(pr[j] - m);
-        sum += pr[j];
-      }
-      const float inv = 1.0f / sum;
-#pragma omp simd
-      for (int64_t j = 0; j < z.L; ++j) pr[j] *= inv;
-      lse[i0 + r] = m + std::log(sum);
-    }
-    block_combine(p, z.Lp, v, z.Dp, z.L, z.Dp, o + i0 * z.Dp, z.Dp);
-  }
-}
-
-// One sequence's backward: q, dout (L4, Dp), k (L, Dp), kT, vT (D, Lp), lse, delta (L4,) -> dq, dk, dv (L4, Dp),
-// fully written (rows >= L are padding). Query rows are taken kQB at a time: their P and scale * dS (kQB, Lp)
-// are computed kR rows at a time (dq follows directly), then transposed so that dk += (scale dS)^T q and
-// dv += P^T dout are register-blocked kR-key tiles too. p, ds: kQB * Lp floats; pT, dsT: L4 * kQB floats
-// (rows >= L zero).
-FASTVDM_MULTIVERSION
-void backward_rows(const Pad& z, const float* q, const float* k, const float* kT, const float* vT,
-                   const float* dout, const float* lse, const float* delta, float scale, float* dq, float* dk,
-                   float* dv, float* p, float* ds, float* pT, float* dsT) {
-  std::fill(dk, dk + z.L4 * z.Dp, 0.0f);
-  std::fill(dv, dv + z.L4 * z.Dp, 0.0f);
-  for (int64_t i0 = 0; i0 < z.L; i0 += kQB) {
-    const int64_t nb = std::min(kQB, z.L4 - i0);  // a multiple of kR
-    for (int64_t r0 = 0; r0 < nb; r0 += kR) {
-      float* pb = p + r0 * z.Lp;
-      float* db = ds + r0 * z.Lp;
-      block_scores(q + (i0 + r0) * z.Dp, z.Dp, kT, z.Lp, z.D, z.Lp, scale, pb, z.Lp);      // scale * q k^T
-      block_scores(dout + (i0 + r0) * z.Dp, z.Dp, vT, z.Lp, z.D, z.Lp, 1.0f, db, z.Lp);    // dout v^T
-      for (int64_t r = 0; r < kR; ++r) {
-        const int64_t i = i0 + r0 + r;
-        float* pr = pb + r * z.Lp;
-        float* dsr = db + r * z.Lp;
-        if (i >= z.L) {  // padding row: contributes nothing
-          std::fill(pr, pr + z.L, 0.0f);
-          std::fill(dsr, dsr + z.L, 0.0f);
-          continue;
-        }
-        const float li = lse[i], di = delta[i];
-#pragma omp simd
-        for (int64_t j = 0; j < z.L; ++j) {
-          pr[j] = exp_approx(pr[j] - li);
-          dsr[j] = scale * pr[j] * (dsr[j] - di);  // scale * dS
-        }
-      }
-      block_combine(db, z.Lp, k, z.Dp, z.L, z.Dp, dq + (i0 + r0) * z.Dp, z.Dp);  // dq = scale dS k
-    }
-    for (int64_t j = 0; j < z.L; ++j)  // transposed writes at unit stride (the reads are strided)
-      for (int64_t r = 0; r < nb; ++r) {
-        pT[j * kQB + r] = p[r * z.Lp + j];
-        dsT[j * kQB + r] = ds[r * z.Lp + j];
-      }
-    for (int64_t j0 = 0; j0 < z.L; j0 += kR) {
-      block_combine<true>(dsT + j0 * kQB, kQB, q + i0 * z.Dp, z.Dp, nb, z.Dp, dk + j0 * z.Dp, z.Dp);
-      block_combine<true>(pT + j0 * kQB, kQB, dout + i0 * z.Dp, z.Dp, nb, z.Dp, dv + j0 * z.Dp, z.Dp);
-    }
-  }
+int num_threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
 }
 
 }  // namespace
@@ -243,20 +165,40 @@ template <typename T>
 void attention_forward(const AttnGeometry& g, const T* q, AttnStrides q_st, const T* k, AttnStrides k_st,
                        const T* v, AttnStrides v_st, T* out, AttnStrides out_st, float* lse, AttnStrides lse_st,
                        float scale) {
-  const int64_t N = num_sequences(g);
-  const Pad z(seq_len(g), g.D);
-#pragma omp parallel
+  const Isa& cpu = isa();
+  const int W = cpu.W;
+  const int64_t N = num_sequences(g), L = seq_len(g), D = g.D, Dp = round_up(D, W), Lw = round_up(L, W);
+  const int64_t qb = std::min(kQB, L), nqb = (L + qb - 1) / qb;
+  const int64_t nc = std::min(kKB, Lw);
+  // Query blocks per item: a whole sequence when there are enough sequences for the threads, else split.
+  const int threads = num_threads();
+  const int64_t per_item = N >= 2 * threads ? nqb : std::max<int64_t>(1, nqb * N / (2 * threads));
+  const int64_t chunks = (nqb + per_item - 1) / per_item, items = N * chunks;
+  const float qmul = static_cast<float>(scale * kLog2e);
+  const float ln2 = static_cast<float>(1.0 / kLog2e);
+  if (N == 0 || L == 0) return;
+#pragma omp parallel if (items > 1)
   {
-    std::vector<float> qb(z.L4 * z.Dp, 0.0f), kT(z.D * z.Lp, 0.0f), vb(z.L * z.Dp, 0.0f), ob(z.L4 * z.Dp),
-        lb(z.L4), p(kR * z.Lp);
+    std::vector<float> kp(Lw * D, 0.0f), vr(L * Dp, 0.0f), qr(qb * Dp, 0.0f), o(qb * Dp), l2(qb), s(qb * nc),
+        l(qb);
+    int64_t packed = -1;
 #pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-      gather(g, n, z.L, q, q_st, qb.data(), z.Dp);
-      gather_transposed(g, n, z.L, k, k_st, kT.data(), z.Lp);
-      gather(g, n, z.L, v, v_st, vb.data(), z.Dp);
-      forward_rows(z, qb.data(), kT.data(), vb.data(), scale, ob.data(), lb.data(), p.data());
-      scatter(g, n, z.L, ob.data(), z.Dp, out, out_st);
-      for (int64_t l = 0; l < z.L; ++l) lse[offset(g, n, l, lse_st)] = lb[l];
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t n = it / chunks, c = it % chunks;
+      if (packed != n) {
+        pack_panels(g, n, L, W, k, k_st, kp.data());
+        pack_rows(g, n, 0, L, v, v_st, 1.0f, vr.data(), Dp);
+        packed = n;
+      }
+      const int64_t b_end = std::min(nqb, (c + 1) * per_item);
+      for (int64_t b = c * per_item; b < b_end; ++b) {
+        const int64_t i0 = b * qb, rows = std::min(qb, L - i0);
+        pack_rows(g, n, i0, rows, q, q_st, qmul, qr.data(), Dp);
+        cpu.forward_block(rows, L, D, Dp, nc, qr.data(), kp.data(), vr.data(), o.data(), l2.data(), s.data(),
+                          l.data());
+        unpack_rows(g, n, i0, rows, o.data(), Dp, 1.0f, out, out_st);
+        for (int64_t i = 0; i < rows; ++i) lse[offset(g, n, i0 + i, lse_st)] = l2[i] * ln2;
+      }
     }
   }
 }
@@ -266,33 +208,76 @@ void attention_backward(const AttnGeometry& g, const T* q, AttnStrides q_st, con
                         const T* v, AttnStrides v_st, const T* out, AttnStrides out_st, const T* dout,
                         AttnStrides dout_st, const float* lse, AttnStrides lse_st, T* dq, AttnStrides dq_st, T* dk,
                         AttnStrides dk_st, T* dv, AttnStrides dv_st, float scale) {
-  const int64_t N = num_sequences(g);
-  const Pad z(seq_len(g), g.D);
-#pragma omp parallel
+  const Isa& cpu = isa();
+  const int W = cpu.W;
+  const int64_t N = num_sequences(g), L = seq_len(g), D = g.D, Dp = round_up(D, W), Lw = round_up(L, W);
+  const int64_t qb = std::min(kQB, L), nqb = (L + qb - 1) / qb;
+  const int64_t nc = std::min(kKB, Lw);
+  if (N == 0 || L == 0) return;
+  // Key chunks per sequence: 1 when there are many sequences; otherwise long sequences are split into chunks
+  // of kKeyChunk keys (a function of the shape only, so the sum order of dq never depends on the threads).
+  const int64_t chunks = N >= 8 ? 1 : std::min<int64_t>(16, (L + kKeyChunk - 1) / kKeyChunk);
+  const int64_t chunk_keys = round_up((L + chunks - 1) / chunks, nc), items = N * chunks;
+  const float qmul = static_cast<float>(scale * kLog2e);
+  const float ln2 = static_cast<float>(1.0 / kLog2e);
+  // Partial dq of every (sequence, chunk) when chunks > 1: items x L x Dp floats.
+  std::vector<float> dq_parts(chunks > 1 ? items * L * Dp : 0);
+#pragma omp parallel if (items > 1)
   {
-    std::vector<float> qb(z.L4 * z.Dp, 0.0f), dob(z.L4 * z.Dp, 0.0f), ob(z.L * z.Dp, 0.0f), kb(z.L * z.Dp, 0.0f),
-        kT(z.D * z.Lp, 0.0f), vT(z.D * z.Lp, 0.0f), dqb(z.L4 * z.Dp), dkb(z.L4 * z.Dp), dvb(z.L4 * z.Dp),
-        lb(z.L4, 0.0f), delta(z.L4, 0.0f), p(kQB * z.Lp), ds(kQB * z.Lp), pT(z.L4 * kQB, 0.0f),
-        dsT(z.L4 * kQB, 0.0f);
+    std::vector<float> kp(Lw * D, 0.0f), vp(Lw * D, 0.0f), kr(L * Dp, 0.0f), qr(L * Dp, 0.0f), dor(L * Dp, 0.0f),
+        orow(qb * Dp, 0.0f), lse2(L), delta(L), dqb(chunks > 1 ? 0 : L * Dp), dkb((Lw + 16) * Dp),
+        dvb((Lw + 16) * Dp), s(qb * nc), dp(qb * nc);
+    int64_t packed = -1;
 #pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-      gather(g, n, z.L, q, q_st, qb.data(), z.Dp);
-      gather(g, n, z.L, k, k_st, kb.data(), z.Dp);
-      gather_transposed(g, n, z.L, k, k_st, kT.data(), z.Lp);
-      gather_transposed(g, n, z.L, v, v_st, vT.data(), z.Lp);
-      gather(g, n, z.L, dout, dout_st, dob.data(), z.Dp);
-      gather(g, n, z.L, out, out_st, ob.data(), z.Dp);
-      for (int64_t l = 0; l < z.L; ++l) {
-        lb[l] = lse[offset(g, n, l, lse_st)];
-        float acc = 0.0f;
-        for (int64_t d = 0; d < g.D; ++d) acc += dob[l * z.Dp + d] * ob[l * z.Dp + d];
-        delta[l] = acc;  // rowsum(dout * out)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t n = it / chunks, c = it % chunks;
+      const int64_t k0 = std::min(L, c * chunk_keys), k1 = std::min(L, k0 + chunk_keys);
+      if (packed != n) {
+        pack_panels(g, n, L, W, k, k_st, kp.data());
+        pack_panels(g, n, L, W, v, v_st, vp.data());
+        pack_rows(g, n, 0, L, k, k_st, 1.0f, kr.data(), Dp);
+        pack_rows(g, n, 0, L, q, q_st, qmul, qr.data(), Dp);
+        pack_rows(g, n, 0, L, dout, dout_st, 1.0f, dor.data(), Dp);
+        for (int64_t i0 = 0; i0 < L; i0 += qb) {  // delta = rowsum(dout * out), lse in base 2
+          const int64_t rows = std::min(qb, L - i0);
+          pack_rows(g, n, i0, rows, out, out_st, 1.0f, orow.data(), Dp);
+          for (int64_t i = 0; i < rows; ++i) {
+            float acc = 0.0f;
+            const float* a = dor.data() + (i0 + i) * Dp;
+            const float* b = orow.data() + i * Dp;
+            for (int64_t d = 0; d < D; ++d) acc += a[d] * b[d];
+            delta[i0 + i] = acc;
+            lse2[i0 + i] = lse[offset(g, n, i0 + i, lse_st)] * static_cast<float>(kLog2e);
+          }
+        }
+        packed = n;
       }
-      backward_rows(z, qb.data(), kb.data(), kT.data(), vT.data(), dob.data(), lb.data(), delta.data(), scale,
-                    dqb.data(), dkb.data(), dvb.data(), p.data(), ds.data(), pT.data(), dsT.data());
-      scatter(g, n, z.L, dqb.data(), z.Dp, dq, dq_st);
-      scatter(g, n, z.L, dkb.data(), z.Dp, dk, dk_st);
-      scatter(g, n, z.L, dvb.data(), z.Dp, dv, dv_st);
+      if (k0 >= k1) continue;
+      float* dqa = chunks > 1 ? dq_parts.data() + it * L * Dp : dqb.data();
+      std::fill(dqa, dqa + L * Dp, 0.0f);
+      std::fill(dkb.begin() + k0 * Dp, dkb.begin() + k1 * Dp, 0.0f);
+      std::fill(dvb.begin() + k0 * Dp, dvb.begin() + k1 * Dp, 0.0f);
+      for (int64_t i0 = 0; i0 < L; i0 += qb) {
+        const int64_t rows = std::min(qb, L - i0);
+        cpu.backward_block(rows, k0, k1, D, Dp, nc, qr.data() + i0 * Dp, dor.data() + i0 * Dp, lse2.data() + i0,
+                           delta.data() + i0, kp.data(), vp.data(), kr.data(), dqa + i0 * Dp, dkb.data(),
+                           dvb.data(), s.data(), dp.data());
+      }
+      unpack_rows(g, n, k0, k1 - k0, dkb.data() + k0 * Dp, Dp, ln2, dk, dk_st);  // dk = ln 2 * dS^T q'
+      unpack_rows(g, n, k0, k1 - k0, dvb.data() + k0 * Dp, Dp, 1.0f, dv, dv_st);
+      if (chunks == 1) unpack_rows(g, n, 0, L, dqa, Dp, scale, dq, dq_st);
+    }
+  }
+  if (chunks > 1) {  // dq = scale * sum of the chunks' partial dq, in chunk order
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      std::vector<float> acc(L * Dp);
+      std::copy(dq_parts.begin() + n * chunks * L * Dp, dq_parts.begin() + (n * chunks + 1) * L * Dp, acc.begin());
+      for (int64_t c = 1; c < chunks; ++c) {
+        const float* part = dq_parts.data() + (n * chunks + c) * L * Dp;
+        for (int64_t i = 0; i < L * Dp; ++i) acc[i] += part[i];
+      }
+      unpack_rows(g, n, 0, L, acc.data(), Dp, scale, dq, dq_st);
     }
   }
 }
