@@ -43,55 +43,12 @@
 namespace fastvdm {
 namespace {
 
-// ------------------------------------------------------------------------------------ the ISA-specific tiles
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FASTVDM_ATTN_X86 1
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,bmi,bmi2")
-namespace avx512 {
-constexpr int W = 16, MR = 12;
-#include "cpu/attention_tiles.inc"
-}  // namespace avx512
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,bmi,bmi2")
-namespace avx2 {
-constexpr int W = 8, MR = 6;
-#include "cpu/attention_tiles.inc"
-}  // namespace avx2
-#pragma GCC pop_options
-#endif
-namespace baseline {
-constexpr int W = 8, MR = 4;
-#include "cpu/attention_tiles.inc"
-}  // namespace baseline
-
-// The instruction set the tiles run with: its vector width and block routines.
-struct Isa {
-  int W;
-  decltype(&baseline::forward_block) forward_block;
-  decltype(&baseline::backward_block) backward_block;
-};
-
-const Isa& isa() {
-  static const Isa chosen = [] {
-#if defined(FASTVDM_ATTN_X86)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
-      return Isa{avx512::W, avx512::forward_block, avx512::backward_block};
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return Isa{avx2::W, avx2::forward_block, avx2::backward_block};
-#endif
-    return Isa{baseline::W, baseline::forward_block, baseline::backward_block};
-  }();
-  return chosen;
-}
-
 // ------------------------------------------------------------------------------------ geometry and packing
 constexpr int64_t kQB = 48;         // queries per block (forward and backward)
 constexpr int64_t kKB = 256;        // keys per block of the online softmax / backward tile (a multiple of W)
 constexpr int64_t kKeyChunk = 512;  // backward: keys per chunk when a sequence is split (a multiple of kKB)
+
+constexpr int64_t kPrefetchMaxLen = 64;  // sequences up to this length prefetch the next one's rows
 
 constexpr double kLog2e = 1.4426950408889634;
 
@@ -118,36 +75,20 @@ inline int64_t offset(const AttnGeometry& g, int64_t n, int64_t l, const AttnStr
   return b * st.b + t * st.t + s * st.s + h * st.h;
 }
 
-// Rows [l0, l0 + rows) of sequence n, times mul, into dst (row stride ld); columns >= D are left as they are.
-template <typename T>
-void pack_rows(const AttnGeometry& g, int64_t n, int64_t l0, int64_t rows, const T* src, const AttnStrides& st,
-               float mul, float* dst, int64_t ld) {
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* row = src + offset(g, n, l0 + i, st);
-    float* o = dst + i * ld;
-    for (int64_t d = 0; d < g.D; ++d) o[d] = to_float(row[d]) * mul;
+// Calls f(i, element offset of token l0 + i of sequence n) for i < rows, without a division per token.
+template <typename F>
+FASTVDM_ALWAYS_INLINE void for_tokens(const AttnGeometry& g, int64_t n, int64_t l0, int64_t rows,
+                                      const AttnStrides& st, F&& f) {
+  if (g.axis != 2) {
+    const int64_t base = offset(g, n, l0, st), step = g.axis == 0 ? st.s : st.t;
+    for (int64_t i = 0; i < rows; ++i) f(i, base + i * step);
+    return;
   }
-}
-
-// All L tokens of sequence n as panels of W keys (group j / W, a D x W block; key j at column j % W). The
-// buffer's keys past L stay zero.
-template <typename T>
-void pack_panels(const AttnGeometry& g, int64_t n, int64_t L, int W, const T* src, const AttnStrides& st,
-                 float* dst) {
-  for (int64_t j = 0; j < L; ++j) {
-    const T* row = src + offset(g, n, j, st);
-    float* o = dst + (j / W) * g.D * W + (j % W);
-    for (int64_t d = 0; d < g.D; ++d) o[d * W] = to_float(row[d]);
-  }
-}
-
-template <typename T>
-void unpack_rows(const AttnGeometry& g, int64_t n, int64_t l0, int64_t rows, const float* src, int64_t ld,
-                 float mul, T* dst, const AttnStrides& st) {
+  const int64_t base = offset(g, n, 0, st);
+  int64_t t = l0 / g.S, s = l0 % g.S;
   for (int64_t i = 0; i < rows; ++i) {
-    T* row = dst + offset(g, n, l0 + i, st);
-    const float* s = src + i * ld;
-    for (int64_t d = 0; d < g.D; ++d) row[d] = from_float<T>(s[d] * mul);
+    f(i, base + t * st.t + s * st.s);
+    if (++s == g.S) s = 0, ++t;
   }
 }
 
@@ -159,48 +100,58 @@ int num_threads() {
 #endif
 }
 
+// ------------------------------------------------------------------------------------ the ISA-specific code
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FASTVDM_ATTN_X86 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,bmi,bmi2")
+namespace avx512 {
+constexpr int W = 16, MR = 12;
+#include "cpu/attention_tiles.inc"
+}  // namespace avx512
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2")
+namespace avx2 {
+constexpr int W = 8, MR = 6;
+#include "cpu/attention_tiles.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+#endif
+namespace baseline {
+constexpr int W = 8, MR = 4;
+#include "cpu/attention_tiles.inc"
+}  // namespace baseline
+
+// The instruction set the kernels run with, chosen once.
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+Isa isa() {
+  static const Isa chosen = [] {
+#if defined(FASTVDM_ATTN_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+      return Isa::kAvx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+#endif
+    return Isa::kBaseline;
+  }();
+  return chosen;
+}
+
 }  // namespace
 
 template <typename T>
 void attention_forward(const AttnGeometry& g, const T* q, AttnStrides q_st, const T* k, AttnStrides k_st,
                        const T* v, AttnStrides v_st, T* out, AttnStrides out_st, float* lse, AttnStrides lse_st,
                        float scale) {
-  const Isa& cpu = isa();
-  const int W = cpu.W;
-  const int64_t N = num_sequences(g), L = seq_len(g), D = g.D, Dp = round_up(D, W), Lw = round_up(L, W);
-  const int64_t qb = std::min(kQB, L), nqb = (L + qb - 1) / qb;
-  const int64_t nc = std::min(kKB, Lw);
-  // Query blocks per item: a whole sequence when there are enough sequences for the threads, else split.
-  const int threads = num_threads();
-  const int64_t per_item = N >= 2 * threads ? nqb : std::max<int64_t>(1, nqb * N / (2 * threads));
-  const int64_t chunks = (nqb + per_item - 1) / per_item, items = N * chunks;
-  const float qmul = static_cast<float>(scale * kLog2e);
-  const float ln2 = static_cast<float>(1.0 / kLog2e);
-  if (N == 0 || L == 0) return;
-#pragma omp parallel if (items > 1)
-  {
-    std::vector<float> kp(Lw * D, 0.0f), vr(L * Dp, 0.0f), qr(qb * Dp, 0.0f), o(qb * Dp), l2(qb), s(qb * nc),
-        l(qb);
-    int64_t packed = -1;
-#pragma omp for schedule(static)
-    for (int64_t it = 0; it < items; ++it) {
-      const int64_t n = it / chunks, c = it % chunks;
-      if (packed != n) {
-        pack_panels(g, n, L, W, k, k_st, kp.data());
-        pack_rows(g, n, 0, L, v, v_st, 1.0f, vr.data(), Dp);
-        packed = n;
-      }
-      const int64_t b_end = std::min(nqb, (c + 1) * per_item);
-      for (int64_t b = c * per_item; b < b_end; ++b) {
-        const int64_t i0 = b * qb, rows = std::min(qb, L - i0);
-        pack_rows(g, n, i0, rows, q, q_st, qmul, qr.data(), Dp);
-        cpu.forward_block(rows, L, D, Dp, nc, qr.data(), kp.data(), vr.data(), o.data(), l2.data(), s.data(),
-                          l.data());
-        unpack_rows(g, n, i0, rows, o.data(), Dp, 1.0f, out, out_st);
-        for (int64_t i = 0; i < rows; ++i) lse[offset(g, n, i0 + i, lse_st)] = l2[i] * ln2;
-      }
-    }
-  }
+#if defined(FASTVDM_ATTN_X86)
+  if (isa() == Isa::kAvx512)
+    return avx512::forward(g, q, q_st, k, k_st, v, v_st, out, out_st, lse, lse_st, scale);
+  if (isa() == Isa::kAvx2) return avx2::forward(g, q, q_st, k, k_st, v, v_st, out, out_st, lse, lse_st, scale);
+#endif
+  baseline::forward(g, q, q_st, k, k_st, v, v_st, out, out_st, lse, lse_st, scale);
 }
 
 template <typename T>
@@ -208,78 +159,16 @@ void attention_backward(const AttnGeometry& g, const T* q, AttnStrides q_st, con
                         const T* v, AttnStrides v_st, const T* out, AttnStrides out_st, const T* dout,
                         AttnStrides dout_st, const float* lse, AttnStrides lse_st, T* dq, AttnStrides dq_st, T* dk,
                         AttnStrides dk_st, T* dv, AttnStrides dv_st, float scale) {
-  const Isa& cpu = isa();
-  const int W = cpu.W;
-  const int64_t N = num_sequences(g), L = seq_len(g), D = g.D, Dp = round_up(D, W), Lw = round_up(L, W);
-  const int64_t qb = std::min(kQB, L), nqb = (L + qb - 1) / qb;
-  const int64_t nc = std::min(kKB, Lw);
-  if (N == 0 || L == 0) return;
-  // Key chunks per sequence: 1 when there are many sequences; otherwise long sequences are split into chunks
-  // of kKeyChunk keys (a function of the shape only, so the sum order of dq never depends on the threads).
-  const int64_t chunks = N >= 8 ? 1 : std::min<int64_t>(16, (L + kKeyChunk - 1) / kKeyChunk);
-  const int64_t chunk_keys = round_up((L + chunks - 1) / chunks, nc), items = N * chunks;
-  const float qmul = static_cast<float>(scale * kLog2e);
-  const float ln2 = static_cast<float>(1.0 / kLog2e);
-  // Partial dq of every (sequence, chunk) when chunks > 1: items x L x Dp floats.
-  std::vector<float> dq_parts(chunks > 1 ? items * L * Dp : 0);
-#pragma omp parallel if (items > 1)
-  {
-    std::vector<float> kp(Lw * D, 0.0f), vp(Lw * D, 0.0f), kr(L * Dp, 0.0f), qr(L * Dp, 0.0f), dor(L * Dp, 0.0f),
-        orow(qb * Dp, 0.0f), lse2(L), delta(L), dqb(chunks > 1 ? 0 : L * Dp), dkb((Lw + 16) * Dp),
-        dvb((Lw + 16) * Dp), s(qb * nc), dp(qb * nc);
-    int64_t packed = -1;
-#pragma omp for schedule(static)
-    for (int64_t it = 0; it < items; ++it) {
-      const int64_t n = it / chunks, c = it % chunks;
-      const int64_t k0 = std::min(L, c * chunk_keys), k1 = std::min(L, k0 + chunk_keys);
-      if (packed != n) {
-        pack_panels(g, n, L, W, k, k_st, kp.data());
-        pack_panels(g, n, L, W, v, v_st, vp.data());
-        pack_rows(g, n, 0, L, k, k_st, 1.0f, kr.data(), Dp);
-        pack_rows(g, n, 0, L, q, q_st, qmul, qr.data(), Dp);
-        pack_rows(g, n, 0, L, dout, dout_st, 1.0f, dor.data(), Dp);
-        for (int64_t i0 = 0; i0 < L; i0 += qb) {  // delta = rowsum(dout * out), lse in base 2
-          const int64_t rows = std::min(qb, L - i0);
-          pack_rows(g, n, i0, rows, out, out_st, 1.0f, orow.data(), Dp);
-          for (int64_t i = 0; i < rows; ++i) {
-            float acc = 0.0f;
-            const float* a = dor.data() + (i0 + i) * Dp;
-            const float* b = orow.data() + i * Dp;
-            for (int64_t d = 0; d < D; ++d) acc += a[d] * b[d];
-            delta[i0 + i] = acc;
-            lse2[i0 + i] = lse[offset(g, n, i0 + i, lse_st)] * static_cast<float>(kLog2e);
-          }
-        }
-        packed = n;
-      }
-      if (k0 >= k1) continue;
-      float* dqa = chunks > 1 ? dq_parts.data() + it * L * Dp : dqb.data();
-      std::fill(dqa, dqa + L * Dp, 0.0f);
-      std::fill(dkb.begin() + k0 * Dp, dkb.begin() + k1 * Dp, 0.0f);
-      std::fill(dvb.begin() + k0 * Dp, dvb.begin() + k1 * Dp, 0.0f);
-      for (int64_t i0 = 0; i0 < L; i0 += qb) {
-        const int64_t rows = std::min(qb, L - i0);
-        cpu.backward_block(rows, k0, k1, D, Dp, nc, qr.data() + i0 * Dp, dor.data() + i0 * Dp, lse2.data() + i0,
-                           delta.data() + i0, kp.data(), vp.data(), kr.data(), dqa + i0 * Dp, dkb.data(),
-                           dvb.data(), s.data(), dp.data());
-      }
-      unpack_rows(g, n, k0, k1 - k0, dkb.data() + k0 * Dp, Dp, ln2, dk, dk_st);  // dk = ln 2 * dS^T q'
-      unpack_rows(g, n, k0, k1 - k0, dvb.data() + k0 * Dp, Dp, 1.0f, dv, dv_st);
-      if (chunks == 1) unpack_rows(g, n, 0, L, dqa, Dp, scale, dq, dq_st);
-    }
-  }
-  if (chunks > 1) {  // dq = scale * sum of the chunks' partial dq, in chunk order
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-      std::vector<float> acc(L * Dp);
-      std::copy(dq_parts.begin() + n * chunks * L * Dp, dq_parts.begin() + (n * chunks + 1) * L * Dp, acc.begin());
-      for (int64_t c = 1; c < chunks; ++c) {
-        const float* part = dq_parts.data() + (n * chunks + c) * L * Dp;
-        for (int64_t i = 0; i < L * Dp; ++i) acc[i] += part[i];
-      }
-      unpack_rows(g, n, 0, L, acc.data(), Dp, scale, dq, dq_st);
-    }
-  }
+#if defined(FASTVDM_ATTN_X86)
+  if (isa() == Isa::kAvx512)
+    return avx512::backward(g, q, q_st, k, k_st, v, v_st, out, out_st, dout, dout_st, lse, lse_st, dq, dq_st, dk,
+                            dk_st, dv, dv_st, scale);
+  if (isa() == Isa::kAvx2)
+    return avx2::backward(g, q, q_st, k, k_st, v, v_st, out, out_st, dout, dout_st, lse, lse_st, dq, dq_st, dk,
+                          dk_st, dv, dv_st, scale);
+#endif
+  baseline::backward(g, q, q_st, k, k_st, v, v_st, out, out_st, dout, dout_st, lse, lse_st, dq, dq_st, dk, dk_st,
+                     dv, dv_st, scale);
 }
 
 #define FASTVDM_INSTANTIATE_ATTENTION(T)                                                                        \
