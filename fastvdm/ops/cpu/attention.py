@@ -29,14 +29,14 @@ import torch
 from torch import Tensor
 
 from fastvdm.ops import _dispatch
-from fastvdm.ops.attention_common import extension_ops
+from fastvdm.ops.attention_common import backend_ops
 from fastvdm.ops.extensions import cpu_extension
 
 cpu_extension()  # registers torch.ops.fastvdm_cpu.attention_{forward,backward}
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-_attention_fwd, _custom_op_attention = extension_ops("cpu", torch.ops.fastvdm_cpu)
+_attention_fwd, _custom_op_attention = backend_ops("cpu", torch.ops.fastvdm_cpu)
 _C = torch.ops.fastvdm_cpu
 _AXES = {"spatial": 0, "temporal": 1, "joint": 2}
 
@@ -54,6 +54,8 @@ class _Attention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the custom op, whose derivative refuses with a clear error
+            return (*torch.ops.fastvdm.video_attention_cpu_bwd(do, q, k, v, o, lse, ctx.axis, ctx.scale), None, None)
         dq, dk, dv = _C.attention_backward(do, q, k, v, o, lse, _AXES[ctx.axis], ctx.scale)
         return dq, dk, dv, None, None
 
