@@ -43,12 +43,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--guidance", type=float, default=1.0, help="kl: teacher classifier-free guidance (default 1)")
     d.add_argument("--t-max-disc", type=float, default=999.0, help="largest noise level the discriminator judges")
     d.add_argument("--head-width", type=int, default=64, help="gan: discriminator head width (default 64)")
-    d.add_argument("--disc-multiscale", action="store_true",
-                   help="gan: one head per encoder scale (every down level + middle) instead of one on the middle")
-    d.add_argument("--disc-holes", action="store_true",
-                   help="gan: with --disc-multiscale, pool the logit maps weighted towards the render's holes")
-    d.add_argument("--disc-pixels", action="store_true",
-                   help="gan: with --disc-multiscale, add a head on the noised clip itself (pixel branch)")
     d.add_argument("--ema", type=float, default=0.99, help="student EMA decay (default 0.99)")
     d.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm per optimizer (default 1)")
     d.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
@@ -70,8 +64,6 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")
     if args.stage == "gan" and (args.init or args.disc):
         raise ValueError("--init and --disc are options of --stage kl")
-    if (args.disc_holes or args.disc_pixels) and not args.disc_multiscale:
-        raise ValueError("--disc-holes and --disc-pixels need --disc-multiscale")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     rank, world, device = init_distributed()
@@ -81,8 +73,8 @@ def main(args: argparse.Namespace) -> int:
     if args.stage == "gan":
         config = GANConfig(lr_g=args.lr_g or 5e-6, lr_d=args.lr_d, t_range=t_disc,
                            disc_steps=2 if args.disc_steps is None else args.disc_steps)
-        head = {"width": args.head_width, "multiscale": args.disc_multiscale, "hole_weighted": args.disc_holes,
-                "pixel_branch": args.disc_pixels}
+        # head_options: the experiment's head config (experiments/distill_disc.py sets it; not a CLI option)
+        head = {"width": args.head_width, **getattr(args, "head_options", {})}
     else:
         config = KLConfig(weighting=args.weighting, lr_g=args.lr_g or 3e-6, lr_fake=args.lr_fake, lr_d=args.lr_d,
                           fake_steps=args.fake_steps, guidance=args.guidance, gan_weight=args.gan_weight,

@@ -25,19 +25,45 @@ from fastvdm.distill.kl_stage import KLConfig, KLStage
 HEAD_DEFAULTS = {"width": 64, "depth": 3}
 
 
+def _encoder_head(teacher: nn.Module, **cfg):
+    from fastvdm.models.discriminator import Discriminator
+
+    return Discriminator(teacher, **cfg)
+
+
+# head kind -> factory(teacher, **config) -> a discriminator whose trainable parameters are ``.head``. "encoder"
+# is FVGen's (frozen teacher encoder + Head3D); experiments register more (experiments/disc_heads.py).
+HEAD_KINDS = {"encoder": _encoder_head}
+_EXPERIMENT_KEYS = ("multiscale", "hole_weighted", "pixel_branch")  # written by older runs, False = encoder
+
+
+def register_head_kind(name: str, factory) -> None:
+    """Make head kind ``name`` buildable: ``factory(teacher, **config) -> discriminator`` (config: the head's
+    checkpoint config without ``kind`` and ``in_channels``)."""
+    HEAD_KINDS[name] = factory
+
+
 def head_config(teacher: nn.Module, **overrides) -> dict:
-    """The discriminator head's config as stored in a checkpoint: in_channels, width, depth, groups (+ overrides)."""
-    cfg = {**HEAD_DEFAULTS, **overrides}
+    """The discriminator head's config as stored in a checkpoint: kind, in_channels, width, depth, groups
+    (+ overrides, e.g. an experiment's options)."""
+    cfg = {"kind": "encoder", **HEAD_DEFAULTS, **overrides}
     cfg.setdefault("groups", min(8, cfg["width"]))
     return {"in_channels": teacher.feature_channels, **cfg}
 
 
 def make_discriminator(teacher: nn.Module, cfg: dict):
-    """A :class:`~fastvdm.models.discriminator.Discriminator` (frozen ``teacher`` + a head) from a head config."""
-    from fastvdm.models.discriminator import Discriminator
+    """The discriminator (frozen ``teacher`` + a head) of a head config (see :data:`HEAD_KINDS`)."""
+    kwargs = {k: v for k, v in cfg.items() if k not in ("in_channels", "kind")}
+    kind = cfg.get("kind") or ("multiscale" if kwargs.get("multiscale") else "encoder")
+    if kind == "encoder":
+        kwargs = {k: v for k, v in kwargs.items() if k not in _EXPERIMENT_KEYS or v}
+    if kind not in HEAD_KINDS:
+        from fastvdm.errors import UserError
 
-    kwargs = {k: v for k, v in cfg.items() if k != "in_channels"}
-    return Discriminator(teacher, **kwargs)
+        raise UserError(f"discriminator head kind {kind!r} is not registered here (kinds: {sorted(HEAD_KINDS)}); "
+                        "it is an experiment: import its module from the source checkout first "
+                        "(e.g. experiments.disc_heads)")
+    return HEAD_KINDS[kind](teacher, **kwargs)
 
 
 def load_disc_head(run: str, teacher: nn.Module):
@@ -111,4 +137,5 @@ def stage_step_fn(stage):
     return step_fn
 
 
-__all__ = ["build_stage", "stage_step_fn", "load_disc_head", "make_discriminator", "head_config"]
+__all__ = ["build_stage", "stage_step_fn", "load_disc_head", "make_discriminator", "head_config", "register_head_kind",
+           "HEAD_KINDS"]
