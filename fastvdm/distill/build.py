@@ -21,6 +21,7 @@ from torch import nn
 from fastvdm.diffusion import FewStepSampler, VSchedule
 from fastvdm.distill.gan_stage import GANConfig, GANStage
 from fastvdm.distill.kl_stage import KLConfig, KLStage
+from fastvdm.errors import UserError
 
 HEAD_DEFAULTS = {"width": 64, "depth": 3}
 
@@ -58,8 +59,6 @@ def make_discriminator(teacher: nn.Module, cfg: dict):
     if kind == "encoder":
         kwargs = {k: v for k, v in kwargs.items() if k not in _EXPERIMENT_KEYS or v}
     if kind not in HEAD_KINDS:
-        from fastvdm.errors import UserError
-
         raise UserError(f"discriminator head kind {kind!r} is not registered here (kinds: {sorted(HEAD_KINDS)}); "
                         "it is an experiment: import its module from the source checkout first "
                         "(e.g. experiments.disc_heads)")
@@ -75,7 +74,7 @@ def load_disc_head(run: str, teacher: nn.Module):
     tensors, meta = read_checkpoint(path)
     hc = meta.get("model_configs", {}).get("disc_head")
     if not hc:
-        raise ValueError(f"{path} has no discriminator head (is it a --stage gan run?)")
+        raise UserError(f"{path} has no discriminator head (is it a --stage gan run?)")
     disc = make_discriminator(teacher, hc)
     load_state_dict_checked(disc.head, prefixed(tensors, "model/disc_head"), f"{path} disc_head")
     return disc, hc
@@ -94,9 +93,9 @@ def build_stage(kind: str, teacher: nn.Module, config: Union[GANConfig, KLConfig
     from fastvdm.train import TrainState, load_model
 
     if kind not in ("gan", "kl"):
-        raise ValueError(f"stage must be 'gan' or 'kl', got {kind!r}")
+        raise UserError(f"stage must be 'gan' or 'kl', got {kind!r}")
     if kind == "gan" and (init or disc):
-        raise ValueError("init and disc are options of the kl stage")
+        raise UserError("init and disc are options of the kl stage")
     teacher.requires_grad_(False)
     sampler = FewStepSampler(VSchedule())
     state = TrainState()
