@@ -68,9 +68,6 @@ def test_pixel_branch_head_sees_the_clip():
     assert torch.allclose(full2 - full, pixel_term(x_shift) - pixel_term(x0), atol=1e-5)
 
 
-@pytest.mark.parametrize("k", [0, 1, 2, 3])
-
-
 def test_head_kind_round_trip_through_the_checkpoint_config():
     """build_stage stores the experiment's head config; make_discriminator rebuilds the same head from it."""
     teacher = small_unet()

@@ -109,6 +109,7 @@ def test_multiscale_encode_returns_each_level_and_the_middle():
     assert torch.equal(feats[-1], model.encode(x0, t, cond))  # the last is the single-scale output
 
 
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
 def test_backward_simulation_uses_sampler_timesteps(k):
     sampler = FewStepSampler(VSchedule())
     model = Recorder(small_unet())
