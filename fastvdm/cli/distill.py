@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from fastvdm.cli._clips import add_clip_args, open_clips_from_args
+from fastvdm.cli._training import add_clip_args, add_run_args, open_clips_from_args
 
 from fastvdm.errors import UserError
 
@@ -45,15 +45,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--guidance", type=float, default=1.0, help="kl: teacher classifier-free guidance (default 1)")
     d.add_argument("--t-max-disc", type=float, default=999.0, help="largest noise level the discriminator judges")
     d.add_argument("--head-width", type=int, default=64, help="gan: discriminator head width (default 64)")
-    d.add_argument("--ema", type=float, default=0.99, help="student EMA decay (default 0.99)")
-    d.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm per optimizer (default 1)")
-    d.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
-    d.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N steps (default 50)")
-    d.add_argument("--keep", type=int, default=2, help="checkpoints kept (default 2; 0 = all)")
-    d.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    d.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
-    d.add_argument("--allow-config-change", action="store_true",
-                   help="resume a run folder even though --frames/--size/--data/--batch/--teacher/--init differ")
+    add_run_args(d, ema=0.99, ckpt_every=50, keep=2, ema_what="student EMA", clip_what="max gradient norm per optimizer",
+                 changed="--frames/--size/--data/--batch/--teacher/--init")
     d.set_defaults(func=main)
     return d
 
