@@ -302,20 +302,23 @@ def test_absurd_focal_length_is_refused(wd, fl):
 
 
 def test_nan_weights_are_refused_at_load(wd):
-    from safetensors.torch import load_file, save_file
+    import shutil
+
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     from fastvdm.pipeline import shipped_models
 
-    src = shipped_models()["student_tiny"]
+    shutil.copytree(shipped_models()["student_tiny"], "nan_student")  # a pretrained folder: config + weights
+    src = os.path.join("nan_student", "model.safetensors")
     with safe_open(src, "pt") as f:
         md = f.metadata()
     t = load_file(src)
     k = sorted(t)[len(t) // 2]
     t[k] = t[k].clone()
     t[k].view(-1)[0] = float("nan")
-    save_file(t, "nan_student.safetensors", metadata=md)
-    wd.fails(*densify("--out", "dense", "--ckpt", "nan_student.safetensors"), match="hold NaN or infinite values")
+    save_file(t, src, metadata=md)
+    wd.fails(*densify("--out", "dense", "--ckpt", "nan_student"), match="hold NaN or infinite values")
 
 
 def test_nan_condition_is_refused_at_the_pipeline_boundary():
