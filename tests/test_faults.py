@@ -671,3 +671,18 @@ def test_really_read_only_disk(wd):
         assert "Read-only file system" in line
     finally:
         subprocess.run(["umount", ro], capture_output=True)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16_bit_colour_png_is_scaled_not_clipped(tmp_path, channels, capsys):
+    """48/64-bit PNGs (PIL reads them as 8-bit RGB/RGBA): values come back scaled to [0, 1] (to 8-bit precision)."""
+    import cv2
+
+    from fastvdm.data.scene_io import read_image
+
+    a = (np.random.default_rng(0).random((6, 5, channels)) * 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "x.png"), a)
+    rgb, alpha = read_image(str(tmp_path / "x.png"), "test")
+    want = torch.from_numpy(a[..., 2::-1].astype(np.float64) / 65535).permute(2, 0, 1)
+    assert alpha == (channels == 4)
+    assert (rgb.double() - want).abs().max() < 1 / 255  # PIL keeps the high byte
