@@ -686,3 +686,15 @@ def test_16_bit_colour_png_is_scaled_not_clipped(tmp_path, channels, capsys):
     want = torch.from_numpy(a[..., 2::-1].astype(np.float64) / 65535).permute(2, 0, 1)
     assert alpha == (channels == 4)
     assert (rgb.double() - want).abs().max() < 1 / 255  # PIL keeps the high byte
+
+
+def test_stale_file_temps_of_dead_processes(tmp_path):
+    from fastvdm.outdir import sweep_stale_file_temps
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for n in (f"c.safetensors.tmp-{dead.pid}", f"c.safetensors.tmp-{os.getpid()}", f"d.safetensors.tmp-{dead.pid}"):
+        (tmp_path / n).write_bytes(b"x")
+    removed = sweep_stale_file_temps(str(tmp_path / "c.safetensors"), quiet=True)
+    assert [os.path.basename(p) for p in removed] == [f"c.safetensors.tmp-{dead.pid}"]
+    assert sorted(os.listdir(tmp_path)) == sorted([f"c.safetensors.tmp-{os.getpid()}", f"d.safetensors.tmp-{dead.pid}"])
