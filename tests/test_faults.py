@@ -698,3 +698,17 @@ def test_stale_file_temps_of_dead_processes(tmp_path):
     removed = sweep_stale_file_temps(str(tmp_path / "c.safetensors"), quiet=True)
     assert [os.path.basename(p) for p in removed] == [f"c.safetensors.tmp-{dead.pid}"]
     assert sorted(os.listdir(tmp_path)) == sorted([f"c.safetensors.tmp-{os.getpid()}", f"d.safetensors.tmp-{dead.pid}"])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_attention_double_backward_says_unsupported(backend):
+    import fastvdm.ops as ops
+
+    if backend not in ops.available_backends("video_attention"):
+        pytest.skip(f"{backend} not available here")
+    q = torch.randn(1, 2, 4, 1, 8, requires_grad=True)
+    with ops.use_backend(backend):
+        o = ops.video_attention(q, q, q, "joint")
+        (g,) = torch.autograd.grad(o.square().sum(), q, create_graph=True)
+        with pytest.raises(ops.BackendUnavailableError, match=f"not supported by the '{backend}' backend; no backend"):
+            g.sum().backward()
