@@ -41,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from fastvdm.data.dataset import clip_from_scene
-    from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule
+    from fastvdm.diffusion import DDIMSampler, FewStepSampler, count_nfe
     from fastvdm.media import write_clip_outputs
     from fastvdm.models import make_cond
     from fastvdm.train import load_model
@@ -61,16 +61,15 @@ def main(args: argparse.Namespace) -> int:
     batch = torch.utils.data.default_collate([clip])
     x0, cond = make_cond(batch, device)
     check_finite_condition(cond, f"scene {args.scene}: condition")
-    sch = VSchedule()
     if args.sampler == "ddim":
-        sampler = DDIMSampler(sch, num_steps=args.steps, guidance=args.guidance)
-        kw = {}
+        sampler = DDIMSampler(num_steps=args.steps, guidance=args.guidance)
     else:
-        sampler, kw = FewStepSampler(sch), {"num_steps": args.steps}
+        sampler = FewStepSampler()
     g = torch.Generator().manual_seed(args.seed)
-    out = sampler(model, cond, tuple(x0.shape), generator=g, progress=args.progress, **kw)[0].cpu()
+    net = count_nfe(model)
+    out = sampler(net, cond, tuple(x0.shape), generator=g, progress=args.progress, num_steps=args.steps)[0].cpu()
     with staged_output_dir(dest, args.force, inputs) as tmp:
         paths = write_clip_outputs(tmp, out, batch["cond_rgb"][0], gt, args.scale)
     paths = [os.path.join(dest, os.path.relpath(p, tmp)) for p in paths]
-    print(f"{sampler.last_nfe} network evaluations; wrote {len(paths) - 2} frames, {paths[-2]} and {paths[-1]}")
+    print(f"{net.calls} network evaluations; wrote {len(paths) - 2} frames, {paths[-2]} and {paths[-1]}")
     return 0
