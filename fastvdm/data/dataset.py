@@ -308,10 +308,18 @@ def open_clips(data: str | None = None, *, frames: int = 8, size: int = 32, clip
     if not cache:
         return ds
     if not os.path.isfile(cache):
+        from fastvdm.outdir import sweep_stale_file_temps
+
         os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+        sweep_stale_file_temps(cache)  # a killed earlier run's partial cache
         tmp = f"{cache}.tmp-{os.getpid()}"
-        cache_clips(ds, tmp)
-        os.replace(tmp, cache)
+        try:
+            cache_clips(ds, tmp)
+            os.replace(tmp, cache)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
     return CachedClips(cache)
 
 
