@@ -11,6 +11,12 @@ point (d2 ~ 0) thus beats the splats of its neighbours on the same, possibly sla
 clearly nearer surface still covers it; with falloff 0 this is the plain nearest-point z-buffer.
 The scatter-min runs on int64 keys packing (float32 splat depth bits, point index); a GPU kernel could do
 the same with an atomic min per pixel. Inputs are CPU tensors.
+
+``splat_surfels`` is the full-resolution warp used by densify: every point is the surfel of the source pixel
+it was unprojected from (``unproject_surfels`` gives its world size), so in a target camera it covers the
+pixels whose centres fall inside that source pixel's projected footprint, and nothing else. Its "seen" mask
+therefore marks exactly the target pixels some input pixel sees (no splat bleeding into disoccluded pixels);
+overlapping footprints are resolved by the same z-buffer.
 """
 
 from __future__ import annotations
@@ -123,3 +129,96 @@ def render_points(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[
     depth = torch.where(filled, z_all[view_of_pixel, torch.where(filled, win, 0)], 0.0)
     rgb = rgb.reshape(n_views, h, w, n_ch).permute(0, 3, 1, 2).contiguous()
     return rgb, filled.float().reshape(n_views, 1, h, w), depth.reshape(n_views, h, w)
+
+
+def unproject_surfels(rgb: torch.Tensor, depth: torch.Tensor, cameras: Sequence[Camera]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``unproject`` plus each point's surfel size: the world width of its source pixel at its depth.
+
+    Returns points (N, 3) float32, colours (N, C) and sizes (N,) float32 = z / sqrt(fx fy) of the source
+    camera (world units), in the same order as ``unproject``.
+    """
+    pts, cols = unproject(rgb, depth, cameras)
+    h, w = depth.shape[-2:]
+    sizes = []
+    for v, cam in enumerate(cameras):
+        c = cam if (h, w) == (cam.height, cam.width) else cam.resized(h, w)
+        z = depth[v].float()
+        ok = torch.isfinite(z) & (z > 0)
+        sizes.append(z[ok] / math.sqrt(c.fx * c.fy))
+    return pts, cols, torch.cat(sizes)
+
+
+def splat_surfels(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[Camera], h: int, w: int,
+                  sizes: torch.Tensor | None = None, margin: float = 1.1, max_radius: float = 4.0,
+                  near: float = 1e-3, falloff: float = 0.05) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Z-buffered surfel splat at full resolution; "seen" marks only pixels an input point's footprint covers.
+
+    points: (N, 3) world positions; colors: (N, C); cameras: V cameras (intrinsics rescaled to h x w);
+    sizes: (N,) world width of each point's surfel (``unproject_surfels``), or None for points without a
+    footprint (a PLY): those cover only the pixel they project into. A surfel of size s at z-depth z covers
+    the pixels whose centres lie within a square of half-width r = margin * s * f / (2 z) pixels around its
+    projection (f: the target focal length per axis; r at least 0.5, so every point covers its own pixel,
+    and at most ``max_radius``: grazing surfels do not smear). margin (>= 1) closes the sub-pixel cracks that
+    perspective leaves between neighbouring footprints; a disocclusion wider than (margin - 1) pixels stays a
+    hole. Visibility: nearest z-depth wins, with a ``falloff`` (relative depth per squared footprint radius)
+    that lets a pixel's own surfel win against its neighbours' on the same surface.
+    Returns rgb (V, C, h, w) (0 where unseen), seen (V, 1, h, w) in {0., 1.}, depth (V, h, w) (0 where
+    unseen), all float32.
+    """
+    if points.dim() != 2 or points.shape[1] != 3 or colors.dim() != 2 or colors.shape[0] != points.shape[0]:
+        raise ValueError(f"splat_surfels: expected points (N, 3) and colors (N, C), got {tuple(points.shape)} "
+                         f"and {tuple(colors.shape)}")
+    if sizes is not None and sizes.shape != (points.shape[0],):
+        raise ValueError(f"splat_surfels: sizes must be (N,) = ({points.shape[0]},), got {tuple(sizes.shape)}")
+    if margin < 1 or max_radius < 0.5:
+        raise ValueError(f"splat_surfels: need margin >= 1 and max_radius >= 0.5, got {margin}, {max_radius}")
+    n_views, n_ch, hw = len(cameras), colors.shape[1], h * w
+    out_rgb, out_seen, out_depth = [], [], []
+    points = points.float()
+    colors = colors.float()
+    idx = torch.arange(points.shape[0])
+    for cam in cameras:
+        c = cam if (h, w) == (cam.height, cam.width) else cam.resized(h, w)
+        w2c = c.w2c.float()
+        pc = points @ w2c[:3, :3].T + w2c[:3, 3]
+        z = pc[:, 2]
+        front = z > near
+        pcf, zf, ids = pc[front], z[front], idx[front]
+        u = c.fx * pcf[:, 0] / zf + c.cx
+        v = c.fy * pcf[:, 1] / zf + c.cy
+        if sizes is None:
+            rx = ry = torch.full_like(zf, 0.5)
+        else:
+            s = sizes.float()[front] * margin / (2 * zf)
+            rx = (s * c.fx).clamp(0.5, max_radius)
+            ry = (s * c.fy).clamp(0.5, max_radius)
+        # keep points whose footprint can touch the image
+        inside = (u + rx > 0) & (u - rx < w) & (v + ry > 0) & (v - ry < h)
+        u, v, rx, ry, zf, ids = u[inside], v[inside], rx[inside], ry[inside], zf[inside], ids[inside]
+        best = torch.full((hw + 1,), torch.iinfo(torch.int64).max, dtype=torch.int64)
+        kx = int(math.ceil(2 * float(rx.max()))) if rx.numel() else 1
+        ky = int(math.ceil(2 * float(ry.max()))) if ry.numel() else 1
+        x0 = torch.floor(u - rx - 0.5).long() + 1  # first column whose centre is > u - rx
+        y0 = torch.floor(v - ry - 0.5).long() + 1
+        for oy in range(ky + 1):
+            for ox in range(kx + 1):
+                cx_, cy_ = x0 + ox, y0 + oy
+                dx, dy = cx_.float() + 0.5 - u, cy_.float() + 0.5 - v
+                ok = ((dx > -rx) & (dx <= rx) & (dy > -ry) & (dy <= ry)
+                      & (cx_ >= 0) & (cx_ < w) & (cy_ >= 0) & (cy_ < h))
+                if not bool(ok.any()):
+                    continue
+                d2 = (dx[ok] / rx[ok]) ** 2 + (dy[ok] / ry[ok]) ** 2
+                zs = zf[ok] * (1 + falloff * d2)
+                key = (zs.view(torch.int32).long() << 32) | ids[ok]
+                best.scatter_reduce_(0, cy_[ok] * w + cx_[ok], key, "amin")
+        best = best[:hw]
+        seen = best != torch.iinfo(torch.int64).max
+        win = torch.where(seen, best & 0xFFFFFFFF, 0)
+        out_rgb.append(torch.where(seen[:, None], colors[win], 0.0).T.reshape(n_ch, h, w))
+        out_seen.append(seen.float().reshape(1, h, w))
+        out_depth.append(torch.where(seen, z[win], 0.0).reshape(h, w))
+    if n_views == 0:
+        return torch.zeros(0, n_ch, h, w), torch.zeros(0, 1, h, w), torch.zeros(0, h, w)
+    return torch.stack(out_rgb), torch.stack(out_seen), torch.stack(out_depth)
