@@ -53,12 +53,12 @@ class DensifyError(ValueError):
 # ----------------------------------------------------------------------------------------------- geometry
 @dataclass
 class Geometry:
-    """World points (N, 3) float32, colours (N, 3) in [0, 1], surfel sizes (N,) (0: no footprint, e.g. PLY),
+    """World points (N, 3) float32, colours (N, 3) in [0, 1], surfel tangents (N, 2, 3) (0: no footprint, e.g. PLY),
     and where each input view's depth came from ("depth", "stereo", or None)."""
 
     points: torch.Tensor
     colors: torch.Tensor
-    sizes: torch.Tensor
+    tangents: torch.Tensor
     sources: list = field(default_factory=list)
 
 
@@ -87,22 +87,22 @@ def scene_geometry(views: Sequence, points: Optional[torch.Tensor] = None, color
         for i, d in stereo_depth_for_views(views, need, names=names).items():
             depths[i] = d
             sources[i] = "stereo"
-    pts, cols, sizes = [], [], []
+    pts, cols, tans = [], [], []
     for v, d in zip(views, depths):
         if d is None:
             continue
         if d.shape != v.rgb.shape[1:]:
             raise DensifyError(f"{v.name}: depth is {tuple(d.shape)}, image is {tuple(v.rgb.shape[1:])}")
         p, c, s = unproject_surfels(v.rgb[None], d[None], [v.camera])
-        pts.append(p), cols.append(c), sizes.append(s)
+        pts.append(p), cols.append(c), tans.append(s)
     if points is not None:
         if colors is None or colors.shape != points.shape:
             raise DensifyError("the point cloud needs one colour per point (red, green, blue in the PLY)")
-        pts.append(points.float()), cols.append(colors.float()), sizes.append(torch.zeros(points.shape[0]))
+        pts.append(points.float()), cols.append(colors.float()), tans.append(torch.zeros(points.shape[0], 2, 3))
     if not pts or sum(p.shape[0] for p in pts) == 0:
         raise DensifyError("no geometry: the input views have no (valid) depth and there is no point cloud; give "
                            "depth_file_path per frame, ply_file_path, or photos stereo can match (stereo='auto')")
-    return Geometry(torch.cat(pts), torch.cat(cols).clamp(0, 1), torch.cat(sizes), sources)
+    return Geometry(torch.cat(pts), torch.cat(cols).clamp(0, 1), torch.cat(tans), sources)
 
 
 # ----------------------------------------------------------------------------------------------- working size
@@ -271,7 +271,7 @@ def splat_surfels_cached(geom: Geometry, camera: Camera) -> tuple[torch.Tensor, 
     """The full-resolution warp of ``geom`` into ``camera``: rgb (3, H, W), seen (1, H, W), depth (H, W)."""
     from fastvdm.data.warp import splat_surfels
 
-    rgb, seen, depth = splat_surfels(geom.points, geom.colors, [camera], camera.height, camera.width, geom.sizes)
+    rgb, seen, depth = splat_surfels(geom.points, geom.colors, [camera], camera.height, camera.width, geom.tangents)
     return rgb[0], seen[0], depth[0]
 
 

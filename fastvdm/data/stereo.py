@@ -131,14 +131,19 @@ def _back_to_original(disp: np.ndarray, cam: Camera, rect: np.ndarray, proj: np.
 
 def best_partner(views: Sequence, i: int) -> int | None:
     """The other view to match view i with: the nearest camera centre among views looking the same way
-    (viewing directions within 60 degrees) at a non-zero distance; None if there is none."""
+    (viewing directions within 60 degrees) and displaced mostly sideways (the baseline's component across
+    view i's optical axis at least half its length: forward motion cannot be rectified); None if none is."""
     ci = views[i].camera
+    axis = ci.rotation[:, 2]
     best, best_d = None, float("inf")
     for j, v in enumerate(views):
         if j == i:
             continue
-        d = float((v.camera.center - ci.center).norm())
-        if d < 1e-9 or float(v.camera.rotation[:, 2] @ ci.rotation[:, 2]) < 0.5:
+        b = v.camera.center - ci.center
+        d = float(b.norm())
+        if d < 1e-9 or float(v.camera.rotation[:, 2] @ axis) < 0.5:
+            continue
+        if float((b - (b @ axis) * axis).norm()) < 0.5 * d:
             continue
         if d < best_d:
             best, best_d = j, d
@@ -153,8 +158,9 @@ def stereo_depth_for_views(views: Sequence, indices: Sequence[int], names: Seque
     for i in indices:
         j = best_partner(views, i)
         if j is None:
-            raise ValueError(f"{names[i]}: no depth map, and no other photo looks the same way from another place "
-                             "to match it with by stereo; give depth_file_path or ply_file_path, or more photos")
+            raise ValueError(f"{names[i]}: no depth map, and no other photo sees the same side of the scene from a "
+                             "sideways-shifted place to match it with by stereo; give depth_file_path or ply_file_path, "
+                             "or add such a photo")
         out[i] = stereo_pair_depth(views[i], views[j], **kwargs)[0]
         if not bool((out[i] > 0).any()):
             raise ValueError(f"{names[i]}: stereo with {names[j]} found no confident match; give depth_file_path "

@@ -13,7 +13,7 @@ The scatter-min runs on int64 keys packing (float32 splat depth bits, point inde
 the same with an atomic min per pixel. Inputs are CPU tensors.
 
 ``splat_surfels`` is the full-resolution warp used by densify: every point is the surfel of the source pixel
-it was unprojected from (``unproject_surfels`` gives its world size), so in a target camera it covers the
+it was unprojected from (``unproject_surfels`` gives the surface vectors spanning it), so in a target camera it covers the
 pixels whose centres fall inside that source pixel's projected footprint, and nothing else. Its "seen" mask
 therefore marks exactly the target pixels some input pixel sees (no splat bleeding into disoccluded pixels);
 overlapping footprints are resolved by the same z-buffer.
@@ -131,46 +131,79 @@ def render_points(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[
     return rgb, filled.float().reshape(n_views, 1, h, w), depth.reshape(n_views, h, w)
 
 
-def unproject_surfels(rgb: torch.Tensor, depth: torch.Tensor, cameras: Sequence[Camera]
+def unproject_surfels(rgb: torch.Tensor, depth: torch.Tensor, cameras: Sequence[Camera], max_step: float = 0.05
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``unproject`` plus each point's surfel size: the world width of its source pixel at its depth.
+    """``unproject`` plus each point's surfel: the world vectors spanning its source pixel on the surface.
 
-    Returns points (N, 3) float32, colours (N, C) and sizes (N,) float32 = z / sqrt(fx fy) of the source
-    camera (world units), in the same order as ``unproject``.
+    The pixel's footprint on the surface is the parallelogram spanned by tangents (N, 2, 3): the world
+    displacement to the next pixel along x and along y, measured on the depth map by central differences
+    (one-sided where one neighbour is missing or more than ``max_step`` (relative depth) away, i.e. across a
+    depth edge); with neither neighbour on the same surface, the fronto-parallel step z / f along the camera
+    axis. Returns points (N, 3) float32, colours (N, C) and tangents (N, 2, 3) float32, in ``unproject``'s order.
     """
     pts, cols = unproject(rgb, depth, cameras)
     h, w = depth.shape[-2:]
-    sizes = []
+    tangents = []
     for v, cam in enumerate(cameras):
         c = cam if (h, w) == (cam.height, cam.width) else cam.resized(h, w)
+        o, d = camera_rays(c, h, w)
         z = depth[v].float()
         ok = torch.isfinite(z) & (z > 0)
-        sizes.append(z[ok] / math.sqrt(c.fx * c.fy))
-    return pts, cols, torch.cat(sizes)
+        zz = torch.where(ok, z, 0.0)
+        p = o + zz[..., None] * d  # (h, w, 3)
+        steps = []
+        for axis, (f, col) in enumerate(((c.fx, 0), (c.fy, 1))):
+            dim = 1 - axis  # x: along columns (dim 1 of (h, w)), y: along rows (dim 0)
+            fallback = (zz / f)[..., None] * c.rotation[:, col].float()
+            nxt = torch.roll(p, -1, dim) - p
+            prv = p - torch.roll(p, 1, dim)
+            zn, zp = torch.roll(zz, -1, dim), torch.roll(zz, 1, dim)
+            okn = ok & (zn > 0) & ((zn - zz).abs() <= max_step * zz)
+            okp = ok & (zp > 0) & ((zp - zz).abs() <= max_step * zz)
+            last = torch.zeros_like(ok)
+            if dim == 1:
+                last[:, -1] = True
+                first = torch.zeros_like(ok)
+                first[:, 0] = True
+            else:
+                last[-1, :] = True
+                first = torch.zeros_like(ok)
+                first[0, :] = True
+            okn &= ~last
+            okp &= ~first
+            step = torch.where((okn & okp)[..., None], 0.5 * (nxt + prv),
+                               torch.where(okn[..., None], nxt, torch.where(okp[..., None], prv, fallback)))
+            steps.append(step[ok])
+        tangents.append(torch.stack(steps, 1))
+    return pts, cols, torch.cat(tangents)
 
 
 def splat_surfels(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[Camera], h: int, w: int,
-                  sizes: torch.Tensor | None = None, margin: float = 1.1, max_radius: float = 4.0,
+                  tangents: torch.Tensor | None = None, margin: float = 1.0, max_radius: float = 8.0,
                   near: float = 1e-3, falloff: float = 0.05) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Z-buffered surfel splat at full resolution; "seen" marks only pixels an input point's footprint covers.
 
     points: (N, 3) world positions; colors: (N, C); cameras: V cameras (intrinsics rescaled to h x w);
-    sizes: (N,) world width of each point's surfel (``unproject_surfels``), or None for points without a
-    footprint (a PLY): those cover only the pixel they project into. A surfel of size s at z-depth z covers
-    the pixels whose centres lie within a square of half-width r = margin * s * f / (2 z) pixels around its
-    projection (f: the target focal length per axis; r at least 0.5, so every point covers its own pixel,
-    and at most ``max_radius``: grazing surfels do not smear). margin (>= 1) closes the sub-pixel cracks that
-    perspective leaves between neighbouring footprints; a disocclusion wider than (margin - 1) pixels stays a
-    hole. Visibility: nearest z-depth wins, with a ``falloff`` (relative depth per squared footprint radius)
-    that lets a pixel's own surfel win against its neighbours' on the same surface.
+    tangents: (N, 2, 3) world vectors spanning each point's source pixel on the surface
+    (``unproject_surfels``; all-zero rows or None for points without a footprint, e.g. a PLY: those cover only
+    the pixel they project into). A surfel covers the target pixels whose centres lie in the bounding box of
+    its projected footprint parallelogram (half-widths r_x, r_y = margin * (|J t_1| + |J t_2|) / 2 per axis,
+    J the target projection's Jacobian at the point; at least 0.5, so every point covers its own pixel, at
+    most ``max_radius``, so grazing surfels do not smear). Neighbouring footprints tile the surface, so a
+    target pixel is seen iff some input pixel's footprint covers its centre; a disocclusion (a depth edge in
+    the input, where tangents stop) stays a hole. margin > 1 would close sub-pixel cracks at the price of
+    marking that much of a pixel beyond the footprints as seen. Visibility: nearest z-depth wins, with a
+    ``falloff`` (relative depth per squared normalized footprint distance) that lets a pixel's own surfel win
+    against its neighbours' on the same surface.
     Returns rgb (V, C, h, w) (0 where unseen), seen (V, 1, h, w) in {0., 1.}, depth (V, h, w) (0 where
     unseen), all float32.
     """
     if points.dim() != 2 or points.shape[1] != 3 or colors.dim() != 2 or colors.shape[0] != points.shape[0]:
         raise ValueError(f"splat_surfels: expected points (N, 3) and colors (N, C), got {tuple(points.shape)} "
                          f"and {tuple(colors.shape)}")
-    if sizes is not None and sizes.shape != (points.shape[0],):
-        raise ValueError(f"splat_surfels: sizes must be (N,) = ({points.shape[0]},), got {tuple(sizes.shape)}")
+    if tangents is not None and tangents.shape != (points.shape[0], 2, 3):
+        raise ValueError(f"splat_surfels: tangents must be (N, 2, 3) = ({points.shape[0]}, 2, 3), got "
+                         f"{tuple(tangents.shape)}")
     if margin < 1 or max_radius < 0.5:
         raise ValueError(f"splat_surfels: need margin >= 1 and max_radius >= 0.5, got {margin}, {max_radius}")
     n_views, n_ch, hw = len(cameras), colors.shape[1], h * w
@@ -187,12 +220,15 @@ def splat_surfels(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[
         pcf, zf, ids = pc[front], z[front], idx[front]
         u = c.fx * pcf[:, 0] / zf + c.cx
         v = c.fy * pcf[:, 1] / zf + c.cy
-        if sizes is None:
+        if tangents is None:
             rx = ry = torch.full_like(zf, 0.5)
         else:
-            s = sizes.float()[front] * margin / (2 * zf)
-            rx = (s * c.fx).clamp(0.5, max_radius)
-            ry = (s * c.fy).clamp(0.5, max_radius)
+            tc = tangents.float()[front] @ w2c[:3, :3].T  # (M, 2, 3) in target camera axes
+            qx, qy, qz = pcf[:, None, 0], pcf[:, None, 1], zf[:, None]
+            du = c.fx * (tc[..., 0] * qz - qx * tc[..., 2]) / qz ** 2  # (M, 2): projected pixel steps
+            dv = c.fy * (tc[..., 1] * qz - qy * tc[..., 2]) / qz ** 2
+            rx = (0.5 * margin * du.abs().sum(1)).clamp(0.5, max_radius)
+            ry = (0.5 * margin * dv.abs().sum(1)).clamp(0.5, max_radius)
         # keep points whose footprint can touch the image
         inside = (u + rx > 0) & (u - rx < w) & (v + ry > 0) & (v - ry < h)
         u, v, rx, ry, zf, ids = u[inside], v[inside], rx[inside], ry[inside], zf[inside], ids[inside]
