@@ -150,11 +150,14 @@ def smooth_fill(x: torch.Tensor, mask: torch.Tensor, iters: int = 5) -> torch.Te
 
 
 def composite(warp: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor, feather: float = 0.0,
-              harmonize: bool = True) -> torch.Tensor:
+              harmonize: bool = True, ramp: float = 0.0) -> torch.Tensor:
     """Seen pixels from ``warp``, holes from ``generated`` (both (N, 3, H, W) in [0, 1]; seen (N, 1, H, W)).
 
     harmonize: add to ``generated`` the warp-minus-generated residual of the seen pixels, filled smoothly
     into the holes (:func:`smooth_fill`), so the generated content meets its surroundings without a step.
+    ramp: hole pixels closer than ``ramp`` px to a seen pixel mix the smooth fill of the warp itself (weight
+    1 - distance / ramp) with the generated image: at the hole border the surroundings continue, deeper in
+    the hole the model takes over (0: the generated image everywhere in the holes).
     feather: seen pixels within this distance (px) of a hole mix toward the generated image linearly
     (weight of the warp = distance / feather; 0 = hard switch).
     """
@@ -163,6 +166,11 @@ def composite(warp: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor, f
     gen = generated
     if harmonize:
         gen = (gen + smooth_fill(warp - gen, seen) * (1 - seen)).clamp(0, 1)
+    if ramp > 0:
+        dist = torch.stack([torch.from_numpy(cv2.distanceTransform((s.numpy() < 0.5).astype(np.uint8), cv2.DIST_L2, 5))
+                            for s in seen[:, 0]])[:, None]
+        a = (dist / ramp).clamp(0, 1)
+        gen = a * gen + (1 - a) * smooth_fill(warp, seen)
     if feather > 0:
         alpha = []
         for s in seen[:, 0]:
