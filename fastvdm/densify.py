@@ -10,8 +10,9 @@ depth) is warped into every target camera at the target's full resolution with
 The model then runs on the clip at a *working resolution* (below) and its output is upsampled into the holes
 only. The seen pixels keep the warp exactly; the blend at hole borders is in the holes: the model's output
 there is shifted by the warp-minus-model residual of the seen pixels, filled smoothly into the holes
-(``harmonize``), so a hole meets its surroundings without a colour step (``feather`` > 0 also mixes the seen
-pixels within that many pixels of a hole toward the model). Input frames come back as the original photos.
+(``harmonize``), so a hole meets its surroundings without a colour step, and within ``ramp`` working pixels
+of the border it fades into the smooth fill of the surroundings (``feather`` > 0 also mixes the seen pixels
+within that many pixels of a hole toward the model). Input frames come back as the original photos.
 
 Working resolution: the network was trained on 32 x 32 clips whose holes have a median distance of
 ``TRAIN_HOLE_DISTANCE`` = 2.8 px from the nearest seen pixel (measured over the non-input frames of 40
@@ -200,12 +201,14 @@ def densify_clip(pipe, inputs: Sequence, targets: Sequence[Camera], geometry: Op
                  input_positions: Optional[Sequence[int]] = None,
                  generator: Optional[torch.Generator] = None, num_steps: Optional[int] = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, feather: float = 0.0, harmonize: bool = True,
-                 progress: bool = False) -> dict:
+                 ramp: float = 2.0, progress: bool = False) -> dict:
     """Generate ``targets`` (cameras, any size, all of one aspect ratio) from ``inputs`` (``scene_io.View``s).
 
     The clip the model sees has the inputs at ``input_positions`` (default: the first input first, as in
     training, the others last) and the targets, in order, at the other frames; at most the model's
-    ``max_frames`` frames. geometry: from :func:`scene_geometry` (default:
+    ``max_frames`` frames. ramp: hole pixels within that many *working* pixels of a seen pixel blend from the
+    smooth fill of the surroundings to the model (the upsampled output there interpolates working pixels that
+    straddle the hole border; see :func:`composite`). geometry: from :func:`scene_geometry` (default:
     the inputs' own depth maps, or stereo). Returns {"rgb": [(3, H_t, W_t) in [0, 1]] per target, "seen":
     [(1, H_t, W_t) {0, 1}], "warp": the full-resolution warps, "seen_fraction": [float], "working_size": (h, w)
     or None when nothing was missing (no network call), "nfe"}.
@@ -270,7 +273,8 @@ def densify_clip(pipe, inputs: Sequence, targets: Sequence[Camera], geometry: Op
     rgb = []
     for j, c in enumerate(targets):
         up = F.interpolate(gen[j:j + 1], size=(c.height, c.width), mode="bicubic", align_corners=False).clamp(0, 1)
-        rgb.append(composite(warps[j][None], seens[j][None], up, feather, harmonize)[0].clamp(0, 1))
+        r = ramp * c.width / ww  # working pixels -> output pixels
+        rgb.append(composite(warps[j][None], seens[j][None], up, feather, harmonize, r)[0].clamp(0, 1))
     return {"rgb": rgb, "seen": seens, "warp": warps, "seen_fraction": fractions, "working_size": (hw, ww),
             "nfe": pipe.last_nfe}
 
@@ -349,7 +353,7 @@ class DensifyResult:
 def densify_views(pipe, views: Sequence, targets: Optional[Sequence[Camera]] = None, points=None, colors=None,
                   views_per_gap: Optional[int] = None, seed: int = 0, num_steps: Optional[int] = None,
                   stereo: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, feather: float = 0.0,
-                  harmonize: bool = True, progress: bool = False) -> DensifyResult:
+                  harmonize: bool = True, ramp: float = 2.0, progress: bool = False) -> DensifyResult:
     """Densify posed photos (``scene_io.View``s) along ``targets`` (or a path between the views); in memory.
 
     Output order: with targets, the targets in their order (a target with an input's pose is that input
@@ -373,7 +377,8 @@ def densify_views(pipe, views: Sequence, targets: Optional[Sequence[Camera]] = N
         g = torch.Generator().manual_seed(seed * 1_000_003 + c)
         t0 = time.perf_counter()
         res = densify_clip(pipe, [views[i] for i in clip["inputs"]], clip["cameras"], geom, generator=g,
-                           num_steps=num_steps, max_pixels=max_pixels, feather=feather, harmonize=harmonize)
+                           num_steps=num_steps, max_pixels=max_pixels, feather=feather, harmonize=harmonize,
+                           ramp=ramp)
         seconds += time.perf_counter() - t0
         nfe += res["nfe"]
         sizes.append(res["working_size"])
@@ -416,7 +421,7 @@ def densify_views(pipe, views: Sequence, targets: Optional[Sequence[Camera]] = N
 def densify_scene(scene, out_dir: Optional[str] = None, cameras=None, pipe=None, model: str = "tiny",
                   views_per_gap: Optional[int] = None, seed: int = 0, num_steps: Optional[int] = None,
                   stereo: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, feather: float = 0.0,
-                  harmonize: bool = True, force: bool = False, progress: bool = False,
+                  harmonize: bool = True, ramp: float = 2.0, force: bool = False, progress: bool = False,
                   extra_meta: Optional[dict] = None) -> DensifyResult:
     """Densify a capture and (with ``out_dir``) write it as a nerfstudio folder; returns the :class:`DensifyResult`.
 
@@ -451,7 +456,7 @@ def densify_scene(scene, out_dir: Optional[str] = None, cameras=None, pipe=None,
 
         pipe = load_student(model)
     res = densify_views(pipe, scene.views, targets, scene.points, scene.colors, views_per_gap, seed, num_steps,
-                        stereo, max_pixels, feather, harmonize, progress)
+                        stereo, max_pixels, feather, harmonize, ramp, progress)
     if out_dir is not None:
         from fastvdm.outdir import staged_output_dir
 
