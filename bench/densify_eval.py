@@ -1,7 +1,7 @@
 """Densify at full resolution vs. the full-resolution warp + OpenCV Telea inpainting, on held-out views.
 
     python bench/densify_eval.py [--sizes 128x128 192x128] [--scenes 6] [--steps 4] [--json bench/logs/densify_eval.json]
-    python bench/densify_eval.py --real [--json ...]      # the Motorcycle stereo photo pair (real capture)
+    python bench/densify_eval.py --real [--seeds 3] [--figure bench/densify_motorcycle.jpg] [--json ...]  # real pair
 
 Synthetic: the held-out split's clips (``ClipDataset("test")``'s scenes and camera paths, 8 frames) rendered
 at W x H; frames 0 and 7 are the inputs (RGB-D), frames 1-6 the held-out targets with ray-traced ground truth.
@@ -83,6 +83,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=1, help="sampling seeds per case (real: averaged)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
+    p.add_argument("--figure", default=None, help="real: save a 2x2 grid (warp, warp + Telea, densify, photo) here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     pipe = load_student(args.student)
@@ -103,6 +104,15 @@ def main() -> None:
                    "warp_harmonic": scores(smooth_fill(res["warp"][0][None], seen[None])[0], right.rgb, seen)}
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if args.figure and seed == 0:
+                from PIL import Image
+
+                panels = [res["warp"][0] * seen, telea(res["warp"][0], seen), res["rgb"][0], right.rgb]
+                top, bottom = torch.cat(panels[:2], 2), torch.cat(panels[2:], 2)
+                grid = torch.nn.functional.interpolate(torch.cat([top, bottom], 1)[None], scale_factor=0.5,
+                                                       mode="area")[0]
+                Image.fromarray((grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()).save(
+                    args.figure, quality=90)
     else:
         for size in args.sizes:
             w, h = (int(x) for x in size.lower().split("x"))

@@ -297,7 +297,7 @@ def _nearest_inputs(views: Sequence, cams: Sequence[Camera], k: int) -> list[int
     mismatch, weighted by the scene's camera spread), nearest first."""
     centres = torch.stack([c.center for c in cams])
     fwd = torch.stack([c.rotation[:, 2] for c in cams])
-    spread = max(float(torch.stack([v.camera.center for v in views]).std(0).norm()), 1e-6)
+    spread = max(float(torch.stack([v.camera.center for v in views]).std(0, correction=0).norm()), 1e-6)
     cost = []
     for v in views:
         d = (centres - v.camera.center).norm(dim=1).mean() / spread

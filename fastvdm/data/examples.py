@@ -40,3 +40,31 @@ def motorcycle_views():
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255.0  # noqa: E731
     return (View(cam_l, to_t(left), torch.from_numpy(depth), "motorcycle_left"),
             View(cam_r, to_t(right), None, "motorcycle_right"))
+
+
+def write_motorcycle_capture(folder: str, depth: bool = True, right_photo: bool = False) -> str:
+    """Write the Motorcycle pair as a nerfstudio capture folder; returns its transforms.json path.
+
+    depth: the left photo carries its ground-truth depth (``depth/``, 16-bit millimetres); right_photo: the
+    right photo is an input too (else the right camera is a target-only frame, without ``file_path``).
+    ``depth=False, right_photo=True`` is a photos-only capture (densify then uses stereo).
+    """
+    import json
+    import os
+
+    from fastvdm.data.cameras import cameras_to_transforms
+    from fastvdm.data.scene_io import write_scene
+
+    left, right = motorcycle_views()
+    if not depth:
+        left.depth = None
+    views = [left, right] if right_photo else [left]
+    tf = write_scene(folder, views)
+    if not right_photo:
+        with open(tf) as f:
+            meta = json.load(f)
+        meta["frames"].append(cameras_to_transforms([right.camera])["frames"][0])
+        with open(tf + ".tmp", "w") as f:
+            json.dump(meta, f, indent=2)
+        os.replace(tf + ".tmp", tf)
+    return tf
