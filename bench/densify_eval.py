@@ -1,6 +1,6 @@
 """Densify at full resolution vs. the full-resolution warp + OpenCV Telea inpainting, on held-out views.
 
-    python bench/densify_eval.py [--sizes 128x128 192x128] [--scenes 6] [--steps 4] [--json bench/logs/densify_eval.json]
+    python bench/densify_eval.py [--sizes 128x128 192x128] [--scenes 6] [--steps 4] [--json OUT.json]
     python bench/densify_eval.py --real [--seeds 3] [--figure bench/densify_motorcycle.jpg] [--json ...]  # real pair
 
 Synthetic: the held-out split's clips (``ClipDataset("test")``'s scenes and camera paths, 8 frames) rendered

@@ -58,7 +58,8 @@ class NVSPipeline:
     clip: cond is the model's condition dict (:func:`fastvdm.models.make_cond`), all (B, C, T, H, W) with any
     H x W (the network call is padded to the multiple the U-Net needs and cropped back,
     :class:`fastvdm.models.padded.PaddedNetwork`; it was trained at ``frames`` x ``size`` x ``size``);
-    returns (B, 3, T, H, W) in [-1, 1] with the clean input views pasted at their frames. ``last_nfe``: network evaluations of the latest call.
+    returns (B, 3, T, H, W) in [-1, 1] with the clean input views pasted at their frames. ``last_nfe``: network
+    evaluations of the latest call.
 
     kind: "student" (few-step, default ``num_steps`` 4) or "teacher" (DDIM, default 50).
     """
@@ -151,8 +152,9 @@ class NVSPipeline:
         for j, i in enumerate(tgt):
             rgb[i], seen[i], warp[i] = res["rgb"][j], res["seen"][j], res["warp"][j]
         if len({tuple(x.shape) for x in rgb}) != 1:
-            raise ValueError(f"densify: the path's cameras differ in size ({sorted({tuple(x.shape[1:]) for x in rgb})});"
-                             " use fastvdm.densify.densify_clip for mixed sizes")
+            sizes = sorted({tuple(x.shape[1:]) for x in rgb})
+            raise ValueError(f"densify: the path's cameras differ in size ({sizes}); use "
+                             "fastvdm.densify.densify_clip for mixed sizes")
         seen_t = torch.stack(seen)
         return {"rgb": torch.stack(rgb), "cameras": cams, "seen": seen_t, "cond_mask": seen_t,
                 "cond_rgb": torch.stack(warp), "working_size": res["working_size"], "nfe": res["nfe"]}

@@ -13,8 +13,8 @@ def _median_rel(d, gt):
     return float(((d - gt).abs() / gt)[ok].median()), float(ok.float().mean())
 
 
-@pytest.mark.parametrize("seed,shift,toe", [(5, (0.25, 0, 0), True), (11, (-0.2, 0, 0.05), False), (8, (0.25, 0, 0), False),
-                                           (5, (0, 0, -0.25), False)])
+@pytest.mark.parametrize("seed,shift,toe", [(5, (0.25, 0, 0), True), (11, (-0.2, 0, 0.05), False),
+                                           (8, (0.25, 0, 0), False), (5, (0, 0, -0.25), False)])
 def test_stereo_depth_matches_ray_cast_ground_truth(seed, shift, toe):
     """Procedural scenes at 192 x 128: sideways, leftward-and-up, and vertical baselines (with a toed-in pair):
     the confident stereo depth of both views has a median relative error under 6% against the ray-caster, and
@@ -74,7 +74,8 @@ def _write_colmap_text(folder, views, points, colors):
         t = w2c[:3, 3].tolist()
         img_lines.append(f"{i} {' '.join(repr(x) for x in q)} {' '.join(repr(x) for x in t)} {i} view{i}.png")
         img_lines.append("")  # no 2-D points
-        Image.fromarray((v.rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / "images" / f"view{i}.png")
+        rgb8 = (v.rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(rgb8).save(folder / "images" / f"view{i}.png")
     (model / "cameras.txt").write_text("# Camera list\n" + "\n".join(cam_lines) + "\n")
     (model / "images.txt").write_text("# Image list\n" + "\n".join(img_lines) + "\n")
     pts = [f"{k + 1} {p[0]!r} {p[1]!r} {p[2]!r} {int(c[0])} {int(c[1])} {int(c[2])} 0.5" for k, (p, c) in
@@ -117,3 +118,45 @@ def test_colmap_distorted_camera_is_refused(tmp_path):
     cam.write_text("1 SIMPLE_RADIAL 32 24 50.0 16.0 12.0 0.1\n")
     with pytest.raises(ValueError, match="lens distortion.*undistort"):
         read_capture(str(tmp_path))
+
+
+def test_colmap_binary_model_reads_like_the_text_one(tmp_path):
+    import pycolmap
+
+    from fastvdm.data.scene_io import read_capture
+
+    cams = [Camera(look_at(torch.tensor([x, -1.5, 1.2]), torch.tensor([0.0, 1.0, 1.0])), 40.0, 40.0, 16.0, 12.0, 32, 24)
+            for x in (-0.2, 0.2)]
+    views = [View(c, torch.rand(3, 24, 32), None, "") for c in cams]
+    _write_colmap_text(tmp_path / "t", views, torch.rand(5, 3), torch.rand(5, 3))
+    binary = tmp_path / "b"
+    (binary / "sparse" / "0").mkdir(parents=True)
+    pycolmap.Reconstruction(str(tmp_path / "t" / "sparse" / "0")).write_binary(str(binary / "sparse" / "0"))
+    assert (binary / "sparse" / "0" / "images.bin").is_file()
+    (binary / "images").symlink_to(tmp_path / "t" / "images")
+    a, b = read_capture(str(tmp_path / "t")), read_capture(str(binary))
+    for va, vb in zip(a.views, b.views):
+        torch.testing.assert_close(va.camera.c2w, vb.camera.c2w, atol=1e-12, rtol=0)
+        assert torch.equal(va.rgb, vb.rgb)
+    torch.testing.assert_close(a.points, b.points)
+
+
+def test_geometry_sources_rgbd_point_cloud_and_stereo():
+    """RGB-D views and a point cloud together; a photo without depth beside a point cloud uses the cloud (no
+    stereo unless asked); stereo='always' computes it anyway; without any geometry the error says what to give."""
+    from fastvdm.data.scenes import Scene
+    from fastvdm.densify import scene_geometry
+
+    scene = Scene.random(5)
+    tgt = torch.tensor([0.0, 1.0, 1.0])
+    cams = [Camera.from_fov(look_at(torch.tensor([x, -1.5, 1.2]), tgt), 60.0, 64, 96) for x in (-0.15, 0.15)]
+    rgb, depth = scene.render(cams, 64, 96)
+    ply = torch.rand(10, 3), torch.rand(10, 3)
+    g = scene_geometry([View(cams[0], rgb[0], depth[0], "a"), View(cams[1], rgb[1], depth[1], "b")], *ply)
+    assert g.points.shape[0] == 2 * 64 * 96 + 10 and g.sources == ["depth", "depth"]
+    assert g.tangents[-10:].abs().max() == 0 and g.tangents[:-10].norm(dim=-1).min() > 0
+    mixed = [View(cams[0], rgb[0], depth[0], "a"), View(cams[1], rgb[1], None, "b")]
+    assert scene_geometry(mixed, *ply).sources == ["depth", None]
+    assert scene_geometry(mixed, *ply, stereo="always").sources == ["depth", "stereo"]
+    with pytest.raises(ValueError, match="no geometry.*depth_file_path.*ply_file_path"):
+        scene_geometry([View(cams[0], rgb[0], None, "a"), View(cams[1], rgb[1], None, "b")], stereo="never")

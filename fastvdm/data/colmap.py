@@ -37,7 +37,8 @@ def _camera(cam, where: str) -> tuple[float, float, float, float]:
     if name == "PINHOLE":
         return p[0], p[1], p[2], p[3]
     try:
-        f_idx, pp_idx, extra = list(cam.focal_length_idxs()), list(cam.principal_point_idxs()), list(cam.extra_params_idxs())
+        f_idx, pp_idx = list(cam.focal_length_idxs()), list(cam.principal_point_idxs())
+        extra = list(cam.extra_params_idxs())
     except (AttributeError, TypeError):
         f_idx, pp_idx, extra = [], [], [0]
     if f_idx and pp_idx and all(p[i] == 0.0 for i in extra):

@@ -158,9 +158,9 @@ def stereo_depth_for_views(views: Sequence, indices: Sequence[int], names: Seque
     for i in indices:
         j = best_partner(views, i)
         if j is None:
-            raise ValueError(f"{names[i]}: no depth map, and no other photo sees the same side of the scene from a "
-                             "sideways-shifted place to match it with by stereo; give depth_file_path or ply_file_path, "
-                             "or add such a photo")
+            raise ValueError(f"{names[i]}: no depth map, and no other photo sees the same side of the scene from "
+                             "a sideways-shifted place to match it with by stereo; give depth_file_path or "
+                             "ply_file_path, or add such a photo")
         out[i] = stereo_pair_depth(views[i], views[j], **kwargs)[0]
         if not bool((out[i] > 0).any()):
             raise ValueError(f"{names[i]}: stereo with {names[j]} found no confident match; give depth_file_path "

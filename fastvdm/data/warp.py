@@ -13,8 +13,8 @@ The scatter-min runs on int64 keys packing (float32 splat depth bits, point inde
 the same with an atomic min per pixel. Inputs are CPU tensors.
 
 ``splat_surfels`` is the full-resolution warp used by densify: every point is the surfel of the source pixel
-it was unprojected from (``unproject_surfels`` gives the surface vectors spanning it), so in a target camera it covers the
-pixels whose centres fall inside that source pixel's projected footprint, and nothing else. Its "seen" mask
+it was unprojected from (``unproject_surfels`` gives the surface vectors spanning it), so in a target camera
+it covers the pixels whose centres fall inside that source pixel's projected footprint, and nothing else. Its "seen" mask
 therefore marks exactly the target pixels some input pixel sees (no splat bleeding into disoccluded pixels);
 overlapping footprints are resolved by the same z-buffer.
 """
