@@ -42,12 +42,13 @@ import torch
 import torch.nn.functional as F
 
 from fastvdm.data.cameras import Camera, interpolate_poses, plucker_rays, relative_to
+from fastvdm.errors import UserError
 
 TRAIN_HOLE_DISTANCE = 2.8  # px: median hole-pixel distance to the nearest seen pixel in the 32x32 training clips
 DEFAULT_MAX_PIXELS = 128 * 128
 
 
-class DensifyError(ValueError):
+class DensifyError(UserError):
     """Bad densify input; the message names the frame or argument and what to do."""
 
 
@@ -422,7 +423,7 @@ def densify_scene(scene, out_dir: Optional[str] = None, cameras=None, pipe=None,
                   views_per_gap: Optional[int] = None, seed: int = 0, num_steps: Optional[int] = None,
                   stereo: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS, feather: float = 0.0,
                   harmonize: bool = True, ramp: float = 2.0, force: bool = False, progress: bool = False,
-                  extra_meta: Optional[dict] = None) -> DensifyResult:
+                  extra_meta: Optional[dict] = None, inputs: Sequence[str] = ()) -> DensifyResult:
     """Densify a capture and (with ``out_dir``) write it as a nerfstudio folder; returns the :class:`DensifyResult`.
 
     scene: a folder (nerfstudio ``transforms.json``, or a COLMAP model: ``sparse/0`` or a folder with
@@ -430,17 +431,20 @@ def densify_scene(scene, out_dir: Optional[str] = None, cameras=None, pipe=None,
     Frames with an image are inputs; frames without one are targets. cameras: target cameras (a list of
     Camera, or a transforms.json path whose frames need no images); default: the scene's target-only
     frames, else ``views_per_gap`` interpolated cameras between consecutive inputs. pipe: an NVSPipeline
-    (default ``load_student(model)``). Output (``out_dir``, refused if not empty unless ``force``; written to
-    a temporary folder first): every frame at full resolution in ``images/``, its camera in
-    ``transforms.json`` with per-frame ``fastvdm_input`` and ``fastvdm_seen_fraction``, and the point cloud
-    the warps used as ``sparse_pc.ply`` (``ply_file_path``).
+    (default ``load_student(model)``). Output (``out_dir``, refused if not empty unless ``force``, or if it is,
+    holds or lies in an input (``scene``, ``cameras``, ``inputs``); written to a temporary folder first):
+    every frame at full resolution in ``images/``, its camera in ``transforms.json`` with per-frame
+    ``fastvdm_input`` and ``fastvdm_seen_fraction``, and the point cloud the warps used as ``sparse_pc.ply``
+    (``ply_file_path``).
     """
     from fastvdm.data.scene_io import SceneData, read_capture, write_scene
 
+    protect = [p for p in [scene if isinstance(scene, str) else None,
+                           cameras if isinstance(cameras, str) else None, *inputs] if p]
     if out_dir is not None:
         from fastvdm.outdir import check_output_dir
 
-        check_output_dir(out_dir, force)
+        check_output_dir(out_dir, force, protect)  # refused before any work; never an input
     source = scene if isinstance(scene, str) else None
     if isinstance(scene, str):
         scene = read_capture(scene)
@@ -470,25 +474,21 @@ def densify_scene(scene, out_dir: Optional[str] = None, cameras=None, pipe=None,
         meta.update(extra_meta or {})
         frame_meta = [{"fastvdm_input": bool(i), "fastvdm_seen_fraction": round(float(f), 6)}
                       for i, f in zip(res.is_input, res.seen_fraction)]
-        with staged_output_dir(out_dir, force) as tmp:
+        with staged_output_dir(out_dir, force, protect) as tmp:
             write_scene(tmp, res.views, res.points, res.colors, extra_meta=meta, frame_meta=frame_meta)
     return res
 
 
 def read_target_cameras(path: str) -> list[Camera]:
     """Target cameras from a transforms.json (frames need no images); errors name the file and frame."""
-    import json
-
     from fastvdm.data.cameras import camera_from_transforms_frame
+    from fastvdm.data.scene_io import load_transforms
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"cameras file {path} not found (give a transforms.json with the target cameras)")
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DensifyError(f"{path}: invalid JSON: {e}") from None
-    frames = meta.get("frames") if isinstance(meta, dict) else None
-    if not isinstance(frames, list) or not frames:
-        raise DensifyError(f"{path}: field 'frames' must be a non-empty list of cameras")
-    return [camera_from_transforms_frame(meta, fr, f"{path} frames[{i}]") for i, fr in enumerate(frames)]
+    meta = load_transforms(path, "--cameras")
+    cams = []
+    for i, fr in enumerate(meta["frames"]):
+        try:
+            cams.append(camera_from_transforms_frame(meta, fr, f"--cameras {path} frames[{i}]"))
+        except ValueError as e:
+            raise DensifyError(str(e)) from None
+    return cams

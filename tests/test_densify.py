@@ -220,7 +220,7 @@ def test_densify_refuses_bad_input_and_leaves_nothing(scenes, tmp_path, capsys):
     assert cli(["densify", str(scenes / "sparse0"), "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err and os.listdir(out) == ["keep.txt"]
     assert cli(["densify", str(tmp_path / "nope"), "--out", str(tmp_path / "o1")]) == 2
-    assert "transforms.json not found" in capsys.readouterr().err
+    assert "nope not found" in capsys.readouterr().err
     one = tmp_path / "one"
     v = read_scene(str(scenes / "sparse0")).views[0]
     v.depth = None

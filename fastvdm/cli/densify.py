@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from fastvdm.errors import UserError
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("densify", help="densify a sparse posed capture (nerfstudio or COLMAP) with the student",
@@ -55,17 +57,19 @@ def densify(args) -> dict:
     from fastvdm.densify import DEFAULT_MAX_PIXELS, densify_scene
     from fastvdm.outdir import check_output_dir
 
-    check_output_dir(args.out, args.force)
+    inputs = [args.scene, args.cameras, args.ckpt if os.path.exists(args.ckpt) else None]
+    check_output_dir(args.out, args.force, inputs)  # before any work: refused outputs fail in a second
     if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.cameras and not os.path.isfile(args.cameras):
-        raise FileNotFoundError(f"--cameras {args.cameras} not found (give a transforms.json with the target cameras)")
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     if max_pixels < 64:
-        raise ValueError(f"--max-pixels must be >= 64, got {max_pixels}")
+        raise UserError(f"--max-pixels must be >= 64, got {max_pixels}")
+    if args.views_per_gap is not None and args.views_per_gap < 1:
+        raise UserError(f"--views-per-gap must be >= 1, got {args.views_per_gap}")
     res = densify_scene(args.scene, args.out, args.cameras, model=args.ckpt, views_per_gap=args.views_per_gap,
                         seed=args.seed, num_steps=args.steps, stereo=args.stereo, max_pixels=max_pixels,
-                        feather=args.feather, force=args.force, progress=not args.no_progress)
+                        feather=args.feather, force=args.force, progress=not args.no_progress,
+                        inputs=[i for i in inputs if i])
     sizes = sorted({f"{v.camera.width}x{v.camera.height}" for v in res.views})
     return {"out": os.path.abspath(args.out), "frames": len(res.views), "inputs": sum(res.is_input),
             "clips": res.clips, "seconds": res.seconds, "nfe": res.nfe, "sizes": sizes,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fastvdm.data.cameras import Camera
+from fastvdm.errors import UserError
 
 _MODEL_FILES = ("cameras", "images", "points3D")
 
@@ -45,7 +46,7 @@ def _camera(cam, where: str) -> tuple[float, float, float, float]:
         fx = p[f_idx[0]]
         fy = p[f_idx[1]] if len(f_idx) > 1 else fx
         return fx, fy, p[pp_idx[0]], p[pp_idx[1]]
-    raise ValueError(f"{where}: camera model {name} with lens distortion {[p[i] for i in extra]} is not supported; "
+    raise UserError(f"{where}: camera model {name} with lens distortion {[p[i] for i in extra]} is not supported; "
                      "undistort first (colmap image_undistorter) and densify the undistorted model")
 
 
@@ -58,7 +59,7 @@ def read_colmap(model_dir: str, images_dir: str):
     try:
         rec = pycolmap.Reconstruction(model_dir)
     except Exception as e:  # pycolmap raises its own types for malformed files
-        raise ValueError(f"{model_dir}: cannot read the COLMAP model: {e}") from None
+        raise UserError(f"{model_dir}: cannot read the COLMAP model: {e}") from None
     views = []
     for image_id in sorted(rec.images):
         im = rec.images[image_id]
@@ -73,11 +74,11 @@ def read_colmap(model_dir: str, images_dir: str):
         c2w = torch.from_numpy(np.linalg.inv(w2c))
         rgb = _read_rgb(os.path.join(images_dir, im.name), where)
         if rgb.shape[1:] != (cam.height, cam.width):
-            raise ValueError(f"{where}: photo {os.path.join(images_dir, im.name)} is {rgb.shape[2]}x{rgb.shape[1]} "
+            raise UserError(f"{where}: photo {os.path.join(images_dir, im.name)} is {rgb.shape[2]}x{rgb.shape[1]} "
                              f"(w x h) but its COLMAP camera {im.camera_id} is {cam.width}x{cam.height}")
         views.append(View(Camera(c2w, fx, fy, cx, cy, cam.width, cam.height), rgb, None, im.name))
     if not views:
-        raise ValueError(f"{model_dir}: the COLMAP model has no registered image")
+        raise UserError(f"{model_dir}: the COLMAP model has no registered image")
     pts = colors = None
     if len(rec.points3D):
         ids = sorted(rec.points3D)

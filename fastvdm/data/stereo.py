@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fastvdm.data.cameras import Camera
+from fastvdm.errors import UserError
 
 
 def _gray8(rgb: torch.Tensor) -> np.ndarray:
@@ -68,7 +69,7 @@ def stereo_pair_depth(a, b, num_disparities: int | None = None, block_size: int 
     rel = cb.w2c @ ca.c2w  # X_b = R X_a + T
     r, t = rel[:3, :3].numpy(), rel[:3, 3].numpy()
     if np.linalg.norm(t) < 1e-9:
-        raise ValueError(f"{a.name} and {b.name}: the two cameras are at the same place; stereo needs a baseline")
+        raise UserError(f"{a.name} and {b.name}: the two cameras are at the same place; stereo needs a baseline")
     ka, kb = ca.K.numpy(), cb.K.numpy()
     z5 = np.zeros(5)
     r1, r2, p1, p2, _, _, _ = cv2.stereoRectify(ka, z5, kb, z5, (w, h), r, t.reshape(3, 1),
@@ -158,11 +159,11 @@ def stereo_depth_for_views(views: Sequence, indices: Sequence[int], names: Seque
     for i in indices:
         j = best_partner(views, i)
         if j is None:
-            raise ValueError(f"{names[i]}: no depth map, and no other photo sees the same side of the scene from "
+            raise UserError(f"{names[i]}: no depth map, and no other photo sees the same side of the scene from "
                              "a sideways-shifted place to match it with by stereo; give depth_file_path or "
                              "ply_file_path, or add such a photo")
         out[i] = stereo_pair_depth(views[i], views[j], **kwargs)[0]
         if not bool((out[i] > 0).any()):
-            raise ValueError(f"{names[i]}: stereo with {names[j]} found no confident match; give depth_file_path "
+            raise UserError(f"{names[i]}: stereo with {names[j]} found no confident match; give depth_file_path "
                              "or ply_file_path")
     return out
