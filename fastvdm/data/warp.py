@@ -233,21 +233,28 @@ def splat_surfels(points: torch.Tensor, colors: torch.Tensor, cameras: Sequence[
         inside = (u + rx > 0) & (u - rx < w) & (v + ry > 0) & (v - ry < h)
         u, v, rx, ry, zf, ids = u[inside], v[inside], rx[inside], ry[inside], zf[inside], ids[inside]
         best = torch.full((hw + 1,), torch.iinfo(torch.int64).max, dtype=torch.int64)
-        kx = int(math.ceil(2 * float(rx.max()))) if rx.numel() else 1
-        ky = int(math.ceil(2 * float(ry.max()))) if ry.numel() else 1
         x0 = torch.floor(u - rx - 0.5).long() + 1  # first column whose centre is > u - rx
         y0 = torch.floor(v - ry - 0.5).long() + 1
+        nx = torch.ceil(2 * rx).long()  # candidate offsets per point: 0..nx (a few large surfels cost only
+        ny = torch.ceil(2 * ry).long()  # their own extra passes)
+        kx = int(nx.max()) if nx.numel() else 0
+        ky = int(ny.max()) if ny.numel() else 0
         for oy in range(ky + 1):
             for ox in range(kx + 1):
-                cx_, cy_ = x0 + ox, y0 + oy
-                dx, dy = cx_.float() + 0.5 - u, cy_.float() + 0.5 - v
-                ok = ((dx > -rx) & (dx <= rx) & (dy > -ry) & (dy <= ry)
+                sel = torch.nonzero((nx >= ox) & (ny >= oy)).squeeze(1) if ox > 1 or oy > 1 else None
+                if sel is not None and sel.numel() == 0:
+                    continue
+                pick = (lambda t: t) if sel is None else (lambda t: t[sel])  # noqa: E731
+                cx_, cy_ = pick(x0) + ox, pick(y0) + oy
+                uu, vv, rxx, ryy = pick(u), pick(v), pick(rx), pick(ry)
+                dx, dy = cx_.float() + 0.5 - uu, cy_.float() + 0.5 - vv
+                ok = ((dx > -rxx) & (dx <= rxx) & (dy > -ryy) & (dy <= ryy)
                       & (cx_ >= 0) & (cx_ < w) & (cy_ >= 0) & (cy_ < h))
                 if not bool(ok.any()):
                     continue
-                d2 = (dx[ok] / rx[ok]) ** 2 + (dy[ok] / ry[ok]) ** 2
-                zs = zf[ok] * (1 + falloff * d2)
-                key = (zs.view(torch.int32).long() << 32) | ids[ok]
+                d2 = (dx[ok] / rxx[ok]) ** 2 + (dy[ok] / ryy[ok]) ** 2
+                zs = pick(zf)[ok] * (1 + falloff * d2)
+                key = (zs.view(torch.int32).long() << 32) | pick(ids)[ok]
                 best.scatter_reduce_(0, cy_[ok] * w + cx_[ok], key, "amin")
         best = best[:hw]
         seen = best != torch.iinfo(torch.int64).max
