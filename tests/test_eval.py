@@ -147,3 +147,22 @@ def test_distill_cli_gan_then_kl_from_the_gan_run(tiny_run, tmp_path):
     assert load_model(kl)[0].config == load_model(gan)[0].config
     assert cli(["train", "distill", "--teacher", teacher, "--stage", "gan", "--init", gan, "--steps", "1",
                 "--out", str(tmp_path / "bad")] + common) == 2
+
+
+def test_export_cli_writes_a_pretrained_folder(tiny_run, tmp_path, capsys):
+    from fastvdm.models.pretrained import read_config
+    from fastvdm.pipeline import load_teacher
+    from fastvdm.train import load_model
+
+    _, teacher, _ = tiny_run
+    out = str(tmp_path / "exported")
+    assert cli(["export", teacher, "--out", out]) == 0
+    cfg = read_config(out)
+    assert cfg["kind"] == "teacher" and (cfg["frames"], cfg["size"]) == (4, 16) and cfg["provenance"]["step"] == 2
+    ema, _ = load_model(teacher)
+    pipe = load_teacher(out)
+    assert all(torch.equal(a, b) for a, b in zip(pipe.model.state_dict().values(), ema.state_dict().values()))
+    assert cli(["export", teacher, "--out", out]) == 2  # not overwritten without --force
+    assert "--force" in capsys.readouterr().err
+    assert cli(["export", teacher, "--out", out, "--force", "--kind", "student"]) == 0
+    assert read_config(out)["kind"] == "student"

@@ -158,7 +158,7 @@ def test_save_pretrained_round_trip_and_export(tmp_path):
     b = loaded(cond, generator=torch.Generator().manual_seed(1), progress=False)
     assert torch.equal(a, b) and loaded.last_nfe == 6  # 3 guided steps
     assert load_teacher(pfolder).kind == "teacher"
-    with pytest.raises(ValueError, match="not a student"):
+    with pytest.raises(ValueError, match="is a teacher model, not a student"):
         load_student(pfolder)
     exported = export_pretrained(str(tmp_path / "m.safetensors"), str(tmp_path / "exp"), "student")
     cfg = read_config(exported)
