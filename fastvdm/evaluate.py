@@ -110,8 +110,8 @@ def evaluate(dataset, methods: dict[str, Callable[[dict], tuple[Tensor, int]]], 
 
 def harmonic_fill(cond_rgb: Tensor, cond_mask: Tensor, smooth_iters: int = 5) -> Tensor:
     """The render with its holes filled by the multigrid harmonic fill the tiny/base VideoUNet presets start from
-    (:func:`fastvdm.models.unet.pull_push_fill`): the model's own classical prior, to show what the network adds."""
-    from fastvdm.models.unet import pull_push_fill
+    (:func:`fastvdm.diffusion.hole_fill.pull_push_fill`): the model's own classical prior, to show what the network adds."""
+    from fastvdm.diffusion.hole_fill import pull_push_fill
 
     mask = cond_mask.float()
     return pull_push_fill(cond_rgb.float() * mask, mask, smooth_iters)
