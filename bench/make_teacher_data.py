@@ -8,6 +8,7 @@ Writes (skipping files that exist):
   OUT/train_v2/interp_t8_s32_n{M}.safetensors   ClipDataset("train", seed 2): the original interpolating clips
   OUT/test_t8_s32_n100.safetensors              the fixed held-out split (paths="interp", TEST_SEED)
   OUT/test_extrap_t8_s32_n100.safetensors       the new held-out split (paths="extrapolate", TEST_EXTRAP_SEED)
+(--part I/N --only extrap|interp: the I-th of N interleaved shards of a train file, for parallel processes)
 and prints, per file, the distribution of the per-clip mean hole fraction of the target (non-input) frames.
 """
 
@@ -38,6 +39,9 @@ def main() -> None:
     ap.add_argument("--train-extrap", type=int, default=1500)
     ap.add_argument("--train-interp", type=int, default=1000)
     ap.add_argument("--stats-json", default=None, help="also write the statistics here")
+    ap.add_argument("--only", choices=("test", "extrap", "interp"), help="write only these files")
+    ap.add_argument("--part", default="0/1", help="I/N: write the I-th of N interleaved shards of the train files "
+                                                 "(parallel processes; the trainer reads a folder of shards)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     jobs = [
@@ -49,14 +53,20 @@ def main() -> None:
         (os.path.join(args.out, "train_v2", f"interp_t8_s32_n{args.train_interp}.safetensors"),
          ClipDataset("train", 8, 32, args.train_interp, seed=2)),
     ]
+    part, parts = (int(v) for v in args.part.split("/"))
     out = []
-    for path, ds in jobs:
-        if len(ds) == 0:
+    for j, (path, ds) in enumerate(jobs):
+        kind = ("test", "test", "extrap", "interp")[j]
+        if len(ds) == 0 or (args.only and args.only != kind):
             continue
+        indices = None
+        if kind != "test" and parts > 1:
+            path = path.replace(".safetensors", f"_part{part}of{parts}.safetensors")
+            indices = list(range(part, len(ds), parts))
         if not os.path.isfile(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.tmp-{os.getpid()}"
-            cache_clips(ds, tmp)
+            cache_clips(ds, tmp, indices)
             os.replace(tmp, path)
         out.append(stats(path))
         print(json.dumps(out[-1]), flush=True)

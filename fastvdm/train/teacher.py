@@ -26,7 +26,7 @@ from fastvdm.models import drop_condition, make_cond
 
 
 WEIGHTINGS = ("output", "v", "edm")
-EDM_P_MEAN, EDM_P_STD, EDM_P_UNIFORM = -1.2, 1.2, 0.25
+EDM_P_MEAN, EDM_P_STD, EDM_P_UNIFORM = -1.2, 1.2, 0.5
 
 
 def edm_timestep(schedule: VSchedule, z: torch.Tensor) -> torch.Tensor:
