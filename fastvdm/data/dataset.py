@@ -12,6 +12,8 @@ and its mask condition the model. Every item is a dict of CPU tensors in the mod
 - ``scene_seed`` int, the procedural scene (-1 for clips built from real views)
 - ``c2w``       (T, 4, 4) float32, the normalized camera-to-world poses (OpenCV) the Plücker maps use
 - ``intrinsics`` (T, 4) float32, fx, fy, cx, cy in pixels of the H x W frames
+- ``depth``     (T, H, W) float32, ground-truth z-depth of every frame in the normalized units (procedural clips
+  only; used by the temporal-consistency metric)
 
 Normalization (DESIGN.md): poses are relative to the first input view (its pose is the identity) and the
 scene is scaled so that the median depth of the first input view is 1.
@@ -71,14 +73,15 @@ def _float32_cams(cams: Sequence[Camera]) -> list[Camera]:
 def _assemble(frames: torch.Tensor, input_rgb: torch.Tensor, input_depth: torch.Tensor | None,
               input_idx: Sequence[int], cams: Sequence[Camera], size: int, radius: float,
               extra_points: tuple[torch.Tensor, torch.Tensor] | None = None, scene_seed: int = -1,
-              input_cams: Sequence[Camera] | None = None) -> dict:
+              input_cams: Sequence[Camera] | None = None, frame_depth: torch.Tensor | None = None) -> dict:
     """Build a clip dict.
 
     frames: (T, 3, size, size) in [-1, 1]; input_rgb: (K, 3, h, w) in [-1, 1]; input_depth: (K, h, w) metric
     z-depth or None; cams: T cameras at size x size (world frame); extra_points: world points (N, 3) and
     colours (N, 3) in [-1, 1] added to the cloud (e.g. from a PLY); input_cams: the K input views' cameras at
     h x w (world frame; default: the clip's cameras at the input frames, h = w = size). Larger input views (a
-    clip cropped from higher-resolution frames) put points outside the crop into the cloud too.
+    clip cropped from higher-resolution frames) put points outside the crop into the cloud too. frame_depth:
+    (T, size, size) metric z-depth of every frame, stored normalized as ``depth`` when given.
     """
     t = len(cams)
     ref = cams[input_idx[0]]
@@ -111,7 +114,7 @@ def _assemble(frames: torch.Tensor, input_rgb: torch.Tensor, input_depth: torch.
         cond, mask = torch.zeros(t, 3, size, size), torch.zeros(t, 1, size, size)
     is_input = torch.zeros(t, dtype=torch.bool)
     is_input[list(input_idx)] = True
-    return {
+    out = {
         "frames": frames.permute(1, 0, 2, 3).contiguous(),
         "cond_rgb": (cond * mask).permute(1, 0, 2, 3).contiguous(),
         "cond_mask": mask.permute(1, 0, 2, 3).contiguous(),
@@ -121,6 +124,9 @@ def _assemble(frames: torch.Tensor, input_rgb: torch.Tensor, input_depth: torch.
         "c2w": torch.stack([c.c2w for c in rel]).float(),
         "intrinsics": torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in rel], dtype=torch.float32),
     }
+    if frame_depth is not None:
+        out["depth"] = (frame_depth.float() * scale).contiguous()
+    return out
 
 
 class ClipDataset(Dataset):
@@ -193,7 +199,8 @@ class ClipDataset(Dataset):
         idx = [0] + sorted(int(i) for i in rng.choice(np.arange(1, t), size=k - 1, replace=False)) if k > 1 else [0]
         rgb, depth = scene.render(cams, s, s)
         frames = _to_signed(rgb)
-        return _assemble(frames, frames[idx], depth[idx], idx, cams, s, self.radius, scene_seed=scene_seed)
+        return _assemble(frames, frames[idx], depth[idx], idx, cams, s, self.radius, scene_seed=scene_seed,
+                         frame_depth=depth)
 
 
     def _make_extrapolating(self, index: int) -> dict:
@@ -241,14 +248,16 @@ class ClipDataset(Dataset):
             rgb_in, depth_in = scene.render(in_cams, full, full)
             chosen = (poses, [cam.cropped(left, top, s, s) for cam in full_cams], in_cams, rgb_in, depth_in)
         poses, crop, in_cams, rgb_in, depth_in = chosen
-        frames = torch.zeros(t, 3, s, s)
+        frames, depth = torch.zeros(t, 3, s, s), torch.zeros(t, s, s)
         in_signed = _to_signed(rgb_in)
         for j, i in enumerate(idx):
             frames[i] = in_signed[j, :, top:top + s, left:left + s]
+            depth[i] = depth_in[j, top:top + s, left:left + s]
         if targets:
-            frames[targets] = _to_signed(scene.render([crop[i] for i in targets], s, s)[0])
+            rgb_t, depth_t = scene.render([crop[i] for i in targets], s, s)
+            frames[targets], depth[targets] = _to_signed(rgb_t), depth_t
         return _assemble(frames, in_signed, depth_in, idx, crop, s, self.radius, scene_seed=scene_seed,
-                         input_cams=in_cams)
+                         input_cams=in_cams, frame_depth=depth)
 
 
 def hole_fractions(clip: dict) -> torch.Tensor:
@@ -308,7 +317,7 @@ def clip_from_views(views: Sequence, target_cameras: Sequence[Camera], size: int
 def cache_clips(dataset: Dataset, path: str, indices: Sequence[int] | None = None, progress: bool = True) -> int:
     """Write clips of ``dataset`` (all, or ``indices``) to one safetensors file; returns the clip count.
 
-    RGB is stored as uint8 (lossless: clips are 8-bit quantized), poses and intrinsics as float32; Plücker
+    RGB is stored as uint8 (lossless: clips are 8-bit quantized), poses, intrinsics and depth as float32; Plücker
     maps are recomputed on load (bit-identical). Read it back with ``CachedClips(path)``. All clips are
     held in memory before writing (about 0.5 MB per 16-frame 64x64 clip): write shards for large sets.
     """
@@ -326,6 +335,10 @@ def cache_clips(dataset: Dataset, path: str, indices: Sequence[int] | None = Non
         cols["scene_seed"].append(torch.tensor(item["scene_seed"], dtype=torch.int64))
         cols["c2w"].append(item["c2w"])
         cols["intrinsics"].append(item["intrinsics"])
+        if "depth" in item:
+            cols.setdefault("depth", []).append(item["depth"].float())
+    if cols.get("depth") is not None and len(cols["depth"]) != len(cols["frames"]):
+        raise ValueError("cache_clips: some clips have depth and some do not")
     if not cols["frames"]:
         raise ValueError("cache_clips: no clips to write")
     save_file({k: torch.stack(v).contiguous() for k, v in cols.items()}, path, metadata={"format": "fastvdm-clips-1"})
@@ -354,7 +367,7 @@ class CachedClips(Dataset):
         c2w, intr = d["c2w"], d["intrinsics"]
         h, w = d["frames"].shape[-2:]
         cams = [Camera(c2w[i].double(), *intr[i].tolist(), w, h) for i in range(c2w.shape[0])]
-        return {
+        out = {
             "frames": d["frames"].float() / 127.5 - 1.0,
             "cond_rgb": torch.where(mask > 0, d["cond_rgb"].float() / 127.5 - 1.0, 0.0),
             "cond_mask": mask,
@@ -364,3 +377,6 @@ class CachedClips(Dataset):
             "c2w": c2w.clone(),
             "intrinsics": intr.clone(),
         }
+        if "depth" in d:
+            out["depth"] = d["depth"].clone()
+        return out
