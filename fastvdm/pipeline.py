@@ -39,17 +39,63 @@ def shipped_models() -> dict:
             if f.endswith(".safetensors")}
 
 
+SHIPPED_PREFIX = "shipped:"
+
+
 def resolve_model_path(path_or_name: str, role: str) -> str:
-    """A shipped name ("tiny" -> ``{role}_tiny``, or the full file stem) or a path that exists."""
+    """The model file or run folder meant by ``path_or_name`` for ``role`` ("student" / "teacher").
+
+    ``shipped:NAME`` is always a shipped model (``tiny`` -> ``{role}_tiny``, or the full file stem). A plain
+    name is a path when one exists (a note on stderr says when such a folder or file shadows a shipped name),
+    else a shipped name. Raises FileNotFoundError (a one-line message listing the shipped names)."""
     shipped = shipped_models()
-    for key in (f"{role}_{path_or_name}", path_or_name):
-        if key in shipped and not os.path.exists(path_or_name):
-            return shipped[key]
-    if os.path.exists(path_or_name):
-        return path_or_name
     names = sorted({k.split("_", 1)[1] for k in shipped if k.startswith(role + "_")})
-    raise FileNotFoundError(f"{role} {path_or_name!r}: no such file or folder, and not a shipped model "
+    spec = str(path_or_name)
+    if not spec.strip():
+        raise FileNotFoundError(f"{role} model name is empty (shipped {role}s: {names or 'none'}, or give a run "
+                                "folder or checkpoint file)")
+    explicit = spec.startswith(SHIPPED_PREFIX)
+    name = spec[len(SHIPPED_PREFIX):] if explicit else spec
+    hit = next((shipped[k] for k in (f"{role}_{name}", name) if k in shipped), None)
+    if explicit:
+        if hit is None:
+            raise FileNotFoundError(f"{role} {spec!r}: not a shipped model (shipped {role}s: {names or 'none'})")
+        return hit
+    if os.path.exists(spec):
+        if hit is not None:
+            import sys
+
+            print(f"fastvdm: note: {role} {spec!r} is the local {'folder' if os.path.isdir(spec) else 'file'} "
+                  f"{os.path.abspath(spec)}, not the shipped model of that name (write {SHIPPED_PREFIX}{name} for "
+                  "the shipped one)", file=sys.stderr)
+        return spec
+    if hit is not None:
+        return hit
+    raise FileNotFoundError(f"{role} {spec!r}: no such file or folder, and not a shipped model "
                             f"(shipped {role}s: {names or 'none'})")
+
+
+def model_kind(meta: dict) -> Optional[str]:
+    """"student" or "teacher" from a checkpoint's meta (its training stage), or None when it does not say."""
+    stage = str(meta.get("run", {}).get("config", {}).get("stage", "")).lower()
+    if stage == "teacher":
+        return "teacher"
+    if stage in ("gan", "kl", "distill-gan", "distill-kl") or stage.startswith("distill"):
+        return "student"
+    return None
+
+
+def check_finite_condition(cond: dict, where: str = "cond") -> None:
+    """:class:`~fastvdm.errors.UserError` if a floating tensor of the condition dict holds NaN or infinity
+    (one bad pixel would spread through the attention layers to most of the clip)."""
+    from fastvdm.errors import UserError
+
+    for k, v in cond.items():
+        if isinstance(v, Tensor) and v.is_floating_point():
+            bad = ~torch.isfinite(v)
+            if bool(bad.any()):
+                raise UserError(f"{where}[{k!r}] holds {int(bad.sum())} NaN or infinite value(s) of "
+                                f"{v.numel()}; fix the input images, depth or cameras it was built from")
 
 
 class NVSPipeline:
@@ -92,6 +138,7 @@ class NVSPipeline:
         rgb = cond["cond_rgb"]
         if rgb.dim() != 5 or rgb.shape[1] != 3:
             raise ValueError(f"cond['cond_rgb'] must be (B, 3, T, H, W), got {tuple(rgb.shape)}")
+        check_finite_condition(cond)
         down = 2 ** (len(self.model.config.channels) - 1) if hasattr(self.model, "config") else 1
         if rgb.shape[-1] % down or rgb.shape[-2] % down:
             raise ValueError(f"frame size {rgb.shape[-2]}x{rgb.shape[-1]}: height and width must be multiples "
@@ -126,7 +173,16 @@ class NVSPipeline:
         """
         from fastvdm.data.dataset import clip_from_views
         from fastvdm.data.scene_io import square_view
+        from fastvdm.errors import UserError
         from fastvdm.models import make_cond
+
+        for i, v in enumerate(views):
+            for what, t in (("rgb", v.rgb), ("depth", v.depth)):
+                if t is not None and not bool(torch.isfinite(t).all()):
+                    raise UserError(f"densify: input view {i} ({v.name or 'unnamed'}) {what} holds NaN or infinite "
+                                    "values; fix the file it was read from")
+        if points is not None and not bool(torch.isfinite(points).all()):
+            raise UserError("densify: the point cloud holds NaN or infinite positions")
 
         clip = clip_from_views(views, cameras, self.size, input_indices=input_indices, points=points,
                                point_colors=point_colors)
@@ -139,7 +195,9 @@ class NVSPipeline:
                 "cond_mask": clip["cond_mask"].transpose(0, 1), "nfe": self.last_nfe}
 
 
-def _load(path_or_name: str, kind: str, device=None, ema: bool = True, guidance: float = 1.0) -> NVSPipeline:
+def _load(path_or_name: str, kind: str, device=None, ema: bool = True, guidance: float = 1.0,
+          check_kind: bool = True) -> NVSPipeline:
+    from fastvdm.errors import UserError
     from fastvdm.train import load_model
 
     path = resolve_model_path(path_or_name, kind)
@@ -147,20 +205,29 @@ def _load(path_or_name: str, kind: str, device=None, ema: bool = True, guidance:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     model, meta = load_model(path, ema=ema, device=device)
+    found = model_kind(meta)
+    if check_kind and found is not None and found != kind:
+        other = "load_teacher / --teacher" if found == "teacher" else "load_student / --student, --ckpt"
+        hint = ("a distilled student (shipped:tiny, or a `fastvdm train distill` run)" if kind == "student"
+                else "a teacher (shipped:tiny, or a `fastvdm train teacher` run)")
+        raise UserError(f"{path_or_name!r} ({path}) is a {found} model, not a {kind}: give {hint}; a {found} is "
+                        f"loaded with {other}")
     cfg = meta.get("run", {}).get("config", {})
     return NVSPipeline(model, kind, frames=int(cfg.get("frames", 8)), size=int(cfg.get("size", 32)), guidance=guidance,
                        meta=meta)
 
 
-def load_student(path_or_name: str = "tiny", device=None, ema: bool = True) -> NVSPipeline:
-    """The distilled few-step student (4 steps by default) from a shipped name, run folder or file."""
-    return _load(path_or_name, "student", device, ema)
+def load_student(path_or_name: str = "tiny", device=None, ema: bool = True, check_kind: bool = True) -> NVSPipeline:
+    """The distilled few-step student (4 steps by default) from a shipped name (``tiny``, ``shipped:tiny``), run
+    folder or file. A file whose training stage says it is a teacher is refused unless ``check_kind=False``."""
+    return _load(path_or_name, "student", device, ema, check_kind=check_kind)
 
 
-def load_teacher(path_or_name: str = "tiny", device=None, ema: bool = True, guidance: float = 1.0) -> NVSPipeline:
+def load_teacher(path_or_name: str = "tiny", device=None, ema: bool = True, guidance: float = 1.0,
+                 check_kind: bool = True) -> NVSPipeline:
     """The multi-step teacher (50-step DDIM by default, classifier-free ``guidance``) from a shipped name, run
-    folder or file."""
-    return _load(path_or_name, "teacher", device, ema, guidance)
+    folder or file. A distilled student is refused unless ``check_kind=False``."""
+    return _load(path_or_name, "teacher", device, ema, guidance, check_kind=check_kind)
 
 
 def weights_manifest() -> dict:
@@ -172,5 +239,6 @@ def weights_manifest() -> dict:
         return json.load(f)
 
 
-__all__ = ["NVSPipeline", "load_student", "load_teacher", "shipped_models", "resolve_model_path",
+__all__ = ["NVSPipeline", "load_student", "load_teacher", "shipped_models", "resolve_model_path", "model_kind",
+           "check_finite_condition", "SHIPPED_PREFIX",
            "weights_manifest", "WEIGHTS_DIR"]

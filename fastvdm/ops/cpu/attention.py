@@ -23,14 +23,14 @@ import torch
 from torch import Tensor
 
 from fastvdm.ops import _dispatch
-from fastvdm.ops.attention_common import extension_ops
+from fastvdm.ops.attention_common import backend_ops
 from fastvdm.ops.extensions import cpu_extension
 
 cpu_extension()  # registers torch.ops.fastvdm_cpu.attention_{forward,backward}
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-_attention_fwd, video_attention = extension_ops("cpu", torch.ops.fastvdm_cpu)
+_attention_fwd, video_attention = backend_ops("cpu", torch.ops.fastvdm_cpu)
 
 
 def supports(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: Optional[float] = None) -> Optional[str]:
