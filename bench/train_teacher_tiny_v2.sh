@@ -10,6 +10,9 @@
 # Weighting "edm" (fastvdm.train.teacher): lambda = 1 / c_out^2 (uniform weight on the network's output) with half
 #   of the noise levels log-normal (EDM's P_mean -1.2, P_std 1.2: median t = 77) and half t ~ U{0..999}: v1's
 #   uniform-t "output" weighting spent 3/4 of its samples above t = 250, and its 50-step DDIM samples were grainy.
+# Legs run (session 4, 2026-11-30, the shared 2-core VM, load average 150-380): leg 1 steps 0-375 with only
+#   interp_t8_s32_n1000 in the folder (the extrap shards were still rendering), leg 2 from step 375 with all three
+#   (2500 clips) -- same command, resumed exactly from runs/teacher_tiny_v2/checkpoints/step_00000375.safetensors.
 # Log: runs/teacher_tiny_v2/log.jsonl (copied to bench/logs/teacher_tiny_v2.log.jsonl) + bench/logs/teacher_tiny_v2.log.
 #
 # Resume:
@@ -27,5 +30,5 @@ INIT=${INIT:-fastvdm/weights/teacher_tiny.safetensors}
 export OMP_NUM_THREADS=1
 nice -n 10 python -m fastvdm train teacher --data runs/cache/train_v2 --preset tiny --denoiser posterior \
     --weighting edm --init "$INIT" --batch 4 --lr 3e-4 --warmup 50 --ema 0.995 --p-uncond 0.05 \
-    --lr-schedule cosine --steps ${STEPS:-3000} --ckpt-every 50 --keep 3 --threads 1 --seed 0 \
+    --lr-schedule cosine --steps ${STEPS:-3000} --ckpt-every 25 --keep 3 --threads 1 --seed 0 \
     --out "$OUT" 2>&1 | tee -a bench/logs/teacher_tiny_v2.log
