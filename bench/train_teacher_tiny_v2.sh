@@ -5,7 +5,7 @@
 #   runs/cache/train_v2/extrap_t8_s32_n1500_part{0,1}of2.safetensors  ClipDataset("train", paths="extrapolate", seed=1)
 #   runs/cache/train_v2/interp_t8_s32_n1000.safetensors              ClipDataset("train", seed=2) (original clips)
 #   rebuild: python bench/make_teacher_data.py --only extrap --part 0/2 (and 1/2), --only interp, --only test
-# Init: the shipped v1 teacher's EMA weights (fastvdm/weights/teacher_tiny.safetensors, same network): its features
+# Init: the shipped v1 teacher's EMA weights (fastvdm/weights/teacher_tiny, same network): its features
 #   and hole fill transfer; the new data and weighting retrain it. Seed 0 for everything else.
 # Weighting "edm" (fastvdm.train.teacher): lambda = 1 / c_out^2 (uniform weight on the network's output) with half
 #   of the noise levels log-normal (EDM's P_mean -1.2, P_std 1.2: median t = 77) and half t ~ U{0..999}: v1's
@@ -26,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench/logs bench/checkpoints
 OUT=${OUT:-runs/teacher_tiny_v2}
-INIT=${INIT:-fastvdm/weights/teacher_tiny.safetensors}
+INIT=${INIT:-fastvdm/weights/teacher_tiny}
 export OMP_NUM_THREADS=1
 nice -n 10 python -m fastvdm train teacher --data runs/cache/train_v2 --preset tiny --denoiser posterior \
     --weighting edm --init "$INIT" --batch 4 --lr 3e-4 --warmup 50 --ema 0.995 --p-uncond 0.05 \

@@ -102,7 +102,8 @@ def check_output_dir(out: str, force: bool = False, inputs: Iterable[Optional[st
         p = _real(p)
         if _within(p, real):
             rel = "is" if p == real else "contains"
-            raise OutputError(f"{what} {shown} {rel} {name} ({p}); give a new folder (e.g. {what} results)")
+            where = "" if p == real else f" ({p})"
+            raise OutputError(f"{what} {shown} {rel} {name}{where}; give a new folder (e.g. {what} results)")
     for src in inputs:
         if src is None or not str(src).strip():
             continue
@@ -231,6 +232,11 @@ def staged_output_dir(out: str, force: bool = False, inputs: Iterable[Optional[s
     try:
         yield tmp
         _replace(tmp, real)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.filename:
+            raise
+        raise OutputError(f"{what} {out}: writing failed: {describe_os_error(e)}") from e  # name the output
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

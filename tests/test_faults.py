@@ -156,7 +156,7 @@ def test_out_is_the_input(wd):
 
 def test_out_is_the_parent_of_the_input(wd):
     wd.fails("densify", os.path.join(wd.root, "S"), "--out", wd.root, "--force", "--no-progress",
-             match="contains the working directory")
+             match="is the working directory")
     os.makedirs(os.path.join(wd.root, "data"))
     shutil.move(wd.scene, os.path.join(wd.root, "data", "S"))
     wd.scene = os.path.join(wd.root, "data", "S")
@@ -192,6 +192,17 @@ def test_existing_output_needs_force(wd):
     with open("dense/keep.txt", "w") as f:
         f.write("mine")
     wd.fails(*densify("--out", "dense"), match="exists and is not empty (use --force")
+
+
+def test_python_m_fastvdm_entry_point(wd):
+    """The same through the real entry point, `python -m fastvdm`, in a child process: exit 2, one line."""
+    wd.snapshot()
+    r = subprocess.run([sys.executable, "-m", "fastvdm", "densify", "S", "--out", "S", "--force"], cwd=wd.root,
+                       env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "fastvdm densify: error: --out S (" + os.path.realpath(wd.scene) + ") is the input S; write the output to "
+        "another folder"], r.stderr
+    wd.assert_unchanged()
 
 
 # ----------------------------------------------------------------------------------------------- 2. silent wrong results
@@ -483,7 +494,8 @@ def test_demo_refuses_to_overwrite_an_existing_folder(wd):
     for n in ("grid.png", "metrics.json"):
         with open(os.path.join("fastvdm-demo", n), "w") as f:
             f.write("mine")
-    wd.fails("demo", "--teacher-steps", "1", "--no-progress", match="fastvdm-demo exists and is not empty")
+    wd.fails("demo", "--teacher-steps", "1", "--no-progress", match="fastvdm-demo (")
+    assert "exists and is not empty (use --force" in wd.fails("demo", "--no-progress", match="demo: error:")
 
 
 def test_demo_interrupted_leaves_nothing(wd, tmp_path):
@@ -600,3 +612,62 @@ def test_a_good_run_still_works_and_writes_only_its_output(wd):
     assert os.path.isfile(os.path.join("dense", "transforms.json"))
     assert [n for n in os.listdir(wd.root) if n.startswith(".")] == []
     wd.assert_unchanged(ignore=("dense",))
+
+
+def _tmpfs(path: str, size: str) -> bool:
+    """Mount a small tmpfs at ``path`` (root only); False where that is not possible."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    os.makedirs(path, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                          capture_output=True).returncode == 0
+
+
+def test_really_full_disk(wd):
+    """A real full file system (a 64 KiB tmpfs; needs root, else skipped: the simulated cases above still run):
+    scene export and a checkpoint save both end in one line, leaving nothing but the run folder's small files."""
+    full = os.path.join(wd.tmp, "full")
+    if not _tmpfs(full, "64k"):
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        wd.fails("data", "make", "--out", os.path.join(full, "d"), "--scenes", "2", "--size", "64", "--views", "4",
+                 "--no-progress", match="No space left on device")
+        assert os.listdir(full) == []
+        run = os.path.join(full, "run")
+        wd.fails("train", "teacher", "--synthetic", "--steps", "1", "--out", run, "--frames", "4", "--size", "16",
+                 "--clips", "2", "--batch", "1", "--threads", "1", "--warmup", "0", match="No space left on device")
+        assert os.listdir(os.path.join(run, "checkpoints")) == []  # the partial temp file was removed
+    finally:
+        subprocess.run(["umount", full], capture_output=True)
+
+
+def test_checkpoint_save_on_a_full_disk_is_an_os_error(tmp_path, monkeypatch):
+    """safetensors reports a full disk as SafetensorError("... os error 28"): it becomes an OSError (one line)."""
+    import errno
+
+    import safetensors.torch
+
+    from fastvdm.train.checkpoint import atomic_save
+
+    def full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError) as e:
+        atomic_save({"x": torch.zeros(2)}, {}, str(tmp_path / "c.safetensors"))
+    assert e.value.errno == errno.ENOSPC and os.listdir(tmp_path) == []
+
+
+def test_really_read_only_disk(wd):
+    """A real read-only file system (tmpfs remounted ro; needs root, else skipped): refused before any work."""
+    ro = os.path.join(wd.tmp, "ro")
+    if not _tmpfs(ro, "1m"):
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        assert subprocess.run(["mount", "-o", "remount,ro", ro], capture_output=True).returncode == 0
+        line = wd.fails(*densify("--out", os.path.join(ro, "dense")), match="cannot write in")
+        assert "Read-only file system" in line
+    finally:
+        subprocess.run(["umount", ro], capture_output=True)

@@ -1,6 +1,6 @@
 """``fastvdm demo``: the shipped teacher (50 steps) and 4-step student on a held-out scene with 2 input views.
 
-    fastvdm demo [--out ./fastvdm-demo] [--scene N] [--split extrap|interp] [--teacher tiny] [--student tiny]
+    fastvdm demo [--out ./fastvdm-demo] [--force] [--scene N] [--split extrap|interp] [--teacher tiny] [--student tiny]
 
 Takes a clip of a held-out split (procedural scenes no model was trained on) with exactly 2 input views at the
 frame count and size the models were trained at: by default the first clip of the extrapolating held-out split
@@ -25,6 +25,8 @@ import argparse
 import json
 import os
 
+from fastvdm.errors import UserError
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="run the shipped teacher and 4-step student on a held-out scene",
@@ -43,12 +45,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--scale", type=int, default=4, help="upscaling of the written images (default 4)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=main)
     return p
 
 
 def run_demo(args) -> dict:
+    """Run the demo, writing ``args.out`` whole or not at all (staged; a non-empty folder needs ``--force``)."""
+    from fastvdm.outdir import check_output_dir, staged_output_dir
+
+    inputs = [m for m in (args.teacher, args.student) if os.path.exists(m)]
+    check_output_dir(args.out, getattr(args, "force", False), inputs)  # before any work
+    with staged_output_dir(args.out, getattr(args, "force", False), inputs) as tmp:
+        return _run_demo(args, tmp)
+
+
+def _run_demo(args, out: str) -> dict:
     import time
 
     import torch
@@ -60,18 +73,18 @@ def run_demo(args) -> dict:
     from fastvdm.pipeline import load_student, load_teacher
 
     if args.teacher_steps < 1 or args.student_steps < 1:
-        raise ValueError(f"--teacher-steps and --student-steps must be >= 1, got {args.teacher_steps}, "
+        raise UserError(f"--teacher-steps and --student-steps must be >= 1, got {args.teacher_steps}, "
                          f"{args.student_steps}")
     if args.scene is not None and not 0 <= args.scene < 100:
-        raise ValueError(f"--scene must be in [0, 100) (the held-out split), got {args.scene}")
+        raise UserError(f"--scene must be in [0, 100) (the held-out split), got {args.scene}")
     if not 0 <= args.min_holes < 1:
-        raise ValueError(f"--min-holes must be in [0, 1), got {args.min_holes}")
+        raise UserError(f"--min-holes must be in [0, 1), got {args.min_holes}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     progress = not args.no_progress
     teacher, student = load_teacher(args.teacher), load_student(args.student)
     if (teacher.frames, teacher.size) != (student.frames, student.size):
-        raise ValueError(f"teacher ({teacher.frames} frames, {teacher.size}px) and student ({student.frames} frames, "
+        raise UserError(f"teacher ({teacher.frames} frames, {teacher.size}px) and student ({student.frames} frames, "
                          f"{student.size}px) were trained on different clip shapes")
     split = ClipDataset("test", num_frames=student.frames, size=student.size, num_inputs=(2, 2),
                         paths="extrapolate" if args.split == "extrap" else "interp")
@@ -79,11 +92,11 @@ def run_demo(args) -> dict:
     batch = torch.utils.data.default_collate([clip])
     gt, cond = make_cond(batch)
     inputs = [int(i) for i in torch.nonzero(clip["is_input"]).flatten()]
-    os.makedirs(args.out, exist_ok=True)
-    inputs_png = save_png(os.path.join(args.out, "inputs.png"), clip_strip(clip["frames"][:, inputs]), args.scale)
+    inputs_png = save_png(os.path.join(out, "inputs.png"), clip_strip(clip["frames"][:, inputs]), args.scale)
     print(f"held-out {args.split} scene {scene} (scene seed {int(clip['scene_seed'])}): {student.frames} frames at "
           f"{student.size}x{student.size}, input views at frames {inputs}, "
-          f"{100 * float(hole_fractions(clip).mean()):.1f}% holes -> {inputs_png}", flush=True)
+          f"{100 * float(hole_fractions(clip).mean()):.1f}% holes -> {os.path.join(args.out, 'inputs.png')}",
+          flush=True)
 
     preds, rows = {}, {}
     render = batch["cond_rgb"]
@@ -117,20 +130,22 @@ def run_demo(args) -> dict:
              ("student", f"student {args.student_steps}"), ("opencv_telea", "OpenCV"), ("gt", "ground truth")]
     clips = {"render": render[0], "teacher": preds["teacher"][0], "student": preds["student"][0],
              "opencv_telea": preds["opencv_telea"][0], "gt": gt[0]}
-    grid = save_grid(os.path.join(args.out, "grid.png"), [clips[k] for k, _ in order], args.scale,
+    grid = save_grid(os.path.join(out, "grid.png"), [clips[k] for k, _ in order], args.scale,
                      labels=[label for _, label in order])
     side = [to_uint8(clips[k]) for k, _ in order]  # each (T, H, W, 3)
     import numpy as np
 
-    video = save_video(os.path.join(args.out, "video"), [np.concatenate(f, 1) for f in zip(*side)], scale=args.scale,
+    video = save_video(os.path.join(out, "video"), [np.concatenate(f, 1) for f in zip(*side)], scale=args.scale,
                        gif_too=True)
+    files = {"inputs": inputs_png, "grid": grid, "video": video}
     gif = os.path.splitext(video)[0] + ".gif"
-    report["files"] = {"inputs": inputs_png, "grid": grid, "video": video}
     if gif != video:
-        report["files"]["video_gif"] = gif
+        files["video_gif"] = gif
+    # the paths the files will have once the staged folder is renamed to --out
+    report["files"] = {k: os.path.join(args.out, os.path.relpath(v, out)) for k, v in files.items()}
     from fastvdm.train.checkpoint import atomic_write_text
 
-    atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(report, indent=2))
+    atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(report, indent=2))
     return report
 
 
@@ -145,7 +160,7 @@ def pick_clip(split, scene, min_holes: float):
         clip = split[i]
         if float(hole_fractions(clip).mean()) >= min_holes:
             return clip, i
-    raise ValueError(f"no held-out clip has at least {100 * min_holes:.0f}% holes: lower --min-holes or pass --scene")
+    raise UserError(f"no held-out clip has at least {100 * min_holes:.0f}% holes: lower --min-holes or pass --scene")
 
 
 def format_report(report: dict) -> str:

@@ -250,7 +250,8 @@ def load_transforms(path: str, what: str = "scene") -> dict:
                 else "")
         raise SceneFormatError(f"{what} {path} is a folder, not a transforms.json file{hint}")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} file {path} not found (a scene folder needs transforms.json)")
+        hint = " (a scene folder needs transforms.json)" if what == "scene" else ""
+        raise FileNotFoundError(f"{what} file {path} not found{hint}")
     try:
         with open(path, "rb") as f:
             meta = json.loads(f.read().decode("utf-8"))

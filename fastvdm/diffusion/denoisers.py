@@ -28,22 +28,17 @@ every t: EDM's lambda = 1 / c_out^2, in v units) and ``config.to_dict()`` = the 
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from fastvdm.diffusion.hole_fill import render_prior
+from fastvdm.diffusion.sampling import Denoiser  # noqa: F401  (the protocol every wrapper follows)
 from fastvdm.diffusion.schedule import VSchedule
 
 LEGACY_FIELDS = ("posterior_skip", "render_skip", "fill_holes", "fill_smooth_iters", "prior_std")
-
-
-class Denoiser(Protocol):
-    """What a sampler calls: ``denoiser(x_t (B, C, T, H, W), t (B,) float in [0, 999], cond dict) -> v``."""
-
-    def __call__(self, x_t: Tensor, t: Tensor, cond: dict) -> Tensor: ...
 
 
 class WrappedConfig:

@@ -102,8 +102,15 @@ def atomic_save(tensors: dict, meta: dict, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={"format": FORMAT, "meta": json.dumps(meta)})
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+                      metadata={"format": FORMAT, "meta": json.dumps(meta)})
+        except Exception as e:  # safetensors reports I/O errors (a full disk) as SafetensorError
+            m = re.search(r"os error (\d+)", str(e))
+            if m is None:
+                raise
+            code = int(m.group(1))
+            raise OSError(code, os.strerror(code), tmp) from None
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -218,7 +225,13 @@ def load_model(path: str, name: Optional[str] = None, ema: bool = True, device="
     Returns (model in eval mode, meta dict).
     """
     from fastvdm.diffusion.denoisers import adapt_state_dict, build_denoiser
+    from fastvdm.models.pretrained import is_pretrained_folder, load_network
 
+    if is_pretrained_folder(path):  # a save_pretrained folder (e.g. the shipped fastvdm/weights/teacher_tiny)
+        model, config = load_network(path, device=device)
+        prov = config.get("provenance", {})
+        return model, {"step": prov.get("step"), "pretrained": config,
+                       "run": {"config": {k: config[k] for k in ("frames", "size", "kind") if k in config}}}
     path = resolve_checkpoint(path)
     tensors, meta = read_checkpoint(path)
     configs = meta.get("model_configs", {})
