@@ -148,9 +148,12 @@ def test_save_pretrained_round_trip_and_export(tmp_path):
 
     m = _small_model_file(tmp_path / "m.safetensors", seed=2)
     folder = m.save_pretrained(str(tmp_path / "net"), frames=8, size=32)
-    again = VideoUNet.from_pretrained(folder)
-    assert again.config == m.config and not again.training
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), m.state_dict().values()))
+    again = VideoUNet.from_pretrained(folder)  # the bare network of the PosteriorDenoiser m
+    assert again.config == m.net.config and not again.training
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), m.net.state_dict().values()))
+    wrapped = type(m).from_pretrained(folder)  # the denoiser, with its settings
+    assert wrapped.config.to_dict() == m.config.to_dict()
+    assert all(torch.equal(a, b) for a, b in zip(wrapped.state_dict().values(), m.state_dict().values()))
     with pytest.raises(FileExistsError, match="overwrite"):
         m.save_pretrained(folder)
     pipe = NVSPipeline(m.eval(), "teacher", frames=8, size=32, guidance=2.0)

@@ -61,6 +61,11 @@ class WrappedConfig:
         base = self._net_config.to_dict() if hasattr(self._net_config, "to_dict") else {}
         return {**base, "denoiser": dict(self._denoiser)}
 
+    def __eq__(self, other) -> bool:
+        return isinstance(other, WrappedConfig) and self.to_dict() == other.to_dict()
+
+    __hash__ = None
+
 
 class _Wrapper(nn.Module):
     """Shared plumbing: ``self.net``, the schedule, encode/feature-channel pass-through."""
@@ -105,6 +110,21 @@ class _Wrapper(nn.Module):
         return torch.ones_like(torch.as_tensor(t, dtype=torch.float32).reshape(-1))
 
     loss_weight = output_weight  # the name the session-2 trainer used
+
+    def save_pretrained(self, folder: str, overwrite: bool = False, **extra) -> str:
+        """The network's pretrained folder (:mod:`fastvdm.models.pretrained`) with this wrapper in its config."""
+        from fastvdm.models.pretrained import save_network
+
+        return save_network(self, folder, overwrite, **extra)
+
+    @classmethod
+    def from_pretrained(cls, folder: str, device=None, dtype=None):
+        from fastvdm.models.pretrained import load_network
+
+        model, config = load_network(folder, device, dtype)
+        if not isinstance(model, cls):
+            raise ValueError(f"{folder} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
 
 
 class VDenoiser(_Wrapper):
