@@ -218,8 +218,8 @@ def load_state_dict_checked(module: torch.nn.Module, sd: dict, what: str) -> Non
 
 def load_model(path: str, name: Optional[str] = None, ema: bool = True, device="cpu"):
     """Build and load a model (a VideoUNet wrapped by the denoiser its config names, see
-    :func:`fastvdm.diffusion.denoisers.build_denoiser`) from a training checkpoint, a run folder, or an exported
-    model file. Bare-network checkpoints (the session-1/2 format, e.g. the shipped v1 weights) load too.
+    :func:`fastvdm.diffusion.denoisers.build_denoiser`) from a training checkpoint, a run folder, an exported
+    model file, or a ``save_pretrained`` folder. Bare-network checkpoints (the session-1/2 format) load too.
 
     name: the registered model name (default: the only one / "unet"); ema: the EMA weights when present.
     Returns (model in eval mode, meta dict).
@@ -227,11 +227,11 @@ def load_model(path: str, name: Optional[str] = None, ema: bool = True, device="
     from fastvdm.diffusion.denoisers import adapt_state_dict, build_denoiser
     from fastvdm.models.pretrained import is_pretrained_folder, load_network
 
-    if is_pretrained_folder(path):  # a save_pretrained folder (e.g. the shipped fastvdm/weights/teacher_tiny)
+    if os.path.isdir(path) and is_pretrained_folder(path):  # a save_pretrained folder (e.g. a shipped model)
         model, config = load_network(path, device=device)
-        prov = config.get("provenance", {})
-        return model, {"step": prov.get("step"), "pretrained": config,
-                       "run": {"config": {k: config[k] for k in ("frames", "size", "kind") if k in config}}}
+        stage = "teacher" if config.get("kind") == "teacher" else "distill"
+        run = {"config": {"frames": config.get("frames"), "size": config.get("size"), "stage": stage}}
+        return model, {"run": run, "step": config.get("provenance", {}).get("step"), "pretrained": config}
     path = resolve_checkpoint(path)
     tensors, meta = read_checkpoint(path)
     configs = meta.get("model_configs", {})
