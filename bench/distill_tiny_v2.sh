@@ -18,20 +18,20 @@ TEST=runs/cache/test_extrap_t8_s32_n100.safetensors
 OUT=runs/distill_tiny_v2
 LOG=bench/logs
 export OMP_NUM_THREADS=1
-PIX=""
-if [ "${PIXELS:-0}" = 1 ]; then PIX="--disc-multiscale --disc-pixels"; fi
-python bench/disc_probe.py --teacher $TEACHER --data $TEST --clips 32 --json $LOG/disc_probe_v2.json \
+DISTILL="python -m fastvdm train distill"
+if [ "${PIXELS:-0}" = 1 ]; then DISTILL="python -m experiments.distill_disc --multiscale --pixels --"; fi
+python -m experiments.disc_probe --teacher $TEACHER --data $TEST --clips 32 --json $LOG/disc_probe_v2.json \
     > $LOG/disc_probe_v2.log 2>&1
 COMMON="--teacher $TEACHER --data $DATA --batch 2 --threads 1 --ckpt-every 25 --seed 0 --t-max-disc 100"
-python -m fastvdm train distill $COMMON --stage gan --steps $GAN_STEPS --out $OUT/gan --lr-g 1e-5 --lr-d 1e-4 $PIX \
+$DISTILL $COMMON --stage gan --steps $GAN_STEPS --out $OUT/gan --lr-g 1e-5 --lr-d 1e-4 \
     > $LOG/distill_tiny_v2_gan.log 2>&1
 KL="--stage kl --steps $KL_STEPS --lr-g 3e-6 --lr-fake 1e-5 --fake-steps 2"
-python -m fastvdm train distill $COMMON $KL --init $OUT/gan --weighting plain --out $OUT/gan_dmd \
+$DISTILL $COMMON $KL --init $OUT/gan --weighting plain --out $OUT/gan_dmd \
     > $LOG/distill_tiny_v2_gan_dmd.log 2>&1 &
-python -m fastvdm train distill $COMMON $KL --init $OUT/gan --weighting softened --out $OUT/gan_skl \
+$DISTILL $COMMON $KL --init $OUT/gan --weighting softened --out $OUT/gan_skl \
     > $LOG/distill_tiny_v2_gan_skl.log 2>&1
 wait
-python -m fastvdm train distill $COMMON $KL --disc $OUT/gan --weighting softened --out $OUT/skl_noinit \
+$DISTILL $COMMON $KL --disc $OUT/gan --weighting softened --out $OUT/skl_noinit \
     > $LOG/distill_tiny_v2_skl_noinit.log 2>&1
 python bench/distill_eval.py --teacher $TEACHER --data $TEST --clips 40 --batch 10 --threads 1 \
     --student undistilled=$TEACHER --student gan=$OUT/gan --student gan_dmd=$OUT/gan_dmd --student gan_skl=$OUT/gan_skl \
