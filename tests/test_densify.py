@@ -247,6 +247,16 @@ def test_demo_writes_what_it_prints(tmp_path, capsys):
         assert os.path.isfile(f)
     assert metrics["methods"]["teacher"]["nfe"] == 50 and metrics["methods"]["student"]["nfe"] == 4
     assert len(metrics["input_frames"]) == 2
+    # a clip with something to complete, five labelled rows, an mp4 beside the GIF
+    assert metrics["split"] == "extrap" and metrics["hole_fraction"] >= 0.15
+    assert metrics["files"]["video"].endswith(".mp4") and metrics["files"]["video_gif"].endswith(".gif")
+    from PIL import Image
+
+    with Image.open(metrics["files"]["grid"]) as im:
+        w, h = im.size
+        px = im.convert("RGB").load()
+    assert h == 5 * metrics["size"] * 4 and w == metrics["frames"] * metrics["size"] * 4 + 120
+    assert any(px[x, y] != (255, 255, 255) for x in range(120) for y in range(0, 4 * metrics["size"]))  # a label
     labels = {"raw render": "render", "OpenCV inpaint": "opencv_telea", "teacher (50 steps)": "teacher",
               "student (4 steps)": "student"}
     seen = 0
