@@ -113,6 +113,28 @@ def test_network_runs_at_any_size(pipe, hw):
     torch.testing.assert_close(out[:, :, [0, 3]], small["input_frames"][:, :, [0, 3]].clamp(-1, 1))
 
 
+def _check_nerfstudio_rules(folder, meta):
+    """What nerfstudio's transforms.json parser needs, field by field: file_path per frame (an existing image
+    whose size is w x h), each of fl_x fl_y cx cy h w at the top level or in every frame, a known camera_model,
+    transform_matrix 4x4, depth_file_path / mask_path in all frames or none, ply_file_path relative to the
+    folder (binary PLY with float x y z and uchar red green blue)."""
+    from PIL import Image
+
+    frames = meta["frames"]
+    assert meta.get("camera_model", "OPENCV") in ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "PERSPECTIVE")
+    for key in ("fl_x", "fl_y", "cx", "cy", "h", "w"):
+        assert key in meta or all(key in f for f in frames), key
+    for key in ("depth_file_path", "mask_path"):
+        assert sum(key in f for f in frames) in (0, len(frames)), key
+    for f in frames:
+        with Image.open(os.path.join(folder, f["file_path"])) as im:
+            assert im.size == (int(f.get("w", meta.get("w"))), int(f.get("h", meta.get("h"))))
+        assert np.array(f["transform_matrix"]).shape == (4, 4)
+    with open(os.path.join(folder, meta["ply_file_path"]), "rb") as fh:
+        header = fh.read(400).split(b"end_header")[0].decode()
+    assert "binary_little_endian" in header and "property float x" in header and "property uchar red" in header
+
+
 def test_densify_cli_keeps_full_resolution_and_writes_nerfstudio(scenes, tmp_path):
     """Views 0 and 7 (96 x 64 RGB-D) in, the scene's own 8 cameras as the path: 8 frames of 96 x 64 out, in the
     nerfstudio conventions (OpenGL poses, fl_x/fl_y/cx/cy/w/h, file_path, ply_file_path), the inputs untouched,
@@ -124,6 +146,7 @@ def test_densify_cli_keeps_full_resolution_and_writes_nerfstudio(scenes, tmp_pat
     assert cli(["densify", str(scenes / "sparse0"), "--out", str(out), "--cameras", str(full / "transforms.json"),
                 "--no-progress"]) == 0
     meta = json.loads((out / "transforms.json").read_text())
+    _check_nerfstudio_rules(str(out), meta)
     dense, truth = read_scene(str(out), load_depth=False), read_scene(str(full))
     assert [f["fastvdm_input"] for f in meta["frames"]] == [True] + [False] * 6 + [True]
     fr = meta["frames"]
