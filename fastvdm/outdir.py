@@ -192,6 +192,29 @@ def sweep_stale(out: str, quiet: bool = False) -> list[str]:
     return removed
 
 
+def sweep_stale_file_temps(path: str, quiet: bool = False) -> list[str]:
+    """Remove ``<path>.tmp-<pid>`` files (fastvdm's atomic writes of file ``path``) whose process is gone."""
+    real = _real(path)
+    parent, base = os.path.dirname(real), os.path.basename(real)
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    removed = []
+    for n in names:
+        m = re.match(re.escape(base) + r"\.tmp-(\d+)$", n)
+        p = os.path.join(parent, n)
+        if m and os.path.isfile(p) and not pid_alive(int(m.group(1))):
+            try:
+                os.remove(p)
+            except OSError:
+                continue
+            removed.append(p)
+            if not quiet:
+                print(f"fastvdm: note: removed {p}, left by an interrupted run", file=sys.stderr)
+    return removed
+
+
 def _replace(tmp: str, out: str) -> None:
     """Rename folder ``tmp`` to ``out``; an existing ``out`` is moved aside first and restored on failure."""
     parent, base = os.path.dirname(out), os.path.basename(out)
@@ -243,4 +266,4 @@ def staged_output_dir(out: str, force: bool = False, inputs: Iterable[Optional[s
 
 
 __all__ = ["check_output_dir", "check_output_file", "staged_output_dir", "stale_temporaries", "sweep_stale",
-           "pid_alive"]
+           "sweep_stale_file_temps", "pid_alive"]

@@ -211,7 +211,10 @@ class NVSPipeline:
             if self.kind == "student":
                 out = sample_few_step(net, x, ts, generator, cond, self.schedule, progress)
             else:
-                out = sample_ddim(guided(net, self.guidance), x, ts, generator, cond, self.schedule, progress=progress)
+                from fastvdm.models import drop_condition
+
+                out = sample_ddim(guided(net, self.guidance, drop_condition), x, ts, generator, cond, self.schedule,
+                                  progress=progress)
         self.last_nfe = net.calls
         return paste_inputs(out, cond).clamp(-1, 1)
 

@@ -302,20 +302,23 @@ def test_absurd_focal_length_is_refused(wd, fl):
 
 
 def test_nan_weights_are_refused_at_load(wd):
-    from safetensors.torch import load_file, save_file
+    import shutil
+
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     from fastvdm.pipeline import shipped_models
 
-    src = shipped_models()["student_tiny"]
+    shutil.copytree(shipped_models()["student_tiny"], "nan_student")  # a pretrained folder: config + weights
+    src = os.path.join("nan_student", "model.safetensors")
     with safe_open(src, "pt") as f:
         md = f.metadata()
     t = load_file(src)
     k = sorted(t)[len(t) // 2]
     t[k] = t[k].clone()
     t[k].view(-1)[0] = float("nan")
-    save_file(t, "nan_student.safetensors", metadata=md)
-    wd.fails(*densify("--out", "dense", "--ckpt", "nan_student.safetensors"), match="hold NaN or infinite values")
+    save_file(t, src, metadata=md)
+    wd.fails(*densify("--out", "dense", "--ckpt", "nan_student"), match="hold NaN or infinite values")
 
 
 def test_nan_condition_is_refused_at_the_pipeline_boundary():
@@ -671,3 +674,44 @@ def test_really_read_only_disk(wd):
         assert "Read-only file system" in line
     finally:
         subprocess.run(["umount", ro], capture_output=True)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16_bit_colour_png_is_scaled_not_clipped(tmp_path, channels, capsys):
+    """48/64-bit PNGs (PIL reads them as 8-bit RGB/RGBA): values come back scaled to [0, 1] (to 8-bit precision)."""
+    import cv2
+
+    from fastvdm.data.scene_io import read_image
+
+    a = (np.random.default_rng(0).random((6, 5, channels)) * 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "x.png"), a)
+    rgb, alpha = read_image(str(tmp_path / "x.png"), "test")
+    want = torch.from_numpy(a[..., 2::-1].astype(np.float64) / 65535).permute(2, 0, 1)
+    assert alpha == (channels == 4)
+    assert (rgb.double() - want).abs().max() < 1 / 255  # PIL keeps the high byte
+
+
+def test_stale_file_temps_of_dead_processes(tmp_path):
+    from fastvdm.outdir import sweep_stale_file_temps
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for n in (f"c.safetensors.tmp-{dead.pid}", f"c.safetensors.tmp-{os.getpid()}", f"d.safetensors.tmp-{dead.pid}"):
+        (tmp_path / n).write_bytes(b"x")
+    removed = sweep_stale_file_temps(str(tmp_path / "c.safetensors"), quiet=True)
+    assert [os.path.basename(p) for p in removed] == [f"c.safetensors.tmp-{dead.pid}"]
+    assert sorted(os.listdir(tmp_path)) == sorted([f"c.safetensors.tmp-{os.getpid()}", f"d.safetensors.tmp-{dead.pid}"])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_attention_double_backward_says_unsupported(backend):
+    import fastvdm.ops as ops
+
+    if backend not in ops.available_backends("video_attention"):
+        pytest.skip(f"{backend} not available here")
+    q = torch.randn(1, 2, 4, 1, 8, requires_grad=True)
+    with ops.use_backend(backend):
+        o = ops.video_attention(q, q, q, "joint")
+        (g,) = torch.autograd.grad(o.square().sum(), q, create_graph=True)
+        with pytest.raises(ops.BackendUnavailableError, match=f"not supported by the '{backend}' backend; no backend"):
+            g.sum().backward()
