@@ -302,19 +302,31 @@ def test_absurd_focal_length_is_refused(wd, fl):
 
 
 def test_nan_weights_are_refused_at_load(wd):
-    from safetensors.torch import load_file, save_file
+    """A checkpoint with one NaN weight wrote black frames; now refused at load (pretrained folder and
+    training-checkpoint file alike)."""
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     from fastvdm.pipeline import shipped_models
+    from fastvdm.train.checkpoint import save_model
 
-    src = shipped_models()["student_tiny"]
-    with safe_open(src, "pt") as f:
+    shutil.copytree(shipped_models()["student_tiny"], "nan_student")
+    weights = os.path.join("nan_student", "model.safetensors")
+    with safe_open(weights, "pt") as f:
         md = f.metadata()
-    t = load_file(src)
+    t = load_file(weights)
     k = sorted(t)[len(t) // 2]
     t[k] = t[k].clone()
     t[k].view(-1)[0] = float("nan")
-    save_file(t, "nan_student.safetensors", metadata=md)
+    save_file(t, weights, metadata=md)
+    wd.fails(*densify("--out", "dense", "--ckpt", "nan_student"), match="hold NaN or infinite values")
+    from fastvdm.pipeline import load_student
+
+    pipe = load_student("tiny", device="cpu")
+    sd = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    sd[k.split("/", 2)[-1] if k.split("/", 2)[-1] in sd else sorted(sd)[0]].view(-1)[0] = float("inf")
+    save_model("nan_student.safetensors", sd, pipe.model.config.to_dict(), run_config={"stage": "kl", "frames": 8,
+                                                                                        "size": 32})
     wd.fails(*densify("--out", "dense", "--ckpt", "nan_student.safetensors"), match="hold NaN or infinite values")
 
 
