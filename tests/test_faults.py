@@ -31,7 +31,7 @@ sys.path.insert(0, HERE)
 import faultwrap  # noqa: E402
 
 
-# ----------------------------------------------------------------------------------------------- helpers
+# ---------------------------------------- helpers
 def tree_hash(root: str) -> dict:
     """{relative path: sha256 of the bytes | 'dir' | 'link -> target'} of everything under ``root``."""
     out = {}
@@ -149,7 +149,7 @@ def wait_for(path: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-# ----------------------------------------------------------------------------------------------- 1. data loss
+# ---------------------------------------- 1. data loss
 def test_out_is_the_input(wd):
     wd.fails(*densify("--out", "S", "--force"), match="is the input S")
 
@@ -205,7 +205,7 @@ def test_python_m_fastvdm_entry_point(wd):
     wd.assert_unchanged()
 
 
-# ----------------------------------------------------------------------------------------------- 2. silent wrong results
+# ---------------------------------------- 2. silent wrong results
 def _png_modes_scene(wd, mode):
     from PIL import Image
 
@@ -344,7 +344,7 @@ def test_nan_condition_is_refused_at_the_pipeline_boundary():
         pipe(cond, num_steps=1, progress=False)
 
 
-# ----------------------------------------------------------------------------------------------- 3. threads
+# ---------------------------------------- 3. threads
 def test_backend_forcing_is_per_thread():
     import fastvdm.ops as ops
 
@@ -369,7 +369,7 @@ def test_backend_forcing_is_per_thread():
         t.join()
 
 
-# ----------------------------------------------------------------------------------------------- 4. one line, not a traceback
+# ---------------------------------------- 4. one line, not a traceback
 def test_read_only_output_is_refused_before_any_work(wd):
     os.makedirs("ro")
     line = wd.fails(*densify("--out", "ro/dense"), match="cannot write in", env={"FAULT_READONLY": "ro"})
@@ -410,7 +410,7 @@ def test_cameras_folder_or_malformed_file(wd):
     wd.fails(*densify("--out", "dense", "--cameras", "nope.json"), match="nope.json not found")
 
 
-# ----------------------------------------------------------------------------------------------- 5. leftovers
+# ---------------------------------------- 5. leftovers
 def test_sigkill_while_writing_is_cleaned_by_the_next_run(wd, tmp_path):
     """A SIGKILL while the output is being written leaves only `.<out>.tmp-<pid>-*`; the next run removes it."""
     wd.snapshot()
@@ -452,6 +452,15 @@ def test_sigkill_during_checkpoint_save_is_cleaned_and_resume_checks_config(wd, 
     argv[argv.index("--steps") + 1] = "3"
     line = wd.fails(*argv, match="size 16 -> 24")
     assert "--allow-config-change" in line
+
+
+def test_training_into_a_folder_of_other_files_is_refused(wd):
+    os.makedirs("docs")
+    with open(os.path.join("docs", "config.txt"), "w") as f:
+        f.write("mine")
+    wd.fails("train", "teacher", "--synthetic", "--steps", "1", "--out", "docs", "--frames", "4", "--size", "16",
+             match="exists and is not a folder this command wrote (it has none of checkpoints")
+    wd.fails("train", "teacher", "--synthetic", "--steps", "1", "--out", "S", match="exists and is not a folder this command wrote")
 
 
 def test_force_onto_a_mount_point_is_refused_and_leaves_nothing(wd):
@@ -500,7 +509,7 @@ def test_stale_temporaries_of_dead_processes_only(tmp_path):
     assert [os.path.basename(p) for p in stale_temps(str(tmp_path))] == [f"step_00000001.safetensors.tmp-{dead.pid}"]
 
 
-# ----------------------------------------------------------------------------------------------- 6. demo
+# ---------------------------------------- 6. demo
 def test_demo_refuses_to_overwrite_an_existing_folder(wd):
     os.makedirs("fastvdm-demo")
     for n in ("grid.png", "metrics.json"):
@@ -524,7 +533,7 @@ def test_demo_interrupted_leaves_nothing(wd, tmp_path):
     wd.assert_unchanged()
 
 
-# ----------------------------------------------------------------------------------------------- 8. wrong model
+# ---------------------------------------- 8. wrong model
 def test_teacher_as_student_is_refused(wd):
     wd.fails(*densify("--out", "dense", "--ckpt", "teacher_tiny"), match="is a teacher model, not a student")
 
@@ -541,7 +550,7 @@ def test_local_folder_shadowing_a_shipped_name_is_noted(wd, capsys):
     assert resolve_model_path("tiny", "student") == shipped_models()["student_tiny"]
 
 
-# ----------------------------------------------------------------------------------------------- 9. ops
+# ---------------------------------------- 9. ops
 @pytest.mark.parametrize("groups", [2.5, "4", 2.0, True])
 def test_group_norm_num_groups_must_be_an_int(groups):
     import fastvdm.ops as ops
@@ -588,7 +597,7 @@ def test_group_norm_overflowing_inputs_give_nan_not_finite_garbage(scale):
             assert (nan | ok).all(), b
         if bool(ref_nan.all()):
             assert got.isnan().all(), b
-# ----------------------------------------------------------------------------------------------- held already
+# ---------------------------------------- held already
 def test_corrupt_checkpoint(wd):
     with open("broken.safetensors", "wb") as f:
         f.write(b"\x00" * 100)

@@ -5,7 +5,8 @@
 DIR is a nerfstudio-style scene folder (``fastvdm data make`` writes them): T views evenly spaced along its
 camera list (T = the frame count the model was trained on) form the camera path; ``--inputs K`` of them
 (evenly spaced, the first always) are the input views, whose RGB-D (or the scene's point cloud) is rendered
-into every frame. Writes (whole or not at all; OUT defaults to DIR_samples beside DIR) OUT/frames/frame_XXXXX.png (generated), OUT/video.mp4 (or video.gif when no mp4
+into every frame. Writes (whole or not at all; OUT defaults to DIR_samples beside DIR)
+OUT/frames/frame_XXXXX.png (generated), OUT/video.mp4 (or video.gif when no mp4
 encoder is installed) and OUT/grid.png with three rows: condition render / generated / ground truth.
 """
 
