@@ -152,6 +152,8 @@ def wait_for(path: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
 # ---------------------------------------- 1. data loss
 def test_out_is_the_input(wd):
     wd.fails(*densify("--out", "S", "--force"), match="is the input S")
+    os.symlink("S", "link")  # the same folder under another name
+    wd.fails(*densify("--out", "link", "--force"), match="is the input S")
 
 
 def test_out_is_the_parent_of_the_input(wd):
