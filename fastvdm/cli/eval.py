@@ -56,6 +56,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule
+    from fastvdm.models import drop_condition
     from fastvdm.evaluate import baseline_methods, evaluate, format_table, sampler_method
     from fastvdm.train import load_model, resolve_checkpoint
     from fastvdm.outdir import check_output_file
@@ -75,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
     methods = {} if args.no_baselines else baseline_methods()
     for n in args.steps:
         if args.sampler == "ddim":
-            s = DDIMSampler(sch, num_steps=n, eta=args.eta, guidance=args.guidance)
+            s = DDIMSampler(sch, num_steps=n, eta=args.eta, guidance=args.guidance, uncond=drop_condition)
             name = f"model_ddim{n}" + (f"_cfg{args.guidance:g}" if args.guidance != 1 else "")
             methods[name] = sampler_method(model, s, args.seed, device=device)
         else:

@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     from fastvdm.data.dataset import clip_from_scene
     from fastvdm.diffusion import DDIMSampler, FewStepSampler, count_nfe
     from fastvdm.media import write_clip_outputs
-    from fastvdm.models import make_cond
+    from fastvdm.models import drop_condition, make_cond
     from fastvdm.train import load_model
 
     from fastvdm.outdir import check_output_dir, staged_output_dir
@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
     x0, cond = make_cond(batch, device)
     check_finite_condition(cond, f"scene {args.scene}: condition")
     if args.sampler == "ddim":
-        sampler = DDIMSampler(num_steps=args.steps, guidance=args.guidance)
+        sampler = DDIMSampler(num_steps=args.steps, guidance=args.guidance, uncond=drop_condition)
     else:
         sampler = FewStepSampler()
     g = torch.Generator().manual_seed(args.seed)

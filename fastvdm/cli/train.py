@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from fastvdm.cli._clips import add_clip_args, open_clips_from_args
+from fastvdm.cli._training import add_clip_args, add_run_args, open_clips_from_args
 
 from fastvdm.errors import UserError
 
@@ -36,16 +36,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=100, help="linear LR warmup steps (default 100)")
     t.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="LR after the warmup: constant, or cosine decay to 0 at --steps (default constant)")
-    t.add_argument("--ema", type=float, default=0.999, help="EMA decay (default 0.999)")
-    t.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (default 1)")
     t.add_argument("--p-uncond", type=float, default=0.1, help="condition dropout probability (default 0.1)")
-    t.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
-    t.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps (default 100)")
-    t.add_argument("--keep", type=int, default=3, help="checkpoints kept (default 3; 0 = all)")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    t.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
-    t.add_argument("--allow-config-change", action="store_true",
-                   help="resume a run folder even though --frames/--size/--preset/--data/--batch differ from it")
+    add_run_args(t, ema=0.999, ckpt_every=100, keep=3, changed="--frames/--size/--preset/--data/--batch")
     t.set_defaults(func=main_teacher)
     from fastvdm.cli.distill import add_parser as add_distill_parser  # `fastvdm train distill` (issue 8)
 

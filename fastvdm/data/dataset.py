@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from fastvdm.data.cameras import Camera, plucker_rays, relative_to
 from fastvdm.data.scenes import Scene
 from fastvdm.data.warp import render_points, unproject
+from fastvdm.errors import UserError
 
 TEST_SEED = 20240611  # the held-out split: the same clips in every evaluation of the project
 DEFAULT_NUM_CLIPS = {"train": 100_000, "test": 100}
@@ -334,14 +335,14 @@ def clip_from_scene(scene_dir: str, frames: int, size: int, inputs: int = 1):
     scene = read_scene(scene_dir)
     n = len(scene.views)
     if n < frames:
-        raise ValueError(f"scene {scene_dir} has {n} views; the model needs {frames} (use at most {n} frames)")
+        raise UserError(f"scene {scene_dir} has {n} views; the model needs {frames} (use at most {n} frames)")
     if not 1 <= inputs <= frames:
-        raise ValueError(f"inputs must be in [1, {frames}], got {inputs}")
+        raise UserError(f"inputs must be in [1, {frames}], got {inputs}")
     pick = [round(i * (n - 1) / max(frames - 1, 1)) for i in range(frames)]
     in_idx = [0] if inputs == 1 else [round(j * (frames - 1) / (inputs - 1)) for j in range(inputs)]
     views = [scene.views[pick[i]] for i in in_idx]
     if scene.points is None and any(v.depth is None for v in views):
-        raise ValueError(f"scene {scene_dir}: the input views have no depth and there is no point cloud")
+        raise UserError(f"scene {scene_dir}: the input views have no depth and there is no point cloud")
     clip = clip_from_views(views, [scene.views[i].camera for i in pick], size, input_indices=in_idx,
                            points=scene.points, point_colors=scene.colors)
     gt = torch.stack([square_view(scene.views[i], size).rgb * 2 - 1 for i in pick], 1)

@@ -1,7 +1,7 @@
 """Diffusion: the v-prediction zero-terminal-SNR schedule and the samplers, plain functions over a denoiser.
 
     from fastvdm.diffusion import VSchedule, sample_ddim, sample_few_step, guided, count_nfe, paste_inputs
-    x0 = sample_ddim(guided(model, 3.0), noise, trailing_timesteps(50), generator, cond)   # teacher
+    x0 = sample_ddim(guided(model, 3.0, drop_condition), noise, trailing_timesteps(50), generator, cond)  # teacher
     x0 = sample_few_step(model, noise, (999, 749, 499, 249), generator, cond)            # student
     x_k, t_k = few_step_states(model, noise, (999, 749, 499, 249), k, generator, cond)     # backward simulation
 

@@ -9,8 +9,8 @@
 """
 
 from fastvdm.models.conditioning import COND_KEYS, drop_condition, make_cond
-from fastvdm.models.discriminator import Discriminator, Head3D, MultiScaleHead
+from fastvdm.models.discriminator import Discriminator, Head3D
 from fastvdm.models.unet import VideoUNet, VideoUNetConfig, timestep_embedding
 
 __all__ = ["VideoUNet", "VideoUNetConfig", "make_cond", "drop_condition", "timestep_embedding", "COND_KEYS",
-           "Discriminator", "Head3D", "MultiScaleHead"]
+           "Discriminator", "Head3D"]

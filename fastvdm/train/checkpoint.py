@@ -217,13 +217,20 @@ def load_state_dict_checked(module: torch.nn.Module, sd: dict, what: str) -> Non
 
 
 def load_model(path: str, name: Optional[str] = None, ema: bool = True, device="cpu"):
-    """Build and load a VideoUNet from a training checkpoint, a run folder, or an exported model file.
+    """Build and load a VideoUNet from a training checkpoint, a run folder, an exported model file, or a
+    ``save_pretrained`` folder.
 
     name: the registered model name (default: the only one / "unet"); ema: the EMA weights when present.
     Returns (model in eval mode, meta dict).
     """
     from fastvdm.models import VideoUNet, VideoUNetConfig
+    from fastvdm.models.pretrained import is_pretrained_folder, load_network
 
+    if os.path.isdir(path) and is_pretrained_folder(path):  # a save_pretrained folder (e.g. a shipped model)
+        model, config = load_network(path, device=device)
+        stage = "teacher" if config.get("kind") == "teacher" else "distill"
+        run = {"config": {"frames": config.get("frames"), "size": config.get("size"), "stage": stage}}
+        return model, {"run": run, "step": config.get("provenance", {}).get("step"), "pretrained": config}
     path = resolve_checkpoint(path)
     tensors, meta = read_checkpoint(path)
     configs = meta.get("model_configs", {})
