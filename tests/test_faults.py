@@ -735,3 +735,19 @@ def test_attention_double_backward_says_unsupported(backend):
         (g,) = torch.autograd.grad(o.square().sum(), q, create_graph=True)
         with pytest.raises(ops.BackendUnavailableError, match=f"not supported by the '{backend}' backend; no backend"):
             g.sum().backward()
+
+
+def test_output_file_guard(tmp_path):
+    """`--json` style outputs: never an input, never a folder, never through a file, empty refused."""
+    from fastvdm.errors import OutputError
+    from fastvdm.outdir import check_output_file
+
+    (tmp_path / "ckpt.safetensors").write_bytes(b"x")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "f").write_text("x")
+    for path, match in ((tmp_path / "ckpt.safetensors", "is the input"), (tmp_path / "dir", "is a folder"),
+                        (tmp_path / "f" / "x.json", "is a file, not a folder"), ("", "is empty")):
+        with pytest.raises(OutputError, match=match):
+            check_output_file(str(path), [str(tmp_path / "ckpt.safetensors")], "--json")
+    assert check_output_file(str(tmp_path / "new" / "eval.json"), [], "--json").endswith("eval.json")
+    assert not (tmp_path / "new").exists()  # checking creates nothing
