@@ -45,10 +45,9 @@ def main(args: argparse.Namespace) -> int:
     from fastvdm.diffusion import DDIMSampler, FewStepSampler, count_nfe
     from fastvdm.media import write_clip_outputs
     from fastvdm.models import drop_condition, make_cond
-    from fastvdm.train import load_model
-
     from fastvdm.outdir import check_output_dir, staged_output_dir
     from fastvdm.pipeline import check_finite_condition
+    from fastvdm.train import load_model
 
     dest = args.out if args.out is not None else os.path.normpath(args.scene) + "_samples"
     inputs = [args.scene, args.ckpt]
