@@ -163,8 +163,11 @@ class NVSPipeline:
         if kind is not None and config.get("kind") != kind:
             from fastvdm.errors import UserError
 
-            raise UserError(f"{folder_or_name!r} ({folder}) is a {config.get('kind')} model, not a {kind}: a "
-                            f"{config.get('kind')} is loaded with load_{config.get('kind')} (or pass check_kind=False)")
+            found = config.get("kind")
+            hint = ("shipped:tiny, or a `fastvdm train distill` run" if kind == "student"
+                    else "shipped:tiny, or a `fastvdm train teacher` run")
+            raise UserError(f"{folder_or_name!r} ({folder}) is a {found} model, not a {kind}: give a {kind} ({hint}); "
+                            f"in Python, load_{found} loads it (or pass check_kind=False)")
         sampler = config.get("sampler", {})
         pipe = cls(model, config.get("kind", "student"), frames=config.get("frames", 8), size=config.get("size", 32),
                    guidance=sampler.get("guidance", 1.0), meta=config)

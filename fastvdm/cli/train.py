@@ -64,9 +64,10 @@ def main_teacher(args: argparse.Namespace) -> int:
         raise UserError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from fastvdm.outdir import check_output_dir
+    from fastvdm.outdir import RUN_MARKERS, check_output_dir
 
-    check_output_dir(args.out, inputs=[args.data], resume=True)  # a run folder is resumed, never replaced
+    # a run folder is resumed, never replaced; a folder of other files is refused
+    check_output_dir(args.out, inputs=[args.data], resume=True, markers=RUN_MARKERS)
     rank, world, device = init_distributed()
     dataset = open_clips_from_args(args)
     torch.manual_seed(args.seed)

@@ -247,8 +247,8 @@ def load_transforms(path: str, what: str = "scene") -> dict:
     """The parsed ``transforms.json`` at ``path`` (a dict with a non-empty ``frames`` list); FileNotFoundError
     or SceneFormatError naming the file (and, for a folder, what to give instead)."""
     if os.path.isdir(path):
-        hint = (f"; give {os.path.join(path, 'transforms.json')}" if os.path.isfile(os.path.join(path, "transforms.json"))
-                else "")
+        inner = os.path.join(path, "transforms.json")
+        hint = f"; give {inner}" if os.path.isfile(inner) else ""
         raise SceneFormatError(f"{what} {path} is a folder, not a transforms.json file{hint}")
     if not os.path.isfile(path):
         hint = " (a scene folder needs transforms.json)" if what == "scene" else ""
