@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from fastvdm.errors import UserError
 from fastvdm.train import checkpoint as ckpt
 
 
@@ -65,7 +66,8 @@ class RunConfig:
     steps (and at the end); keep_last: checkpoints kept (0 = all); grad_clip: max global grad norm per
     optimizer (0 = off); warmup_steps: linear LR warmup; lr_schedule: "constant" after the warmup, or "cosine"
     (from the base LR at the end of the warmup down to min_lr_ratio x base LR at ``steps``); amp: bf16 autocast on CUDA; print_every: terminal
-    line every N steps (0 = never); config: extra JSON saved in config.json and every checkpoint."""
+    line every N steps (0 = never); config: extra JSON saved in config.json and every checkpoint; resume_keys:
+    entries of ``config`` a resumed run must not change (refused unless ``allow_config_change``)."""
 
     out_dir: str
     steps: int
@@ -79,6 +81,9 @@ class RunConfig:
     amp: bool = True
     print_every: int = 10
     config: dict = field(default_factory=dict)
+    resume_keys: tuple = ("stage", "preset", "frames", "size", "data", "clips", "batch", "teacher", "init",
+                          "p_uncond")
+    allow_config_change: bool = False
 
 
 def lr_factor(run: "RunConfig", step: int) -> float:
@@ -315,6 +320,7 @@ def save_checkpoint(run: RunConfig, state: TrainState, rank: int = 0) -> Optiona
         if run.keep_last > 0:
             for _, old in ckpt.list_checkpoints(run.out_dir)[:-run.keep_last]:
                 os.remove(old)
+        ckpt.sweep_stale_temps(run.out_dir)  # temp files of killed saves count against no --keep: remove them
     if _distributed():
         dist.barrier()
     return path
@@ -322,6 +328,19 @@ def save_checkpoint(run: RunConfig, state: TrainState, rank: int = 0) -> Optiona
 
 def _run_json(run: RunConfig) -> dict:
     return json.loads(json.dumps(asdict(run), default=str))
+
+
+def check_resume_config(run: RunConfig, saved: dict, where: str) -> None:
+    """Refuse to resume a run whose checkpoint was trained with other values of ``run.resume_keys`` (clip
+    frames, size, preset, data, ...: continuing would silently mix them), unless ``run.allow_config_change``."""
+    if run.allow_config_change:
+        return
+    changed = [(k, saved[k], run.config[k]) for k in run.resume_keys
+               if k in saved and k in run.config and saved[k] != run.config[k]]
+    if changed:
+        what = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changed)
+        raise UserError(f"{run.out_dir}: resuming {where} with a different config ({what}); give another --out, "
+                        "the original values, or --allow-config-change to continue anyway")
 
 
 def _trim_log(path: str, step: int) -> None:
@@ -353,9 +372,12 @@ def train(run: RunConfig, state: TrainState, step_fn: Callable[[StepContext, Any
     amp = bool(run.amp) and device.type == "cuda"
     os.makedirs(run.out_dir, exist_ok=True)
     log_path = os.path.join(run.out_dir, "log.jsonl")
+    if rank == 0:
+        ckpt.sweep_stale_temps(run.out_dir)
     latest = ckpt.latest_checkpoint(run.out_dir) if resume else None
     if latest is not None:
         tensors, meta = ckpt.read_checkpoint(latest)
+        check_resume_config(run, meta.get("run", {}).get("config", {}), latest)
         state.load(tensors, meta, latest)
         _set_rng(tensors, meta.get("rng", []), rank)
         if rank == 0:
