@@ -2,7 +2,7 @@
 
     python bench/bench_diffusers.py                                  # SVD, 1 thread, 5 interleaved rounds
     python bench/bench_diffusers.py --models svd unet3d motion i2vgen --repeats 3 --markdown
-    python bench/bench_diffusers.py --attention temporal             # spatial attention left on SDPA
+    python bench/bench_diffusers.py --variants stock gn all temporal  # which patch variants to time
 
 The whole models (1.0-1.5 B parameters) do not fit forward+backward on a small CPU machine, so each U-Net is
 built from its default (real) diffusers config on the ``meta`` device, a forward on meta tensors records every
@@ -13,8 +13,10 @@ work, are not timed).
 
 Variants, timed in interleaved rounds (each variant once per round, medians; ratios within one run):
 - ``stock``: the diffusers block as is (GroupNorm, SiLU, adds; attention through torch's SDPA);
-- ``patched``: after ``apply_fastvdm(unet)`` (``--attention``: all / temporal / none self-attention patched),
-  with fastvdm's ``auto`` backends (on CPU: the ``cpu`` OpenMP kernels).
+- ``all``: after ``apply_fastvdm(unet)`` (fused GroupNorms and every covered self-attention on fastvdm);
+- ``gn``: ``apply_fastvdm(unet, attention=False)`` (fused GroupNorms; attention stays on torch's SDPA);
+- ``temporal``: ``apply_fastvdm(unet, attention="temporal")`` (spatial attention stays on SDPA);
+all with fastvdm's ``auto`` backends (on CPU: the ``cpu`` OpenMP kernels).
 fwd+bwd: forward, then the gradients of the block's parameters and floating inputs for a random upstream
 gradient. fp32.
 """
@@ -35,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.timing import machine_name  # noqa: E402
 
 MODELS = ("svd", "unet3d", "motion", "i2vgen")
+VARIANTS = {"stock": None, "all": True, "gn": False, "temporal": "temporal"}  # -> apply_fastvdm(attention=...)
 CLASSES = {
     "svd": "UNetSpatioTemporalConditionModel",
     "unet3d": "UNet3DConditionModel",
@@ -152,8 +155,7 @@ def bench_model(name: str, args) -> list:
         unet = getattr(diffusers, CLASSES[name])()
     unet.to("meta")  # a few parameters (AlphaBlender.mix_factor) are built with torch.Tensor([...]) on the CPU
     records = record_block_inputs(unet, meta_inputs(name, unet.config, args.batch, args.frames, args.size))
-    attention = {"all": True, "temporal": "temporal", "none": False}[args.attention]
-    report = apply_fastvdm(unet, attention=attention)
+    report = apply_fastvdm(unet)
     remove_fastvdm(unet)
     print(f"# {CLASSES[name]}: {report.summary()}", file=sys.stderr)
     gen = torch.Generator().manual_seed(0)
@@ -166,32 +168,34 @@ def bench_model(name: str, args) -> list:
         for leaf in list(bargs) + list(bkwargs.values()):
             if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
                 leaf.requires_grad_(True)
-        times = {(v, p): [] for v in ("stock", "patched") for p in ("fwd", "fwd+bwd")}
+        variants = ["stock"] + [v for v in args.variants if v != "stock"]
+        times = {(v, p): [] for v in variants for p in ("fwd", "fwd+bwd")}
         for rnd in range(args.warmup + args.repeats):
-            for variant in ("stock", "patched"):
-                if variant == "patched":
-                    apply_fastvdm(unet, attention=attention)
+            for variant in variants:
+                if variant != "stock":
+                    apply_fastvdm(unet, attention=VARIANTS[variant])
                 for p, grad in (("fwd", False), ("fwd+bwd", True)):
                     t = time_block(block, bargs, bkwargs, grad)
                     if rnd >= args.warmup:
                         times[(variant, p)].append(t)
-                if variant == "patched":
+                if variant != "stock":
                     remove_fastvdm(unet)
         shape = tuple(first_tensor(bargs[0] if bargs else next(iter(bkwargs.values()))).shape)
         for p in ("fwd", "fwd+bwd"):
-            stock = statistics.median(times[("stock", p)])
-            patched = statistics.median(times[("patched", p)])
-            rows.append(dict(model=name, block=block_name, input=shape, pass_=p, stock_ms=1e3 * stock,
-                             patched_ms=1e3 * patched, speedup=stock / patched))
-            print(f"{name} {block_name} {shape} {p}: stock {1e3 * stock:.1f} ms, patched {1e3 * patched:.1f} ms,"
-                  f" {stock / patched:.2f}x", file=sys.stderr, flush=True)
+            row = dict(model=name, block=block_name, input=shape, pass_=p)
+            for v in variants:
+                row[f"{v}_ms"] = 1e3 * statistics.median(times[(v, p)])
+            rows.append(row)
+            print(f"{name} {block_name} {shape} {p}: " + ", ".join(
+                f"{v} {row[f'{v}_ms']:.1f} ms ({row['stock_ms'] / row[f'{v}_ms']:.2f}x)" for v in variants),
+                file=sys.stderr, flush=True)
         block.to("meta")  # free the weights
         del bargs, bkwargs
     for p in ("fwd", "fwd+bwd"):
-        stock = sum(r["stock_ms"] for r in rows if r["pass_"] == p and r["block"] != "unet")
-        patched = sum(r["patched_ms"] for r in rows if r["pass_"] == p and r["block"] != "unet")
-        rows.append(dict(model=name, block="unet", input="sum of blocks", pass_=p, stock_ms=stock,
-                         patched_ms=patched, speedup=stock / patched))
+        row = dict(model=name, block="unet", input="sum of blocks", pass_=p)
+        for v in variants:
+            row[f"{v}_ms"] = sum(r[f"{v}_ms"] for r in rows if r["pass_"] == p and r["model"] == name)
+        rows.append(row)
     return rows
 
 
@@ -204,8 +208,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed interleaved rounds (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads (default 1)")
-    parser.add_argument("--attention", choices=("all", "temporal", "none"), default="all",
-                        help="which self-attention the patch moves to fastvdm (default all)")
+    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=["gn", "all"],
+                        help="patch variants timed against stock (default: gn all)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
@@ -215,14 +219,16 @@ def main(argv=None) -> int:
         rows += bench_model(name, args)
     header = (f"machine: {machine_name()}, torch {torch.__version__}, {args.threads} thread(s), fp32, "
               f"batch {args.batch}, {args.frames} frames, {args.size}x{args.size} latents, "
-              f"median of {args.repeats} interleaved rounds, attention={args.attention}")
+              f"median of {args.repeats} interleaved rounds")
     print(header)
+    variants = [v for v in args.variants if v != "stock"]
     if args.markdown:
-        print("\n| model | block | input | pass | stock ms | patched ms | speedup |\n|---|---|---|---|---|---|---|")
+        print("\n| model | block | input | pass | stock ms | " + " | ".join(f"{v} ms (speedup)" for v in variants)
+              + " |\n|---|---|---|---|---|" + "---|" * len(variants))
         for r in rows:
             shape = "x".join(map(str, r["input"])) if isinstance(r["input"], tuple) else r["input"]
-            print(f"| {r['model']} | {r['block']} | {shape} | {r['pass_']} | {r['stock_ms']:.1f} | "
-                  f"{r['patched_ms']:.1f} | {r['speedup']:.2f}x |")
+            cells = " | ".join(f"{r[f'{v}_ms']:.0f} ({r['stock_ms'] / r[f'{v}_ms']:.2f}x)" for v in variants)
+            print(f"| {r['model']} | {r['block']} | {shape} | {r['pass_']} | {r['stock_ms']:.0f} | {cells} |")
     else:
         for r in rows:
             print(r)
