@@ -63,10 +63,11 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--init and --disc are options of --stage kl")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from fastvdm.outdir import check_output_dir
+    from fastvdm.outdir import RUN_MARKERS, check_output_dir
     from fastvdm.pipeline import model_kind
 
-    check_output_dir(args.out, inputs=[args.teacher, args.init, args.disc, args.data], resume=True)
+    check_output_dir(args.out, inputs=[args.teacher, args.init, args.disc, args.data], resume=True,
+                     markers=RUN_MARKERS)
     rank, world, device = init_distributed()
     torch.manual_seed(args.seed)
     teacher, teacher_meta = load_model(args.teacher, ema=True, device=device)
