@@ -66,7 +66,9 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if any(s < 1 for s in args.steps) or args.clips < 1 or args.batch < 1:
         raise UserError(f"--steps, --clips and --batch must be >= 1, got {args.steps}, {args.clips}, {args.batch}")
-    path = resolve_checkpoint(args.ckpt)
+    from fastvdm.models.pretrained import is_pretrained_folder
+
+    path = args.ckpt if is_pretrained_folder(args.ckpt) else resolve_checkpoint(args.ckpt)
     out = args.json or os.path.join(args.ckpt if os.path.isdir(args.ckpt) else os.path.dirname(path), "eval.json")
     check_output_file(out, [path, args.data], "--json")  # before any work
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -28,6 +28,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_clip_args(t)
     t.add_argument("--preset", default="tiny", choices=("tiny", "base"), help="model preset (default tiny)")
+    t.add_argument("--denoiser", default="posterior", choices=("posterior", "v"),
+                   help="denoiser wrapping the network (fastvdm.diffusion.denoisers): posterior = EDM-style "
+                        "preconditioning around the hole-filled render (default); v = the network predicts v")
+    t.add_argument("--weighting", default="output", choices=("output", "edm", "v"),
+                   help="loss weighting over noise levels (fastvdm.train.teacher.WEIGHTINGS; default output)")
+    t.add_argument("--init", help="start from this model's weights (run folder or model file; EMA weights), "
+                                  "e.g. fastvdm/weights/teacher_tiny; ignored when resuming")
     t.add_argument("--steps", type=int, required=True, help="total optimization steps")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, config.json)")
     t.add_argument("--batch", type=int, default=4, help="global batch size (default 4)")
@@ -49,8 +56,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def main_teacher(args: argparse.Namespace) -> int:
     import torch
 
-    from fastvdm.models import VideoUNet, VideoUNetConfig
-    from fastvdm.train import DatasetBatches, RunConfig, TrainState, init_distributed, train
+    from fastvdm.diffusion.denoisers import preset_denoiser
+    from fastvdm.train import DatasetBatches, RunConfig, TrainState, init_distributed, load_model, train
     from fastvdm.train.teacher import TeacherStep
 
     if args.steps < 1 or args.batch < 1:
@@ -63,22 +70,26 @@ def main_teacher(args: argparse.Namespace) -> int:
     check_output_dir(args.out, inputs=[args.data], resume=True, markers=RUN_MARKERS)
     rank, world, device = init_distributed()
     dataset = open_clips_from_args(args)
-    cfg = VideoUNetConfig.preset(args.preset)
     torch.manual_seed(args.seed)
+    net = preset_denoiser(args.preset, args.denoiser)
+    if args.init:  # the checkpoint's own denoiser settings and weights; a resume overwrites them anyway
+        net, _ = load_model(args.init, ema=True)
+        net.train().requires_grad_(True)
     state = TrainState()
-    model = state.add_model("unet", VideoUNet(cfg).to(device), ema_decay=args.ema)
+    model = state.add_model("unet", net.to(device), ema_decay=args.ema)
     state.add_optimizer("unet", torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay))
     run = RunConfig(out_dir=args.out, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
                     keep_last=args.keep, grad_clip=args.grad_clip, warmup_steps=args.warmup,
                     lr_schedule=args.lr_schedule, amp=not args.no_amp, allow_config_change=args.allow_config_change,
                     config={"stage": "teacher", "preset": args.preset, "batch": args.batch, "lr": args.lr,
                             "p_uncond": args.p_uncond, "data": args.data or "synthetic", "lr_schedule": args.lr_schedule,
+                            "denoiser": args.denoiser, "weighting": args.weighting, "init": args.init,
                             "frames": args.frames, "size": args.size, "world_size": world})
     if rank == 0:
         n = sum(p.numel() for p in model.parameters())
         print(f"teacher {args.preset}: {n / 1e6:.2f}M parameters, {len(dataset)} clips, batch {args.batch}, "
               f"{world} process(es) on {device}", flush=True)
-    logs = train(run, state, TeacherStep(p_uncond=args.p_uncond), DatasetBatches(dataset, args.batch, args.seed))
+    logs = train(run, state, TeacherStep(p_uncond=args.p_uncond, weighting=args.weighting), DatasetBatches(dataset, args.batch, args.seed))
     if rank == 0 and logs:
         print(f"done: step {logs['step']} loss {logs['loss']:.4f}; checkpoints in {os.path.join(args.out, 'checkpoints')}")
     return 0
