@@ -182,6 +182,12 @@ def test_out_is_cwd_parent_home_or_root(wd, out, match):
     wd.fails("data", "make", "--out", out, "--scenes", "1", "--force", "--no-progress", match=match)
 
 
+def test_out_inside_the_package_is_refused(wd):
+    from fastvdm.pipeline import shipped_models
+
+    wd.fails(*densify("--out", shipped_models()["student_tiny"], "--force"), match="fastvdm's own package folder")
+
+
 def test_out_whose_parent_is_a_file(wd):
     with open("notes.txt", "w") as f:
         f.write("x")
