@@ -346,10 +346,14 @@ def densify_scene(scene, out_dir: Optional[str] = None, cameras=None, **kwargs):
     """Densify a capture folder (nerfstudio or COLMAP) or ``SceneData`` and write it as a nerfstudio folder.
 
     See :func:`fastvdm.densify.densify_scene` (the whole job: inputs, stereo, target cameras, path planning,
-    clips, compositing at full resolution, output folder); returns its ``DensifyResult``.
+    clips, compositing at full resolution, output folder); returns its ``DensifyResult``. ``pipe`` defaults to
+    ``load_student(model)`` (model "tiny": the shipped student).
     """
     from fastvdm.densify import densify_scene as _densify_scene
 
+    if kwargs.get("pipe") is None:  # loaded after the inputs are read and checked (input errors come first)
+        model = kwargs.get("model", "tiny")
+        kwargs["pipe"] = lambda: load_student(model)
     return _densify_scene(scene, out_dir, cameras, **kwargs)
 
 

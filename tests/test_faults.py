@@ -751,3 +751,17 @@ def test_output_file_guard(tmp_path):
             check_output_file(str(path), [str(tmp_path / "ckpt.safetensors")], "--json")
     assert check_output_file(str(tmp_path / "new" / "eval.json"), [], "--json").endswith("eval.json")
     assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+def test_sample_writes_beside_the_scene_never_inside(wd):
+    """`fastvdm sample` wrote SCENE/samples (inside the input); its default is now SCENE_samples beside it."""
+    from fastvdm.pipeline import shipped_models
+
+    wd.snapshot()
+    teacher = shipped_models()["teacher_tiny"]
+    rc, out, err = wd.run("sample", "--ckpt", teacher, "--scene", "S", "--steps", "1", "--frames", "2")
+    assert rc == 0, err
+    assert os.path.isfile(os.path.join("S_samples", "grid.png"))
+    wd.assert_unchanged(ignore=("S_samples",))
+    wd.fails("sample", "--ckpt", teacher, "--scene", "S", "--steps", "1", "--frames", "2", "--out", "S/samples",
+             match="lies inside the input S")
