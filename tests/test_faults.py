@@ -527,7 +527,10 @@ def test_demo_interrupted_leaves_nothing(wd, tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(HERE, "faultwrap.py"), "demo", "--teacher-steps", "1",
                              "--no-progress", "--threads", "1"], cwd=wd.root,
                             env=subprocess_env(FAULT_PAUSE_AFTER="1", FAULT_PAUSE_FILE=flag),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell that started pytest in the background ignores SIGINT for its children;
+                            # give the child the default disposition, as an interactive user's command has
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(flag, proc, timeout=300)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
