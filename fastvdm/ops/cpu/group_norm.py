@@ -1,9 +1,10 @@
 """``group_norm`` on the ``cpu`` backend: autograd around the OpenMP kernels of csrc/cpu/group_norm.cpp.
 
-Forward: one kernel call computes the (B, G) statistics and writes act(GN(x) * (1 + scale) + shift); it
-returns mean and rstd (fp32) for the backward. Backward: one kernel call writes dx and the per-(n, c) sums
-sum_s dz and sum_s dz * xhat (dz = dy * act'(z)), from which the parameter gradients are O(B * C) torch
-arithmetic (:func:`fastvdm.ops.group_norm_common.param_grads`).
+Forward: one kernel call computes the (B, G) statistics of u = x + input_bias (u is never stored) and writes
+act(GN(u) * (1 + scale) + shift); it returns mean and rstd (fp32) for the backward. Backward: one kernel call
+writes dx and the per-(n, c) sums sum_s dz and sum_s dz * xhat (dz = dy * act'(z)), from which the parameter
+gradients are O(B * C) torch arithmetic (:func:`fastvdm.ops.group_norm_common.param_grads`; d input_bias is
+the sum of dx over positions).
 
 Layouts: x is seen as (B, C, S) through a view; contiguous and channels-last (channels_last /
 channels_last_3d) inputs are read in place, any other layout is copied to contiguous first. y and dx have
