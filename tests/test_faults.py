@@ -31,7 +31,7 @@ sys.path.insert(0, HERE)
 import faultwrap  # noqa: E402
 
 
-# ----------------------------------------------------------------------------------------------- helpers
+# ---------------------------------------- helpers
 def tree_hash(root: str) -> dict:
     """{relative path: sha256 of the bytes | 'dir' | 'link -> target'} of everything under ``root``."""
     out = {}
@@ -149,14 +149,16 @@ def wait_for(path: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-# ----------------------------------------------------------------------------------------------- 1. data loss
+# ---------------------------------------- 1. data loss
 def test_out_is_the_input(wd):
     wd.fails(*densify("--out", "S", "--force"), match="is the input S")
+    os.symlink("S", "link")  # the same folder under another name
+    wd.fails(*densify("--out", "link", "--force"), match="is the input S")
 
 
 def test_out_is_the_parent_of_the_input(wd):
     wd.fails("densify", os.path.join(wd.root, "S"), "--out", wd.root, "--force", "--no-progress",
-             match="contains the working directory")
+             match="is the working directory")
     os.makedirs(os.path.join(wd.root, "data"))
     shutil.move(wd.scene, os.path.join(wd.root, "data", "S"))
     wd.scene = os.path.join(wd.root, "data", "S")
@@ -194,7 +196,18 @@ def test_existing_output_needs_force(wd):
     wd.fails(*densify("--out", "dense"), match="exists and is not empty (use --force")
 
 
-# ----------------------------------------------------------------------------------------------- 2. silent wrong results
+def test_python_m_fastvdm_entry_point(wd):
+    """The same through the real entry point, `python -m fastvdm`, in a child process: exit 2, one line."""
+    wd.snapshot()
+    r = subprocess.run([sys.executable, "-m", "fastvdm", "densify", "S", "--out", "S", "--force"], cwd=wd.root,
+                       env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "fastvdm densify: error: --out S (" + os.path.realpath(wd.scene) + ") is the input S; write the output to "
+        "another folder"], r.stderr
+    wd.assert_unchanged()
+
+
+# ---------------------------------------- 2. silent wrong results
 def _png_modes_scene(wd, mode):
     from PIL import Image
 
@@ -291,19 +304,31 @@ def test_absurd_focal_length_is_refused(wd, fl):
 
 
 def test_nan_weights_are_refused_at_load(wd):
-    from safetensors.torch import load_file, save_file
+    """A checkpoint with one NaN weight wrote black frames; now refused at load (pretrained folder and
+    training-checkpoint file alike)."""
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     from fastvdm.pipeline import shipped_models
+    from fastvdm.train.checkpoint import save_model
 
-    src = shipped_models()["student_tiny"]
-    with safe_open(src, "pt") as f:
+    shutil.copytree(shipped_models()["student_tiny"], "nan_student")
+    weights = os.path.join("nan_student", "model.safetensors")
+    with safe_open(weights, "pt") as f:
         md = f.metadata()
-    t = load_file(src)
+    t = load_file(weights)
     k = sorted(t)[len(t) // 2]
     t[k] = t[k].clone()
     t[k].view(-1)[0] = float("nan")
-    save_file(t, "nan_student.safetensors", metadata=md)
+    save_file(t, weights, metadata=md)
+    wd.fails(*densify("--out", "dense", "--ckpt", "nan_student"), match="hold NaN or infinite values")
+    from fastvdm.pipeline import load_student
+
+    pipe = load_student("tiny", device="cpu")
+    sd = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    sd[k.split("/", 2)[-1] if k.split("/", 2)[-1] in sd else sorted(sd)[0]].view(-1)[0] = float("inf")
+    save_model("nan_student.safetensors", sd, pipe.model.config.to_dict(), run_config={"stage": "kl", "frames": 8,
+                                                                                        "size": 32})
     wd.fails(*densify("--out", "dense", "--ckpt", "nan_student.safetensors"), match="hold NaN or infinite values")
 
 
@@ -321,7 +346,7 @@ def test_nan_condition_is_refused_at_the_pipeline_boundary():
         pipe(cond, num_steps=1, progress=False)
 
 
-# ----------------------------------------------------------------------------------------------- 3. threads
+# ---------------------------------------- 3. threads
 def test_backend_forcing_is_per_thread():
     import fastvdm.ops as ops
 
@@ -346,7 +371,7 @@ def test_backend_forcing_is_per_thread():
         t.join()
 
 
-# ----------------------------------------------------------------------------------------------- 4. one line, not a traceback
+# ---------------------------------------- 4. one line, not a traceback
 def test_read_only_output_is_refused_before_any_work(wd):
     os.makedirs("ro")
     line = wd.fails(*densify("--out", "ro/dense"), match="cannot write in", env={"FAULT_READONLY": "ro"})
@@ -387,7 +412,7 @@ def test_cameras_folder_or_malformed_file(wd):
     wd.fails(*densify("--out", "dense", "--cameras", "nope.json"), match="nope.json not found")
 
 
-# ----------------------------------------------------------------------------------------------- 5. leftovers
+# ---------------------------------------- 5. leftovers
 def test_sigkill_while_writing_is_cleaned_by_the_next_run(wd, tmp_path):
     """A SIGKILL while the output is being written leaves only `.<out>.tmp-<pid>-*`; the next run removes it."""
     wd.snapshot()
@@ -429,6 +454,15 @@ def test_sigkill_during_checkpoint_save_is_cleaned_and_resume_checks_config(wd, 
     argv[argv.index("--steps") + 1] = "3"
     line = wd.fails(*argv, match="size 16 -> 24")
     assert "--allow-config-change" in line
+
+
+def test_training_into_a_folder_of_other_files_is_refused(wd):
+    os.makedirs("docs")
+    with open(os.path.join("docs", "config.txt"), "w") as f:
+        f.write("mine")
+    wd.fails("train", "teacher", "--synthetic", "--steps", "1", "--out", "docs", "--frames", "4", "--size", "16",
+             match="exists and is not a folder this command wrote (it has none of checkpoints")
+    wd.fails("train", "teacher", "--synthetic", "--steps", "1", "--out", "S", match="exists and is not a folder this command wrote")
 
 
 def test_force_onto_a_mount_point_is_refused_and_leaves_nothing(wd):
@@ -477,13 +511,14 @@ def test_stale_temporaries_of_dead_processes_only(tmp_path):
     assert [os.path.basename(p) for p in stale_temps(str(tmp_path))] == [f"step_00000001.safetensors.tmp-{dead.pid}"]
 
 
-# ----------------------------------------------------------------------------------------------- 6. demo
+# ---------------------------------------- 6. demo
 def test_demo_refuses_to_overwrite_an_existing_folder(wd):
     os.makedirs("fastvdm-demo")
     for n in ("grid.png", "metrics.json"):
         with open(os.path.join("fastvdm-demo", n), "w") as f:
             f.write("mine")
-    wd.fails("demo", "--teacher-steps", "1", "--no-progress", match="fastvdm-demo exists and is not empty")
+    wd.fails("demo", "--teacher-steps", "1", "--no-progress", match="fastvdm-demo (")
+    assert "exists and is not empty (use --force" in wd.fails("demo", "--no-progress", match="demo: error:")
 
 
 def test_demo_interrupted_leaves_nothing(wd, tmp_path):
@@ -500,7 +535,7 @@ def test_demo_interrupted_leaves_nothing(wd, tmp_path):
     wd.assert_unchanged()
 
 
-# ----------------------------------------------------------------------------------------------- 8. wrong model
+# ---------------------------------------- 8. wrong model
 def test_teacher_as_student_is_refused(wd):
     wd.fails(*densify("--out", "dense", "--ckpt", "teacher_tiny"), match="is a teacher model, not a student")
 
@@ -517,7 +552,7 @@ def test_local_folder_shadowing_a_shipped_name_is_noted(wd, capsys):
     assert resolve_model_path("tiny", "student") == shipped_models()["student_tiny"]
 
 
-# ----------------------------------------------------------------------------------------------- 9. ops
+# ---------------------------------------- 9. ops
 @pytest.mark.parametrize("groups", [2.5, "4", 2.0, True])
 def test_group_norm_num_groups_must_be_an_int(groups):
     import fastvdm.ops as ops
@@ -564,7 +599,7 @@ def test_group_norm_overflowing_inputs_give_nan_not_finite_garbage(scale):
             assert (nan | ok).all(), b
         if bool(ref_nan.all()):
             assert got.isnan().all(), b
-# ----------------------------------------------------------------------------------------------- held already
+# ---------------------------------------- held already
 def test_corrupt_checkpoint(wd):
     with open("broken.safetensors", "wb") as f:
         f.write(b"\x00" * 100)
@@ -600,3 +635,133 @@ def test_a_good_run_still_works_and_writes_only_its_output(wd):
     assert os.path.isfile(os.path.join("dense", "transforms.json"))
     assert [n for n in os.listdir(wd.root) if n.startswith(".")] == []
     wd.assert_unchanged(ignore=("dense",))
+
+
+def _tmpfs(path: str, size: str) -> bool:
+    """Mount a small tmpfs at ``path`` (root only); False where that is not possible."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    os.makedirs(path, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                          capture_output=True).returncode == 0
+
+
+def test_really_full_disk(wd):
+    """A real full file system (a 64 KiB tmpfs; needs root, else skipped: the simulated cases above still run):
+    scene export and a checkpoint save both end in one line, leaving nothing but the run folder's small files."""
+    full = os.path.join(wd.tmp, "full")
+    if not _tmpfs(full, "64k"):
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        wd.fails("data", "make", "--out", os.path.join(full, "d"), "--scenes", "2", "--size", "64", "--views", "4",
+                 "--no-progress", match="No space left on device")
+        assert os.listdir(full) == []
+        run = os.path.join(full, "run")
+        wd.fails("train", "teacher", "--synthetic", "--steps", "1", "--out", run, "--frames", "4", "--size", "16",
+                 "--clips", "2", "--batch", "1", "--threads", "1", "--warmup", "0", match="No space left on device")
+        assert os.listdir(os.path.join(run, "checkpoints")) == []  # the partial temp file was removed
+    finally:
+        subprocess.run(["umount", full], capture_output=True)
+
+
+def test_checkpoint_save_on_a_full_disk_is_an_os_error(tmp_path, monkeypatch):
+    """safetensors reports a full disk as SafetensorError("... os error 28"): it becomes an OSError (one line)."""
+    import errno
+
+    import safetensors.torch
+
+    from fastvdm.train.checkpoint import atomic_save
+
+    def full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError) as e:
+        atomic_save({"x": torch.zeros(2)}, {}, str(tmp_path / "c.safetensors"))
+    assert e.value.errno == errno.ENOSPC and os.listdir(tmp_path) == []
+
+
+def test_really_read_only_disk(wd):
+    """A real read-only file system (tmpfs remounted ro; needs root, else skipped): refused before any work."""
+    ro = os.path.join(wd.tmp, "ro")
+    if not _tmpfs(ro, "1m"):
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        assert subprocess.run(["mount", "-o", "remount,ro", ro], capture_output=True).returncode == 0
+        line = wd.fails(*densify("--out", os.path.join(ro, "dense")), match="cannot write in")
+        assert "Read-only file system" in line
+    finally:
+        subprocess.run(["umount", ro], capture_output=True)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16_bit_colour_png_is_scaled_not_clipped(tmp_path, channels, capsys):
+    """48/64-bit PNGs (PIL reads them as 8-bit RGB/RGBA): values come back scaled to [0, 1] (to 8-bit precision)."""
+    import cv2
+
+    from fastvdm.data.scene_io import read_image
+
+    a = (np.random.default_rng(0).random((6, 5, channels)) * 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "x.png"), a)
+    rgb, alpha = read_image(str(tmp_path / "x.png"), "test")
+    want = torch.from_numpy(a[..., 2::-1].astype(np.float64) / 65535).permute(2, 0, 1)
+    assert alpha == (channels == 4)
+    assert (rgb.double() - want).abs().max() < 1 / 255  # PIL keeps the high byte
+
+
+def test_stale_file_temps_of_dead_processes(tmp_path):
+    from fastvdm.outdir import sweep_stale_file_temps
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for n in (f"c.safetensors.tmp-{dead.pid}", f"c.safetensors.tmp-{os.getpid()}", f"d.safetensors.tmp-{dead.pid}"):
+        (tmp_path / n).write_bytes(b"x")
+    removed = sweep_stale_file_temps(str(tmp_path / "c.safetensors"), quiet=True)
+    assert [os.path.basename(p) for p in removed] == [f"c.safetensors.tmp-{dead.pid}"]
+    assert sorted(os.listdir(tmp_path)) == sorted([f"c.safetensors.tmp-{os.getpid()}", f"d.safetensors.tmp-{dead.pid}"])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_attention_double_backward_says_unsupported(backend):
+    import fastvdm.ops as ops
+
+    if backend not in ops.available_backends("video_attention"):
+        pytest.skip(f"{backend} not available here")
+    q = torch.randn(1, 2, 4, 1, 8, requires_grad=True)
+    with ops.use_backend(backend):
+        o = ops.video_attention(q, q, q, "joint")
+        (g,) = torch.autograd.grad(o.square().sum(), q, create_graph=True)
+        with pytest.raises(ops.BackendUnavailableError, match=f"not supported by the '{backend}' backend; no backend"):
+            g.sum().backward()
+
+
+def test_output_file_guard(tmp_path):
+    """`--json` style outputs: never an input, never a folder, never through a file, empty refused."""
+    from fastvdm.errors import OutputError
+    from fastvdm.outdir import check_output_file
+
+    (tmp_path / "ckpt.safetensors").write_bytes(b"x")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "f").write_text("x")
+    for path, match in ((tmp_path / "ckpt.safetensors", "is the input"), (tmp_path / "dir", "is a folder"),
+                        (tmp_path / "f" / "x.json", "is a file, not a folder"), ("", "is empty")):
+        with pytest.raises(OutputError, match=match):
+            check_output_file(str(path), [str(tmp_path / "ckpt.safetensors")], "--json")
+    assert check_output_file(str(tmp_path / "new" / "eval.json"), [], "--json").endswith("eval.json")
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+def test_sample_writes_beside_the_scene_never_inside(wd):
+    """`fastvdm sample` wrote SCENE/samples (inside the input); its default is now SCENE_samples beside it."""
+    from fastvdm.pipeline import shipped_models
+
+    wd.snapshot()
+    teacher = shipped_models()["teacher_tiny"]
+    rc, out, err = wd.run("sample", "--ckpt", teacher, "--scene", "S", "--steps", "1", "--frames", "2")
+    assert rc == 0, err
+    assert os.path.isfile(os.path.join("S_samples", "grid.png"))
+    wd.assert_unchanged(ignore=("S_samples",))
+    wd.fails("sample", "--ckpt", teacher, "--scene", "S", "--steps", "1", "--frames", "2", "--out", "S/samples",
+             match="lies inside the input S")

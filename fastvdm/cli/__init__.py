@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "fastvdm.cli.train",
     "fastvdm.cli.sample",
     "fastvdm.cli.eval",
+    "fastvdm.cli.export",
     "fastvdm.cli.densify",
     "fastvdm.cli.recon",
     "fastvdm.cli.bench",
@@ -93,9 +94,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             env_backend()
         return int(args.func(args) or 0)
     except UserError as e:
-        msg = str(e)
+        msg, exc = str(e), e
     except OSError as e:
-        msg = describe_os_error(e)
+        msg, exc = describe_os_error(e), e
     except KeyboardInterrupt:
         print(f"fastvdm {name}: interrupted; no partial output was left", file=sys.stderr)
         return 130
@@ -103,7 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
     if debug:
-        traceback.print_exc()
+        traceback.print_exception(exc)
     print(f"fastvdm {name}: error: {_one_line(msg)}", file=sys.stderr)
     return 2
 

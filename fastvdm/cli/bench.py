@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from fastvdm.errors import UserError
+
 # op name -> (bench script in the checkout, arguments for a default run under 5 minutes on a 2-core CPU)
 KERNEL_BENCHES = {
     "group_norm": ("bench/bench_group_norm.py", {"cpu": ["--repeats", "3"], "cuda": []}),
@@ -95,15 +97,22 @@ def append_record(path: Path, kind: str, name: str, argv: list[str], rows: list[
     return record
 
 
+def _check_json(path) -> None:
+    from fastvdm.outdir import check_output_file
+
+    check_output_file(str(path), what="--json")  # before the benchmarks run
+
+
 def run_kernels(args: argparse.Namespace) -> int:
+    _check_json(args.json)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked, but torch sees no CUDA device")
+        raise UserError("--device cuda asked, but torch sees no CUDA device")
     names = [args.op] if args.op else [n for n, (_, d) in KERNEL_BENCHES.items() if device in d]
     for name in names:
         script, defaults = KERNEL_BENCHES[name]
         if device not in defaults:
-            raise ValueError(f"--op {name} has no {device} kernel to benchmark (devices: {', '.join(defaults)})")
+            raise UserError(f"--op {name} has no {device} kernel to benchmark (devices: {', '.join(defaults)})")
         argv = ["--device", device] + defaults[device] + (["--repeats", str(args.repeats)] if args.repeats else [])
         print(f"== fastvdm bench kernels: {name} ({script} {' '.join(argv)})", flush=True)
         rows = run_bench_script(script, argv)
@@ -113,6 +122,7 @@ def run_kernels(args: argparse.Namespace) -> int:
 
 
 def run_e2e(args: argparse.Namespace) -> int:
+    _check_json(args.json)
     argv = ["--preset", args.preset]
     for flag in ("device", "frames", "size", "repeats", "teacher_steps"):
         if getattr(args, flag) is not None:
