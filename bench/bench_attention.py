@@ -5,7 +5,7 @@
     python bench/bench_attention.py --threads 1 --markdown   # CPU: every CPU shape, cpu vs SDPA vs torch.compile
 
 On the CPU (the default without a GPU) one run times every method on every CPU shape (``CPU_SHAPES``: the
---small shapes, S = 4096, and the tiny preset's own) in interleaved rounds (``timing.interleaved_medians``),
+--small shapes and the tiny preset's own; --large adds spatial S = 4096) in interleaved rounds (``timing.interleaved_medians``),
 measures this machine's fp32 GEMM ceiling (``torch.mm`` 2048^3) in the same run, and prints each method's
 GFLOP/s as a fraction of it ("fwd %GEMM", "f+b %GEMM") and its speed against the best PyTorch peer
 ("vs peer": best of sdpa-flash, sdpa-math and compile, time ratio; > 1 = faster than all of them). Methods there:
@@ -71,12 +71,12 @@ SMALL_SHAPES = [
 CPU_SHAPES = [
     ("spatial", 1, 4, 256, 8, 64),
     ("spatial", 1, 4, 1024, 8, 64),
-    ("spatial", 1, 1, 4096, 8, 64),
     ("temporal", 1, 16, 512, 8, 64),
     ("temporal", 1, 16, 4096, 8, 64),
     ("spatial", 1, 8, 64, 2, 32),  # the tiny preset's own
     ("temporal", 1, 8, 64, 2, 32),
 ]
+LARGE_CPU_SHAPES = [("spatial", 1, 1, 4096, 8, 64)]  # with --large
 ORACLES = ("reference", "sdpa-math")  # fp32 compute (reference) or plain matmuls (math): the accuracy check
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -310,6 +310,7 @@ def main(argv=None):
     parser.add_argument("--method", action="append", help="only these methods (repeatable), e.g. triton")
     parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table (for bench/RESULTS.md)")
+    parser.add_argument("--large", action="store_true", help="CPU: add spatial S = 4096 (slow)")
     parser.add_argument("--no-compile", action="store_true", help="CPU: leave out the torch.compile method")
     args = parser.parse_args(argv)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -317,7 +318,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     if device == "cpu" and not args.small:
-        shapes = CPU_SHAPES
+        shapes = CPU_SHAPES + (LARGE_CPU_SHAPES if args.large else [])
         if args.tiny:
             shapes = [s for s in shapes if s[4:] == (TINY_HEADS, TINY_HEAD_DIM)]
         if args.axis:
