@@ -1,7 +1,7 @@
 """Densify a posed capture at its own resolution: keep what the photos saw, generate only what they missed.
 
     from fastvdm.pipeline import densify_scene, load_student
-    result = densify_scene("my_capture/", "dense/")              # nerfstudio folder in, nerfstudio folder out
+    result = densify_scene("my_capture/", "dense/")              # nerfstudio / COLMAP folder in, nerfstudio out
     out = load_student("tiny").densify(views, cameras)           # one clip: inputs + target cameras, in memory
 
 One clip (:func:`densify_clip`): the input views' geometry (RGB-D unprojected as surfels, a PLY, or stereo
@@ -431,7 +431,8 @@ def densify_scene(scene, out_dir: Optional[str] = None, cameras=None, pipe=None,
     Frames with an image are inputs; frames without one are targets. cameras: target cameras (a list of
     Camera, or a transforms.json path whose frames need no images); default: the scene's target-only
     frames, else ``views_per_gap`` interpolated cameras between consecutive inputs. pipe: an NVSPipeline
-    (default ``load_student(model)``). Output (``out_dir``, refused if not empty unless ``force``, or if it is,
+    (or a function returning one, called after the inputs have been read and checked; ``model`` is only
+    recorded in the output; :func:`fastvdm.pipeline.densify_scene` loads ``load_student(model)``). Output (``out_dir``, refused if not empty unless ``force``, or if it is,
     holds or lies in an input (``scene``, ``cameras``, ``inputs``); written to a temporary folder first):
     every frame at full resolution in ``images/``, its camera in ``transforms.json`` with per-frame
     ``fastvdm_input`` and ``fastvdm_seen_fraction``, and the point cloud the warps used as ``sparse_pc.ply``
@@ -456,9 +457,10 @@ def densify_scene(scene, out_dir: Optional[str] = None, cameras=None, pipe=None,
     elif getattr(scene, "targets", None):
         targets = list(scene.targets)
     if pipe is None:
-        from fastvdm.pipeline import load_student
-
-        pipe = load_student(model)
+        raise DensifyError("densify_scene needs pipe= (an NVSPipeline, or a function returning one); "
+                           "fastvdm.pipeline.densify_scene loads the shipped student by default")
+    if not hasattr(pipe, "densify"):  # a loader: called once the inputs have been read and checked
+        pipe = pipe()
     res = densify_views(pipe, scene.views, targets, scene.points, scene.colors, views_per_gap, seed, num_steps,
                         stereo, max_pixels, feather, harmonize, ramp, progress)
     if out_dir is not None:

@@ -140,15 +140,15 @@ class NVSPipeline:
     def save_pretrained(self, folder: str, overwrite: bool = False, **extra) -> str:
         """One folder: config.json (architecture, parameterization, schedule, kind, frames, size, sampler,
         ``extra``) + model.safetensors; :meth:`from_pretrained` reads it back. Returns the folder."""
-        from fastvdm.models.pretrained import save_network
+        from fastvdm.diffusion.denoisers import save_denoiser
 
-        return save_network(self.model, folder, overwrite, **self.config(), **extra)
+        return save_denoiser(self.model, folder, overwrite, **self.config(), **extra)
 
     @classmethod
     def from_pretrained(cls, folder_or_name: str, device=None, kind: Optional[str] = None) -> "NVSPipeline":
         """A pipeline from a :meth:`save_pretrained` folder or a shipped name (``student_tiny``, ``teacher_tiny``;
         with ``kind``, also ``tiny``). ``kind`` (optional) must match the folder's."""
-        from fastvdm.models.pretrained import load_network
+        from fastvdm.diffusion.denoisers import load_denoiser
 
         shipped = shipped_models()
         if kind is not None:
@@ -159,7 +159,7 @@ class NVSPipeline:
             folder = folder_or_name
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, config = load_network(folder, device=torch.device(device))
+        model, config = load_denoiser(folder, device=torch.device(device))
         if kind is not None and config.get("kind") != kind:
             from fastvdm.errors import UserError
 
@@ -346,10 +346,14 @@ def densify_scene(scene, out_dir: Optional[str] = None, cameras=None, **kwargs):
     """Densify a capture folder (nerfstudio or COLMAP) or ``SceneData`` and write it as a nerfstudio folder.
 
     See :func:`fastvdm.densify.densify_scene` (the whole job: inputs, stereo, target cameras, path planning,
-    clips, compositing at full resolution, output folder); returns its ``DensifyResult``.
+    clips, compositing at full resolution, output folder); returns its ``DensifyResult``. ``pipe`` defaults to
+    ``load_student(model)`` (model "tiny": the shipped student).
     """
     from fastvdm.densify import densify_scene as _densify_scene
 
+    if kwargs.get("pipe") is None:  # loaded after the inputs are read and checked (input errors come first)
+        model = kwargs.get("model", "tiny")
+        kwargs["pipe"] = lambda: load_student(model)
     return _densify_scene(scene, out_dir, cameras, **kwargs)
 
 

@@ -263,6 +263,21 @@ def _schedule(B, gen):
     return torch.cos(t * 1.5), torch.sin(t * 1.5), torch.rand(B, generator=gen, dtype=torch.float64) + 0.5
 
 
+@pytest.mark.parametrize("shape,groups", [((2, 12, 3, 5, 7), 4), ((1, 4, 4, 48, 48), 2)], ids=["fused", "split"])
+def test_emulated_group_norm_overflow_gives_nan(emu, shape, groups):
+    """Inputs near 1e25 overflow the fp32 sums: NaN statistics and outputs, never a finite value (the variance
+    used to be clamped to 0, or rsqrt(inf) = 0 gave zeros; issue 17)."""
+    B, C = shape[:2]
+    x3 = (torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 1e25).reshape(B, C, -1)
+    y, mean, rstd = torch.empty_like(x3), torch.empty(B, groups), torch.empty(B, groups)
+    rc = emu.emu_group_norm_forward(
+        DTYPE_CODE[torch.float32], _p(x3), _i64(x3.stride()), *_L(B, C, x3.shape[2], groups), None, None, None, None,
+        ctypes.c_float(1e-5), 0, 132, _p(y), _p(mean), _p(rstd),
+    )
+    assert rc == 0
+    assert rstd.isnan().all() and y.isnan().all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("target", ["eps", "x0", "v"])
 @pytest.mark.parametrize("shape,sms", [((3, 2, 5, 7, 11), 132), ((2, 3000), 1), ((5, 1), 132)])

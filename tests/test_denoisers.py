@@ -235,11 +235,11 @@ def test_shipped_v1_weights_give_the_same_outputs_through_the_wrapper(name):
     ref = load_file(DATA)
     cond = {k: ref[k] for k in ("cond_rgb", "cond_mask", "plucker", "input_frames")}
     cond["is_input"] = ref["is_input"].bool()
-    from fastvdm.models.pretrained import load_network
+    from fastvdm.diffusion.denoisers import load_denoiser
 
     folder = os.path.join(os.path.dirname(__file__), "..", "fastvdm", "weights", f"{name}_tiny")
     model, _ = load_model(folder)
-    assert isinstance(model, PosteriorDenoiser) and isinstance(load_network(folder)[0], PosteriorDenoiser)
+    assert isinstance(model, PosteriorDenoiser) and isinstance(load_denoiser(folder)[0], PosteriorDenoiser)
     x = ref["x_t"]
     with torch.no_grad():
         for t in (999, 600, 25):
@@ -250,18 +250,22 @@ def test_shipped_v1_weights_give_the_same_outputs_through_the_wrapper(name):
 
 
 def test_pretrained_folder_round_trip_of_a_denoiser(tmp_path):
-    """save_network of a denoiser stores the bare network + a "denoiser" entry; load_network wraps it back (same
-    outputs), VideoUNet.from_pretrained returns the bare network."""
-    from fastvdm.models.pretrained import load_network, read_config, save_network
+    """save_denoiser stores the bare network + a "denoiser" entry; load_denoiser wraps it back (same outputs),
+    VideoUNet.from_pretrained (and models.pretrained.load_network) return the bare network."""
+    from fastvdm.diffusion.denoisers import load_denoiser, save_denoiser
+    from fastvdm.models.pretrained import load_network, read_config
 
     m = PosteriorDenoiser(_net(), prior_std=(0.05, 0.3), fill_smooth_iters=2)
     torch.nn.init.normal_(m.net.conv_out.weight, std=0.1)
-    folder = save_network(m, str(tmp_path / "p"), frames=4, size=8)
+    folder = save_denoiser(m, str(tmp_path / "p"), frames=4, size=8)
     cfg = read_config(folder)
     assert cfg["denoiser"] == {"kind": "posterior", "prior_std": [0.05, 0.3], "fill_holes": True, "fill_smooth_iters": 2}
     assert "posterior_skip" not in cfg["model_config"]
-    back, _ = load_network(folder)
+    back, _ = load_denoiser(folder)
     x, t, cond = _inputs()
     with torch.no_grad():
         torch.testing.assert_close(back(x, t, cond), m(x, t, cond))
     assert isinstance(VideoUNet.from_pretrained(folder), VideoUNet)
+    net, _ = load_network(folder)
+    assert isinstance(net, VideoUNet) and all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                                                   m.net.state_dict().values()))

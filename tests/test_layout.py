@@ -62,9 +62,15 @@ def _imports(module: str, path: str, eager_only: bool = False) -> set[str]:
     return found
 
 
+# Modules that are one part with another: densify.py is the pipeline's densify (DESIGN.md: "pipeline.py ...
+# densify"), kept in its own module; NVSPipeline.densify and densify_scene call each other's side lazily.
+SAME_PART = {"fastvdm.densify": "fastvdm.pipeline"}
+
+
 def _part(module: str) -> str:
     """The part of the package a module belongs to: fastvdm.ops.cpu.attention -> fastvdm.ops."""
-    return ".".join(module.split(".")[:2])
+    part = ".".join(module.split(".")[:2])
+    return SAME_PART.get(part, part)
 
 
 def _find_cycle(graph: dict[str, set[str]]):

@@ -40,7 +40,7 @@ __device__ __forceinline__ float sigmoid(float z) { return 1.f / (1.f + __expf(-
 // partial sums overflowed, |x| near 1e19), as the reference gives, never a finite wrong value.
 __device__ __forceinline__ float rstd_of(double var, float eps) {
   const float v = static_cast<float>(var > 0.0 ? var : (var == var ? 0.0 : var));
-  return isfinite(v) ? rsqrtf(v + eps) : __int_as_float(0x7fffffff);
+  return v <= 3.402823466e38f ? rsqrtf(v + eps) : nanf("");  // false for NaN and inf
 }
 
 template <typename T>

@@ -54,7 +54,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def densify(args) -> dict:
-    from fastvdm.densify import DEFAULT_MAX_PIXELS, densify_scene
+    from fastvdm.densify import DEFAULT_MAX_PIXELS
+    from fastvdm.pipeline import densify_scene
     from fastvdm.outdir import check_output_dir
 
     inputs = [args.scene, args.cameras, args.ckpt if os.path.exists(args.ckpt) else None]

@@ -41,14 +41,7 @@ def _rot_z(angle: torch.Tensor) -> torch.Tensor:
 def path_start(scene, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(eye, target) float64 (3,): an eye in free space 1-3 m (horizontally) from an object (or the room
     centre) it looks at. Falls back to the room centre looking at a wall point."""
-    a, b, h = scene.room.size
-    targets = torch.tensor([[p.center[0], p.center[1], min(p.center[2] + 0.3, 1.2)] for p in scene.primitives[1:]]
-                           + [[0.0, 0.0, 0.8]], dtype=torch.float64)
-    cand = torch.tensor(np.stack([rng.uniform(-a, a, 512), rng.uniform(-b, b, 512),
-                                  rng.uniform(0.9, max(0.95, min(1.9, h - 0.5)), 512)], -1))
-    free = cand[scene.is_free(cand)]
-    if free.shape[0] == 0:
-        free = cand[scene.is_free(cand, margin=0.15)]
+    targets, free = scene.eye_candidates(rng)
     for _ in range(20):
         if free.shape[0] == 0:
             break

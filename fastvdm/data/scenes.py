@@ -433,6 +433,20 @@ class Scene:
             ok &= dist > prim.footprint_radius() + margin
         return ok
 
+    def eye_candidates(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(look-at targets (K, 3): a point above each object and the room centre; eye positions (M, 3) in free
+        space: 512 uniform draws from ``rng`` in the room at 0.9-1.9 m height, kept where free (with a 0.15 m
+        margin if none is free at the default one)). float64."""
+        a, b, h = self.room.size
+        targets = torch.tensor([[p.center[0], p.center[1], min(p.center[2] + 0.3, 1.2)] for p in self.primitives[1:]]
+                               + [[0.0, 0.0, 0.8]], dtype=torch.float64)
+        cand = torch.tensor(np.stack([rng.uniform(-a, a, 512), rng.uniform(-b, b, 512),
+                                      rng.uniform(0.9, max(0.95, min(1.9, h - 0.5)), 512)], -1))
+        free = cand[self.is_free(cand)]
+        if free.shape[0] == 0:
+            free = cand[self.is_free(cand, margin=0.15)]
+        return targets, free
+
     def sample_poses(self, rng: np.random.Generator, n: int, kind: str | None = None) -> torch.Tensor:
         """(n, 4, 4) OpenCV camera-to-world poses of a smooth camera path whose cameras are all in free space.
 
@@ -443,15 +457,7 @@ class Scene:
         kinds = ("orbit", "walk", "interp")
         if kind is not None and kind not in kinds:
             raise ValueError(f"sample_poses: unknown kind {kind!r} (use orbit, walk, interp or None)")
-        a, b, h = self.room.size
-        targets = torch.tensor([[p.center[0], p.center[1], min(p.center[2] + 0.3, 1.2)] for p in self.primitives[1:]]
-                               + [[0.0, 0.0, 0.8]], dtype=torch.float64)
-        # candidate eye positions in free space (vectorized rejection sampling)
-        cand = torch.tensor(np.stack([rng.uniform(-a, a, 512), rng.uniform(-b, b, 512),
-                                      rng.uniform(0.9, max(0.95, min(1.9, h - 0.5)), 512)], -1))
-        free = cand[self.is_free(cand)]
-        if free.shape[0] == 0:
-            free = cand[self.is_free(cand, margin=0.15)]
+        targets, free = self.eye_candidates(rng)  # candidate eye positions in free space (rejection sampling)
         for _attempt in range(40):
             if free.shape[0] == 0:
                 break

@@ -113,15 +113,11 @@ class _Wrapper(nn.Module):
 
     def save_pretrained(self, folder: str, overwrite: bool = False, **extra) -> str:
         """The network's pretrained folder (:mod:`fastvdm.models.pretrained`) with this wrapper in its config."""
-        from fastvdm.models.pretrained import save_network
-
-        return save_network(self, folder, overwrite, **extra)
+        return save_denoiser(self, folder, overwrite, **extra)
 
     @classmethod
     def from_pretrained(cls, folder: str, device=None, dtype=None):
-        from fastvdm.models.pretrained import load_network
-
-        model, config = load_network(folder, device, dtype)
+        model, config = load_denoiser(folder, device, dtype)
         if not isinstance(model, cls):
             raise ValueError(f"{folder} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
@@ -241,6 +237,29 @@ def preset_denoiser(name: str, denoiser: str = "posterior") -> nn.Module:
     return wrap(VideoUNet(VideoUNetConfig.preset(name)), {"kind": denoiser})
 
 
+def save_denoiser(model: nn.Module, folder: str, overwrite: bool = False, **extra) -> str:
+    """A pretrained folder of ``model``: a denoiser wrapper's network plus a ``"denoiser"`` entry (kind and
+    settings) in its config, or a bare network as it is (:func:`fastvdm.models.pretrained.save_network`)."""
+    from fastvdm.models.pretrained import save_network
+
+    model = getattr(model, "_orig_mod", model)
+    if isinstance(model, _Wrapper):
+        extra = {**extra, "denoiser": split_config(model.config.to_dict())[1]}
+        model = model.net
+    return save_network(model, folder, overwrite, **extra)
+
+
+def load_denoiser(folder: str, device=None, dtype=None) -> tuple:
+    """(denoiser in eval mode, config dict) of a pretrained folder: the network wrapped by the config's
+    ``"denoiser"`` entry, by the session-2 preconditioning fields of its model_config (the shipped v1 models: a
+    PosteriorDenoiser), or else as a plain :class:`VDenoiser`."""
+    from fastvdm.models.pretrained import load_network
+
+    net, config = load_network(folder, device, dtype, split=split_config)
+    denoiser = config.get("denoiser") or split_config(config["model_config"])[1]
+    return wrap(net, denoiser).to(device=device or "cpu", dtype=dtype).eval(), config
+
+
 def adapt_state_dict(model: nn.Module, sd: dict) -> dict:
     """Checkpoints of a bare network (the session-1/2 format) loaded into a denoiser: prefix the keys ``net.``."""
     if isinstance(model, _Wrapper) and sd and not any(k.startswith("net.") for k in sd):
@@ -249,4 +268,4 @@ def adapt_state_dict(model: nn.Module, sd: dict) -> dict:
 
 
 __all__ = ["Denoiser", "VDenoiser", "PosteriorDenoiser", "WrappedConfig", "wrap", "build_denoiser",
-           "split_config", "preset_denoiser", "adapt_state_dict", "DENOISERS"]
+           "split_config", "preset_denoiser", "adapt_state_dict", "save_denoiser", "load_denoiser", "DENOISERS"]

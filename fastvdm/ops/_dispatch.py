@@ -225,6 +225,10 @@ def resolve(op: str, device: torch.device, *args) -> Implementation:
         if why is not None:
             raise BackendUnavailableError(f"backend {forced!r} cannot run {op} on these inputs: {why}")
         return impl
+    if device.type == "cpu":  # the CPU per-shape rules (fastvdm/ops/cpu_auto.py); None = use the priorities
+        impl = cpu_auto.choose(op, *args)
+        if impl is not None:
+            return impl
     best = None
     for backend in BACKENDS:
         if backend_status(backend) is not None:
@@ -238,3 +242,6 @@ def resolve(op: str, device: torch.device, *args) -> Implementation:
     if best is None:  # the reference serves every device
         best = _registry[op]["reference"]
     return best
+
+
+from fastvdm.ops import cpu_auto  # noqa: E402  (imports this module: after everything it uses is defined)

@@ -224,11 +224,11 @@ def load_model(path: str, name: Optional[str] = None, ema: bool = True, device="
     name: the registered model name (default: the only one / "unet"); ema: the EMA weights when present.
     Returns (model in eval mode, meta dict).
     """
-    from fastvdm.diffusion.denoisers import adapt_state_dict, build_denoiser
-    from fastvdm.models.pretrained import is_pretrained_folder, load_network
+    from fastvdm.diffusion.denoisers import adapt_state_dict, build_denoiser, load_denoiser
+    from fastvdm.models.pretrained import is_pretrained_folder
 
     if os.path.isdir(path) and is_pretrained_folder(path):  # a save_pretrained folder (e.g. a shipped model)
-        model, config = load_network(path, device=device)
+        model, config = load_denoiser(path, device=device)
         stage = "teacher" if config.get("kind") == "teacher" else "distill"
         run = {"config": {"frames": config.get("frames"), "size": config.get("size"), "stage": stage}}
         return model, {"run": run, "step": config.get("provenance", {}).get("step"), "pretrained": config}
