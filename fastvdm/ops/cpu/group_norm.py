@@ -20,6 +20,7 @@ from torch import Tensor
 
 from fastvdm.ops import _dispatch, extensions
 from fastvdm.ops.group_norm_common import TENSOR_ARGS, Args, _kernel_args, as_bcs, backend_ops, param_grads
+from fastvdm.ops.group_norm_common import input_bias_grad
 from fastvdm.ops.group_norm_common import public_function
 from fastvdm.ops.signatures import GROUP_NORM_PARAMS, with_signature
 
@@ -59,12 +60,15 @@ class _GroupNorm(torch.autograd.Function):
         needs = dict(zip(Args._fields, ctx.needs_input_grad))
         grads = param_grads(sum_dz, sum_dzx, a, needs)
         grads["x"] = dx if needs["x"] else None
+        if a.input_bias is not None and needs["input_bias"]:
+            grads["input_bias"] = input_bias_grad(dx, a.input_bias)
         return tuple(grads.get(n) for n in Args._fields)
 
 
 @with_signature(GROUP_NORM_PARAMS, Tensor)
 def group_norm(*args) -> Tensor:
-    """act(GroupNorm(x) * (1 + scale) + shift) on the cpu kernels (``fastvdm.ops.group_norm``'s arguments).
+    """act(GroupNorm(x + input_bias) * (1 + scale) + shift) on the cpu kernels (``fastvdm.ops.group_norm``'s
+    arguments).
 
     Eager calls run the launchers directly (an autograd.Function when a gradient is needed); under
     ``torch.compile`` the custom op (fake kernel registered) is traced instead. Same kernels, same results."""
