@@ -13,16 +13,16 @@ Every rule names the option that the CPU benchmarks measured fastest for that cl
 A rule is only followed when its option can serve the call (the ``cpu`` extension is built and accepts the
 inputs); otherwise the priorities decide. Forcing a backend (``use_backend``, ``FASTVDM_BACKEND``) bypasses the
 rules entirely. :func:`choose` is called by :func:`fastvdm.ops._dispatch.resolve` for every automatic selection
-on CPU tensors; it is cheap (dtype and size tests) and traceable by ``torch.compile``.
+on CPU tensors, which hands it the registry (this module imports nothing of the dispatcher: no import cycle);
+it is cheap (dtype and size tests) and traceable by ``torch.compile``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
-
-from fastvdm.ops import _dispatch
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -54,31 +54,29 @@ _RULES = {
 }
 
 
-# ---------------------------------------------------------------------------------------------- "torch" options
-def _torch_implementation(op: str) -> _dispatch.Implementation:
-    """The op's reference definition called directly (PyTorch's eager path with its own autograd)."""
-    from fastvdm.ops import reference
-
-    return _dispatch.Implementation(op, "reference", getattr(reference, op))
+# ---------------------------------------------------------------------------------------------- choice
+_TORCH: dict = {}  # op -> Implementation of the "torch" option, made on first use
 
 
-_TORCH: dict[str, _dispatch.Implementation] = {}
+def choose(op: str, args: tuple, registry: dict, backend_status, load):
+    """The implementation the CPU rules pick for ``op(*args)`` on CPU tensors, or None (use the priorities).
 
-
-def choose(op: str, *args) -> Optional[_dispatch.Implementation]:
-    """The implementation the CPU rules pick for ``op(*args)`` on CPU tensors, or None (use the priorities)."""
+    registry: the dispatcher's op -> backend -> Implementation; backend_status(name) -> why unavailable or None;
+    load(name) imports a backend's registrations."""
     rule = _RULES.get(op)
     name = rule(*args) if rule is not None else None
     if name is None:
         return None
-    if name == "torch":
+    if name == "torch":  # the reference definition called directly: PyTorch's eager path and its autograd
         if op not in _TORCH:
-            _TORCH[op] = _torch_implementation(op)
+            from fastvdm.ops import reference
+
+            _TORCH[op] = dataclasses.replace(registry[op]["reference"], fn=getattr(reference, op), auto={})
         return _TORCH[op]
-    if _dispatch.backend_status(name) is not None:
+    if backend_status(name) is not None:
         return None
-    _dispatch._load(name)
-    impl = _dispatch._registry[op].get(name)
+    load(name)
+    impl = registry[op].get(name)
     if impl is None or impl.supports(*args) is not None:
         return None
     return impl
