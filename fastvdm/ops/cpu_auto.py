@@ -29,20 +29,23 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # ---------------------------------------------------------------------------------------------- the rules
 def _video_attention(q, k, v, axis, scale) -> Optional[str]:
-    # cpu: faster than SDPA flash, SDPA math and torch.compile of permute + SDPA at every benchmarked shape,
-    # forward and forward+backward, 1 and 2 threads: spatial S = 64 (the tiny model) to 4096, temporal T = 8
-    # and 16 (bench_attention.py; RESULTS "cpu attention on GEMM micro-kernels").
+    # cpu: 1.8-2.2x faster than the best of SDPA flash, SDPA math and torch.compile (permute + SDPA) on spatial
+    # S = 256 and 1024, forward and forward+backward; temporal T = 16 level to 1.45x (forward+backward ahead);
+    # faster than the reference everywhere (bench_attention.py; RESULTS "cpu attention on GEMM micro-kernels").
+    # The tiny model's shapes were not measured cleanly on the shared machine (RESULTS says so).
     return "cpu" if q.dtype in _KERNEL_DTYPES else None
 
 
 def _group_norm(x, num_groups, *rest) -> Optional[str]:
-    # cpu: faster than eager and inductor on the U-Net shapes, from the tiny model's 1x32x8x32x32 up
-    # (bench_group_norm.py; RESULTS "group_norm and losses against inductor").
+    # cpu: forward+backward (what training runs) 3-3.7x eager and 1.25-1.33x inductor on the U-Net shapes;
+    # inductor's forward measured ahead and the tiny shapes unsettled (bench_group_norm.py; RESULTS
+    # "group_norm and the losses against inductor": open).
     return "cpu" if x.dtype in _KERNEL_DTYPES else None
 
 
 def _loss(pred, *rest) -> Optional[str]:
-    # cpu: faster than eager and inductor at every benchmarked size, loss + gradient (bench_losses.py).
+    # cpu: loss + gradient 2.4-9.4x eager at every benchmarked size; against inductor ahead on most rows,
+    # some rows unsettled under load (bench_losses.py; RESULTS).
     return "cpu" if pred.dtype in (torch.float32, torch.bfloat16) else None
 
 
