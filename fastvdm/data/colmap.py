@@ -52,7 +52,11 @@ def _camera(cam, where: str) -> tuple[float, float, float, float]:
 
 def read_colmap(model_dir: str, images_dir: str):
     """SceneData of a COLMAP model folder; photos are read from ``images_dir`` by image name."""
-    import pycolmap
+    try:
+        import pycolmap
+    except ImportError:
+        raise UserError(f"{model_dir} is a COLMAP model; reading it needs pycolmap (pip install pycolmap), or "
+                        "convert it to a transforms.json folder") from None
 
     from fastvdm.data.scene_io import SceneData, View, _read_rgb
 

@@ -1,9 +1,10 @@
 """``group_norm`` on the ``cpu`` backend: autograd around the OpenMP kernels of csrc/cpu/group_norm.cpp.
 
-Forward: one kernel call computes the (B, G) statistics and writes act(GN(x) * (1 + scale) + shift); it
-returns mean and rstd (fp32) for the backward. Backward: one kernel call writes dx and the per-(n, c) sums
-sum_s dz and sum_s dz * xhat (dz = dy * act'(z)), from which the parameter gradients are O(B * C) torch
-arithmetic (:func:`fastvdm.ops.group_norm_common.param_grads`).
+Forward: one kernel call computes the (B, G) statistics of u = x + input_bias (u is never stored) and writes
+act(GN(u) * (1 + scale) + shift); it returns mean and rstd (fp32) for the backward. Backward: one kernel call
+writes dx and the per-(n, c) sums sum_s dz and sum_s dz * xhat (dz = dy * act'(z)), from which the parameter
+gradients are O(B * C) torch arithmetic (:func:`fastvdm.ops.group_norm_common.param_grads`; d input_bias is
+the sum of dx over positions).
 
 Layouts: x is seen as (B, C, S) through a view; contiguous and channels-last (channels_last /
 channels_last_3d) inputs are read in place, any other layout is copied to contiguous first. y and dx have
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor
 
 from fastvdm.ops import _dispatch, extensions
-from fastvdm.ops.group_norm_common import TENSOR_ARGS, Args, _kernel_args, as_bcs, backend_ops, param_grads
+from fastvdm.ops.group_norm_common import TENSOR_ARGS, Args, _kernel_args, as_bcs, backend_ops, input_bias_grad
+from fastvdm.ops.group_norm_common import param_grads
 from fastvdm.ops.group_norm_common import public_function
 from fastvdm.ops.signatures import GROUP_NORM_PARAMS, with_signature
 
@@ -58,6 +60,8 @@ class _GroupNorm(torch.autograd.Function):
         needs = dict(zip(Args._fields, ctx.needs_input_grad))
         grads = param_grads(sum_dz, sum_dzx, a, needs)
         grads["x"] = dx if needs["x"] else None
+        if a.input_bias is not None and needs["input_bias"]:
+            grads["input_bias"] = input_bias_grad(dx, a.input_bias)
         return tuple(grads.get(n) for n in Args._fields)
 
 
