@@ -30,6 +30,7 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence
 import torch
 
 from fastvdm.errors import UserError
+from fastvdm.ops import cpu_auto
 
 OPS = ("video_attention", "group_norm", "denoising_loss", "dmd_loss", "conv3d")
 BACKENDS = ("reference", "triton", "cuda", "cpu")
@@ -226,7 +227,7 @@ def resolve(op: str, device: torch.device, *args) -> Implementation:
             raise BackendUnavailableError(f"backend {forced!r} cannot run {op} on these inputs: {why}")
         return impl
     if device.type == "cpu":  # the CPU per-shape rules (fastvdm/ops/cpu_auto.py); None = use the priorities
-        impl = cpu_auto.choose(op, *args)
+        impl = cpu_auto.choose(op, args, _registry, backend_status, _load)
         if impl is not None:
             return impl
     best = None
@@ -243,5 +244,3 @@ def resolve(op: str, device: torch.device, *args) -> Implementation:
         best = _registry[op]["reference"]
     return best
 
-
-from fastvdm.ops import cpu_auto  # noqa: E402  (imports this module: after everything it uses is defined)
