@@ -65,4 +65,14 @@ def save_video(stem: str, frames: Sequence[np.ndarray], fps: int = 8, scale: int
     return path
 
 
-__all__ = ["to_uint8", "save_png", "clip_strip", "save_grid", "save_video"]
+def write_clip_outputs(out: str, generated, cond, gt, scale: int = 4) -> list[str]:
+    """OUT/frames/frame_XXXXX.png, OUT/grid.png (rows: cond / generated / gt) and OUT/video.mp4 (or .gif).
+    generated, cond, gt: (3, T, H, W) in [-1, 1] (gt may be None). Returns the paths, video last."""
+    gen = to_uint8(generated)  # (T, H, W, 3)
+    paths = [save_png(os.path.join(out, "frames", f"frame_{i:05d}.png"), f) for i, f in enumerate(gen)]
+    paths.append(save_grid(os.path.join(out, "grid.png"), [cond, generated] + ([gt] if gt is not None else []), scale))
+    paths.append(save_video(os.path.join(out, "video"), list(gen), scale=scale))
+    return paths
+
+
+__all__ = ["to_uint8", "save_png", "clip_strip", "save_grid", "save_video", "write_clip_outputs"]

@@ -1,23 +1,28 @@
-"""`fastvdm bench kernels`: runs a bench/ script in-process and appends a JSON record equal to its table."""
+"""`fastvdm bench kernels`: runs a bench/ script in a child process and appends a JSON record equal to its table."""
 
 import json
 
 import pytest
 
-from fastvdm import bench_cli
+from fastvdm.cli import bench as bench_cli
 from fastvdm.cli import main
 
 
-def test_bench_kernels_appends_a_record_matching_the_table(tmp_path, monkeypatch, capsys):
+def test_bench_kernels_appends_a_record_matching_the_table(tmp_path, monkeypatch, capfd):
     monkeypatch.setitem(
         bench_cli.KERNEL_BENCHES,
         "losses",
-        ("bench.bench_losses", {"cpu": ["--repeats", "1", "--shape", "2,3,2,8,8"], "cuda": []}),
+        ("bench/bench_losses.py", {"cpu": ["--repeats", "1", "--shape", "2,3,2,8,8"], "cuda": []}),
     )
+    import sys
+
     out = tmp_path / "results.jsonl"
+    path_before = list(sys.path)
     for _ in range(2):
         assert main(["bench", "kernels", "--op", "losses", "--device", "cpu", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
+    # the script ran in its own process: this one neither imported bench/ nor touched sys.path
+    assert sys.path == path_before and not any(m == "bench" or m.startswith("bench.") for m in sys.modules)
+    printed = capfd.readouterr().out  # the script runs in a child process: its table reaches fd 1
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 2  # appended, not overwritten
     rec = records[-1]
@@ -58,3 +63,11 @@ def test_bench_e2e_runs_both_backends_and_records_them(tmp_path, capsys):
         if r["backend"] == "reference":
             assert r["speedup vs reference"] == "1.00x"
     assert sorted(r["backend"] for r in rec["rows"]) == ["auto"] * 3 + ["reference"] * 3
+
+
+def test_bench_without_the_checkout_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench_cli, "__file__", str(tmp_path / "site-packages" / "fastvdm" / "cli" / "bench.py"))
+    assert main(["bench", "kernels", "--op", "losses", "--device", "cpu", "--json", str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "bench/" in err and "editable install" in err and "Traceback" not in err
+    assert not (tmp_path / "x.jsonl").exists()

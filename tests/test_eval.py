@@ -122,3 +122,28 @@ def test_sample_cli_writes_frames_video_and_grid(tiny_run, tmp_path):
     video = [f for f in os.listdir(dest) if f.startswith("video.")]
     assert video and os.path.getsize(os.path.join(dest, video[0])) > 0
     assert not [f for f in os.listdir(dest) if ".tmp" in f]
+
+
+def test_distill_cli_gan_then_kl_from_the_gan_run(tiny_run, tmp_path):
+    """`fastvdm train distill`: a GAN-stage run, then a KL-stage run whose student and head come from it."""
+    from fastvdm.train import load_model, read_checkpoint, latest_checkpoint
+
+    _, teacher, _ = tiny_run
+    common = ["--synthetic", "--frames", "4", "--size", "16", "--clips", "2", "--batch", "2", "--threads", "1",
+              "--ckpt-every", "1", "--head-width", "8"]
+    gan = str(tmp_path / "gan")
+    assert cli(["train", "distill", "--teacher", teacher, "--stage", "gan", "--steps", "1", "--out", gan] + common) == 0
+    tensors, meta = read_checkpoint(latest_checkpoint(gan))
+    assert meta["model_configs"]["disc_head"]["width"] == 8
+    assert any(k.startswith("model/disc_head") for k in tensors)
+    kl = str(tmp_path / "kl")
+    assert cli(["train", "distill", "--teacher", teacher, "--stage", "kl", "--init", gan, "--steps", "1",
+                "--out", kl] + common) == 0
+    kl_tensors, kl_meta = read_checkpoint(latest_checkpoint(kl))
+    # the head came from the GAN run (and stays fixed: --disc-steps defaults to 0 in the KL stage)
+    heads = [k for k in tensors if k.startswith("model/disc_head")]
+    assert heads and all(torch.equal(kl_tensors[k], tensors[k]) for k in heads)
+    assert any(k.startswith("model/fake") for k in kl_tensors)
+    assert load_model(kl)[0].config == load_model(gan)[0].config
+    assert cli(["train", "distill", "--teacher", teacher, "--stage", "gan", "--init", gan, "--steps", "1",
+                "--out", str(tmp_path / "bad")] + common) == 2

@@ -134,7 +134,7 @@ def test_square_view_keeps_projection():
 def test_data_make_cli(tmp_path):
     import argparse
 
-    from fastvdm.data import cli
+    from fastvdm.cli import data as cli
 
     parser = argparse.ArgumentParser()
     cli.add_parser(parser.add_subparsers(dest="command"))

@@ -9,5 +9,12 @@ Modules (imported on demand, so that ``import fastvdm.data`` stays cheap):
 - ``fastvdm.data.dataset``: ``ClipDataset`` (training clips, fixed held-out test split), ``clip_from_views``,
   ``cache_clips``.
 - ``fastvdm.data.scene_io``: read/write a nerfstudio-style scene folder (images, depth, point cloud).
-- ``fastvdm.data.cli``: the ``fastvdm data`` command.
 """
+
+
+def open_clips(*args, **kwargs):
+    """Training clips from a clip cache (file or folder) or procedural scenes: see
+    :func:`fastvdm.data.dataset.open_clips` (imported on first use)."""
+    from fastvdm.data.dataset import open_clips as _open_clips
+
+    return _open_clips(*args, **kwargs)

@@ -277,3 +277,64 @@ class CachedClips(Dataset):
             "c2w": c2w.clone(),
             "intrinsics": intr.clone(),
         }
+
+
+def open_clips(data: str | None = None, *, frames: int = 8, size: int = 32, clips: int | None = None, seed: int = 0,
+               cache: str | None = None) -> Dataset:
+    """The training clips the teacher and distillation stages read.
+
+    data: a clip cache file written by :func:`cache_clips`, or a folder of ``*.safetensors`` caches (concatenated
+    in name order). Without ``data``: procedural clips (``ClipDataset("train", num_frames=frames, size=size,
+    num_clips=clips, seed=seed)``) rendered on the fly or, with ``cache``, rendered once into that file first
+    (written to a temporary file and renamed, so an interrupted run leaves no half-written cache) and read from it.
+    Raises FileNotFoundError naming ``data`` when it holds no cache.
+    """
+    import glob
+    import os
+
+    from torch.utils.data import ConcatDataset
+
+    if data:
+        if os.path.isdir(data):
+            files = sorted(glob.glob(os.path.join(data, "*.safetensors")))
+            if not files:
+                raise FileNotFoundError(f"--data {data}: no *.safetensors clip caches in this folder")
+            return ConcatDataset([CachedClips(f) for f in files]) if len(files) > 1 else CachedClips(files[0])
+        if not os.path.isfile(data):
+            raise FileNotFoundError(f"--data {data} not found")
+        return CachedClips(data)
+    ds = ClipDataset("train", num_frames=frames, size=size, num_clips=clips, seed=seed)
+    if not cache:
+        return ds
+    if not os.path.isfile(cache):
+        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+        tmp = f"{cache}.tmp-{os.getpid()}"
+        cache_clips(ds, tmp)
+        os.replace(tmp, cache)
+    return CachedClips(cache)
+
+
+def clip_from_scene(scene_dir: str, frames: int, size: int, inputs: int = 1):
+    """A clip of a scene folder: ``frames`` views evenly spaced along its camera list form the camera path,
+    ``inputs`` of them (evenly spaced, the first always) the input views whose RGB-D (or the scene's point
+    cloud) is rendered into every frame. Returns (clip dict as ClipDataset items, ground-truth frames
+    (3, frames, size, size) in [-1, 1])."""
+    import torch
+
+    from fastvdm.data.scene_io import read_scene, square_view
+
+    scene = read_scene(scene_dir)
+    n = len(scene.views)
+    if n < frames:
+        raise ValueError(f"scene {scene_dir} has {n} views; the model needs {frames} (use at most {n} frames)")
+    if not 1 <= inputs <= frames:
+        raise ValueError(f"inputs must be in [1, {frames}], got {inputs}")
+    pick = [round(i * (n - 1) / max(frames - 1, 1)) for i in range(frames)]
+    in_idx = [0] if inputs == 1 else [round(j * (frames - 1) / (inputs - 1)) for j in range(inputs)]
+    views = [scene.views[pick[i]] for i in in_idx]
+    if scene.points is None and any(v.depth is None for v in views):
+        raise ValueError(f"scene {scene_dir}: the input views have no depth and there is no point cloud")
+    clip = clip_from_views(views, [scene.views[i].camera for i in pick], size, input_indices=in_idx,
+                           points=scene.points, point_colors=scene.colors)
+    gt = torch.stack([square_view(scene.views[i], size).rgb * 2 - 1 for i in pick], 1)
+    return clip, gt

@@ -6,5 +6,4 @@
 - ``fastvdm.recon.known``: a grid built directly from a procedural scene (the renderer's oracle test).
 - ``fastvdm.recon.generators``: pluggable view generators (folders of generated views, raw warps, oracle).
 - ``fastvdm.recon.evaluate``: the held-out benchmark behind ``fastvdm eval-recon``.
-- ``fastvdm.recon.cli``: the ``fastvdm recon`` and ``fastvdm eval-recon`` commands.
 """

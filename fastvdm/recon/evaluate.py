@@ -170,3 +170,48 @@ def markdown_table(rows: Sequence[dict]) -> str:
                      f"{f(r['d_psnr'], 2)} | {r['wins']} | {f(r['gen_s'], 2)} | {f(r['recon_s'], 1)} | "
                      f"{f(r['total_s'], 1)} |")
     return "\n".join(lines)
+
+
+def prepare_cases(cases_dir: str, scene_indices: Sequence[int], input_counts: Sequence[int], size: int = 64,
+                  frames: int = 16) -> list[Case]:
+    """The cases of ``scene_indices`` x ``input_counts`` under ``cases_dir``, made where not complete yet."""
+    os.makedirs(cases_dir, exist_ok=True)
+    cases = []
+    for i in scene_indices:
+        for k in input_counts:
+            root = os.path.join(cases_dir, case_name(i, k))
+            done = all(os.path.isfile(os.path.join(root, d, "transforms.json")) for d in ("inputs", "path", "test"))
+            cases.append(Case(root) if done else make_case(cases_dir, i, k, size, frames))
+    return cases
+
+
+def run_benchmark(out: str, cases: Sequence[Case], conditions: Sequence[tuple], cfg: ReconConfig,
+                  log: Callable[[str], None] = lambda line: print(line, flush=True)) -> str:
+    """Run every (case, condition) not already in OUT/results.json (resumable: the file is rewritten atomically
+    after every run) and write OUT/results.md. conditions: (name, generator, spec) triples (spec: the text a
+    result was made with; a result with another spec is redone). Returns the markdown table."""
+    path = os.path.join(out, "results.json")
+    results = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            results = json.load(f).get("cases", {})
+    names = [c[0] for c in conditions]
+    for case in cases:
+        for name, gen, spec in conditions:
+            entry = results.setdefault(case.name, {})
+            if name in entry and entry[name].get("spec") == spec:
+                continue
+            entry[name] = dict(run_case(case, gen, cfg), spec=spec)
+            r = entry[name]
+            log(f"{case.name} {name}: PSNR {r['psnr']:.2f} SSIM {r['ssim']:.3f} gen {r['gen_s']:.2f} s "
+                f"recon {r['recon_s']:.1f} s")
+            rows = summarize({c.name: results[c.name] for c in cases if c.name in results}, names)
+            with open(path + ".tmp", "w") as f:
+                json.dump({"config": cfg.to_dict(), "conditions": {c[0]: c[2] for c in conditions},
+                           "summary": rows, "cases": results}, f, indent=2)
+            os.replace(path + ".tmp", path)
+    rows = summarize({c.name: results[c.name] for c in cases if c.name in results}, names)
+    table = markdown_table(rows)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table + "\n")
+    return table

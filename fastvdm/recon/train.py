@@ -161,4 +161,57 @@ def evaluate(grid: VoxelGrid, cameras: Sequence[Camera], targets: torch.Tensor) 
             "renders": rgb}
 
 
-__all__ = ["TrainView", "ReconConfig", "FitResult", "fit", "evaluate", "scene_box"]
+def read_train_views(folder: str, source: str, use_depth: bool):
+    """(the scene folder as read by :func:`fastvdm.data.scene_io.read_scene`, its views as TrainViews tagged
+    ``source``; depth kept only with ``use_depth``)."""
+    from fastvdm.data.scene_io import read_scene
+
+    data = read_scene(folder, load_depth=use_depth, load_points=False)
+    return data, [TrainView(v.camera, v.rgb, v.depth if use_depth else None, None, source) for v in data.views]
+
+
+def _save_png(path: str, rgb: torch.Tensor) -> None:
+    from PIL import Image
+
+    Image.fromarray((rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()).save(path)
+
+
+def reconstruct_folder(scene: str, out: str, cfg: ReconConfig | None = None, extra: Sequence[str] = (),
+                       test: str | None = None, progress: bool = False) -> dict:
+    """Fit a grid to scene folder ``scene`` (RGB + depth) plus the ``extra`` folders (RGB only, e.g. generated
+    views); write OUT/grid.safetensors, OUT/renders/train_XXXXX.png (and test_XXXXX.png of the ``test`` folder's
+    views) and OUT/metrics.json; returns those metrics (train PSNR, and held-out PSNR / SSIM with ``test``)."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    from fastvdm.metrics import psnr
+
+    cfg = cfg or ReconConfig()
+    _, views = read_train_views(scene, "input", True)
+    for e in extra:
+        views += read_train_views(e, "extra", False)[1]
+    res = fit(views, cfg, progress=progress)
+    os.makedirs(os.path.join(out, "renders"), exist_ok=True)
+    save_file(res.grid.state(), os.path.join(out, "grid.safetensors"))
+    train_rgb, _, _ = res.grid.render_views([v.camera for v in views])
+    for i, img in enumerate(train_rgb):
+        _save_png(os.path.join(out, "renders", f"train_{i:05d}.png"), img)
+    train_psnr = psnr(train_rgb.clamp(0, 1), torch.stack([v.rgb for v in views]), data_range=1.0)
+    metrics = {"scene": os.path.abspath(scene), "extra": [os.path.abspath(e) for e in extra],
+               "train_views": len(views), "seconds": res.seconds, "grid_shape_xyz": list(res.grid.shape_xyz),
+               "box": res.box, "train_psnr_mean": float(train_psnr.mean()), "log": res.log, "config": cfg.to_dict()}
+    if test:
+        data, _ = read_train_views(test, "test", False)
+        ev = evaluate(res.grid, [v.camera for v in data.views], torch.stack([v.rgb for v in data.views]))
+        for i, img in enumerate(ev.pop("renders")):
+            _save_png(os.path.join(out, "renders", f"test_{i:05d}.png"), img)
+        metrics["test"] = ev
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    return metrics
+
+
+__all__ = ["TrainView", "ReconConfig", "FitResult", "fit", "evaluate", "scene_box", "read_train_views",
+           "reconstruct_folder"]

@@ -5,7 +5,8 @@
     fastvdm train teacher --data CLIPS.safetensors|DIR --preset tiny --steps N --out DIR
     torchrun --nproc-per-node 2 -m fastvdm train teacher ...     # data parallel (gloo on CPU, nccl on GPU)
 
-``--data`` takes a clip cache written by ``fastvdm.data.dataset.cache_clips`` (or a folder of them);
+``--data`` takes a clip cache written by ``fastvdm.data.dataset.cache_clips`` (or a folder of them; both read
+by ``fastvdm.data.open_clips``);
 ``--synthetic`` renders procedural clips (ClipDataset, train split) on the fly or, with ``--cache``, once into
 that file first. Re-running the same command resumes from the latest checkpoint in ``--out``.
 """
@@ -13,8 +14,9 @@ that file first. Re-running the same command resumes from the latest checkpoint 
 from __future__ import annotations
 
 import argparse
-import glob
 import os
+
+from fastvdm.cli._clips import add_clip_args, open_clips_from_args
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,9 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sub = train.add_subparsers(dest="train_command", metavar="STAGE")
     t = sub.add_parser("teacher", help="train the multi-step video diffusion teacher",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = t.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="clip cache file (cache_clips) or a folder of *.safetensors caches")
-    src.add_argument("--synthetic", action="store_true", help="procedural clips (ClipDataset train split)")
+    add_clip_args(t)
     t.add_argument("--preset", default="tiny", choices=("tiny", "base"), help="model preset (default tiny)")
     t.add_argument("--steps", type=int, required=True, help="total optimization steps")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, config.json)")
@@ -40,43 +40,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     t.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps (default 100)")
     t.add_argument("--keep", type=int, default=3, help="checkpoints kept (default 3; 0 = all)")
-    t.add_argument("--frames", type=int, default=8, help="--synthetic: frames per clip (default 8)")
-    t.add_argument("--size", type=int, default=32, help="--synthetic: frame size in pixels (default 32)")
-    t.add_argument("--clips", type=int, default=None, help="--synthetic: number of training clips")
-    t.add_argument("--cache", help="--synthetic: cache the clips in this file first (reused if present)")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     t.set_defaults(func=main_teacher)
-    from fastvdm.distill.cli import add_parser as add_distill_parser  # `fastvdm train distill` (issue 8)
+    from fastvdm.cli.distill import add_parser as add_distill_parser  # `fastvdm train distill` (issue 8)
 
     add_distill_parser(sub)
     train.set_defaults(func=lambda args: train.print_help() or 2)
     return train
-
-
-def _dataset(args):
-    from torch.utils.data import ConcatDataset
-
-    from fastvdm.data.dataset import CachedClips, ClipDataset, cache_clips
-
-    if args.data:
-        if os.path.isdir(args.data):
-            files = sorted(glob.glob(os.path.join(args.data, "*.safetensors")))
-            if not files:
-                raise FileNotFoundError(f"--data {args.data}: no *.safetensors clip caches in this folder")
-            return ConcatDataset([CachedClips(f) for f in files]) if len(files) > 1 else CachedClips(files[0])
-        if not os.path.isfile(args.data):
-            raise FileNotFoundError(f"--data {args.data} not found")
-        return CachedClips(args.data)
-    ds = ClipDataset("train", num_frames=args.frames, size=args.size, num_clips=args.clips, seed=args.seed)
-    if not args.cache:
-        return ds
-    if not os.path.isfile(args.cache):
-        os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
-        tmp = f"{args.cache}.tmp-{os.getpid()}"
-        cache_clips(ds, tmp)
-        os.replace(tmp, args.cache)
-    return CachedClips(args.cache)
 
 
 def main_teacher(args: argparse.Namespace) -> int:
@@ -91,7 +62,7 @@ def main_teacher(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     rank, world, device = init_distributed()
-    dataset = _dataset(args)
+    dataset = open_clips_from_args(args)
     cfg = VideoUNetConfig.preset(args.preset)
     torch.manual_seed(args.seed)
     state = TrainState()

@@ -15,8 +15,9 @@ Data options are those of ``fastvdm train teacher`` (``--data`` or ``--synthetic
 from __future__ import annotations
 
 import argparse
-import copy
 import os
+
+from fastvdm.cli._clips import add_clip_args, open_clips_from_args
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -26,13 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--stage", required=True, choices=("gan", "kl"), help="gan (stage 1) or kl (stage 2)")
     d.add_argument("--steps", type=int, required=True, help="total student updates")
     d.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, config.json)")
-    src = d.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="clip cache file (cache_clips) or a folder of *.safetensors caches")
-    src.add_argument("--synthetic", action="store_true", help="procedural clips (ClipDataset train split)")
-    d.add_argument("--frames", type=int, default=8, help="--synthetic: frames per clip (default 8)")
-    d.add_argument("--size", type=int, default=32, help="--synthetic: frame size in pixels (default 32)")
-    d.add_argument("--clips", type=int, default=None, help="--synthetic: number of training clips")
-    d.add_argument("--cache", help="--synthetic: cache the clips in this file first (reused if present)")
+    add_clip_args(d)
     d.add_argument("--init", help="kl: GAN-stage run to start the student from (default: the teacher)")
     d.add_argument("--disc", help="kl: GAN-stage run whose discriminator head to use (default: --init)")
     d.add_argument("--batch", type=int, default=2, help="global batch size (default 2)")
@@ -65,83 +60,37 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return d
 
 
-def _load_head(run: str, teacher):
-    """The discriminator (frozen ``teacher`` + the head trained in GAN-stage run ``run``)."""
-    from fastvdm.models.discriminator import Discriminator
-    from fastvdm.train import read_checkpoint, resolve_checkpoint
-    from fastvdm.train.checkpoint import load_state_dict_checked, prefixed
-
-    path = resolve_checkpoint(run)
-    tensors, meta = read_checkpoint(path)
-    hc = meta.get("model_configs", {}).get("disc_head")
-    if not hc:
-        raise ValueError(f"{path} has no discriminator head (is it a --stage gan run?)")
-    disc = Discriminator(teacher, width=hc["width"], depth=hc["depth"], groups=hc["groups"],
-                         multiscale=hc.get("multiscale", False), hole_weighted=hc.get("hole_weighted", False),
-                         pixel_branch=hc.get("pixel_branch", False))
-    load_state_dict_checked(disc.head, prefixed(tensors, "model/disc_head"), f"{path} disc_head")
-    return disc, hc
-
-
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from fastvdm.diffusion import FewStepSampler, VSchedule
-    from fastvdm.distill.gan_stage import GANConfig, GANStage
-    from fastvdm.distill.kl_stage import KLConfig, KLStage
-    from fastvdm.models import make_cond
-    from fastvdm.models.discriminator import Discriminator
-    from fastvdm.train import DatasetBatches, RunConfig, TrainState, init_distributed, load_model, train
-    from fastvdm.train.cli import _dataset
+    from fastvdm.distill import GANConfig, KLConfig, build_stage, stage_step_fn
+    from fastvdm.train import DatasetBatches, RunConfig, init_distributed, load_model, train
 
     if args.steps < 1 or args.batch < 1:
         raise ValueError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")
     if args.stage == "gan" and (args.init or args.disc):
         raise ValueError("--init and --disc are options of --stage kl")
+    if (args.disc_holes or args.disc_pixels) and not args.disc_multiscale:
+        raise ValueError("--disc-holes and --disc-pixels need --disc-multiscale")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     rank, world, device = init_distributed()
     torch.manual_seed(args.seed)
     teacher, _ = load_model(args.teacher, ema=True, device=device)
-    teacher.requires_grad_(False)
-    sampler = FewStepSampler(VSchedule())
     t_disc = (0.0, args.t_max_disc)
-    state = TrainState()
     if args.stage == "gan":
-        student = copy.deepcopy(teacher).train().requires_grad_(True)
-        if (args.disc_holes or args.disc_pixels) and not args.disc_multiscale:
-            raise ValueError("--disc-holes and --disc-pixels need --disc-multiscale")
-        head_cfg = {"in_channels": teacher.feature_channels, "width": args.head_width, "depth": 3,
-                    "groups": min(8, args.head_width), "multiscale": args.disc_multiscale,
-                    "hole_weighted": args.disc_holes, "pixel_branch": args.disc_pixels}
-        disc = Discriminator(teacher, width=head_cfg["width"], depth=3, groups=head_cfg["groups"],
-                             multiscale=args.disc_multiscale, hole_weighted=args.disc_holes,
-                             pixel_branch=args.disc_pixels).to(device)
-        cfg = GANConfig(lr_g=args.lr_g or 5e-6, lr_d=args.lr_d, t_range=t_disc,
-                        disc_steps=2 if args.disc_steps is None else args.disc_steps)
-        stage = GANStage(student, disc, sampler, cfg)
-        state.add_model("disc_head", disc.head, config=head_cfg)
+        config = GANConfig(lr_g=args.lr_g or 5e-6, lr_d=args.lr_d, t_range=t_disc,
+                           disc_steps=2 if args.disc_steps is None else args.disc_steps)
+        head = {"width": args.head_width, "multiscale": args.disc_multiscale, "hole_weighted": args.disc_holes,
+                "pixel_branch": args.disc_pixels}
     else:
-        if args.init:
-            student, _ = load_model(args.init, name="unet", ema=True, device=device)
-            student.train().requires_grad_(True)
-        else:
-            student = copy.deepcopy(teacher).train().requires_grad_(True)
-        fake = copy.deepcopy(teacher).train().requires_grad_(True)
-        disc_run = args.disc or args.init
-        disc, head_cfg = _load_head(disc_run, teacher) if disc_run else (None, None)
-        disc = disc.to(device) if disc is not None else None
-        cfg = KLConfig(weighting=args.weighting, lr_g=args.lr_g or 3e-6, lr_fake=args.lr_fake, lr_d=args.lr_d,
-                       fake_steps=args.fake_steps, guidance=args.guidance, gan_weight=args.gan_weight,
-                       disc_steps=0 if args.disc_steps is None else args.disc_steps, disc_t_range=t_disc)
-        stage = KLStage(student, teacher, fake, sampler, disc, cfg)
-        state.add_model("fake", fake)
-        if disc is not None:
-            state.add_model("disc_head", disc.head, config=head_cfg)
-    state.add_model("unet", student, ema_decay=args.ema)  # the student: load_model(OUT) returns its EMA
-    for name, opt in stage.optimizers.items():
-        state.add_optimizer(name, opt)
-    dataset = _dataset(args)
+        config = KLConfig(weighting=args.weighting, lr_g=args.lr_g or 3e-6, lr_fake=args.lr_fake, lr_d=args.lr_d,
+                          fake_steps=args.fake_steps, guidance=args.guidance, gan_weight=args.gan_weight,
+                          disc_steps=0 if args.disc_steps is None else args.disc_steps, disc_t_range=t_disc)
+        head = None
+    stage, state = build_stage(args.stage, teacher, config, init=args.init, disc=args.disc, head=head,
+                               ema=args.ema, device=device)
+    dataset = open_clips_from_args(args)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     run = RunConfig(out_dir=args.out, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
                     keep_last=args.keep, grad_clip=args.grad_clip, amp=not args.no_amp,
@@ -149,12 +98,7 @@ def main(args: argparse.Namespace) -> int:
     if rank == 0:
         print(f"distill {args.stage}: student from {args.init or args.teacher}, {len(dataset)} clips, batch "
               f"{args.batch}, {world} process(es) on {device}", flush=True)
-
-    def step_fn(ctx, batch):
-        x0, cond = make_cond(batch, ctx.device)
-        return stage.step(x0, cond, ctx)
-
-    logs = train(run, state, step_fn, DatasetBatches(dataset, args.batch, args.seed))
+    logs = train(run, state, stage_step_fn(stage), DatasetBatches(dataset, args.batch, args.seed))
     if rank == 0 and logs:
         print(f"done: step {logs['step']}; student = model 'unet' in {os.path.join(args.out, 'checkpoints')}")
     return 0

@@ -8,7 +8,6 @@ held-out benchmark: inputs only vs. inputs + generated views).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 EVAL_DOC = """Held-out benchmark. Cases: test-split procedural scenes, each with a camera path of 2T - 1 poses; the
@@ -78,50 +77,13 @@ def add_parser(subparsers):
     return None
 
 
-def _read_views(folder: str, source: str, use_depth: bool):
-    from fastvdm.data.scene_io import read_scene
-    from fastvdm.recon.train import TrainView
-
-    data = read_scene(folder, load_depth=use_depth, load_points=False)
-    return data, [TrainView(v.camera, v.rgb, v.depth if use_depth else None, None, source) for v in data.views]
-
-
-def _save_png(path: str, rgb) -> None:
-    from PIL import Image
-
-    Image.fromarray((rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()).save(path)
-
-
 def main(args: argparse.Namespace) -> int:
-    import torch
-    from safetensors.torch import save_file
+    from fastvdm.recon.train import reconstruct_folder
 
-    from fastvdm.metrics import psnr
-    from fastvdm.recon.train import evaluate, fit
-
-    cfg = _config(args)
-    _, views = _read_views(args.scene, "input", True)
-    for extra in args.extra:
-        views += _read_views(extra, "extra", False)[1]
-    res = fit(views, cfg, progress=args.progress)
-    os.makedirs(os.path.join(args.out, "renders"), exist_ok=True)
-    save_file(res.grid.state(), os.path.join(args.out, "grid.safetensors"))
-    train_rgb, _, _ = res.grid.render_views([v.camera for v in views])
-    for i, img in enumerate(train_rgb):
-        _save_png(os.path.join(args.out, "renders", f"train_{i:05d}.png"), img)
-    train_psnr = psnr(train_rgb.clamp(0, 1), torch.stack([v.rgb for v in views]), data_range=1.0)
-    metrics = {"scene": os.path.abspath(args.scene), "extra": [os.path.abspath(e) for e in args.extra],
-               "train_views": len(views), "seconds": res.seconds, "grid_shape_xyz": list(res.grid.shape_xyz),
-               "box": res.box, "train_psnr_mean": float(train_psnr.mean()), "log": res.log, "config": cfg.to_dict()}
-    if args.test:
-        test, _ = _read_views(args.test, "test", False)
-        ev = evaluate(res.grid, [v.camera for v in test.views], torch.stack([v.rgb for v in test.views]))
-        for i, img in enumerate(ev.pop("renders")):
-            _save_png(os.path.join(args.out, "renders", f"test_{i:05d}.png"), img)
-        metrics["test"] = ev
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    line = f"recon: {len(views)} views, {res.seconds:.1f} s, train PSNR {metrics['train_psnr_mean']:.2f} dB"
+    metrics = reconstruct_folder(args.scene, args.out, _config(args), extra=args.extra, test=args.test,
+                                 progress=args.progress)
+    line = f"recon: {metrics['train_views']} views, {metrics['seconds']:.1f} s, train PSNR " \
+           f"{metrics['train_psnr_mean']:.2f} dB"
     if args.test:
         line += f", test PSNR {metrics['test']['psnr_mean']:.2f} dB, SSIM {metrics['test']['ssim_mean']:.3f}"
     print(line + f" -> {args.out}")
@@ -129,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def eval_main(args: argparse.Namespace) -> int:
-    from fastvdm.recon.evaluate import Case, case_name, make_case, markdown_table, run_case, summarize
+    from fastvdm.recon.evaluate import prepare_cases, run_benchmark
     from fastvdm.recon.generators import make_generator
 
     cfg = _config(args)
@@ -140,40 +102,10 @@ def eval_main(args: argparse.Namespace) -> int:
         if not eq or not name:
             raise ValueError(f"--gen {s!r}: expected NAME=SPEC")
         conds.append((name, make_generator(spec), spec))
-    cases_dir = os.path.join(args.out, "cases")
-    os.makedirs(cases_dir, exist_ok=True)
-    cases = []
-    for i in range(args.first, args.first + args.scenes):
-        for k in args.inputs:
-            root = os.path.join(cases_dir, case_name(i, k))
-            done = all(os.path.isfile(os.path.join(root, d, "transforms.json")) for d in ("inputs", "path", "test"))
-            cases.append(Case(root) if done else make_case(cases_dir, i, k, args.size, args.frames))
-    print(f"eval-recon: {len(cases)} cases in {cases_dir}")
+    cases = prepare_cases(os.path.join(args.out, "cases"), range(args.first, args.first + args.scenes), args.inputs,
+                          args.size, args.frames)
+    print(f"eval-recon: {len(cases)} cases in {os.path.join(args.out, 'cases')}")
     if args.prepare_only:
         return 0
-    path = os.path.join(args.out, "results.json")
-    results = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            results = json.load(f).get("cases", {})
-    for case in cases:
-        for name, gen, spec in conds:
-            entry = results.setdefault(case.name, {})
-            if name in entry and entry[name].get("spec") == spec:
-                continue
-            entry[name] = dict(run_case(case, gen, cfg), spec=spec)
-            r = entry[name]
-            print(f"{case.name} {name}: PSNR {r['psnr']:.2f} SSIM {r['ssim']:.3f} gen {r['gen_s']:.2f} s "
-                  f"recon {r['recon_s']:.1f} s", flush=True)
-            rows = summarize({c.name: results[c.name] for c in cases if c.name in results}, [c[0] for c in conds])
-            with open(path + ".tmp", "w") as f:
-                json.dump({"config": cfg.to_dict(), "conditions": {c[0]: c[2] for c in conds},
-                           "summary": rows, "cases": results}, f, indent=2)
-            os.replace(path + ".tmp", path)
-    mine = {c.name: results[c.name] for c in cases if c.name in results}
-    rows = summarize(mine, [c[0] for c in conds])
-    table = markdown_table(rows)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+    print(run_benchmark(args.out, cases, conds, cfg))
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 
@@ -55,3 +57,16 @@ def format_report(report: dict) -> str:
     lines.append("ops (available backends):")
     lines += [f"  {op:<16} {', '.join(b)}" for op, b in report["ops"].items()]
     return "\n".join(lines)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("info", help="print versions, devices, and which backends and extensions are active")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=main)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    report = environment_report()
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0

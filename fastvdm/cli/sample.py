@@ -35,45 +35,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def scene_clip(scene_dir: str, frames: int, size: int, inputs: int):
-    """(clip dict as ClipDataset items, ground-truth frames (3, T, size, size) in [-1, 1])."""
-    import torch
-
-    from fastvdm.data.dataset import clip_from_views
-    from fastvdm.data.scene_io import read_scene, square_view
-
-    scene = read_scene(scene_dir)
-    n = len(scene.views)
-    if n < frames:
-        raise ValueError(f"scene {scene_dir} has {n} views; the model needs {frames} (pass --frames {n}?)")
-    if not 1 <= inputs <= frames:
-        raise ValueError(f"--inputs must be in [1, {frames}], got {inputs}")
-    pick = [round(i * (n - 1) / max(frames - 1, 1)) for i in range(frames)]
-    in_idx = [0] if inputs == 1 else [round(j * (frames - 1) / (inputs - 1)) for j in range(inputs)]
-    views = [scene.views[pick[i]] for i in in_idx]
-    if scene.points is None and any(v.depth is None for v in views):
-        raise ValueError(f"scene {scene_dir}: the input views have no depth and there is no point cloud")
-    clip = clip_from_views(views, [scene.views[i].camera for i in pick], size, input_indices=in_idx,
-                           points=scene.points, point_colors=scene.colors)
-    gt = torch.stack([square_view(scene.views[i], size).rgb * 2 - 1 for i in pick], 1)
-    return clip, gt
-
-
-def write_outputs(out: str, generated, cond, gt, scale: int = 4) -> list[str]:
-    """Frames, video and grid. generated, cond, gt: (3, T, H, W) in [-1, 1] (gt may be None). Returns paths."""
-    from fastvdm.media import save_grid, save_png, save_video, to_uint8
-
-    gen = to_uint8(generated)  # (T, H, W, 3)
-    paths = [save_png(os.path.join(out, "frames", f"frame_{i:05d}.png"), f) for i, f in enumerate(gen)]
-    paths.append(save_grid(os.path.join(out, "grid.png"), [cond, generated] + ([gt] if gt is not None else []), scale))
-    paths.append(save_video(os.path.join(out, "video"), list(gen), scale=scale))
-    return paths
-
-
 def main(args: argparse.Namespace) -> int:
     import torch
 
+    from fastvdm.data.dataset import clip_from_scene
     from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule
+    from fastvdm.media import write_clip_outputs
     from fastvdm.models import make_cond
     from fastvdm.train import load_model
 
@@ -82,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     run_cfg = meta.get("run", {}).get("config", {})
     frames = args.frames or int(run_cfg.get("frames", 8))
     size = args.size or int(run_cfg.get("size", 32))
-    clip, gt = scene_clip(args.scene, frames, size, args.inputs)
+    clip, gt = clip_from_scene(args.scene, frames, size, args.inputs)
     batch = torch.utils.data.default_collate([clip])
     x0, cond = make_cond(batch, device)
     sch = VSchedule()
@@ -94,6 +61,6 @@ def main(args: argparse.Namespace) -> int:
     g = torch.Generator().manual_seed(args.seed)
     out = sampler(model, cond, tuple(x0.shape), generator=g, progress=args.progress, **kw)[0].cpu()
     dest = args.out or os.path.join(args.scene, "samples")
-    paths = write_outputs(dest, out, batch["cond_rgb"][0], gt, args.scale)
+    paths = write_clip_outputs(dest, out, batch["cond_rgb"][0], gt, args.scale)
     print(f"{sampler.last_nfe} network evaluations; wrote {len(paths) - 2} frames, {paths[-2]} and {paths[-1]}")
     return 0

@@ -4,7 +4,9 @@
     fastvdm bench e2e [--preset tiny]
 
 The benchmark scripts live in the source checkout's ``bench/`` folder (they are not part of the installed
-package): this command finds them beside the package of an editable install / source checkout. Every record
+package): this command finds them beside the package of an editable install / source checkout and runs each in
+its own Python process (its tables stream through; its ``main(argv)`` rows come back as JSON), so the installed
+package never imports ``bench/`` or touches ``sys.path``. Every record
 appended to the JSON-lines file (default ``bench/results.jsonl``) holds the date, the command, the machine,
 card and versions (``fastvdm info``), and exactly the rows of the printed tables.
 """
@@ -13,25 +15,37 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
-# op name -> (bench module, arguments for a default run under 5 minutes on a 2-core CPU)
+# op name -> (bench script in the checkout, arguments for a default run under 5 minutes on a 2-core CPU)
 KERNEL_BENCHES = {
-    "group_norm": ("bench.bench_group_norm", {"cpu": ["--repeats", "3"], "cuda": []}),
-    "video_attention": ("bench.bench_attention", {"cpu": ["--repeats", "3"], "cuda": []}),
-    "losses": ("bench.bench_losses", {"cpu": ["--repeats", "5"], "cuda": []}),
+    "group_norm": ("bench/bench_group_norm.py", {"cpu": ["--repeats", "3"], "cuda": []}),
+    "video_attention": ("bench/bench_attention.py", {"cpu": ["--repeats", "3"], "cuda": []}),
+    "losses": ("bench/bench_losses.py", {"cpu": ["--repeats", "5"], "cuda": []}),
 }
+E2E_BENCH = "bench/bench_e2e.py"
+
+# Runs in the child process: execute the script's top level (not its __main__ block), call main(argv), and write
+# the rows it returns as JSON. argv: script, rows file, script arguments.
+_DRIVER = (
+    "import json, runpy, sys\n"
+    "script, rows_file, argv = sys.argv[1], sys.argv[2], sys.argv[3:]\n"
+    "rows = runpy.run_path(script, run_name='fastvdm_bench')['main'](argv)\n"
+    "with open(rows_file, 'w') as f:\n"
+    "    json.dump(rows, f, default=str)\n"
+)
 
 
 def repo_root() -> Path:
     """The source checkout holding ``bench/`` (raises a clear error for a non-editable install)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / "bench" / "timing.py").is_file():
         raise FileNotFoundError(
             f"the benchmark scripts (bench/) are not beside this install ({root}); run `fastvdm bench` from an "
@@ -40,19 +54,30 @@ def repo_root() -> Path:
     return root
 
 
-def _import_bench(module: str):
-    root = str(repo_root())
-    script = Path(root, *module.split(".")).with_suffix(".py")
-    if not script.is_file():
-        raise FileNotFoundError(f"benchmark script {script} does not exist in this checkout")
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module(module)
+def run_bench_script(script: str, argv: list[str]) -> list[dict]:
+    """Run ``script`` (a path relative to the checkout, e.g. ``bench/bench_losses.py``) in a child Python process
+    with the checkout as working directory; its output streams to ours; returns the rows its ``main(argv)``
+    returned. Raises RuntimeError naming the script when it fails."""
+    root = repo_root()
+    path = root / script
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark script {path} does not exist in this checkout")
+    fd, rows_file = tempfile.mkstemp(prefix="fastvdm-bench-", suffix=".json")
+    os.close(fd)
+    try:
+        sys.stdout.flush()
+        proc = subprocess.run([sys.executable, "-c", _DRIVER, str(path), rows_file, *argv], cwd=root)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{script} {' '.join(argv)} failed (exit code {proc.returncode}); its output is above")
+        with open(rows_file) as f:
+            return json.load(f)
+    finally:
+        os.unlink(rows_file)
 
 
 def append_record(path: Path, kind: str, name: str, argv: list[str], rows: list[dict]) -> dict:
     """Append one JSON record (one line) describing a benchmark run to ``path``; returns the record."""
-    from fastvdm.info import environment_report
+    from fastvdm.cli.info import environment_report
 
     record = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -75,23 +100,21 @@ def run_kernels(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda asked, but torch sees no CUDA device")
     names = [args.op] if args.op else list(KERNEL_BENCHES)
     for name in names:
-        module_name, defaults = KERNEL_BENCHES[name]
+        script, defaults = KERNEL_BENCHES[name]
         argv = ["--device", device] + defaults[device] + (["--repeats", str(args.repeats)] if args.repeats else [])
-        module = _import_bench(module_name)
-        print(f"== fastvdm bench kernels: {name} ({module_name.replace('.', '/')}.py {' '.join(argv)})", flush=True)
-        rows = module.main(argv)
+        print(f"== fastvdm bench kernels: {name} ({script} {' '.join(argv)})", flush=True)
+        rows = run_bench_script(script, argv)
         append_record(Path(args.json), "kernels", name, argv, rows)
     print(f"appended {len(names)} record(s) to {args.json}")
     return 0
 
 
 def run_e2e(args: argparse.Namespace) -> int:
-    module = _import_bench("bench.bench_e2e")
     argv = ["--preset", args.preset]
     for flag in ("device", "frames", "size", "repeats", "teacher_steps"):
         if getattr(args, flag) is not None:
             argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    rows = module.main(argv)
+    rows = run_bench_script(E2E_BENCH, argv)
     append_record(Path(args.json), "e2e", args.preset, argv, rows)
     print(f"appended 1 record to {args.json}")
     return 0

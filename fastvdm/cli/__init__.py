@@ -1,36 +1,28 @@
 """The ``fastvdm`` command.
 
-Each subcommand lives beside the code it drives, in a module with ``add_parser(subparsers) -> parser`` and
-``main(args) -> int | None``; this file only lists those modules. ``fastvdm info`` is defined here.
+Each subcommand is a module of this package with ``add_parser(subparsers) -> parser`` and
+``main(args) -> int | None``, a thin shell over library functions; this file only lists those modules.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from typing import Optional, Sequence
 
 # Subcommand modules, in the order `--help` lists them. A module that does not exist in this install is skipped.
 SUBCOMMAND_MODULES = (
-    "fastvdm.demo_cli",
-    "fastvdm.data.cli",
-    "fastvdm.train.cli",
-    "fastvdm.sample_cli",
-    "fastvdm.eval_cli",
-    "fastvdm.densify_cli",
-    "fastvdm.recon.cli",
-    "fastvdm.bench_cli",
+    "fastvdm.cli.info",
+    "fastvdm.cli.demo",
+    "fastvdm.cli.data",
+    "fastvdm.cli.train",
+    "fastvdm.cli.sample",
+    "fastvdm.cli.eval",
+    "fastvdm.cli.densify",
+    "fastvdm.cli.recon",
+    "fastvdm.cli.bench",
 )
-
-
-def _info(args: argparse.Namespace) -> int:
-    from fastvdm.info import environment_report, format_report
-
-    report = environment_report()
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"fastvdm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    info = sub.add_parser("info", help="print versions, devices, and which backends and extensions are active")
-    info.add_argument("--json", action="store_true", help="print the report as JSON")
-    info.set_defaults(func=_info)
     for name in SUBCOMMAND_MODULES:
         try:
             module = importlib.import_module(name)

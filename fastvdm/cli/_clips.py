@@ -1,0 +1,24 @@
+"""The training-data options shared by ``fastvdm train teacher`` and ``fastvdm train distill``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_clip_args(p: argparse.ArgumentParser) -> None:
+    """--data | --synthetic (required, exclusive), then --frames, --size, --clips, --cache for --synthetic."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="clip cache file (cache_clips) or a folder of *.safetensors caches")
+    src.add_argument("--synthetic", action="store_true", help="procedural clips (ClipDataset train split)")
+    p.add_argument("--frames", type=int, default=8, help="--synthetic: frames per clip (default 8)")
+    p.add_argument("--size", type=int, default=32, help="--synthetic: frame size in pixels (default 32)")
+    p.add_argument("--clips", type=int, default=None, help="--synthetic: number of training clips")
+    p.add_argument("--cache", help="--synthetic: cache the clips in this file first (reused if present)")
+
+
+def open_clips_from_args(args: argparse.Namespace):
+    """:func:`fastvdm.data.open_clips` of the parsed options."""
+    from fastvdm.data import open_clips
+
+    return open_clips(args.data, frames=args.frames, size=args.size, clips=args.clips, seed=args.seed,
+                      cache=args.cache)
