@@ -98,7 +98,10 @@ class NVSPipeline:
                              f"of {down}")
 
     def __call__(self, cond: dict, generator: Optional[torch.Generator] = None, num_steps: Optional[int] = None,
-                 progress: bool = True) -> Tensor:
+                 progress: bool = True, autocast_bf16: Optional[bool] = None) -> Tensor:
+        """Sample; ``autocast_bf16`` runs the network under bf16 autocast (None: on for CUDA, off on the CPU).
+        ``generator`` may also be a list of B generators (one per sample); noise is drawn on the model's
+        device and is the same on the CPU and a GPU for a seed."""
         self._check(cond)
         B, _, T, H, W = cond["cond_rgb"].shape
         steps = self.default_steps if num_steps is None else int(num_steps)
@@ -108,7 +111,7 @@ class NVSPipeline:
         cond = {k: v.to(dev) for k, v in cond.items()}
         with torch.no_grad():
             out = self.sampler(self.model, cond, (B, 3, T, H, W), generator=generator, progress=progress,
-                               num_steps=steps)
+                               num_steps=steps, autocast_bf16=autocast_bf16)
         self.last_nfe = self.sampler.last_nfe
         return out.clamp(-1, 1)
 

@@ -12,11 +12,13 @@ starts at 999; N = 4 gives [999, 749, 499, 249].
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from fastvdm.diffusion import noise as noise_lib
 from fastvdm.diffusion.schedule import VSchedule
 
 
@@ -27,9 +29,25 @@ def trailing_timesteps(num_steps: int, num_train_steps: int = 1000) -> list[int]
     return [int(round(num_train_steps - i * num_train_steps / num_steps)) - 1 for i in range(num_steps)]
 
 
-def _randn(shape, generator: Optional[torch.Generator], device, dtype) -> Tensor:
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+def _randn(shape, generator, device, dtype) -> Tensor:
+    """Noise drawn on ``device`` with per-sample seeds from ``generator`` (a Generator or one per sample): the
+    same samples on the CPU and a GPU for a seed (:mod:`fastvdm.diffusion.noise`)."""
+    return noise_lib.randn(shape, generator, device, dtype)
+
+
+def autocast_enabled(device, enabled: Optional[bool] = None) -> bool:
+    """Whether the network runs under bf16 autocast while sampling: ``enabled``, or by default on for CUDA only."""
+    return torch.device(device).type == "cuda" if enabled is None else bool(enabled)
+
+
+def autocast(device, enabled: Optional[bool] = None):
+    """The context the network runs in while sampling: bf16 autocast where :func:`autocast_enabled`. The
+    schedule arithmetic and the sample itself stay in the caller's dtype (fp32)."""
+    device = torch.device(device)
+    on = autocast_enabled(device, enabled)
+    if not on and not torch.amp.is_autocast_available(device.type):
+        return contextlib.nullcontext()  # e.g. the meta device
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
 
 
 def paste_inputs(x0: Tensor, cond: dict) -> Tensor:
@@ -83,8 +101,9 @@ class DDIMSampler:
     @torch.no_grad()
     def __call__(self, model: Callable, cond: dict, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                  progress: bool = False, num_steps: Optional[int] = None, uncond: Optional[dict] = None,
-                 device=None, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Sample x0 of ``shape`` (B, C, T, H, W). ``num_steps`` overrides the sampler's step count."""
+                 device=None, dtype: torch.dtype = torch.float32, autocast_bf16: Optional[bool] = None) -> Tensor:
+        """Sample x0 of ``shape`` (B, C, T, H, W). ``num_steps`` overrides the sampler's step count.
+        ``autocast_bf16``: run the network under bf16 autocast (None: on for CUDA)."""
         timesteps = self.timesteps if num_steps is None else trailing_timesteps(num_steps, self.schedule.num_steps)
         device = device or _cond_device(cond)
         self.last_nfe = 0
@@ -93,7 +112,9 @@ class DDIMSampler:
         x0 = x
         for i in _progress(range(len(timesteps)), progress, "ddim"):
             t = torch.full((B,), float(timesteps[i]), device=device)
-            v = self.predict_v(model, x, t, cond, uncond)
+            with autocast(device, autocast_bf16):
+                v = self.predict_v(model, x, t, cond, uncond)
+            v = v.to(x.dtype)
             x0 = sch.v_to_x0(x, v, t)
             if i + 1 == len(timesteps):
                 break
@@ -124,11 +145,14 @@ class FewStepSampler:
         self.last_nfe = 0
 
     def step(self, model: Callable, x_t: Tensor, t: int, cond: dict, t_next: Optional[int] = None,
-             generator: Optional[torch.Generator] = None) -> Tensor:
-        """One step from x_t at ``t``: x0 prediction, re-noised to ``t_next`` (returns x0 when t_next is None)."""
+             generator: Optional[torch.Generator] = None, autocast_bf16: Optional[bool] = False) -> Tensor:
+        """One step from x_t at ``t``: x0 prediction, re-noised to ``t_next`` (returns x0 when t_next is None).
+        ``autocast_bf16``: the network under bf16 autocast (None: on for CUDA; default off, for training)."""
         B = x_t.shape[0]
         tt = torch.full((B,), float(t), device=x_t.device)
-        x0 = self.schedule.v_to_x0(x_t, model(x_t, tt, cond), tt)
+        with autocast(x_t.device, autocast_bf16):
+            v = model(x_t, tt, cond)
+        x0 = self.schedule.v_to_x0(x_t, v.to(x_t.dtype), tt)
         self.last_nfe += 1
         if t_next is None:
             return x0
@@ -154,8 +178,9 @@ class FewStepSampler:
     @torch.no_grad()
     def __call__(self, model: Callable, cond: dict, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                  progress: bool = False, num_steps: Optional[int] = None, device=None,
-                 dtype: torch.dtype = torch.float32) -> Tensor:
-        """Sample x0 of ``shape``; ``num_steps`` (e.g. 1 or 2) uses ``trailing_timesteps(num_steps)`` instead."""
+                 dtype: torch.dtype = torch.float32, autocast_bf16: Optional[bool] = None) -> Tensor:
+        """Sample x0 of ``shape``; ``num_steps`` (e.g. 1 or 2) uses ``trailing_timesteps(num_steps)`` instead.
+        ``autocast_bf16``: run the network under bf16 autocast (None: on for CUDA)."""
         ts = self.timesteps if num_steps is None else trailing_timesteps(num_steps, self.schedule.num_steps)
         device = device or _cond_device(cond)
         self.last_nfe = 0
@@ -163,7 +188,7 @@ class FewStepSampler:
         if ts[0] != self.schedule.num_steps - 1:  # start from the forward process at ts[0] (x0 unknown: 0)
             x = self.schedule.add_noise(torch.zeros_like(x), x, torch.full((shape[0],), float(ts[0]), device=device))
         for i in _progress(range(len(ts)), progress, "few-step"):
-            x = self.step(model, x, ts[i], cond, ts[i + 1] if i + 1 < len(ts) else None, generator)
+            x = self.step(model, x, ts[i], cond, ts[i + 1] if i + 1 < len(ts) else None, generator, autocast_bf16)
         return paste_inputs(x, cond)
 
 
