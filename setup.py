@@ -149,7 +149,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["fastvdm", "fastvdm.*"]) + ["fastvdm.kernels"],
     package_dir={"fastvdm.kernels": "kernels"},
-    package_data={"fastvdm": ["weights/*.safetensors", "weights/*.json"]},  # the shipped tiny models
+    package_data={"fastvdm": ["weights/*.json", "weights/*/*.json", "weights/*/*.safetensors"]},  # shipped models
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     install_requires=[

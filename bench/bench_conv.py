@@ -1,6 +1,7 @@
-"""CPU 3-D convolution: fastvdm.models.conv.Conv3d (oneDNN forward and backward) against nn.Conv3d.
+"""CPU 3-D convolution: the op fastvdm.ops.conv3d on its cpu backend (oneDNN forward and backward, through the
+Conv3d module the models use) against nn.Conv3d (F.conv3d, the op's reference).
 
-    python bench/bench_conv.py [--threads 1] [--repeats 15]
+    python bench/bench_conv.py [--threads 1] [--repeats 15]      # or: fastvdm bench kernels --op conv3d
 
 Rows: the tiny preset's 3x3x3 convolutions at batch 1 (where PyTorch's own choice is its slow vol2col path) and
 at the batch sizes of training (where PyTorch already picks oneDNN for the forward). Columns: forward (no grad),
@@ -22,6 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.timing import format_table, machine_name  # noqa: E402
+import fastvdm.ops as ops  # noqa: E402
 from fastvdm.models.conv import Conv3d  # noqa: E402
 
 # (batch, in channels, out channels, frames, size)
@@ -47,7 +49,10 @@ def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--device", choices=["cpu"], default="cpu", help="the cpu backend is the op's only kernel")
     args = p.parse_args(argv)
+    if "cpu" not in ops.available_backends("conv3d"):
+        raise SystemExit(f"conv3d has no cpu backend here: {ops.backend_status('cpu') or 'no oneDNN'}")
     torch.set_num_threads(args.threads)
     mk, cb = torch.ops.aten.mkldnn_convolution, torch.ops.aten.convolution_backward
     rows = []
@@ -65,12 +70,15 @@ def main(argv=None) -> list[dict]:
 
         def fwd(m):
             def call():
-                with torch.no_grad():
+                with torch.no_grad(), ops.use_backend("cpu", ["conv3d"]):
                     m(x)
             return call
 
         def fwd_bwd(m):
-            return lambda: torch.autograd.grad(m(x), (x, m.weight, m.bias), dy)
+            def call():
+                with ops.use_backend("cpu", ["conv3d"]):
+                    return torch.autograd.grad(m(x), (x, m.weight, m.bias), dy)
+            return call
 
         t = timed({
             "nn fwd": fwd(ref), "ours fwd": fwd(ours),

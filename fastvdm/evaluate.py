@@ -125,16 +125,20 @@ def baseline_methods(radius: float = 3.0) -> dict:
 
 
 def sampler_method(model, sampler, seed: int = 0, num_steps: Optional[int] = None, device="cpu") -> Callable:
-    """A method that samples ``model`` with ``sampler`` (DDIMSampler / FewStepSampler), one generator per batch
-    seeded by (seed, batch's first scene seed), so results do not depend on what else is evaluated."""
+    """A method that samples ``model`` with ``sampler`` (a :class:`fastvdm.diffusion.DDIMSampler` /
+    :class:`~fastvdm.diffusion.FewStepSampler`), one generator per batch seeded by (seed, batch's first scene
+    seed), so results do not depend on what else is evaluated; the network evaluations are counted by
+    :func:`fastvdm.diffusion.count_nfe` (per clip: a batch is one evaluation per clip)."""
+    from fastvdm.diffusion import count_nfe
     from fastvdm.models import make_cond
 
     def fn(batch):
         x0, cond = make_cond(batch, device)
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(batch["scene_seed"][0]))
+        net = count_nfe(model)
         with torch.no_grad():
-            out = sampler(model, cond, tuple(x0.shape), generator=g, num_steps=num_steps)
-        return out, sampler.last_nfe
+            out = sampler(net, cond, tuple(x0.shape), generator=g, num_steps=num_steps)
+        return out, net.calls
 
     return fn
 

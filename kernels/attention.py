@@ -9,15 +9,12 @@ Kernels:
 - ``axis="temporal"`` with T <= 64: :mod:`fastvdm.kernels.temporal_attention`, many (b, s, head) rows per
   program with the whole T x T tile in registers, single-pass softmax, one flat grid axis.
 
-Ops (``torch.library.triton_op``, kernels launched through ``wrap_triton``, so they compose with autograd and,
-on a GPU, ``torch.compile``):
-- ``fastvdm::video_attention_triton_fwd(q, k, v, axis, scale) -> (o, lse)``: o (B, T, S, heads, D)
-  contiguous in q's dtype; lse (Z, N) fp32, the per-query log-sum-exp (Z sequences of length N).
-  Its autograd calls
-- ``fastvdm::video_attention_triton_bwd(do, q, k, v, o, lse, axis, scale) -> (dq, dk, dv)``: each
-  (B, T, S, heads, D) contiguous in q's dtype. lse is treated as non-differentiable.
-The function registered with :mod:`fastvdm.ops` (:func:`video_attention`) resolves the default scale and
-returns the op's ``o``.
+Launchers (kernels launched through ``wrap_triton``; the ops, their autograd and the dispatch registration
+are in :mod:`fastvdm.ops.triton.attention`; this module imports nothing of fastvdm):
+- :func:`attention_forward` ``(q, k, v, axis, scale) -> (o, lse)``: o (B, T, S, heads, D) contiguous in q's
+  dtype; lse (Z, N) fp32, the per-query log-sum-exp (Z sequences of length N).
+- :func:`attention_backward` ``(do, q, k, v, o, lse, axis, scale) -> (dq, dk, dv)``: each (B, T, S, heads, D)
+  contiguous in q's dtype.
 
 Supported: fp32, bf16, fp16 (fp32 accumulation; fp32 dots in IEEE precision, not TF32), any head dim
 1 <= D <= 128 (padded to a power of two >= 16 with masks), any sequence length. CUDA tensors, or CPU tensors
@@ -26,20 +23,13 @@ under ``TRITON_INTERPRET=1`` (fp32/fp16: the interpreter has no bf16 ``tl.dot``)
 
 from __future__ import annotations
 
-import os
-from typing import Optional
-
 import torch
 from torch import Tensor
-from torch.library import triton_op
 
-from fastvdm.kernels import flash_attention as _flash
-from fastvdm.kernels import temporal_attention as _temporal
-from fastvdm.ops import _dispatch
-from fastvdm.ops.attention_common import public_function, register_autograd
+from . import flash_attention as _flash
+from . import temporal_attention as _temporal
 
 MAX_HEAD_DIM = 128
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -71,10 +61,16 @@ def _use_temporal_kernel(axis: str, T: int) -> bool:
     return axis == "temporal" and T <= _temporal.MAX_T
 
 
-# ------------------------------------------------------------------------------------------------ ops
-@triton_op("fastvdm::video_attention_triton_fwd", mutates_args=())
-def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: float) -> tuple[Tensor, Tensor]:
+# ------------------------------------------------------------------------------------------------ launchers
+# The contract of the C++ extensions' attention_forward / attention_backward (fastvdm.ops.attention_common):
+# axis as an int (0 spatial, 1 temporal, 2 joint), scale resolved. Kernels are launched through wrap_triton, so
+# the launchers run inside the torch.library.triton_op s of fastvdm/ops/triton/attention.py.
+AXES = ("spatial", "temporal", "joint")
+
+
+def attention_forward(q: Tensor, k: Tensor, v: Tensor, axis: int, scale: float) -> tuple[Tensor, Tensor]:
     """(o, lse): o (B, T, S, H, D) contiguous in q's dtype; lse (Z, N) fp32 (natural log)."""
+    axis = AXES[axis]
     B, T, S, H, D = q.shape
     o = torch.empty((B, T, S, H, D), dtype=q.dtype, device=q.device)
     if _use_temporal_kernel(axis, T):
@@ -87,11 +83,10 @@ def _attention_fwd(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: float) -> 
     return o, lse
 
 
-@triton_op("fastvdm::video_attention_triton_bwd", mutates_args=())
-def _attention_bwd(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, axis: str, scale: float
-) -> tuple[Tensor, Tensor, Tensor]:
+def attention_backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, axis: int,
+                       scale: float) -> tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv), each (B, T, S, H, D) contiguous in q's dtype, given dO = ``do`` (any strides)."""
+    axis = AXES[axis]
     B, T, S, H, D = q.shape
     dq = torch.empty((B, T, S, H, D), dtype=q.dtype, device=q.device)
     dk = torch.empty_like(dq)
@@ -102,28 +97,3 @@ def _attention_bwd(
         geom, (sq, sk, sv, so, sdo, sg) = _flash_geometry(axis, (q, k, v, o, do, dq))
         _flash.flash_backward(q, k, v, o, do, lse, dq, dk, dv, sq, sk, sv, so, sdo, sg, geom, D, scale)
     return dq, dk, dv
-
-
-register_autograd(_attention_fwd, _attention_bwd)
-video_attention = public_function(_attention_fwd)
-
-
-# ------------------------------------------------------------------------------------------------ registration
-def supports(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: Optional[float] = None) -> Optional[str]:
-    """Why the Triton kernels cannot serve these inputs, or None."""
-    if q.dtype not in _DTYPES:
-        return f"dtype {q.dtype} is not supported (fp32, bf16, fp16)"
-    D = q.shape[-1]
-    if D > MAX_HEAD_DIM:
-        return f"head dim D={D} > {MAX_HEAD_DIM} is not supported"
-    if q.device.type == "cpu":
-        if os.environ.get("TRITON_INTERPRET") != "1":
-            return "CPU tensors run only under TRITON_INTERPRET=1 (tests)"
-        if q.dtype == torch.bfloat16:
-            return "the Triton interpreter has no bf16 tl.dot (bf16 runs on a GPU)"
-    elif q.device.type != "cuda":
-        return f"device {q.device.type} is not supported (cuda, or cpu under TRITON_INTERPRET=1)"
-    return None
-
-
-_dispatch.register("video_attention", "triton", video_attention, supports=supports, auto={"cuda": 20})

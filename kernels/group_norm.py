@@ -10,7 +10,7 @@ Statistics are fp32 (biased variance from sums of x - k, k the group's first ele
 not cancel). Tiles are [BLOCK_C channels, BLOCK_S positions] of one group; a group of any size (Cg not a
 power of two, Cg * S larger than a tile) is walked by loops over channel and position blocks.
 
-Forward (``fastvdm::group_norm_triton_fwd(...) -> (y, mean, rstd)``):
+Forward (launcher :func:`group_norm_forward` -> (y, mean, rstd)):
 - ``_fwd_fused_kernel``, one program per (n, g): statistics loop, then the normalize/modulate/SiLU loop over
   the same group. When the whole group fits one tile it is loaded once (one read, one write); otherwise the
   second loop re-reads the group (from L2 where it fits).
@@ -19,7 +19,7 @@ Forward (``fastvdm::group_norm_triton_fwd(...) -> (y, mean, rstd)``):
   SPLIT partials of its group and applies. The apply kernel walks the programs in the reverse order of the
   stats kernel, so that its first reads find in L2 what the stats kernel read last; where x is larger than
   L2, x is still read twice from memory.
-Backward (``fastvdm::group_norm_triton_bwd(...) -> (dx, sum_dz, sum_dzx)``), dz = dy * act'(z), N = Cg * S:
+Backward (launcher :func:`group_norm_backward` -> (dx, sum_dz, sum_dzx)), dz = dy * act'(z), N = Cg * S:
 - ``_bwd_sums_kernel`` (grid (B * G, SPLIT)): per-channel partial sums of dz and dz * xhat;
 - ``_bwd_dx_kernel`` (grid (B * G, SPLIT)): reduces them, m1 = sum_c a * sum_dz / N,
   m2 = sum_c a * sum_dzx / N, and writes dx = rstd * (a * dz - m1 - xhat * m2); split 0 also stores the
@@ -27,24 +27,19 @@ Backward (``fastvdm::group_norm_triton_bwd(...) -> (dx, sum_dz, sum_dzx)``), dz 
   (:func:`fastvdm.ops.group_norm_common.param_grads`).
 
 Supported: fp32, bf16, fp16 inputs (parameters of any float dtype), fp32 statistics and arithmetic. CUDA
-tensors, or CPU tensors under ``TRITON_INTERPRET=1`` (tests).
+tensors, or CPU tensors under ``TRITON_INTERPRET=1`` (tests). The op, its autograd and its dispatch
+registration are in :mod:`fastvdm.ops.triton.group_norm` (this module imports nothing of fastvdm).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
-
-from fastvdm.ops import _dispatch
-from fastvdm.ops.group_norm_common import as_bcs, register_autograd
-
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+from torch.library import wrap_triton
 
 # Elements per tile (BLOCK_C * BLOCK_S) and channels per tile. Tests lower them (and force SPLIT) to exercise
 # the multi-tile and split paths on small inputs under the interpreter.
@@ -84,6 +79,13 @@ def _modulation(W, Bias, Scale, Shift, n, ch, C, cmask,
     if HAS_SHIFT:
         b = b + tl.load(Shift + n * C + ch, mask=cmask, other=0.0).to(tl.float32)
     return a, b
+
+
+@triton.jit
+def _rstd(var, eps):
+    """1 / sqrt(var + eps), var clamped at 0 against rounding; NaN when var is NaN or infinite (fp32 sums
+    overflowed, e.g. inputs near 1e20), as the reference gives, never a finite wrong value."""
+    return tl.where(var < float("inf"), tl.rsqrt(tl.maximum(var, 0.0) + eps), float("nan"))
 
 
 @triton.jit
@@ -149,7 +151,7 @@ def _fwd_fused_kernel(
         s2 = tl.sum(tl.sum(d * d, axis=1), axis=0)
         m = s1 / count
         mean = k + m
-        rstd = tl.rsqrt(tl.maximum(s2 / count - m * m, 0.0) + eps)
+        rstd = _rstd(s2 / count - m * m, eps)
         a, b = _modulation(W, Bias, Scale, Shift, n, g * Cg + offs_c, C, offs_c < Cg,
                            HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT)
         z = (a * rstd)[:, None] * (x - mean) + b[:, None]
@@ -160,7 +162,7 @@ def _fwd_fused_kernel(
         s1, s2 = _shifted_sums(x_base, k, Cg, 0, S, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
         m = s1 / count
         mean = k + m
-        rstd = tl.rsqrt(tl.maximum(s2 / count - m * m, 0.0) + eps)
+        rstd = _rstd(s2 / count - m * m, eps)
         _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, 0, S, mean, rstd,
                stride_xc, stride_xs, stride_yc, stride_ys,
                HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, SILU, BLOCK_C, BLOCK_S)
@@ -214,7 +216,7 @@ def _fwd_apply_kernel(
     k = tl.load(x_base).to(tl.float32)
     m = s1 / count
     mean = k + m
-    rstd = tl.rsqrt(tl.maximum(s2 / count - m * m, 0.0) + eps)
+    rstd = _rstd(s2 / count - m * m, eps)
     s_begin = split * S_PER_SPLIT
     s_end = tl.minimum(s_begin + S_PER_SPLIT, S)
     _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, s_begin, s_end, mean, rstd,
@@ -378,40 +380,34 @@ def _param_args(x3: Tensor, *params: Optional[Tensor]) -> list[Tensor]:
     return [x3 if t is None else t.contiguous() for t in params]
 
 
-def _flags(weight, bias, scale, shift, activation) -> dict:
+def _flags(weight, bias, scale, shift, silu: bool) -> dict:
     return dict(
         HAS_W=weight is not None,
         HAS_B=bias is not None,
         HAS_SCALE=scale is not None,
         HAS_SHIFT=shift is not None,
-        SILU=activation == "silu",
+        SILU=bool(silu),
     )
 
 
-@triton_op("fastvdm::group_norm_triton_fwd", mutates_args=())
-def _forward(
-    x: Tensor,
-    num_groups: int,
-    weight: Optional[Tensor],
-    bias: Optional[Tensor],
-    eps: float,
-    scale: Optional[Tensor],
-    shift: Optional[Tensor],
-    activation: Optional[str],
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Returns (y of x's shape and layout, mean (B, G) fp32, rstd (B, G) fp32)."""
-    x3 = as_bcs(x)
+# ================================================================================================= launchers
+# The contract of the C++ extensions' group_norm_forward / group_norm_backward (fastvdm.ops.group_norm_common):
+# x3 is x seen as (B, C, S) (contiguous or channels-last strides), silu a bool. Kernels are launched through
+# wrap_triton, so the launchers can run inside a torch.library.triton_op (fastvdm/ops/triton/group_norm.py).
+def group_norm_forward(x3: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                       scale: Optional[Tensor], shift: Optional[Tensor], silu: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (y3 of x3's shape and strides, mean (B, G) fp32, rstd (B, G) fp32)."""
     B, C, S = x3.shape
     G = num_groups
     Cg = C // G
-    y3 = torch.empty_strided(x3.shape, x3.stride(), dtype=x.dtype, device=x.device)
-    mean = torch.empty((B, G), dtype=torch.float32, device=x.device)
-    rstd = torch.empty((B, G), dtype=torch.float32, device=x.device)
+    y3 = torch.empty_strided(x3.shape, x3.stride(), dtype=x3.dtype, device=x3.device)
+    mean = torch.empty((B, G), dtype=torch.float32, device=x3.device)
+    rstd = torch.empty((B, G), dtype=torch.float32, device=x3.device)
     params = _param_args(x3, weight, bias, scale, shift)
-    flags = _flags(weight, bias, scale, shift, activation)
+    flags = _flags(weight, bias, scale, shift, silu)
     block_c, block_s = _blocks(Cg, S)
     warps = _num_warps(block_c, block_s)
-    split, per_split = _split(x, B * G, S, block_s)
+    split, per_split = _split(x3, B * G, S, block_s)
     strides = (*x3.stride(), *y3.stride())
     if split == 1:
         single = Cg <= block_c and S <= block_s
@@ -420,7 +416,7 @@ def _forward(
             SINGLE_TILE=single, BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
         )
     else:
-        partial = torch.empty((B * G, split, 2), dtype=torch.float32, device=x.device)
+        partial = torch.empty((B * G, split, 2), dtype=torch.float32, device=x3.device)
         wrap_triton(_fwd_stats_kernel)[(B * G, split)](
             x3, partial, G, Cg, S, per_split, *x3.stride(), BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
         )
@@ -428,37 +424,26 @@ def _forward(
             x3, y3, *params, mean, rstd, partial, C, S, G, Cg, per_split, eps, *strides, **flags,
             SPLIT_P2=triton.next_power_of_2(split), BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
         )
-    return y3.view(x.shape), mean, rstd
+    return y3, mean, rstd
 
 
-@triton_op("fastvdm::group_norm_triton_bwd", mutates_args=())
-def _backward_op(
-    grad: Tensor,
-    x: Tensor,
-    mean: Tensor,
-    rstd: Tensor,
-    num_groups: int,
-    weight: Optional[Tensor],
-    bias: Optional[Tensor],
-    scale: Optional[Tensor],
-    shift: Optional[Tensor],
-    activation: Optional[str],
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Returns (dx of x's shape and layout, sum_dz (B, C) fp32, sum_dzx (B, C) fp32)."""
-    x3 = as_bcs(x)
+def group_norm_backward(grad3: Tensor, x3: Tensor, mean: Tensor, rstd: Tensor, num_groups: int,
+                        weight: Optional[Tensor], bias: Optional[Tensor], scale: Optional[Tensor],
+                        shift: Optional[Tensor], silu: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (dx3 of x3's shape and strides, sum_dz (B, C) fp32, sum_dzx (B, C) fp32); grad3 any strides."""
     B, C, S = x3.shape
     G = num_groups
     Cg = C // G
-    g3 = grad.reshape(B, C, S)  # any strides: addressed in place
-    dx3 = torch.empty_strided(x3.shape, x3.stride(), dtype=x.dtype, device=x.device)
-    sum_dz = torch.empty((B, C), dtype=torch.float32, device=x.device)
-    sum_dzx = torch.empty((B, C), dtype=torch.float32, device=x.device)
+    g3 = grad3  # any strides: addressed in place
+    dx3 = torch.empty_strided(x3.shape, x3.stride(), dtype=x3.dtype, device=x3.device)
+    sum_dz = torch.empty((B, C), dtype=torch.float32, device=x3.device)
+    sum_dzx = torch.empty((B, C), dtype=torch.float32, device=x3.device)
     params = _param_args(x3, weight, bias, scale, shift)
-    flags = _flags(weight, bias, scale, shift, activation)
+    flags = _flags(weight, bias, scale, shift, silu)
     block_c, block_s = _blocks(Cg, S)
     warps = _num_warps(block_c, block_s)
-    split, per_split = _split(x, B * G, S, block_s)
-    partial = torch.empty((B, C, split, 2), dtype=torch.float32, device=x.device)
+    split, per_split = _split(x3, B * G, S, block_s)
+    partial = torch.empty((B, C, split, 2), dtype=torch.float32, device=x3.device)
     wrap_triton(_bwd_sums_kernel)[(B * G, split)](
         g3, x3, *params, mean, rstd, partial, C, S, G, Cg, per_split, *x3.stride(), *g3.stride(), **flags,
         BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
@@ -468,32 +453,4 @@ def _backward_op(
         *x3.stride(), *g3.stride(), *dx3.stride(), **flags,
         SPLIT_P2=triton.next_power_of_2(split), BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
     )
-    return dx3.view(x.shape), sum_dz, sum_dzx
-
-
-register_autograd(_forward, _backward_op)
-
-
-def group_norm(
-    x: Tensor,
-    num_groups: int,
-    weight: Optional[Tensor],
-    bias: Optional[Tensor],
-    eps: float,
-    scale: Optional[Tensor],
-    shift: Optional[Tensor],
-    activation: Optional[str],
-) -> Tensor:
-    """act(GroupNorm(x) * (1 + scale) + shift) on the Triton kernels; the signature of ``fastvdm.ops.group_norm``."""
-    return _forward(x, num_groups, weight, bias, eps, scale, shift, activation)[0]
-
-
-def supports(x, num_groups, weight, bias, eps, scale, shift, activation) -> Optional[str]:
-    if x.dtype not in _DTYPES:
-        return f"dtype {x.dtype} is not supported (float32, bfloat16, float16)"
-    if x.device.type != "cuda" and not (x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
-        return f"Triton kernels need a CUDA tensor (or TRITON_INTERPRET=1 with CPU tensors), got {x.device}"
-    return None
-
-
-_dispatch.register("group_norm", "triton", group_norm, supports=supports, auto={"cuda": 20})
+    return dx3, sum_dz, sum_dzx

@@ -13,12 +13,14 @@ Math (B samples of N elements, numel = B * N, per-sample vectors alpha, sigma, w
 
 - denoising: target = noise ("eps"), x0 ("x0") or alpha_b * noise - sigma_b * x0 ("v");
   loss = sum_b weight_b * sum_i (pred - target)^2 / numel; d loss / d pred = (2 grad / numel) weight_b (pred - target).
-- DMD: norm_b = max(mean_i |x - x0_real|, reference.DMD_NORM_EPS); g = ((x0_fake - x0_real) / norm_b) * weight_b;
+- DMD: norm_b = max(mean_i |x - x0_real|, norm_eps); g = ((x0_fake - x0_real) / norm_b) * weight_b;
   loss = 0.5 * mean(g^2) = 0.5 * sum_b weight_b^2 sum_i (x0_fake - x0_real)^2 / norm_b^2 / numel;
   d loss / d x = g * (grad / numel), the division by norm_b rounded to nearest (``div_rn``) as in PyTorch.
 
 Inputs: (B, ...) tensors of one shape, float32 or bfloat16 (fp16 too), on a CUDA device (or the CPU under
-``TRITON_INTERPRET=1``, for tests). Non-contiguous inputs are copied to contiguous first.
+``TRITON_INTERPRET=1``, for tests). Non-contiguous inputs are copied to contiguous first. The ops, their
+autograd (the glue every backend shares, :mod:`fastvdm.ops.losses_common`) and the dispatch registration are in
+:mod:`fastvdm.ops.triton.losses`; this module imports nothing of fastvdm.
 """
 
 from __future__ import annotations
@@ -29,12 +31,9 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import wrap_triton
 
-from fastvdm.ops import _dispatch, reference
-
-TARGETS = {"eps": 0, "x0": 1, "v": 2}
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+TARGETS = {"eps": 0, "x0": 1, "v": 2}  # the TARGET constexpr of the denoising kernels
 
 BLOCK = 1024  # elements per block of the reduction and elementwise passes
 FINISH_BLOCK_C = 64  # chunk partials per step of the finishing kernels
@@ -209,10 +208,11 @@ def _vector(t: Optional[Tensor], like: Tensor) -> Tensor:
     return like.new_empty((1,), dtype=torch.float32) if t is None else t.contiguous()
 
 
-@triton_op("fastvdm::denoising_loss_triton", mutates_args=())
-def denoising_loss(
-    pred: Tensor, x0: Tensor, noise: Tensor, alpha: Tensor, sigma: Tensor, weight: Optional[Tensor], target: str
-) -> Tensor:
+# The contract of the C++ extensions' denoising_loss_forward/backward and dmd_loss_forward/backward
+# (fastvdm.ops.losses_common): target as an int (TARGETS), the DMD normalizer's clamp passed in. Kernels are
+# launched through wrap_triton, so the launchers run inside the triton ops of fastvdm/ops/triton/losses.py.
+def denoising_loss_forward(pred: Tensor, x0: Tensor, noise: Tensor, alpha: Tensor, sigma: Tensor,
+                           weight: Optional[Tensor], target: int) -> Tensor:
     """mean of weight_b * (pred - target)^2; pred, x0, noise (B, ...); alpha, sigma, weight (B,). -> 0-dim fp32."""
     pred, x0, noise = pred.contiguous(), x0.contiguous(), noise.contiguous()
     B = pred.shape[0]
@@ -222,7 +222,7 @@ def denoising_loss(
     partial = pred.new_empty((B, chunks), dtype=torch.float32)
     wrap_triton(_denoising_loss_partial_kernel)[(chunks, B)](
         pred, x0, noise, alpha.contiguous(), sigma.contiguous(), partial, N, chunks,
-        TARGET=TARGETS[target], BLOCK=BLOCK, BLOCKS_PER_CHUNK=per_chunk,
+        TARGET=target, BLOCK=BLOCK, BLOCKS_PER_CHUNK=per_chunk,
     )
     loss = pred.new_empty((), dtype=torch.float32)
     wrap_triton(_denoising_loss_finish_kernel)[(1,)](
@@ -232,17 +232,8 @@ def denoising_loss(
     return loss
 
 
-@triton_op("fastvdm::denoising_loss_backward_triton", mutates_args=())
-def denoising_loss_backward(
-    grad: Tensor,
-    pred: Tensor,
-    x0: Tensor,
-    noise: Tensor,
-    alpha: Tensor,
-    sigma: Tensor,
-    weight: Optional[Tensor],
-    target: str,
-) -> Tensor:
+def denoising_loss_backward(grad: Tensor, pred: Tensor, x0: Tensor, noise: Tensor, alpha: Tensor, sigma: Tensor,
+                            weight: Optional[Tensor], target: int) -> Tensor:
     """d loss / d pred = ((2 grad / numel) * weight_b) * (pred - target); (B, ...) contiguous in pred's dtype."""
     pred, x0, noise = pred.contiguous(), x0.contiguous(), noise.contiguous()
     B = pred.shape[0]
@@ -251,30 +242,14 @@ def denoising_loss_backward(
     wrap_triton(_denoising_loss_backward_kernel)[(triton.cdiv(N, BLOCK), B)](
         grad, pred, x0, noise, alpha.contiguous(), sigma.contiguous(), _vector(weight, pred), dpred,
         N, float(pred.numel()),
-        TARGET=TARGETS[target], HAS_WEIGHT=weight is not None, BLOCK=BLOCK,
+        TARGET=target, HAS_WEIGHT=weight is not None, BLOCK=BLOCK,
     )
     return dpred
 
 
-def _denoising_setup(ctx, inputs, output):
-    pred, x0, noise, alpha, sigma, weight, ctx.target = inputs
-    ctx.save_for_backward(pred, x0, noise, alpha, sigma, weight)
-
-
-def _denoising_backward(ctx, grad):
-    pred, x0, noise, alpha, sigma, weight = ctx.saved_tensors
-    dpred = None
-    if ctx.needs_input_grad[0]:
-        dpred = denoising_loss_backward(grad, pred, x0, noise, alpha, sigma, weight, ctx.target)
-    return dpred, None, None, None, None, None, None
-
-
-denoising_loss.register_autograd(_denoising_backward, setup_context=_denoising_setup)
-
-
-@triton_op("fastvdm::dmd_loss_triton", mutates_args=())
-def dmd_loss_with_norm(x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    """(loss, norm): loss = 0.5 * mean(g^2) (0-dim fp32), norm = (B,) fp32 clamped mean |x - x0_real|."""
+def dmd_loss_forward(x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Optional[Tensor],
+                     norm_eps: float) -> tuple[Tensor, Tensor]:
+    """(loss, norm): loss = 0.5 * mean(g^2) (0-dim fp32), norm = (B,) fp32 mean |x - x0_real| clamped at norm_eps."""
     x, x0_real, x0_fake = x.contiguous(), x0_real.contiguous(), x0_fake.contiguous()
     B = x.shape[0]
     N = x.numel() // B
@@ -288,13 +263,12 @@ def dmd_loss_with_norm(x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Opti
     norm = x.new_empty((B,), dtype=torch.float32)
     wrap_triton(_dmd_loss_finish_kernel)[(1,)](
         partial, _vector(weight, x), loss, norm,
-        B, chunks, B * chunks, float(N), float(x.numel()), reference.DMD_NORM_EPS,
+        B, chunks, B * chunks, float(N), float(x.numel()), norm_eps,
         HAS_WEIGHT=weight is not None, BLOCK_B=triton.next_power_of_2(B), BLOCK_C=FINISH_BLOCK_C,
     )
     return loss, norm
 
 
-@triton_op("fastvdm::dmd_loss_backward_triton", mutates_args=())
 def dmd_loss_backward(grad: Tensor, x0_real: Tensor, x0_fake: Tensor, norm: Tensor, weight: Optional[Tensor]) -> Tensor:
     """d loss / d x = (((x0_fake - x0_real) / norm_b) * weight_b) * (grad / numel); (B, ...) contiguous."""
     x0_real, x0_fake = x0_real.contiguous(), x0_fake.contiguous()
@@ -306,46 +280,3 @@ def dmd_loss_backward(grad: Tensor, x0_real: Tensor, x0_fake: Tensor, norm: Tens
         HAS_WEIGHT=weight is not None, BLOCK=BLOCK,
     )
     return dx
-
-
-def _dmd_setup(ctx, inputs, output):
-    x, x0_real, x0_fake, weight = inputs
-    ctx.save_for_backward(x0_real, x0_fake, output[1], weight)
-    ctx.mark_non_differentiable(output[1])
-
-
-def _dmd_backward(ctx, grad, grad_norm):
-    x0_real, x0_fake, norm, weight = ctx.saved_tensors
-    dx = dmd_loss_backward(grad, x0_real, x0_fake, norm, weight) if ctx.needs_input_grad[0] else None
-    return dx, None, None, None
-
-
-dmd_loss_with_norm.register_autograd(_dmd_backward, setup_context=_dmd_setup)
-
-
-def dmd_loss(x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-    """The public ``dmd_loss`` on this backend: the loss output of ``fastvdm::dmd_loss_triton``."""
-    return dmd_loss_with_norm(x, x0_real, x0_fake, weight)[0]
-
-
-# ---------------------------------------------------------------------------------------------- registration
-def _why_not(t: Tensor) -> Optional[str]:
-    if t.dtype not in DTYPES:
-        return f"the triton backend supports float32, bfloat16 and float16, got {t.dtype}"
-    if t.device.type == "cuda":
-        return None
-    if t.device.type == "cpu" and not torch.cuda.is_available():
-        return None  # the interpreter (TRITON_INTERPRET=1, checked by the dispatcher) runs CPU tensors
-    return f"the triton backend needs CUDA tensors, got {t.device}"
-
-
-def _supports_denoising(pred, x0, noise, alpha, sigma, weight, target) -> Optional[str]:
-    return _why_not(pred)
-
-
-def _supports_dmd(x, x0_real, x0_fake, weight) -> Optional[str]:
-    return _why_not(x)
-
-
-_dispatch.register("denoising_loss", "triton", denoising_loss, supports=_supports_denoising, auto={"cuda": 20})
-_dispatch.register("dmd_loss", "triton", dmd_loss, supports=_supports_dmd, auto={"cuda": 20})

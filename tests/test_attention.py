@@ -181,7 +181,7 @@ def test_triton_attention_compiles(axis):
     function is compiled directly: the facade's dispatcher reads a ContextVar, a graph break of its own."""
     if "triton" not in BACKENDS:
         pytest.skip("triton backend unavailable here")
-    from fastvdm.kernels.attention import video_attention as triton_attention
+    from fastvdm.ops.triton.attention import video_attention as triton_attention
 
     torch._dynamo.reset()
     gen = torch.Generator().manual_seed(5)
@@ -205,7 +205,7 @@ def test_triton_supports_reasons():
     """The Triton backend declines what it cannot run, with a reason (and accepts fp32 where it can run)."""
     if "triton" not in BACKENDS:
         pytest.skip("triton backend unavailable here")
-    from fastvdm.kernels.attention import supports
+    from fastvdm.ops.triton.attention import supports
 
     device = device_for("triton")
     x = torch.randn(1, 2, 3, 1, 32, device=device)
@@ -302,7 +302,7 @@ out = {
 import torch
 from functorch.compile import min_cut_rematerialization_partition
 from torch._dynamo.backends.common import aot_autograd
-import fastvdm.kernels.attention as A
+import fastvdm.ops.triton.attention as A
 
 class Sm90Driver:
     def get_current_target(self):

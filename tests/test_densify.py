@@ -93,7 +93,7 @@ def test_densify_refuses_bad_input_and_leaves_nothing(scenes, tmp_path, capsys):
     assert cli(["densify", str(scenes / "sparse0"), "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err and os.listdir(out) == ["keep.txt"]
     assert cli(["densify", str(tmp_path / "nope"), "--out", str(tmp_path / "o1")]) == 2
-    assert "transforms.json not found" in capsys.readouterr().err
+    assert "nope not found" in capsys.readouterr().err
     nodepth = tmp_path / "nodepth"
     s = read_scene(str(scenes / "sparse0"))
     for v in s.views:

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule, paste_inputs, trailing_timesteps
+from fastvdm.diffusion import (DDIMSampler, FewStepSampler, VSchedule, count_nfe, guided, initial_state, paste_inputs,
+                               sample_ddim, sample_few_step, trailing_timesteps)
 from fastvdm.diffusion import noise
 from fastvdm.diffusion.schedule import zero_snr_alpha_bar
 
@@ -97,9 +98,10 @@ def test_ddim_point_mass_is_exact(eta):
     target = torch.randn(1, 3, 3, 4, 4)
     model = PointMass(sch, target)
     sampler = DDIMSampler(sch, num_steps=10, eta=eta)
-    out = sampler(model, _cond(), (2, 3, 3, 4, 4), generator=torch.Generator().manual_seed(1))
+    net = count_nfe(model)
+    out = sampler(net, _cond(), (2, 3, 3, 4, 4), generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(out, target.expand(2, -1, -1, -1, -1), atol=1e-5, rtol=0)
-    assert model.calls == 10 and sampler.last_nfe == 10
+    assert model.calls == 10 and net.calls == 10
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
@@ -133,8 +135,9 @@ def test_ddim_seeded_and_guidance_counts_two_evaluations():
             "plucker": torch.zeros(1, 6, 2, 4, 4), "is_input": torch.zeros(1, 2, dtype=torch.bool),
             "input_frames": torch.zeros(1, 3, 2, 4, 4)}
     s = DDIMSampler(sch, num_steps=5, guidance=3.0)
-    a = s(model, cond, (1, 3, 2, 4, 4), generator=torch.Generator().manual_seed(3))
-    assert s.last_nfe == 10 and calls.count(0.0) == 5  # the unconditional branch sees no render mask
+    net = count_nfe(model)
+    a = s(net, cond, (1, 3, 2, 4, 4), generator=torch.Generator().manual_seed(3))
+    assert net.calls == 10 and calls.count(0.0) == 5  # the unconditional branch sees no render mask
     b = s(model, cond, (1, 3, 2, 4, 4), generator=torch.Generator().manual_seed(3))
     c = s(model, cond, (1, 3, 2, 4, 4), generator=torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
@@ -149,11 +152,13 @@ def test_few_step_point_mass_and_run_matches_manual_steps():
     target = torch.randn(1, 3, 3, 4, 4)
     fs = FewStepSampler(sch)
     assert fs.timesteps == [999, 749, 499, 249]
-    out = fs(PointMass(sch, target), _cond(), (2, 3, 3, 4, 4), generator=torch.Generator().manual_seed(0))
+    net = count_nfe(PointMass(sch, target))
+    out = fs(net, _cond(), (2, 3, 3, 4, 4), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, target.expand(2, -1, -1, -1, -1), atol=1e-5, rtol=0)
-    assert fs.last_nfe == 4
-    fs(PointMass(sch, target), _cond(), (2, 3, 3, 4, 4), num_steps=2)
-    assert fs.last_nfe == 2
+    assert net.calls == 4
+    net = count_nfe(PointMass(sch, target))
+    fs(net, _cond(), (2, 3, 3, 4, 4), num_steps=2)
+    assert net.calls == 2
 
     model = Gaussian(sch, 0.7)
     x_T = torch.randn(2, 3, 3, 4, 4, generator=torch.Generator().manual_seed(5))
@@ -184,3 +189,33 @@ def test_samplers_paste_clean_input_frames():
     assert torch.equal(out[:, :, 1], cond["input_frames"][:, :, 1])
     assert out[:, :, 0].abs().max().item() < 1e-5
     assert torch.equal(paste_inputs(out, {}), out)
+
+
+def test_sampler_functions_take_any_denoiser_and_equal_the_bundles():
+    """The plain functions over a user's own denoiser (no class, no condition dict) give the bundles' output
+    draw for draw; guidance composes as a wrapper (two counted evaluations per step)."""
+    sch = VSchedule()
+    model = Gaussian(sch, 0.6)
+    shape = (2, 3, 3, 4, 4)
+    ts = trailing_timesteps(7)
+    g = torch.Generator().manual_seed(11)
+    x = initial_state(shape, ts[0], g)
+    own = sample_ddim(lambda x_t, t, c: model(x_t, t, c), x, ts, g, None, sch, eta=0.5)
+    ref = DDIMSampler(sch, num_steps=7, eta=0.5)(model, _cond(B=2, T=3), shape, generator=torch.Generator().manual_seed(11))
+    torch.testing.assert_close(own, ref)  # _cond has no input frame: nothing pasted
+    g = torch.Generator().manual_seed(5)
+    x = initial_state(shape, 999, g)
+    few = sample_few_step(model, x, (999, 749, 499, 249), g)
+    ref = FewStepSampler(sch)(model, _cond(B=2, T=3), shape, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(few, ref)
+    # starting below 999, the initial state is sigma_t * noise (x0 unknown: 0)
+    n = noise.randn(shape, torch.Generator().manual_seed(2))
+    s0 = initial_state(shape, 499, torch.Generator().manual_seed(2), sch)
+    torch.testing.assert_close(s0, sch.sigma(torch.tensor([499.0])).item() * n)
+
+    net = count_nfe(lambda x_t, t, c: torch.full_like(x_t, 0.1) * (2.0 if c == "c" else 1.0))
+    out = sample_ddim(guided(net, 3.0, uncond="u"), initial_state(shape), [999], cond="c")
+    torch.testing.assert_close(out, torch.full(shape, -0.4))  # x0 = -v at t = 999; v = 0.1 + 3 (0.2 - 0.1)
+    assert net.calls == 2 and guided(net, 1.0) is net
+    with pytest.raises(ValueError, match="decreasing"):
+        sample_few_step(model, x, (249, 499))

@@ -147,3 +147,144 @@ def test_reference_path_works_without_the_extension(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "reference"
+
+
+# ------------------------------------------------------------------------------------------- threads and compile
+def _gn_selected(x):
+    return ops.selected_backend("group_norm", x, 4, None, None, 1e-5, None, None, None)
+
+
+def test_use_backend_affects_the_calling_thread_only():
+    """Issue 17 case 3: a thread's forcing must not leak into other threads (it used to be process-wide)."""
+    import threading
+
+    if "cpu" not in ops.available_backends("group_norm"):
+        pytest.skip("needs the cpu backend")
+    x = _gn_args()
+    auto = _gn_selected(x)
+    entered, release = threading.Event(), threading.Event()
+    seen = {}
+
+    def forcer(name):
+        with ops.use_backend(name):
+            seen[name + "_inside"] = _gn_selected(x)
+            entered.set()
+            release.wait(10)
+
+    def reader():
+        with ops.use_backend("reference"):
+            seen["reader"] = [_gn_selected(x) for _ in range(20)]
+
+    t = threading.Thread(target=forcer, args=("cpu",))
+    t.start()
+    assert entered.wait(10)
+    assert _gn_selected(x) == auto  # this thread is not forced
+    r = threading.Thread(target=reader)
+    r.start()
+    r.join()
+    release.set()
+    t.join()
+    assert seen["cpu_inside"] == "cpu"
+    assert seen["reader"] == ["reference"] * 20
+    # a thread forcing an unavailable backend makes only its own calls fail
+    if not torch.cuda.is_available():
+        errors = []
+
+        def cuda_thread():
+            with ops.use_backend("cuda"):
+                try:
+                    ops.group_norm(x, 4)
+                except ops.BackendUnavailableError as e:
+                    errors.append(str(e))
+                entered2.set()
+                release2.wait(10)
+
+        entered2, release2 = threading.Event(), threading.Event()
+        c = threading.Thread(target=cuda_thread)
+        c.start()
+        assert entered2.wait(10)
+        ops.group_norm(x, 4)  # fine here while the other thread forces cuda
+        release2.set()
+        c.join()
+        assert len(errors) == 1 and "cuda" in errors[0]
+
+
+def test_use_backend_out_of_order_exit_keeps_the_other_entry():
+    a, b = ops.use_backend("reference"), ops.use_backend("auto")
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    assert _dispatch._forcing.stack == [("auto", None)]
+    b.__exit__(None, None, None)
+    assert _dispatch._forcing.stack == []
+
+
+def test_env_var_garbage_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("FASTVDM_BACKEND", "garbage")
+    with pytest.raises(ops.BackendUnavailableError) as e:
+        ops.group_norm(_gn_args(), 4)
+    msg = str(e.value)
+    assert "\n" not in msg and "FASTVDM_BACKEND='garbage'" in msg and "reference" in msg
+
+
+class _GNModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(8))
+        self.conv = torch.nn.Conv3d(8, 8, 1)
+
+    def forward(self, x):
+        return self.conv(ops.group_norm(x, 4, self.w, None, activation="silu"))
+
+
+def test_compile_traces_forced_dispatch_without_graph_breaks_and_guards_per_thread():
+    """torch.compile of a model using the ops: no graph break, and the graph follows the calling thread's
+    forcing (a recompile under another forcing, the cached graph again when it comes back)."""
+    import threading
+
+    if "cpu" not in ops.available_backends("group_norm"):
+        pytest.skip("needs the cpu backend")
+    torch._dynamo.reset()
+    m, x = _GNModel(), torch.randn(2, 8, 3, 4, 4)
+    for name in ("reference", "cpu"):
+        with ops.use_backend(name):
+            explained = torch._dynamo.explain(m)(x)
+        assert explained.graph_break_count == 0 and explained.graph_count == 1, name
+    torch._dynamo.reset()
+    graphs, ran = [], []
+
+    def record(gm, example_inputs):
+        kind = "cpu" if "group_norm_cpu" in gm.code else "reference" if "group_norm_reference" in gm.code else "?"
+        graphs.append(kind)
+
+        def run(*args):
+            ran.append(kind)
+            return gm.forward(*args)
+
+        return run
+
+    cm = torch.compile(m, backend=record, fullgraph=True)
+    want = m(x)
+    with ops.use_backend("reference"):
+        torch.testing.assert_close(cm(x), want)
+    with ops.use_backend("cpu"):
+        torch.testing.assert_close(cm(x), want, rtol=1e-4, atol=1e-5)
+    assert graphs == ["reference", "cpu"]
+    with ops.use_backend("reference"):
+        cm(x)
+    assert graphs == ["reference", "cpu"] and ran[-1] == "reference"  # the cached graph, no recompile
+    seen = []
+
+    def other():  # another thread forcing reference while this one forces cpu: the reference graph
+        with ops.use_backend("reference"):
+            cm(x)
+            seen.append(ran[-1])
+
+    with ops.use_backend("cpu"):
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        cm(x)
+        seen.append(ran[-1])
+    assert seen == ["reference", "cpu"] and graphs == ["reference", "cpu"]
+    torch._dynamo.reset()

@@ -29,18 +29,26 @@ def _small_model_file(path, seed=0):
 
 
 def test_shipped_models_and_manifest():
+    import hashlib
+
+    from fastvdm.models.pretrained import read_config
+
     shipped = shipped_models()
     assert {"teacher_tiny", "student_tiny"} <= set(shipped)
-    total = sum(os.path.getsize(p) for p in shipped.values())
+    files = {n: sorted(os.listdir(p)) for n, p in shipped.items()}
+    total = sum(os.path.getsize(os.path.join(shipped[n], f)) for n in shipped for f in files[n])
     assert total <= 40 * 2 ** 20, f"shipped weights are {total / 2 ** 20:.1f} MiB (limit 40)"
     manifest = weights_manifest()
     for name in ("teacher_tiny", "student_tiny"):
         entry = manifest["models"][name]
-        assert entry["command"] and entry["sha256"] and entry["seed"] is not None
-        import hashlib
-
-        with open(shipped[name], "rb") as f:
-            assert hashlib.sha256(f.read()).hexdigest() == entry["sha256"]
+        assert entry["command"] and entry["seed"] is not None
+        assert sorted(entry["files"]) == files[name] == ["config.json", "model.safetensors"]
+        for f, rec in entry["files"].items():
+            with open(os.path.join(shipped[name], f), "rb") as fh:
+                assert hashlib.sha256(fh.read()).hexdigest() == rec["sha256"], f"{name}/{f}"
+        config = read_config(shipped[name])
+        assert config["kind"] == name.split("_")[0] and config["parameterization"] == "v"
+        assert (config["frames"], config["size"]) == (entry["run_config"]["frames"], entry["run_config"]["size"])
 
 
 def test_load_student_samples_a_clip():
@@ -125,3 +133,35 @@ def test_ops_import_on_their_own():
             "print(float((group_norm(x, 4) - torch.nn.functional.group_norm(x, 4)).abs().max()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert float(out) < 1e-5
+
+
+def test_save_pretrained_round_trip_and_export(tmp_path):
+    """A network and a pipeline survive save_pretrained / from_pretrained bit for bit; a training checkpoint
+    exports to the same folder format; an existing folder is not overwritten without overwrite=True."""
+    from fastvdm.models.pretrained import read_config
+    from fastvdm.pipeline import export_pretrained
+
+    m = _small_model_file(tmp_path / "m.safetensors", seed=2)
+    folder = m.save_pretrained(str(tmp_path / "net"), frames=8, size=32)
+    again = VideoUNet.from_pretrained(folder)
+    assert again.config == m.config and not again.training
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), m.state_dict().values()))
+    with pytest.raises(FileExistsError, match="overwrite"):
+        m.save_pretrained(folder)
+    pipe = NVSPipeline(m.eval(), "teacher", frames=8, size=32, guidance=2.0)
+    pipe.default_steps = 3
+    pfolder = pipe.save_pretrained(str(tmp_path / "pipe"))
+    loaded = NVSPipeline.from_pretrained(pfolder, device="cpu")
+    assert (loaded.kind, loaded.frames, loaded.size, loaded.guidance, loaded.default_steps) == ("teacher", 8, 32, 2.0, 3)
+    _, cond = make_cond(_clip_batch(n=1))
+    a = pipe(cond, generator=torch.Generator().manual_seed(1), progress=False)
+    b = loaded(cond, generator=torch.Generator().manual_seed(1), progress=False)
+    assert torch.equal(a, b) and loaded.last_nfe == 6  # 3 guided steps
+    assert load_teacher(pfolder).kind == "teacher"
+    with pytest.raises(ValueError, match="not a student"):
+        load_student(pfolder)
+    exported = export_pretrained(str(tmp_path / "m.safetensors"), str(tmp_path / "exp"), "student")
+    cfg = read_config(exported)
+    assert cfg["kind"] == "student" and cfg["provenance"]["step"] == 7 and cfg["size"] == 32
+    assert all(torch.equal(a, b) for a, b in zip(load_student(exported).model.state_dict().values(),
+                                                   m.state_dict().values()))

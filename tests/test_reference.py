@@ -116,8 +116,8 @@ def test_dmd_loss_reference_clamps_a_zero_normalizer():
 @pytest.mark.parametrize("backend", ["reference", "auto"])
 def test_reference_ops_are_registered_custom_ops_that_compile(backend):
     """The whole facade (validation + dispatch) traces into one graph: no graph break at the dispatcher."""
-    for op in ops.OPS:
-        assert hasattr(torch.ops.fastvdm, f"{op}_reference")
+    for op in ops.OPS:  # conv3d's reference is F.conv3d itself (an aten op autocast and compile already know)
+        assert op == "conv3d" or hasattr(torch.ops.fastvdm, f"{op}_reference")
     x = torch.randn(2, 8, 3, 4, requires_grad=True)
     scale = torch.randn(2, 8)
 

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from fastvdm.data.cameras import Camera, look_at
+from fastvdm.errors import OutputError
 from fastvdm.data.scene_io import SceneFormatError, View, read_ply, read_scene, square_view, write_ply, write_scene
 from fastvdm.data.scenes import Scene
 
@@ -151,7 +152,7 @@ def test_data_make_cli(tmp_path):
         assert len(data.views) == 3 and data.views[0].rgb.shape == (3, 16, 16)
         assert data.views[0].depth.min() > 0 and data.points.shape == (3 * 16 * 16, 3)
     assert sorted(os.listdir(tmp_path)) == ["scenes"]  # no temporary folders left behind
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(OutputError, match="not empty"):
         args.func(parser.parse_args(argv))
     args = parser.parse_args(argv[:-2] + ["--force", "--no-progress", "--scenes", "1"])
     assert args.func(args) == 0 and len(json.load(open(out / "scenes.json"))["scenes"]) == 1

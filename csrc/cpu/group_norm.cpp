@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -345,7 +346,9 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
     const double m = a1 / count;
     const double var = std::max(a2 / count - m * m, 0.0);
     mean[ng] = static_cast<float>(shift_k[ng] + m);
-    rstd[ng] = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+    // NaN, as the reference gives, when the fp32 partial sums overflowed (|x| near 1e19): never a finite 0
+    rstd[ng] = std::isfinite(var) ? static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)))
+                                  : std::numeric_limits<float>::quiet_NaN();
   };
   // y = act(a * rstd * (x - mean) + b) on row (n, c).
   auto row_apply = [&](int64_t nc) {

@@ -31,6 +31,13 @@ __device__ __forceinline__ void modulation(const GroupNormParamsDev& p, int64_t 
 
 __device__ __forceinline__ float sigmoid(float z) { return 1.f / (1.f + __expf(-z)); }
 
+// 1 / sqrt(var + eps), var clamped at 0 against rounding; NaN when var is NaN or does not fit fp32 (the fp32
+// partial sums overflowed, |x| near 1e19), as the reference gives, never a finite wrong value.
+__device__ __forceinline__ float rstd_of(double var, float eps) {
+  const float v = static_cast<float>(var > 0.0 ? var : (var == var ? 0.0 : var));
+  return isfinite(v) ? rsqrtf(v + eps) : __int_as_float(0x7fffffff);
+}
+
 template <typename T>
 __global__ void gn_stats_kernel(const T* __restrict__ x, GroupNormPlan plan, double* __restrict__ partial) {
   __shared__ double scratch[32];
@@ -72,9 +79,9 @@ __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, floa
       s2 += partial[(pid * plan.split + j) * 2 + 1];
     }
     const double m = s1 / static_cast<double>(plan.N);
-    const double var = fmax(s2 / static_cast<double>(plan.N) - m * m, 0.0);
+    const double var = s2 / static_cast<double>(plan.N) - m * m;
     const float mean = static_cast<float>(m + static_cast<double>(to_f32(x[xoff])));
-    const float rstd = rsqrtf(static_cast<float>(var) + eps);
+    const float rstd = rstd_of(var, eps);
     stats[0] = mean;
     stats[1] = rstd;
     if (sp == 0) {
@@ -132,9 +139,9 @@ __global__ void __launch_bounds__(kGroupNormFusedThreads)
   const double t1 = block_sum(static_cast<double>(s1), scratch);
   const double t2 = block_sum(static_cast<double>(s2), scratch);
   const double m = t1 / static_cast<double>(plan.N);
-  const double var = fmax(t2 / static_cast<double>(plan.N) - m * m, 0.0);
+  const double var = t2 / static_cast<double>(plan.N) - m * m;
   const float mean = static_cast<float>(m + static_cast<double>(k));
-  const float rstd = rsqrtf(static_cast<float>(var) + eps);
+  const float rstd = rstd_of(var, eps);
   if (threadIdx.x == 0) {
     mean_out[pid] = mean;
     rstd_out[pid] = rstd;

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     from fastvdm import __version__
 
     parser.add_argument("--version", action="version", version=f"fastvdm {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:
@@ -50,17 +52,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command. Expected errors (:class:`fastvdm.errors.UserError`, ``OSError``: bad input, a refused or
+    unwritable output, a full disk) print one line ``fastvdm COMMAND: error: ...`` and return 2; ``--debug``
+    (anywhere on the line) or ``FASTVDM_DEBUG=1`` prints the traceback too. Any other exception is a bug and
+    propagates with its traceback. Ctrl-C / SIGTERM clean up staged outputs and return 130."""
+    import os
+    import signal
+    import traceback
+
+    from fastvdm.errors import UserError, describe_os_error
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("FASTVDM_DEBUG", "").strip() not in ("", "0")
+    if "--debug" in argv:
+        debug = True
+        argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    name = " ".join(str(getattr(args, k)) for k in ("command", "data_command", "train_command")
+                    if getattr(args, k, None))
+    old_handler = signal.getsignal(signal.SIGTERM) if threading_main() else None
+    if old_handler is not None:
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # a terminated run cleans up like Ctrl-C
     try:
+        if args.command != "info":  # a bad FASTVDM_BACKEND fails now, not after the work (info reports it)
+            from fastvdm.ops._dispatch import env_backend
+
+            env_backend()
         return int(args.func(args) or 0)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:  # user errors: one clear line, no traceback
-        print(f"fastvdm {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:
+        msg, exc = str(e), e
+    except OSError as e:
+        msg, exc = describe_os_error(e), e
+    except KeyboardInterrupt:
+        print(f"fastvdm {name}: interrupted; no partial output was left", file=sys.stderr)
+        return 130
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+    if debug:
+        traceback.print_exception(exc)
+    print(f"fastvdm {name}: error: {_one_line(msg)}", file=sys.stderr)
+    return 2
+
+
+def threading_main() -> bool:
+    """Whether this is the main thread of the main interpreter (where signal handlers can be installed)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """``fastvdm bench``: run the benchmarks of ``bench/`` and append a JSON record of what they printed.
 
-    fastvdm bench kernels [--op group_norm|video_attention|losses] [--device cpu|cuda]
+    fastvdm bench kernels [--op group_norm|video_attention|losses|conv3d] [--device cpu|cuda]
     fastvdm bench e2e [--preset tiny]
 
 The benchmark scripts live in the source checkout's ``bench/`` folder (they are not part of the installed
@@ -24,11 +24,14 @@ from pathlib import Path
 
 import torch
 
+from fastvdm.errors import UserError
+
 # op name -> (bench script in the checkout, arguments for a default run under 5 minutes on a 2-core CPU)
 KERNEL_BENCHES = {
     "group_norm": ("bench/bench_group_norm.py", {"cpu": ["--repeats", "3"], "cuda": []}),
     "video_attention": ("bench/bench_attention.py", {"cpu": ["--repeats", "3"], "cuda": []}),
     "losses": ("bench/bench_losses.py", {"cpu": ["--repeats", "5"], "cuda": []}),
+    "conv3d": ("bench/bench_conv.py", {"cpu": ["--repeats", "5"]}),  # the op's only kernel backend is cpu
 }
 E2E_BENCH = "bench/bench_e2e.py"
 
@@ -97,10 +100,12 @@ def append_record(path: Path, kind: str, name: str, argv: list[str], rows: list[
 def run_kernels(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked, but torch sees no CUDA device")
-    names = [args.op] if args.op else list(KERNEL_BENCHES)
+        raise UserError("--device cuda asked, but torch sees no CUDA device")
+    names = [args.op] if args.op else [n for n, (_, d) in KERNEL_BENCHES.items() if device in d]
     for name in names:
         script, defaults = KERNEL_BENCHES[name]
+        if device not in defaults:
+            raise UserError(f"--op {name} has no {device} kernel to benchmark (devices: {', '.join(defaults)})")
         argv = ["--device", device] + defaults[device] + (["--repeats", str(args.repeats)] if args.repeats else [])
         print(f"== fastvdm bench kernels: {name} ({script} {' '.join(argv)})", flush=True)
         rows = run_bench_script(script, argv)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from fastvdm.errors import UserError
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     data = subparsers.add_parser("data", help="make procedural multi-view scenes (RGB, depth, cameras) on disk")
@@ -39,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
     from fastvdm.outdir import staged_output_dir
 
     if args.scenes < 1 or args.size < 8 or args.views < 1:
-        raise ValueError(f"--scenes and --views must be >= 1 and --size >= 8, "
+        raise UserError(f"--scenes and --views must be >= 1 and --size >= 8, "
                          f"got {args.scenes}, {args.views}, {args.size}")
     with staged_output_dir(args.out, args.force) as tmp:
         export_scenes(tmp, args.scenes, seed=args.seed, size=args.size, views=args.views, split=args.split,

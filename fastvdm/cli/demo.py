@@ -1,6 +1,6 @@
 """``fastvdm demo``: the shipped teacher (50 steps) and 4-step student on a held-out scene with 2 input views.
 
-    fastvdm demo [--out ./fastvdm-demo] [--scene 0] [--teacher tiny] [--student tiny]
+    fastvdm demo [--out ./fastvdm-demo] [--force] [--scene 0] [--teacher tiny] [--student tiny]
 
 Takes clip ``--scene`` of the held-out split (``ClipDataset("test")``: procedural scenes no model was trained
 on) with exactly 2 input views at the frame count and size the models were trained at; writes the input views
@@ -22,6 +22,8 @@ import argparse
 import json
 import os
 
+from fastvdm.errors import UserError
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="run the shipped teacher and 4-step student on a held-out scene",
@@ -35,12 +37,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--scale", type=int, default=4, help="upscaling of the written images (default 4)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=main)
     return p
 
 
 def run_demo(args) -> dict:
+    """Run the demo, writing ``args.out`` whole or not at all (staged; a non-empty folder needs ``--force``)."""
+    from fastvdm.outdir import check_output_dir, staged_output_dir
+
+    inputs = [m for m in (args.teacher, args.student) if os.path.exists(m)]
+    check_output_dir(args.out, getattr(args, "force", False), inputs)  # before any work
+    with staged_output_dir(args.out, getattr(args, "force", False), inputs) as tmp:
+        return _run_demo(args, tmp)
+
+
+def _run_demo(args, out: str) -> dict:
     import time
 
     import torch
@@ -52,25 +65,24 @@ def run_demo(args) -> dict:
     from fastvdm.pipeline import load_student, load_teacher
 
     if args.teacher_steps < 1 or args.student_steps < 1:
-        raise ValueError(f"--teacher-steps and --student-steps must be >= 1, got {args.teacher_steps}, "
+        raise UserError(f"--teacher-steps and --student-steps must be >= 1, got {args.teacher_steps}, "
                          f"{args.student_steps}")
     if not 0 <= args.scene < 100:
-        raise ValueError(f"--scene must be in [0, 100) (the held-out split), got {args.scene}")
+        raise UserError(f"--scene must be in [0, 100) (the held-out split), got {args.scene}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     progress = not args.no_progress
     teacher, student = load_teacher(args.teacher), load_student(args.student)
     if (teacher.frames, teacher.size) != (student.frames, student.size):
-        raise ValueError(f"teacher ({teacher.frames} frames, {teacher.size}px) and student ({student.frames} frames, "
+        raise UserError(f"teacher ({teacher.frames} frames, {teacher.size}px) and student ({student.frames} frames, "
                          f"{student.size}px) were trained on different clip shapes")
     clip = ClipDataset("test", num_frames=student.frames, size=student.size, num_inputs=(2, 2))[args.scene]
     batch = torch.utils.data.default_collate([clip])
     gt, cond = make_cond(batch)
     inputs = [int(i) for i in torch.nonzero(clip["is_input"]).flatten()]
-    os.makedirs(args.out, exist_ok=True)
-    inputs_png = save_png(os.path.join(args.out, "inputs.png"), clip_strip(clip["frames"][:, inputs]), args.scale)
+    inputs_png = save_png(os.path.join(out, "inputs.png"), clip_strip(clip["frames"][:, inputs]), args.scale)
     print(f"held-out scene {args.scene} (scene seed {int(clip['scene_seed'])}): {student.frames} frames at "
-          f"{student.size}x{student.size}, input views at frames {inputs} -> {inputs_png}", flush=True)
+          f"{student.size}x{student.size}, input views at frames {inputs}", flush=True)
 
     preds, rows = {}, {}
     render = batch["cond_rgb"]
@@ -100,16 +112,18 @@ def run_demo(args) -> dict:
               "student": {"model": args.student, "steps": args.student_steps},
               "student_time_vs_teacher": metrics["student"]["seconds"] / max(metrics["teacher"]["seconds"], 1e-12),
               "methods": metrics}
-    grid = save_grid(os.path.join(args.out, "grid.png"),
+    grid = save_grid(os.path.join(out, "grid.png"),
                      [render[0], preds["teacher"][0], preds["student"][0], gt[0]], args.scale)
     side = [to_uint8(p[0]) for p in (preds["teacher"], preds["student"], gt)]  # each (T, H, W, 3)
     import numpy as np
 
-    video = save_video(os.path.join(args.out, "video"), [np.concatenate(f, 1) for f in zip(*side)], scale=args.scale)
-    report["files"] = {"inputs": inputs_png, "grid": grid, "video": video}
+    video = save_video(os.path.join(out, "video"), [np.concatenate(f, 1) for f in zip(*side)], scale=args.scale)
+    # the paths the files will have once the staged folder is renamed to --out
+    report["files"] = {k: os.path.join(args.out, os.path.relpath(v, out))
+                       for k, v in {"inputs": inputs_png, "grid": grid, "video": video}.items()}
     from fastvdm.train.checkpoint import atomic_write_text
 
-    atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(report, indent=2))
+    atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(report, indent=2))
     return report
 
 

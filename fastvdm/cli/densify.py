@@ -21,9 +21,10 @@ refused unless ``--force``; everything is written to a temporary folder first, s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
+
+from fastvdm.errors import UserError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -60,14 +61,14 @@ def plan_clips(views, views_per_gap: int, path_cameras=None) -> list[tuple[list,
         for j, v in enumerate(views):
             hits = [i for i, c in enumerate(path_cameras) if _same_pose(c, v.camera)]
             if not hits:
-                raise ValueError(f"--cameras: input view {j} ({v.name}) has no camera of the same pose on the path")
+                raise UserError(f"--cameras: input view {j} ({v.name}) has no camera of the same pose on the path")
             idx.append(hits[0])
         if len(set(idx)) != len(idx):
-            raise ValueError("--cameras: two input views sit on the same path camera")
+            raise UserError("--cameras: two input views sit on the same path camera")
         order = sorted(range(len(views)), key=lambda j: idx[j])
         return [([views[j] for j in order], list(path_cameras), [idx[j] for j in order])]
     if len(views) < 2:
-        raise ValueError(f"densify needs at least 2 input views to plan a path between them, got {len(views)} "
+        raise UserError(f"densify needs at least 2 input views to plan a path between them, got {len(views)} "
                          "(or give the path with --cameras)")
     clips = []
     for a, b in zip(views, views[1:]):
@@ -82,33 +83,31 @@ def densify(args) -> dict:
     from tqdm import tqdm
 
     from fastvdm.data.cameras import camera_from_transforms_frame
-    from fastvdm.data.scene_io import View, read_scene, write_scene
+    from fastvdm.data.scene_io import View, load_transforms, read_scene, write_scene
     from fastvdm.data.warp import unproject
     from fastvdm.outdir import check_output_dir, staged_output_dir
     from fastvdm.pipeline import load_student
 
-    check_output_dir(args.out, args.force)
+    inputs = [args.scene, args.cameras, args.ckpt if os.path.exists(args.ckpt) else None]
+    check_output_dir(args.out, args.force, inputs)  # before any work: refused outputs fail in a second
     if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
     scene = read_scene(args.scene)
     if scene.points is None and any(v.depth is None for v in scene.views):
-        raise ValueError(f"{args.scene}: every input view needs depth (depth_file_path), or the scene a point cloud "
+        raise UserError(f"{args.scene}: every input view needs depth (depth_file_path), or the scene a point cloud "
                          "(ply_file_path)")
     pipe = load_student(args.ckpt)
     max_frames = pipe.model.config.max_frames
     n = pipe.frames - 2 if args.views_per_gap is None else args.views_per_gap
     if not 1 <= n <= max_frames - 2:
-        raise ValueError(f"--views-per-gap must be in [1, {max_frames - 2}], got {n}")
+        raise UserError(f"--views-per-gap must be in [1, {max_frames - 2}], got {n}")
     path = None
     if args.cameras:
-        if not os.path.isfile(args.cameras):
-            raise FileNotFoundError(f"--cameras {args.cameras} not found")
-        with open(args.cameras) as f:
-            meta = json.load(f)
-        path = [camera_from_transforms_frame(meta, fr, f"{args.cameras} frames[{i}]")
-                for i, fr in enumerate(meta.get("frames", []))]
+        meta = load_transforms(args.cameras, "--cameras")
+        path = [camera_from_transforms_frame(meta, fr, f"--cameras {args.cameras} frames[{i}]")
+                for i, fr in enumerate(meta["frames"])]
         if not 2 <= len(path) <= max_frames:
-            raise ValueError(f"--cameras: the path must have 2 to {max_frames} cameras, got {len(path)}")
+            raise UserError(f"--cameras: the path must have 2 to {max_frames} cameras, got {len(path)}")
     clips = plan_clips(scene.views, n, path)
 
     out_views, frame_meta, seconds, nfe = [], [], 0.0, 0
@@ -136,7 +135,7 @@ def densify(args) -> dict:
              "fastvdm": {"source": os.path.abspath(args.scene), "model": args.ckpt, "steps": args.steps,
                          "views_per_gap": None if path is not None else n, "cameras": args.cameras,
                          "size": pipe.size, "seed": args.seed}}
-    with staged_output_dir(args.out, args.force) as tmp:
+    with staged_output_dir(args.out, args.force, inputs) as tmp:
         write_scene(tmp, out_views, torch.cat(points), torch.cat(colors).clamp(0, 1), extra_meta=extra,
                     frame_meta=frame_meta)
     return {"out": os.path.abspath(args.out), "frames": len(out_views), "inputs": len(scene.views),

@@ -19,6 +19,8 @@ import os
 
 from fastvdm.cli._clips import add_clip_args, open_clips_from_args
 
+from fastvdm.errors import UserError
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     d = sub.add_parser("distill", help="distill the teacher into the 4-step student (GAN stage, then KL stage)",
@@ -56,6 +58,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--keep", type=int, default=2, help="checkpoints kept (default 2; 0 = all)")
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     d.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    d.add_argument("--allow-config-change", action="store_true",
+                   help="resume a run folder even though --frames/--size/--data/--batch/--teacher/--init differ")
     d.set_defaults(func=main)
     return d
 
@@ -67,16 +71,23 @@ def main(args: argparse.Namespace) -> int:
     from fastvdm.train import DatasetBatches, RunConfig, init_distributed, load_model, train
 
     if args.steps < 1 or args.batch < 1:
-        raise ValueError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")
+        raise UserError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")
     if args.stage == "gan" and (args.init or args.disc):
-        raise ValueError("--init and --disc are options of --stage kl")
+        raise UserError("--init and --disc are options of --stage kl")
     if (args.disc_holes or args.disc_pixels) and not args.disc_multiscale:
-        raise ValueError("--disc-holes and --disc-pixels need --disc-multiscale")
+        raise UserError("--disc-holes and --disc-pixels need --disc-multiscale")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    from fastvdm.outdir import check_output_dir
+    from fastvdm.pipeline import model_kind
+
+    check_output_dir(args.out, inputs=[args.teacher, args.init, args.disc, args.data], resume=True)
     rank, world, device = init_distributed()
     torch.manual_seed(args.seed)
-    teacher, _ = load_model(args.teacher, ema=True, device=device)
+    teacher, teacher_meta = load_model(args.teacher, ema=True, device=device)
+    if model_kind(teacher_meta) == "student":
+        raise UserError(f"--teacher {args.teacher} is a distilled student, not a teacher: give a `fastvdm train "
+                        "teacher` run (or the shipped fastvdm/weights/teacher_tiny.safetensors)")
     t_disc = (0.0, args.t_max_disc)
     if args.stage == "gan":
         config = GANConfig(lr_g=args.lr_g or 5e-6, lr_d=args.lr_d, t_range=t_disc,
@@ -94,6 +105,7 @@ def main(args: argparse.Namespace) -> int:
     config = {k: v for k, v in vars(args).items() if k != "func"}
     run = RunConfig(out_dir=args.out, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
                     keep_last=args.keep, grad_clip=args.grad_clip, amp=not args.no_amp,
+                    allow_config_change=args.allow_config_change,
                     config={"stage": f"distill-{args.stage}", **config, "world_size": world})
     if rank == 0:
         print(f"distill {args.stage}: student from {args.init or args.teacher}, {len(dataset)} clips, batch "

@@ -14,6 +14,8 @@ import argparse
 import json
 import os
 
+from fastvdm.errors import UserError
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="PSNR/SSIM of a checkpoint on the held-out split vs. classical baselines",
@@ -56,13 +58,16 @@ def main(args: argparse.Namespace) -> int:
     from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule
     from fastvdm.evaluate import baseline_methods, evaluate, format_table, sampler_method
     from fastvdm.train import load_model, resolve_checkpoint
+    from fastvdm.outdir import check_output_file
     from fastvdm.train.checkpoint import atomic_write_text
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if any(s < 1 for s in args.steps) or args.clips < 1 or args.batch < 1:
-        raise ValueError(f"--steps, --clips and --batch must be >= 1, got {args.steps}, {args.clips}, {args.batch}")
+        raise UserError(f"--steps, --clips and --batch must be >= 1, got {args.steps}, {args.clips}, {args.batch}")
     path = resolve_checkpoint(args.ckpt)
+    out = args.json or os.path.join(args.ckpt if os.path.isdir(args.ckpt) else os.path.dirname(path), "eval.json")
+    check_output_file(out, [path, args.data], "--json")  # before any work
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_model(path, args.model, ema=not args.raw, device=device)
     dataset = _test_split(args, meta)
@@ -78,7 +83,6 @@ def main(args: argparse.Namespace) -> int:
             methods[f"model_fewstep{n}"] = sampler_method(model, s, args.seed, num_steps=n, device=device)
     result = evaluate(dataset, methods, clips=args.clips, batch_size=args.batch, progress=not args.no_progress)
     print(format_table(result))
-    out = args.json or os.path.join(args.ckpt if os.path.isdir(args.ckpt) else os.path.dirname(path), "eval.json")
     report = {"checkpoint": path, "step": meta.get("step"), "ema": not args.raw, "sampler": args.sampler,
               "guidance": args.guidance, "eta": args.eta, "seed": args.seed, "device": str(device),
               "split": "test", "frames": dataset[0]["frames"].shape[1], "size": dataset[0]["frames"].shape[-1],

@@ -14,6 +14,21 @@ from fastvdm.ops import BACKENDS, OPS, available_backends, backend_status
 from fastvdm.ops import extensions
 
 
+def _env_backend_status() -> str:
+    """What the ``FASTVDM_BACKEND`` environment variable does here: "unset (auto)", "<name> (forces ...)", or
+    why its value is refused."""
+    from fastvdm.ops._dispatch import env_backend
+
+    raw = os.environ.get("FASTVDM_BACKEND")
+    if raw is None or not raw.strip():
+        return "unset (auto)"
+    try:
+        name = env_backend()
+    except Exception as e:  # noqa: BLE001 - report the problem instead of failing the report
+        return f"{raw!r}: INVALID ({e})"
+    return "auto" if name is None else f"{name} (forces this backend for every op)"
+
+
 def environment_report() -> dict:
     """A JSON-serializable description of this install (also recorded beside benchmark results)."""
     try:
@@ -39,6 +54,7 @@ def environment_report() -> dict:
             "cuda": extensions.cuda_status() or "built",
         },
         "backends": {b: backend_status(b) or "available" for b in BACKENDS},
+        "FASTVDM_BACKEND": _env_backend_status(),
         "ops": {op: available_backends(op) for op in OPS},
     }
 
@@ -52,6 +68,7 @@ def format_report(report: dict) -> str:
         "extensions:",
     ]
     lines += [f"  {name:<10} {status}" for name, status in report["extensions"].items()]
+    lines.append(f"FASTVDM_BACKEND: {report.get('FASTVDM_BACKEND', 'unset (auto)')}")
     lines.append("backends:")
     lines += [f"  {name:<10} {status}" for name, status in report["backends"].items()]
     lines.append("ops (available backends):")

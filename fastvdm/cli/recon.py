@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from fastvdm.errors import UserError
+
 EVAL_DOC = """Held-out benchmark. Cases: test-split procedural scenes, each with a camera path of 2T - 1 poses; the
 even poses are the T-frame clip a generator densifies, the odd ones the held-out test views (seen by no
 condition); K input views (RGB + depth) sit at clip frames round(j (T - 1) / (K - 1)). Folders:
@@ -38,7 +40,7 @@ def _config(args):
     from fastvdm.recon.train import ReconConfig
 
     if args.iters < 1 or args.res < 4 or args.rays < 1:
-        raise ValueError(f"--iters and --rays must be >= 1 and --res >= 4, got {args.iters}, {args.rays}, {args.res}")
+        raise UserError(f"--iters and --rays must be >= 1 and --res >= 4, got {args.iters}, {args.rays}, {args.res}")
     return ReconConfig(max_res=args.res, iters=args.iters, batch_rays=args.rays, depth_weight=args.depth_weight,
                        init_from_depth=not args.no_depth_init, threads=args.threads, seed=args.seed)
 
@@ -51,7 +53,8 @@ def add_parser(subparsers):
         "DIR/grid.safetensors, DIR/metrics.json and DIR/renders/ (renders of the training views, and of "
         "--test views).")
     rec.add_argument("scene", help="scene folder with transforms.json (its depth maps are used)")
-    rec.add_argument("--out", required=True, help="output folder")
+    rec.add_argument("--out", required=True, help="output folder (must not exist or be empty, unless --force)")
+    rec.add_argument("--force", action="store_true", help="replace a non-empty --out")
     rec.add_argument("--extra", nargs="*", default=[], help="more scene folders (e.g. generated views; RGB only)")
     rec.add_argument("--test", default=None, help="scene folder of held-out views to report PSNR/SSIM on")
     _config_args(rec)
@@ -78,10 +81,14 @@ def add_parser(subparsers):
 
 
 def main(args: argparse.Namespace) -> int:
+    from fastvdm.outdir import check_output_dir, staged_output_dir
     from fastvdm.recon.train import reconstruct_folder
 
-    metrics = reconstruct_folder(args.scene, args.out, _config(args), extra=args.extra, test=args.test,
-                                 progress=args.progress)
+    inputs = [args.scene, args.test, *args.extra]
+    check_output_dir(args.out, args.force, inputs)  # before any work
+    cfg = _config(args)
+    with staged_output_dir(args.out, args.force, inputs) as tmp:
+        metrics = reconstruct_folder(args.scene, tmp, cfg, extra=args.extra, test=args.test, progress=args.progress)
     line = f"recon: {metrics['train_views']} views, {metrics['seconds']:.1f} s, train PSNR " \
            f"{metrics['train_psnr_mean']:.2f} dB"
     if args.test:
@@ -94,13 +101,16 @@ def eval_main(args: argparse.Namespace) -> int:
     from fastvdm.recon.evaluate import prepare_cases, run_benchmark
     from fastvdm.recon.generators import make_generator
 
+    from fastvdm.outdir import check_output_dir
+
+    check_output_dir(args.out, resume=True)  # a benchmark folder is resumed, never replaced
     cfg = _config(args)
     specs = args.gen if args.gen else ["inputs=inputs", "warp=warp", "oracle=oracle"]
     conds = []
     for s in specs:
         name, eq, spec = s.partition("=")
         if not eq or not name:
-            raise ValueError(f"--gen {s!r}: expected NAME=SPEC")
+            raise UserError(f"--gen {s!r}: expected NAME=SPEC")
         conds.append((name, make_generator(spec), spec))
     cases = prepare_cases(os.path.join(args.out, "cases"), range(args.first, args.first + args.scenes), args.inputs,
                           args.size, args.frames)

@@ -1,11 +1,11 @@
 """``fastvdm sample``: complete a scene folder's point-cloud renders into a video with a trained model.
 
-    fastvdm sample --ckpt runs/teacher_tiny --scene DIR --steps 25 [--inputs 1] [--out DIR] [--seed 0]
+    fastvdm sample --ckpt runs/teacher_tiny --scene DIR --steps 25 [--inputs 1] [--out OUT] [--force] [--seed 0]
 
 DIR is a nerfstudio-style scene folder (``fastvdm data make`` writes them): T views evenly spaced along its
 camera list (T = the frame count the model was trained on) form the camera path; ``--inputs K`` of them
 (evenly spaced, the first always) are the input views, whose RGB-D (or the scene's point cloud) is rendered
-into every frame. Writes OUT/frames/frame_XXXXX.png (generated), OUT/video.mp4 (or video.gif when no mp4
+into every frame. Writes (whole or not at all; OUT defaults to DIR_samples beside DIR) OUT/frames/frame_XXXXX.png (generated), OUT/video.mp4 (or video.gif when no mp4
 encoder is installed) and OUT/grid.png with three rows: condition render / generated / ground truth.
 """
 
@@ -26,7 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--inputs", type=int, default=1, help="number of input views (default 1)")
     p.add_argument("--frames", type=int, default=None, help="frames (default: the training config)")
     p.add_argument("--size", type=int, default=None, help="frame size (default: the training config)")
-    p.add_argument("--out", default=None, help="output folder (default SCENE/samples)")
+    p.add_argument("--out", default=None, help="output folder (default SCENE_samples, beside the scene folder; "
+                   "never inside an input)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--model", default=None, help="model name in the checkpoint (default unet)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--scale", type=int, default=4, help="upscaling of the grid image (default 4)")
@@ -39,11 +41,17 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from fastvdm.data.dataset import clip_from_scene
-    from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule
+    from fastvdm.diffusion import DDIMSampler, FewStepSampler, count_nfe
     from fastvdm.media import write_clip_outputs
     from fastvdm.models import make_cond
     from fastvdm.train import load_model
 
+    from fastvdm.outdir import check_output_dir, staged_output_dir
+    from fastvdm.pipeline import check_finite_condition
+
+    dest = args.out if args.out is not None else os.path.normpath(args.scene) + "_samples"
+    inputs = [args.scene, args.ckpt]
+    check_output_dir(dest, args.force, inputs)  # before any work
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_model(args.ckpt, args.model, device=device)
     run_cfg = meta.get("run", {}).get("config", {})
@@ -52,15 +60,16 @@ def main(args: argparse.Namespace) -> int:
     clip, gt = clip_from_scene(args.scene, frames, size, args.inputs)
     batch = torch.utils.data.default_collate([clip])
     x0, cond = make_cond(batch, device)
-    sch = VSchedule()
+    check_finite_condition(cond, f"scene {args.scene}: condition")
     if args.sampler == "ddim":
-        sampler = DDIMSampler(sch, num_steps=args.steps, guidance=args.guidance)
-        kw = {}
+        sampler = DDIMSampler(num_steps=args.steps, guidance=args.guidance)
     else:
-        sampler, kw = FewStepSampler(sch), {"num_steps": args.steps}
+        sampler = FewStepSampler()
     g = torch.Generator().manual_seed(args.seed)
-    out = sampler(model, cond, tuple(x0.shape), generator=g, progress=args.progress, **kw)[0].cpu()
-    dest = args.out or os.path.join(args.scene, "samples")
-    paths = write_clip_outputs(dest, out, batch["cond_rgb"][0], gt, args.scale)
-    print(f"{sampler.last_nfe} network evaluations; wrote {len(paths) - 2} frames, {paths[-2]} and {paths[-1]}")
+    net = count_nfe(model)
+    out = sampler(net, cond, tuple(x0.shape), generator=g, progress=args.progress, num_steps=args.steps)[0].cpu()
+    with staged_output_dir(dest, args.force, inputs) as tmp:
+        paths = write_clip_outputs(tmp, out, batch["cond_rgb"][0], gt, args.scale)
+    paths = [os.path.join(dest, os.path.relpath(p, tmp)) for p in paths]
+    print(f"{net.calls} network evaluations; wrote {len(paths) - 2} frames, {paths[-2]} and {paths[-1]}")
     return 0

@@ -18,6 +18,8 @@ import os
 
 from fastvdm.cli._clips import add_clip_args, open_clips_from_args
 
+from fastvdm.errors import UserError
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     train = subparsers.add_parser("train", help="train the teacher (or distill the student)")
@@ -42,6 +44,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--keep", type=int, default=3, help="checkpoints kept (default 3; 0 = all)")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    t.add_argument("--allow-config-change", action="store_true",
+                   help="resume a run folder even though --frames/--size/--preset/--data/--batch differ from it")
     t.set_defaults(func=main_teacher)
     from fastvdm.cli.distill import add_parser as add_distill_parser  # `fastvdm train distill` (issue 8)
 
@@ -58,9 +62,12 @@ def main_teacher(args: argparse.Namespace) -> int:
     from fastvdm.train.teacher import TeacherStep
 
     if args.steps < 1 or args.batch < 1:
-        raise ValueError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")
+        raise UserError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    from fastvdm.outdir import check_output_dir
+
+    check_output_dir(args.out, inputs=[args.data], resume=True)  # a run folder is resumed, never replaced
     rank, world, device = init_distributed()
     dataset = open_clips_from_args(args)
     cfg = VideoUNetConfig.preset(args.preset)
@@ -70,7 +77,7 @@ def main_teacher(args: argparse.Namespace) -> int:
     state.add_optimizer("unet", torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay))
     run = RunConfig(out_dir=args.out, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
                     keep_last=args.keep, grad_clip=args.grad_clip, warmup_steps=args.warmup,
-                    lr_schedule=args.lr_schedule, amp=not args.no_amp,
+                    lr_schedule=args.lr_schedule, amp=not args.no_amp, allow_config_change=args.allow_config_change,
                     config={"stage": "teacher", "preset": args.preset, "batch": args.batch, "lr": args.lr,
                             "p_uncond": args.p_uncond, "data": args.data or "synthetic", "lr_schedule": args.lr_schedule,
                             "frames": args.frames, "size": args.size, "world_size": world})

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import torch
 
+from fastvdm.errors import UserError
+
 # Right-multiplying a c2w by this swaps between the OpenCV and OpenGL camera axes (it is its own inverse).
 _FLIP_YZ = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 
@@ -108,6 +110,15 @@ opencv_to_opengl = opengl_to_opencv
 
 
 # ----------------------------------------------------------------------------------------------- transforms.json
+class CameraFormatError(UserError):
+    """A camera field of a transforms.json is missing, malformed or implausible; the message names the frame."""
+
+
+# Sanity limits for cameras read from files (generous: they catch unit mistakes and placeholder values).
+FOCAL_RANGE = (0.05, 1000.0)  # focal length in pixels, as a multiple of the larger image side
+PRINCIPAL_RANGE = 10.0  # cx in [-10 w, 11 w], cy likewise
+MAX_IMAGE_SIDE = 100_000
+MAX_TRANSLATION = 1e9  # camera centre, in scene units
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 _READ_ORDER = ("w", "h", "fl_x", "fl_y", "cx", "cy")  # image size first: the fallbacks need it
 _DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
@@ -119,8 +130,9 @@ def camera_from_transforms_frame(meta: dict, frame: dict, where: str = "transfor
     Without ``fl_x`` / ``fl_y``, a top-level ``camera_angle_x`` (horizontal FOV in radians, NeRF-synthetic
     files) gives both; without ``cx`` / ``cy`` the principal point is the image centre.
 
-    ``where`` names the source (file and frame) in error messages. Raises ``ValueError`` for a missing or
-    malformed field, a non-orthonormal rotation, or an unsupported camera model (fisheye, equirectangular);
+    ``where`` names the source (file and frame) in error messages. Raises :class:`CameraFormatError` (a
+    ``ValueError``) for a missing, malformed or implausible field (see ``FOCAL_RANGE`` and the other limits),
+    a non-orthonormal rotation, or an unsupported camera model (fisheye, equirectangular);
     lens distortion coefficients are rejected too, since the pipeline is pinhole-only (undistort first).
     """
     vals = {}
@@ -128,44 +140,68 @@ def camera_from_transforms_frame(meta: dict, frame: dict, where: str = "transfor
         v = frame.get(key, meta.get(key))
         if v is None and key in ("fl_x", "fl_y") and "camera_angle_x" in meta and "w" in vals:
             # NeRF-synthetic ("Blender") files give a horizontal field of view instead of focal lengths
-            v = 0.5 * vals["w"] / math.tan(0.5 * float(meta["camera_angle_x"]))
+            try:
+                angle = float(meta["camera_angle_x"])
+            except (TypeError, ValueError):
+                raise CameraFormatError(f"{where}: field 'camera_angle_x' must be a number (radians), got "
+                                        f"{meta['camera_angle_x']!r}") from None
+            if not 0 < angle < math.pi:
+                raise CameraFormatError(f"{where}: field 'camera_angle_x' = {angle!r} must be in (0, pi) radians")
+            v = 0.5 * vals["w"] / math.tan(0.5 * angle)
         if v is None and key in ("cx", "cy") and "w" in vals and "h" in vals:
             v = 0.5 * (vals["w"] if key == "cx" else vals["h"])  # principal point defaults to the centre
         if v is None:
-            raise ValueError(f"{where}: missing field '{key}' (needed per frame or at the top level)")
+            raise CameraFormatError(f"{where}: missing field '{key}' (needed per frame or at the top level)")
         try:
             vals[key] = float(v)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: field '{key}' must be a number, got {v!r}") from None
+            raise CameraFormatError(f"{where}: field '{key}' must be a number, got {v!r}") from None
         if not math.isfinite(vals[key]) or (key != "cx" and key != "cy" and vals[key] <= 0):
-            raise ValueError(f"{where}: field '{key}' must be finite and positive, got {v!r}")
+            raise CameraFormatError(f"{where}: field '{key}' must be finite and positive, got {v!r}")
     model = frame.get("camera_model", meta.get("camera_model", "OPENCV"))
     if model not in ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE"):
-        raise ValueError(f"{where}: field 'camera_model' is {model!r}; only pinhole (OPENCV/PINHOLE) is supported")
+        raise CameraFormatError(f"{where}: field 'camera_model' is {model!r}; only pinhole (OPENCV/PINHOLE) is supported")
     for key in _DISTORTION_KEYS:
         v = frame.get(key, meta.get(key, 0.0))
         if not isinstance(v, (int, float)) or v != 0.0:
-            raise ValueError(f"{where}: field '{key}' = {v} (lens distortion) is not supported; undistort the "
+            raise CameraFormatError(f"{where}: field '{key}' = {v} (lens distortion) is not supported; undistort the "
                              "images first (e.g. with COLMAP image_undistorter) and set it to 0")
     if "transform_matrix" not in frame:
-        raise ValueError(f"{where}: missing field 'transform_matrix'")
+        raise CameraFormatError(f"{where}: missing field 'transform_matrix'")
     try:
         m = torch.tensor(frame["transform_matrix"], dtype=torch.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: field 'transform_matrix' must be a 4x4 list of numbers") from None
+        raise CameraFormatError(f"{where}: field 'transform_matrix' must be a 4x4 list of numbers") from None
     if m.shape == (3, 4):
         m = torch.cat([m, torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)])
     if m.shape != (4, 4) or not torch.isfinite(m).all():
-        raise ValueError(f"{where}: field 'transform_matrix' must be a finite 4x4 matrix, got shape {tuple(m.shape)}")
+        raise CameraFormatError(f"{where}: field 'transform_matrix' must be a finite 4x4 matrix, got shape {tuple(m.shape)}")
     if (m[3] - torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)).abs().max() > 1e-6:
-        raise ValueError(f"{where}: field 'transform_matrix' last row must be [0, 0, 0, 1], got {m[3].tolist()}")
+        raise CameraFormatError(f"{where}: field 'transform_matrix' last row must be [0, 0, 0, 1], got {m[3].tolist()}")
     err = check_rotation(m[:3, :3])
     if err > 1e-3:
-        raise ValueError(f"{where}: field 'transform_matrix' rotation is not orthonormal with det +1 "
+        raise CameraFormatError(f"{where}: field 'transform_matrix' rotation is not orthonormal with det +1 "
                          f"(max error {err:.2e}); scaled or sheared poses are not supported")
     w, h = vals["w"], vals["h"]
     if w != int(w) or h != int(h):
-        raise ValueError(f"{where}: fields 'w' and 'h' must be integers, got {w}, {h}")
+        raise CameraFormatError(f"{where}: fields 'w' and 'h' must be integers, got {w}, {h}")
+    if w > MAX_IMAGE_SIDE or h > MAX_IMAGE_SIDE:
+        raise CameraFormatError(f"{where}: fields 'w', 'h' = {w:g} x {h:g} pixels is not an image size (at most "
+                                f"{MAX_IMAGE_SIDE} per side)")
+    for key, side in (("fl_x", w), ("fl_y", h)):
+        f = vals[key]
+        if not FOCAL_RANGE[0] * max(w, h) <= f <= FOCAL_RANGE[1] * max(w, h):
+            raise CameraFormatError(
+                f"{where}: field '{key}' = {f:.6g} px is not a plausible focal length for a {w:g} x {h:g} image "
+                f"(expected {FOCAL_RANGE[0]:g} to {FOCAL_RANGE[1]:g} times the larger side: a field of view of "
+                f"about 170 to 0.06 degrees); focal lengths are in pixels")
+    for key, side in (("cx", w), ("cy", h)):
+        if not -PRINCIPAL_RANGE * side <= vals[key] <= (1 + PRINCIPAL_RANGE) * side:
+            raise CameraFormatError(f"{where}: field '{key}' = {vals[key]:.6g} px lies far outside the {w:g} x {h:g} "
+                                    "image; the principal point is in pixels (usually near the centre)")
+    if m[:3, 3].abs().max() > MAX_TRANSLATION:
+        raise CameraFormatError(f"{where}: field 'transform_matrix' puts the camera at {m[:3, 3].abs().max():.3g} "
+                                f"units from the origin (more than {MAX_TRANSLATION:.0e}); re-centre the poses")
     return Camera(opengl_to_opencv(m), vals["fl_x"], vals["fl_y"], vals["cx"], vals["cy"], int(w), int(h))
 
 
@@ -173,7 +209,7 @@ def cameras_from_transforms(meta: dict, where: str = "transforms.json") -> list[
     """All cameras of a parsed nerfstudio ``transforms.json`` dict, in frame order (OpenCV convention)."""
     frames = meta.get("frames")
     if not isinstance(frames, list) or not frames:
-        raise ValueError(f"{where}: field 'frames' must be a non-empty list")
+        raise CameraFormatError(f"{where}: field 'frames' must be a non-empty list")
     return [camera_from_transforms_frame(meta, f, f"{where} frames[{i}]") for i, f in enumerate(frames)]
 
 

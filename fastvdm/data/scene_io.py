@@ -26,10 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from fastvdm.data.cameras import Camera, camera_from_transforms_frame, cameras_to_transforms
+from fastvdm.errors import UserError
 
 
-class SceneFormatError(ValueError):
+class SceneFormatError(UserError):
     """A scene folder's file or field is malformed; the message names both."""
+
+
+# Depth sanity: metres. Farther than this is a unit mistake (e.g. a PNG in micrometres, or a float sentinel).
+MAX_DEPTH_M = 1e5
 
 
 @dataclass
@@ -54,17 +59,54 @@ class SceneData:
 
 
 # ----------------------------------------------------------------------------------------------- images
-def _read_rgb(path: str, where: str) -> torch.Tensor:
+# PIL modes read as colour images, by how: 8-bit (scaled by 255), 16-bit grey (scaled by 65535), with an alpha
+# channel (dropped, with a note). Any other mode (CMYK, float, HSV, ...) is refused with what to do.
+_RGB_8BIT = ("RGB", "L", "1", "P", "RGBX", "YCbCr")
+_RGB_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
+_GREY_16BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def read_image(path: str, where: str) -> tuple[torch.Tensor, bool]:
+    """(rgb (3, H, W) float32 in [0, 1], had_alpha) of a PNG/JPEG (any format PIL reads, in the modes above).
+
+    8-bit modes are divided by 255, 16-bit greyscale by 65535 (never clipped); palette images are expanded;
+    an alpha channel is dropped (``had_alpha`` True: the caller notes it). Raises FileNotFoundError or
+    SceneFormatError naming ``where`` and the file.
+    """
     from PIL import Image
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{where}: file {path} not found")
+        what = "is a folder, not an image" if os.path.isdir(path) else "not found"
+        raise FileNotFoundError(f"{where}: file {path} {what}")
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            mode = im.mode
+            if mode == "P" and "transparency" in im.info:
+                mode = "PA"
+            if mode in _GREY_16BIT:
+                arr = np.asarray(im).astype(np.float64)
+                if arr.ndim != 2:
+                    raise SceneFormatError(f"{where}: image {path} has PIL mode {mode} with shape {arr.shape}")
+                if arr.size and (arr.min() < 0 or arr.max() > 65535):
+                    raise SceneFormatError(f"{where}: image {path} is a {mode} integer image with values outside "
+                                           "0..65535; save it as an 8- or 16-bit PNG")
+                grey = (arr / 65535.0).astype(np.float32)
+                rgb = np.repeat(grey[..., None], 3, axis=-1)
+                return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), False
+            if mode in _RGB_ALPHA:
+                arr = np.asarray(im.convert("RGBA"), dtype=np.float32)[..., :3] / 255.0
+                return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), True
+            if mode in _RGB_8BIT:
+                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+                return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), False
     except OSError as e:
         raise SceneFormatError(f"{where}: cannot read image {path}: {e}") from None
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    raise SceneFormatError(f"{where}: image {path} has PIL mode {mode!r}, which is not read as colour; convert it "
+                           "to an 8-bit RGB (or 16-bit greyscale) PNG or JPEG")
+
+
+def _read_rgb(path: str, where: str) -> torch.Tensor:
+    return read_image(path, where)[0]
 
 
 def _read_depth(path: str, where: str, unit: float) -> torch.Tensor:
@@ -95,6 +137,13 @@ def _read_depth(path: str, where: str, unit: float) -> torch.Tensor:
                                f"({int((~np.isfinite(arr)).sum())} pixels); use 0 for missing depth")
     if (arr < 0).any():
         raise SceneFormatError(f"{where}: depth {path} contains negative values; use 0 for missing depth")
+    if not (arr > 0).any():
+        raise SceneFormatError(f"{where}: depth {path} is 0 everywhere (no measurement at all); fix the file or "
+                               "its units, or remove this frame's depth_file_path")
+    if arr.max() > MAX_DEPTH_M:
+        raise SceneFormatError(f"{where}: depth {path} reaches {arr.max():.3g} m (more than {MAX_DEPTH_M:.0e} m): "
+                               "depth must be in metres (PNG: millimetres times depth_unit_scale_factor); use 0 "
+                               "for missing depth")
     return torch.from_numpy(arr)
 
 
@@ -193,28 +242,55 @@ def write_ply(path: str, points: torch.Tensor, colors: torch.Tensor) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- scene folders
+def load_transforms(path: str, what: str = "scene") -> dict:
+    """The parsed ``transforms.json`` at ``path`` (a dict with a non-empty ``frames`` list); FileNotFoundError
+    or SceneFormatError naming the file (and, for a folder, what to give instead)."""
+    if os.path.isdir(path):
+        hint = (f"; give {os.path.join(path, 'transforms.json')}" if os.path.isfile(os.path.join(path, "transforms.json"))
+                else "")
+        raise SceneFormatError(f"{what} {path} is a folder, not a transforms.json file{hint}")
+    if not os.path.isfile(path):
+        hint = " (a scene folder needs transforms.json)" if what == "scene" else ""
+        raise FileNotFoundError(f"{what} file {path} not found{hint}")
+    try:
+        with open(path, "rb") as f:
+            meta = json.loads(f.read().decode("utf-8"))
+    except json.JSONDecodeError as e:
+        raise SceneFormatError(f"{what} {path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise SceneFormatError(f"{what} {path}: not a text (UTF-8 JSON) file") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list) or not meta["frames"]:
+        raise SceneFormatError(f"{what} {path}: field 'frames' must be a non-empty list")
+    return meta
+
+
 def read_scene(folder: str, load_depth: bool = True, load_points: bool = True) -> SceneData:
     """Read a nerfstudio-style scene folder (see the module docstring); cameras come back in OpenCV axes."""
+    if not os.path.isdir(folder):
+        what = "is a file, not a scene folder" if os.path.exists(folder) else "not found"
+        raise FileNotFoundError(f"scene folder {folder} {what} (a scene folder holds transforms.json and images)")
     tf = os.path.join(folder, "transforms.json")
-    if not os.path.isfile(tf):
-        raise FileNotFoundError(f"{tf} not found (a scene folder needs transforms.json)")
-    try:
-        with open(tf) as f:
-            meta = json.load(f)
-    except json.JSONDecodeError as e:
-        raise SceneFormatError(f"{tf}: invalid JSON: {e}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list) or not meta["frames"]:
-        raise SceneFormatError(f"{tf}: field 'frames' must be a non-empty list")
-    unit = float(meta.get("depth_unit_scale_factor", 1e-3))
-    views = []
+    meta = load_transforms(tf, "scene")
+    unit = meta.get("depth_unit_scale_factor", 1e-3)
+    if isinstance(unit, bool) or not isinstance(unit, (int, float)) or not np.isfinite(unit) or unit <= 0:
+        raise SceneFormatError(f"{tf}: field 'depth_unit_scale_factor' must be a positive number (metres per PNG "
+                               f"depth unit, e.g. 0.001 for millimetres), got {unit!r}")
+    unit = float(unit)
+    views, alpha = [], []
     for i, fr in enumerate(meta["frames"]):
         where = f"{tf} frames[{i}]"
         if not isinstance(fr, dict) or "file_path" not in fr:
             raise SceneFormatError(f"{where}: missing field 'file_path'")
+        for key in ("file_path", "depth_file_path"):
+            if key in fr and fr[key] is not None and (not isinstance(fr[key], str) or not fr[key].strip()):
+                raise SceneFormatError(f"{where}: field '{key}' must be a file path (a string relative to "
+                                       f"{folder}), got {fr[key]!r}")
         img_path = os.path.join(folder, fr["file_path"])
         if not os.path.splitext(img_path)[1] and not os.path.isfile(img_path) and os.path.isfile(img_path + ".png"):
             img_path += ".png"  # NeRF-synthetic files omit the extension
-        rgb = _read_rgb(img_path, f"{where}.file_path")
+        rgb, had_alpha = read_image(img_path, f"{where}.file_path")
+        if had_alpha:
+            alpha.append(img_path)
         sized = fr
         if all(k not in fr and k not in meta for k in ("w", "h")):  # no size given: the image's own
             sized = dict(fr, w=rgb.shape[2], h=rgb.shape[1])
@@ -233,8 +309,16 @@ def read_scene(folder: str, load_depth: bool = True, load_points: bool = True) -
                 raise SceneFormatError(f"{where}.depth_file_path: depth {dpath} is {depth.shape[1]}x{depth.shape[0]} "
                                        f"(w x h) but fields 'w', 'h' say {cam.width}x{cam.height}")
         views.append(View(cam, rgb, depth, fr["file_path"]))
+    if alpha:
+        import sys
+
+        print(f"fastvdm: note: {len(alpha)} image(s) of {folder} have an alpha channel (e.g. {alpha[0]}); it is "
+              "ignored (the colour is used as is)", file=sys.stderr)
     points = colors = None
     if load_points and meta.get("ply_file_path"):
+        if not isinstance(meta["ply_file_path"], str):
+            raise SceneFormatError(f"{tf}: field 'ply_file_path' must be a file path (a string), got "
+                                   f"{meta['ply_file_path']!r}")
         ppath = os.path.join(folder, meta["ply_file_path"])
         if not os.path.isfile(ppath):
             raise FileNotFoundError(f"{tf}: field 'ply_file_path': file {ppath} not found")

@@ -1,16 +1,20 @@
-"""Diffusion: the v-prediction zero-terminal-SNR schedule and the samplers (DDIM teacher, few-step student).
+"""Diffusion: the v-prediction zero-terminal-SNR schedule and the samplers, plain functions over a denoiser.
 
-    from fastvdm.diffusion import VSchedule, DDIMSampler, FewStepSampler
-    sch = VSchedule()                                   # 1000 steps, alpha_999 = 0
-    x0 = DDIMSampler(sch, num_steps=50)(model, cond, (B, 3, T, H, W), generator=g, progress=True)
-    x0 = FewStepSampler(sch)(model, cond, shape, generator=g)          # t = 999, 749, 499, 249
-    x_k, t_k = FewStepSampler(sch).run(model, cond, x_T, steps=k)     # backward simulation
+    from fastvdm.diffusion import VSchedule, sample_ddim, sample_few_step, guided, count_nfe, paste_inputs
+    x0 = sample_ddim(guided(model, 3.0), noise, trailing_timesteps(50), generator, cond)   # teacher
+    x0 = sample_few_step(model, noise, (999, 749, 499, 249), generator, cond)            # student
+    x_k, t_k = few_step_states(model, noise, (999, 749, 499, 249), k, generator, cond)     # backward simulation
 
-Samplers know nothing about distillation; the model is any ``model(x_t, t, cond) -> v``.
+A denoiser is any callable ``(x_t, t, cond) -> v``; samplers know nothing about distillation.
+:class:`DDIMSampler` / :class:`FewStepSampler` bundle a schedule and a step grid (see
+:mod:`fastvdm.diffusion.sampling`).
 """
 
-from fastvdm.diffusion.sampling import DDIMSampler, FewStepSampler, paste_inputs, trailing_timesteps
+from fastvdm.diffusion.sampling import (STUDENT_TIMESTEPS, DDIMSampler, Denoiser, FewStepSampler, count_nfe, few_step,
+                                        few_step_states, guided, initial_state, paste_inputs, sample_ddim,
+                                        sample_few_step, trailing_timesteps)
 from fastvdm.diffusion.schedule import NUM_TRAIN_TIMESTEPS, VSchedule, zero_snr_alpha_bar
 
-__all__ = ["VSchedule", "DDIMSampler", "FewStepSampler", "trailing_timesteps", "paste_inputs",
-           "zero_snr_alpha_bar", "NUM_TRAIN_TIMESTEPS"]
+__all__ = ["VSchedule", "sample_ddim", "sample_few_step", "few_step", "few_step_states", "initial_state", "guided",
+           "count_nfe", "paste_inputs", "trailing_timesteps", "Denoiser", "DDIMSampler", "FewStepSampler",
+           "STUDENT_TIMESTEPS", "zero_snr_alpha_bar", "NUM_TRAIN_TIMESTEPS"]

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from fastvdm import ops
 from fastvdm.models.conv import Conv3d
+from fastvdm.models.pretrained import PretrainedMixin
 
 COND_CHANNELS = 3 + 1 + 6 + 1  # render RGB, render mask, Plücker, is-input flag
 
@@ -294,13 +295,14 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest"))
 
 
-class VideoUNet(nn.Module):
+class VideoUNet(PretrainedMixin, nn.Module):
     """v-prediction video U-Net: ``model(x_t, t, cond) -> v`` (see the module docstring).
 
     x_t: (B, 3, T, H, W) noisy clip; t: (B,) float timesteps in [0, 999]; cond: dict of
     "cond_rgb" (B, 3, T, H, W) render in [-1, 1], "cond_mask" (B, 1, T, H, W) in {0, 1},
     "plucker" (B, 6, T, H, W), "is_input" (B, T) bool, "input_frames" (B, 3, T, H, W) clean frames (read only
     where is_input). H and W must be divisible by 2^(levels - 1). Returns v (B, 3, T, H, W) in x_t's dtype.
+    ``save_pretrained(folder)`` / ``VideoUNet.from_pretrained(folder)``: :mod:`fastvdm.models.pretrained`.
     """
 
     def __init__(self, config: VideoUNetConfig):

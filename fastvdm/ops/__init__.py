@@ -1,6 +1,6 @@
 """fastvdm.ops: the kernel-backed ops, one public function each, dispatched to a backend.
 
-    from fastvdm.ops import video_attention, group_norm, denoising_loss, dmd_loss
+    from fastvdm.ops import video_attention, group_norm, denoising_loss, dmd_loss, conv3d
     from fastvdm.ops import available_backends, use_backend
 
 Backends: ``reference`` (pure PyTorch, always there: the definition), ``triton`` (GPU; on the CPU only under
@@ -15,6 +15,7 @@ the same well-formed call and every user gets the same error message.
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional
 
 import torch
@@ -36,6 +37,7 @@ __all__ = [
     "group_norm",
     "denoising_loss",
     "dmd_loss",
+    "conv3d",
     "available_backends",
     "use_backend",
     "selected_backend",
@@ -125,6 +127,8 @@ def group_norm(
     if x.dim() < 2:
         raise ValueError(f"x must have shape (B, C, ...), got {tuple(x.shape)}")
     B, C = x.shape[:2]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (numbers.Integral, torch.SymInt)):
+        raise TypeError(f"num_groups must be an int, got {type(num_groups).__name__} {num_groups!r}")
     num_groups = int(num_groups)
     if num_groups <= 0 or C % num_groups != 0:
         raise ValueError(f"num_groups={num_groups} must be positive and divide the {C} channels of x")
@@ -188,6 +192,37 @@ def dmd_loss(x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Optional[Tenso
     _check_vector("weight", weight, (x.shape[0],), x)
     args = (x, x0_real, x0_fake, weight)
     return resolve("dmd_loss", x.device, *args).fn(*args)
+
+
+def _triple(name: str, v) -> tuple:
+    t = (v,) * 3 if isinstance(v, int) else tuple(v)
+    if len(t) != 3 or not all(isinstance(i, int) for i in t):
+        raise ValueError(f"{name} must be an int or 3 ints, got {v!r}")
+    return tuple(int(i) for i in t)
+
+
+def conv3d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1) -> Tensor:
+    """3-D convolution (cross-correlation, zero padding, groups 1), as ``torch.nn.functional.conv3d``.
+
+    x: (B, Ci, D, H, W); weight: (Co, Ci, kd, kh, kw); bias: (Co,) or None; stride (>= 1), padding (>= 0),
+    dilation (>= 1): an int or 3 ints. Returns (B, Co, D', H', W') with D' = (D + 2 pd - dd (kd - 1) - 1) // sd + 1
+    (likewise H', W'). Differentiable in x, weight, bias (twice: the ``cpu`` backward is itself convolutions).
+    """
+    _check_float("x", x)
+    _check_float("weight", weight)
+    if x.dim() != 5 or weight.dim() != 5:
+        raise ValueError(f"conv3d needs x (B, Ci, D, H, W) and weight (Co, Ci, kd, kh, kw), got {tuple(x.shape)} "
+                         f"and {tuple(weight.shape)}")
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"weight has {weight.shape[1]} input channels but x has {x.shape[1]}")
+    if weight.device != x.device:
+        raise ValueError(f"weight is on {weight.device} but x is on {x.device}")
+    _check_vector("bias", bias, (weight.shape[0],), x)
+    stride, padding, dilation = _triple("stride", stride), _triple("padding", padding), _triple("dilation", dilation)
+    if min(stride) < 1 or min(padding) < 0 or min(dilation) < 1:
+        raise ValueError(f"stride and dilation must be >= 1 and padding >= 0, got {stride}, {padding}, {dilation}")
+    args = (x, weight, bias, stride, padding, dilation)
+    return resolve("conv3d", x.device, *args).fn(*args)
 
 
 load_available_backends()

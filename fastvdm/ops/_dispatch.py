@@ -1,13 +1,14 @@
 """Backend registry and selection for the ops of :mod:`fastvdm.ops`.
 
-Every op (``video_attention``, ``group_norm``, ``denoising_loss``, ``dmd_loss``) has one implementation per
-backend that serves it. A backend module registers its implementations with :func:`register` when it is
+Every op (``video_attention``, ``group_norm``, ``denoising_loss``, ``dmd_loss``, ``conv3d``) has one implementation
+per backend that serves it. A backend module registers its implementations with :func:`register` when it is
 imported; the registry imports backend modules lazily, the first time an op is dispatched or the backends are
 listed, so ``import fastvdm.ops`` never pays for Triton or a C++ extension it does not use.
 
 Selection, per call:
 
-1. a backend forced by :func:`use_backend` (innermost context wins), else
+1. a backend forced by :func:`use_backend` in the calling thread (innermost context wins; other threads are
+   not affected), else
 2. a backend forced by the ``FASTVDM_BACKEND`` environment variable (read at call time), else
 3. ``auto``: among the backends that implement the op, are available, and accept these inputs, the one with
    the highest ``auto`` priority for the inputs' device type. A backend that has not shown itself faster than
@@ -24,27 +25,30 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 
+from fastvdm.errors import UserError
 from fastvdm.ops import _verify
 
-OPS = ("video_attention", "group_norm", "denoising_loss", "dmd_loss")
+OPS = ("video_attention", "group_norm", "denoising_loss", "dmd_loss", "conv3d")
 BACKENDS = ("reference", "triton", "cuda", "cpu")
 
 # Modules that register each backend's implementations. A module that does not exist (yet) is skipped; any
 # other import error is a bug and propagates.
 _BACKEND_MODULES: dict[str, tuple[str, ...]] = {
     "reference": ("fastvdm.ops.reference",),
-    "triton": ("fastvdm.kernels.group_norm", "fastvdm.kernels.attention", "fastvdm.kernels.losses"),
-    "cpu": ("fastvdm.ops.cpu.group_norm", "fastvdm.ops.cpu.attention", "fastvdm.ops.cpu.losses"),
+    "triton": ("fastvdm.ops.triton.group_norm", "fastvdm.ops.triton.attention", "fastvdm.ops.triton.losses"),
+    "cpu": ("fastvdm.ops.cpu.group_norm", "fastvdm.ops.cpu.attention", "fastvdm.ops.cpu.losses",
+            "fastvdm.ops.cpu.conv3d"),
     "cuda": ("fastvdm.ops.cuda.group_norm", "fastvdm.ops.cuda.attention", "fastvdm.ops.cuda.losses"),
 }
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(UserError, RuntimeError):
     """An op was asked of a backend that cannot serve it (not installed, not implemented, or bad inputs)."""
 
 
@@ -67,9 +71,22 @@ class Implementation:
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 _registry: dict[str, dict[str, Implementation]] = {op: {} for op in OPS}
 _loaded: set[str] = set()
-# Stack of (backend name, ops it applies to or None for all), innermost last. A plain module-level list (not a
-# ContextVar) so that torch.compile can trace the dispatch and guard on it; it is shared by all threads.
-_forced: list[tuple[str, Optional[frozenset]]] = []
+
+
+class _ThreadForcing(threading.local):
+    """Per-thread stack of (backend name, ops it applies to as a sorted tuple, or None for all), innermost last.
+
+    A ``threading.local`` holding a plain *list* (mutated in place, never reassigned): each thread sees only its
+    own forcing, and torch.compile traces the read without a graph break and guards on the list's length and
+    entries through the thread-local (the guard is evaluated in the calling thread, so a graph compiled under
+    one forcing recompiles, not silently reuses, under another). Measured in tests/test_dispatch.py.
+    """
+
+    def __init__(self):
+        self.stack: list[tuple[str, Optional[tuple]]] = []
+
+
+_forcing = _ThreadForcing()
 
 
 def register(
@@ -155,24 +172,42 @@ def use_backend(name: str, ops: Optional[Sequence[str]] = None) -> Iterator[None
         unknown = set(ops) - set(OPS)
         if unknown:
             raise ValueError(f"unknown ops {sorted(unknown)}; ops are {OPS}")
-    entry = (name, frozenset(ops) if ops is not None else None)
-    _forced.append(entry)
+    entry = (name, tuple(sorted(set(ops))) if ops is not None else None)
+    stack = _forcing.stack  # this thread's
+    stack.append(entry)
     try:
         yield
     finally:
-        _forced.remove(entry) if _forced[-1] is not entry else _forced.pop()
+        if stack and stack[-1] is entry:
+            stack.pop()
+        else:  # exited out of order (generators): drop this entry only
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i] is entry:
+                    del stack[i]
+                    break
 
 
 def forced_backend(op: str) -> Optional[str]:
     """The backend forced for ``op`` right now (context manager, then ``FASTVDM_BACKEND``), or None for auto."""
-    for name, ops in reversed(_forced):
+    stack = _forcing.stack
+    for i in range(len(stack) - 1, -1, -1):
+        name, ops = stack[i]
         if ops is None or op in ops:
             return None if name == "auto" else name
+    return env_backend()
+
+
+def env_backend() -> Optional[str]:
+    """The backend forced by the ``FASTVDM_BACKEND`` environment variable (None: unset or ``auto``).
+
+    Raises :class:`BackendUnavailableError` (a one-line message naming the variable) for a value that is not a
+    backend name."""
     env = os.environ.get("FASTVDM_BACKEND", "").strip()
     if env and env != "auto":
         if env not in BACKENDS:
             raise BackendUnavailableError(
-                f"FASTVDM_BACKEND={env!r} is not a backend; choose one of {('auto',) + BACKENDS}"
+                f"FASTVDM_BACKEND={env!r} is not a backend; set it to one of {', '.join(('auto',) + BACKENDS)} "
+                "or unset it"
             )
         return env
     return None

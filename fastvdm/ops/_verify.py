@@ -228,6 +228,12 @@ def _cases(op: str, dtype: torch.dtype, device: torch.device, gen: torch.Generat
         shape = (3, 4, 5, 7)
         w = torch.rand(3, generator=gen).to(device=device, dtype=dtype)
         return [((randn(*shape), randn(*shape), randn(*shape), w), [0]), ((randn(*shape), randn(*shape), randn(*shape), None), [0])]
+    if op == "conv3d":
+        x = randn(2, 5, 6, 9, 7)
+        return [
+            ((x, randn(6, 5, 3, 3, 3), randn(6), (1, 1, 1), (1, 1, 1), (1, 1, 1)), [0, 1, 2]),
+            ((x, randn(4, 5, 1, 3, 3), None, (1, 2, 2), (0, 1, 1), (1, 1, 1)), [0, 1]),
+        ]
     raise ValueError(f"no verification inputs for op {op!r}")
 
 

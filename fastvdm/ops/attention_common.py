@@ -5,8 +5,9 @@ Each backend provides two ops with the same contract:
   logsumexp of the scaled scores, natural log, non-differentiable; its layout is the backend's own);
 - backward(do, q, k, v, o, lse, axis, scale) -> (dq, dk, dv), each (B, T, S, heads, D) contiguous.
 :func:`register_autograd` wires them together, :func:`public_function` is the op's public signature on top of
-the forward, and :func:`extension_ops` builds both ops for a C++ extension namespace (cpu, cuda) whose
-``attention_forward`` / ``attention_backward`` take the axis as an int (0 spatial, 1 temporal, 2 joint).
+the forward, and :func:`backend_ops` builds both ops for a backend's launchers (the C++ extensions' namespaces, or
+:mod:`fastvdm.kernels.attention`) whose ``attention_forward`` / ``attention_backward`` take the axis as an int
+(0 spatial, 1 temporal, 2 joint).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def register_autograd(forward_op, backward_op) -> None:
         return dq, dk, dv, None, None
 
     forward_op.register_autograd(backward, setup_context=setup)
+    from fastvdm.ops.double_backward import refuse_double_backward
+
+    refuse_double_backward(backward_op, "video_attention")
 
 
 def public_function(forward_op) -> Callable:
@@ -53,30 +57,36 @@ def public_function(forward_op) -> Callable:
     return video_attention
 
 
-def extension_ops(backend: str, kernels):
-    """``fastvdm::video_attention_<backend>_{fwd,bwd}`` custom ops (fake and autograd registered) calling
-    ``kernels.attention_forward`` / ``kernels.attention_backward`` (e.g. ``torch.ops.fastvdm_cpu``), whose lse is
-    a (B, T, S, heads) fp32 tensor. Returns (forward op, public function)."""
+def backend_ops(backend: str, kernels, op_decorator: Optional[Callable] = None):
+    """``fastvdm::video_attention_<backend>_{fwd,bwd}`` ops (autograd registered) calling
+    ``kernels.attention_forward`` / ``kernels.attention_backward`` (``torch.ops.fastvdm_cpu``,
+    ``torch.ops.fastvdm_cuda`` or :mod:`fastvdm.kernels.attention`), which take the axis as an int.
+    ``op_decorator``: ``torch.library.custom_op`` (default; a fake is registered, lse (B, T, S, heads) fp32) or
+    ``torch.library.triton_op`` (which traces the launchers for its fake). Returns (forward op, public function)."""
+    custom = op_decorator is None
+    op_decorator = op_decorator or torch.library.custom_op
 
-    @torch.library.custom_op(f"fastvdm::video_attention_{backend}_fwd", mutates_args=())
+    @op_decorator(f"fastvdm::video_attention_{backend}_fwd", mutates_args=())
     def forward(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: float) -> tuple[Tensor, Tensor]:
         return kernels.attention_forward(q, k, v, AXES[axis], scale)
 
-    @forward.register_fake
-    def _(q, k, v, axis, scale):
-        B, T, S, H, D = q.shape
-        o = torch.empty((B, T, S, H, D), dtype=q.dtype, device=q.device)
-        return o, torch.empty((B, T, S, H), dtype=torch.float32, device=q.device)
-
-    @torch.library.custom_op(f"fastvdm::video_attention_{backend}_bwd", mutates_args=())
+    @op_decorator(f"fastvdm::video_attention_{backend}_bwd", mutates_args=())
     def backward(
         do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, axis: str, scale: float
     ) -> tuple[Tensor, Tensor, Tensor]:
         return kernels.attention_backward(do, q, k, v, o, lse, AXES[axis], scale)
 
-    @backward.register_fake
-    def _(do, q, k, v, o, lse, axis, scale):
-        return tuple(torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in range(3))
+    if custom:
+
+        @forward.register_fake
+        def _(q, k, v, axis, scale):
+            B, T, S, H, D = q.shape
+            o = torch.empty((B, T, S, H, D), dtype=q.dtype, device=q.device)
+            return o, torch.empty((B, T, S, H), dtype=torch.float32, device=q.device)
+
+        @backward.register_fake
+        def _(do, q, k, v, o, lse, axis, scale):
+            return tuple(torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in range(3))
 
     register_autograd(forward, backward)
     return forward, public_function(forward)

@@ -1,20 +1,32 @@
-"""Host-side pieces shared by every kernel backend of ``group_norm`` (triton, cpu, cuda).
+"""Host-side pieces shared by every kernel backend of ``group_norm`` (triton, cpu, cuda): the op's argument list
+(written once, in :mod:`fastvdm.ops.signatures`), its two custom ops, their autograd, and the backend's public function.
 
-Each backend provides two ops with the same contract:
-- forward(x, num_groups, weight, bias, eps, scale, shift, activation) -> (y of x's shape, mean (B, G) fp32,
+Each backend supplies two kernel launchers with one contract (``torch.ops.fastvdm_cpu``,
+``torch.ops.fastvdm_cuda``, :mod:`fastvdm.kernels.group_norm`), x seen as (B, C, S) (:func:`as_bcs`):
+- ``group_norm_forward(x3, num_groups, weight, bias, eps, scale, shift, silu: bool)`` -> (y3, mean (B, G) fp32,
   rstd (B, G) fp32);
-- backward(grad, x, mean, rstd, num_groups, weight, bias, scale, shift, activation) -> (dx of x's shape,
-  sum_s dz (B, C) fp32, sum_s dz * xhat (B, C) fp32), dz = dy * act'(z).
-:func:`register_autograd` wires them together; the parameter gradients are O(B * C) torch arithmetic
-(:func:`param_grads`). :func:`extension_ops` builds both ops for a C++ extension namespace (cpu, cuda).
+- ``group_norm_backward(grad3, x3, mean, rstd, num_groups, weight, bias, scale, shift, silu: bool)`` ->
+  (dx3, sum_s dz (B, C) fp32, sum_s dz * xhat (B, C) fp32), dz = dy * act'(z).
+:func:`backend_ops` wraps them in ``fastvdm::group_norm_<backend>_{forward,backward}`` (``custom_op``, or
+``triton_op`` for Triton) whose signatures are built from :data:`PARAMS`; the parameter gradients are
+O(B * C) torch arithmetic (:func:`param_grads`). To add an argument to the op, add it to ``GROUP_NORM_PARAMS``
+(and to the launchers, :func:`_kernel_args` and :func:`param_grads`); nothing else here lists the arguments.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
+
+from fastvdm.ops.signatures import GROUP_NORM_PARAMS as PARAMS
+from fastvdm.ops.signatures import GroupNormArgs as Args
+from fastvdm.ops.signatures import tensor_args, with_signature
+
+TENSOR_ARGS = tensor_args(PARAMS)  # the differentiable arguments, by name
+
+_STATS = (("grad", Tensor), ("mean", Tensor), ("rstd", Tensor))  # the backward op's leading arguments
 
 
 def as_bcs(x: Tensor) -> Tensor:
@@ -25,22 +37,15 @@ def as_bcs(x: Tensor) -> Tensor:
     return x3
 
 
-def param_grads(
-    sum_dz: Tensor,
-    sum_dzx: Tensor,
-    weight: Optional[Tensor],
-    bias: Optional[Tensor],
-    scale: Optional[Tensor],
-    shift: Optional[Tensor],
-    needs: tuple,
-) -> tuple:
-    """(dweight, dbias, dscale, dshift) from the per-(n, c) sums (B, C) fp32 of dz and dz * xhat.
+def param_grads(sum_dz: Tensor, sum_dzx: Tensor, a: Args, needs: dict) -> dict:
+    """{name: gradient} of weight, bias, scale, shift from the per-(n, c) sums (B, C) fp32 of dz and dz * xhat.
 
     With a = w * (1 + scale), b = bias * (1 + scale) + shift: dweight = sum_n (1 + scale) * sum_dzx,
     dbias = sum_n (1 + scale) * sum_dz, dscale = w * sum_dzx + bias * sum_dz, dshift = sum_dz.
-    ``needs``: needs_input_grad of (weight, bias, scale, shift); a gradient not needed is None.
+    ``needs``: name -> whether its gradient is needed; a gradient not needed (or of an absent argument) is None.
     """
-    need_w, need_b, need_scale, need_shift = needs
+    weight, bias, scale, shift = a.weight, a.bias, a.scale, a.shift
+    need_w, need_b, need_scale, need_shift = (needs[n] for n in ("weight", "bias", "scale", "shift"))
     mod = None if scale is None else 1.0 + scale.float()
     dweight = dbias = dscale = dshift = None
     if weight is not None and need_w:
@@ -54,81 +59,91 @@ def param_grads(
         dscale = ds.to(scale.dtype)
     if shift is not None and need_shift:
         dshift = sum_dz.to(shift.dtype)
-    return dweight, dbias, dscale, dshift
+    return {"weight": dweight, "bias": dbias, "scale": dscale, "shift": dshift}
+
+
+def _kernel_args(a: Args) -> list:
+    """The launchers' arguments after x3 (forward) or after (grad3, x3, mean, rstd) (backward, without eps)."""
+    return [a.activation == "silu" if n == "activation" else getattr(a, n) for n in a._fields[1:]]
 
 
 def register_autograd(forward_op, backward_op) -> None:
-    """Make ``forward_op`` differentiable in x, weight, bias, scale, shift through ``backward_op``."""
+    """Make ``forward_op`` (arguments :data:`PARAMS`) differentiable in its tensor arguments through
+    ``backward_op(grad, mean, rstd, *PARAMS) -> (dx, sum_dz, sum_dzx)``."""
 
     def setup(ctx, inputs, output):
-        x, ctx.num_groups, weight, bias, _, scale, shift, ctx.activation = inputs
+        a = Args(*inputs)
         _, mean, rstd = output
         ctx.mark_non_differentiable(mean, rstd)
-        ctx.save_for_backward(x, weight, bias, scale, shift, mean, rstd)
+        ctx.static = {n: v for n, v in a._asdict().items() if n not in TENSOR_ARGS}
+        ctx.save_for_backward(*(getattr(a, n) for n in TENSOR_ARGS), mean, rstd)
 
     def backward(ctx, grad, _grad_mean, _grad_rstd):
-        x, weight, bias, scale, shift, mean, rstd = ctx.saved_tensors
-        dx, sum_dz, sum_dzx = backward_op(
-            grad, x, mean, rstd, ctx.num_groups, weight, bias, scale, shift, ctx.activation
-        )
-        needs = ctx.needs_input_grad
-        dweight, dbias, dscale, dshift = param_grads(
-            sum_dz, sum_dzx, weight, bias, scale, shift, (needs[2], needs[3], needs[5], needs[6])
-        )
-        return (dx if needs[0] else None), None, dweight, dbias, None, dscale, dshift, None
+        *tensors, mean, rstd = ctx.saved_tensors
+        a = Args(**dict(zip(TENSOR_ARGS, tensors)), **ctx.static)
+        dx, sum_dz, sum_dzx = backward_op(grad, mean, rstd, *a)
+        needs = dict(zip(Args._fields, ctx.needs_input_grad))
+        grads = param_grads(sum_dz, sum_dzx, a, needs)
+        grads["x"] = dx if needs["x"] else None
+        return tuple(grads.get(n) for n in Args._fields)
 
     forward_op.register_autograd(backward, setup_context=setup)
+    from fastvdm.ops.double_backward import refuse_double_backward
+
+    refuse_double_backward(backward_op, "group_norm")
 
 
-def extension_ops(backend: str, kernels):
-    """``fastvdm::group_norm_<backend>_{forward,backward}`` custom ops (with fake and autograd) calling
-    ``kernels.group_norm_forward`` / ``kernels.group_norm_backward`` of a C++ extension (e.g.
-    ``torch.ops.fastvdm_cpu``), which take x as (B, C, S). Returns the differentiable forward op."""
+def backend_ops(backend: str, kernels, op_decorator: Optional[Callable] = None):
+    """``fastvdm::group_norm_<backend>_{forward,backward}`` ops calling ``kernels.group_norm_forward`` /
+    ``kernels.group_norm_backward`` (the launcher contract above), with autograd. ``op_decorator``:
+    ``torch.library.custom_op`` (default; a fake implementation is registered) or ``torch.library.triton_op``
+    (which traces the launchers for its fake). Returns the differentiable forward op (arguments :data:`PARAMS`,
+    returns (y, mean, rstd))."""
+    custom = op_decorator is None
+    op_decorator = op_decorator or torch.library.custom_op
 
-    @torch.library.custom_op(f"fastvdm::group_norm_{backend}_forward", mutates_args=())
-    def forward(
-        x: Tensor,
-        num_groups: int,
-        weight: Optional[Tensor],
-        bias: Optional[Tensor],
-        eps: float,
-        scale: Optional[Tensor],
-        shift: Optional[Tensor],
-        activation: Optional[str],
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        y, mean, rstd = kernels.group_norm_forward(
-            as_bcs(x), num_groups, weight, bias, eps, scale, shift, activation == "silu"
-        )
-        return y.view(x.shape), mean, rstd
+    @with_signature(PARAMS, tuple[Tensor, Tensor, Tensor])
+    def forward(*args):
+        a = Args(*args)
+        x3 = as_bcs(a.x)
+        y, mean, rstd = kernels.group_norm_forward(x3, *_kernel_args(a))
+        return y.view(a.x.shape), mean, rstd
 
-    @forward.register_fake
-    def _(x, num_groups, weight, bias, eps, scale, shift, activation):
-        stats = x.new_empty((x.shape[0], num_groups), dtype=torch.float32)
-        return torch.empty_like(x), stats, stats.clone()
+    @with_signature(_STATS + PARAMS, tuple[Tensor, Tensor, Tensor])
+    def backward(grad, mean, rstd, *args):
+        a = Args(*args)
+        x3 = as_bcs(a.x)
+        rest = [v for n, v in zip(a._fields[1:], _kernel_args(a)) if n != "eps"]
+        dx, sum_dz, sum_dzx = kernels.group_norm_backward(grad.reshape(x3.shape), x3, mean, rstd, *rest)
+        return dx.view(a.x.shape), sum_dz, sum_dzx
 
-    @torch.library.custom_op(f"fastvdm::group_norm_{backend}_backward", mutates_args=())
-    def backward(
-        grad: Tensor,
-        x: Tensor,
-        mean: Tensor,
-        rstd: Tensor,
-        num_groups: int,
-        weight: Optional[Tensor],
-        bias: Optional[Tensor],
-        scale: Optional[Tensor],
-        shift: Optional[Tensor],
-        activation: Optional[str],
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        dx, sum_dz, sum_dzx = kernels.group_norm_backward(
-            grad.reshape(as_bcs(x).shape), as_bcs(x), mean, rstd, num_groups, weight, bias, scale, shift,
-            activation == "silu",
-        )
-        return dx.view(x.shape), sum_dz, sum_dzx
+    forward_op = op_decorator(f"fastvdm::group_norm_{backend}_forward", mutates_args=())(forward)
+    backward_op = op_decorator(f"fastvdm::group_norm_{backend}_backward", mutates_args=())(backward)
+    if custom:
 
-    @backward.register_fake
-    def _(grad, x, mean, rstd, num_groups, weight, bias, scale, shift, activation):
-        sums = x.new_empty((x.shape[0], x.shape[1]), dtype=torch.float32)
-        return torch.empty_like(x), sums, sums.clone()
+        @forward_op.register_fake
+        def _(*args):
+            x, num_groups = args[0], args[1]
+            stats = x.new_empty((x.shape[0], num_groups), dtype=torch.float32)
+            return torch.empty_like(x), stats, stats.clone()
 
-    register_autograd(forward, backward)
-    return forward
+        @backward_op.register_fake
+        def _(grad, mean, rstd, *args):
+            x = args[0]
+            sums = x.new_empty((x.shape[0], x.shape[1]), dtype=torch.float32)
+            return torch.empty_like(x), sums, sums.clone()
+
+    register_autograd(forward_op, backward_op)
+    return forward_op
+
+
+def public_function(forward_op, backend: str) -> Callable:
+    """The backend's ``group_norm`` with the positional arguments of :data:`PARAMS` (what the dispatcher calls):
+    the y output of ``forward_op``."""
+
+    @with_signature(PARAMS, Tensor)
+    def group_norm(*args) -> Tensor:
+        return forward_op(*args)[0]
+
+    group_norm.__doc__ = f"act(GroupNorm(x) * (1 + scale) + shift) on the {backend} kernels (``fastvdm.ops.group_norm``)."
+    return group_norm

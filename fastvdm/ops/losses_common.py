@@ -1,7 +1,8 @@
-"""Autograd glue shared by the C++ extension backends (cpu, cuda) of ``denoising_loss`` and ``dmd_loss``.
+"""Autograd glue shared by every kernel backend (triton, cpu, cuda) of ``denoising_loss`` and ``dmd_loss``.
 
-:func:`extension_ops` wraps an extension's four kernels (``<ns>.denoising_loss_forward/backward``,
-``<ns>.dmd_loss_forward/backward``) in ``torch.library.custom_op`` s with fake implementations and autograd:
+:func:`backend_ops` wraps a backend's four launchers (``<ns>.denoising_loss_forward/backward``,
+``<ns>.dmd_loss_forward/backward``) in ``torch.library.custom_op`` s (with fakes) or, for Triton,
+``torch.library.triton_op`` s, with autograd:
 
 - ``fastvdm::denoising_loss_<backend>(pred, x0, noise, alpha, sigma, weight, target) -> loss``; backward
   ``fastvdm::denoising_loss_backward_<backend>`` -> d loss / d pred = 2 * weight_b * (pred - target) * grad / numel.
@@ -13,7 +14,7 @@ Losses are 0-dim float32 tensors; gradients are contiguous, in the input dtype.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -23,21 +24,27 @@ from fastvdm.ops import reference
 TARGETS = {"eps": 0, "x0": 1, "v": 2}
 
 
-def extension_ops(backend: str, kernels):
+def backend_ops(backend: str, kernels, op_decorator: Optional[Callable] = None):
     """Returns the differentiable ``(denoising_loss, dmd_loss_with_norm, dmd_loss)`` ops of this backend;
-    ``denoising_loss`` and ``dmd_loss`` have the public signatures, ``dmd_loss_with_norm`` is the custom op."""
+    ``denoising_loss`` and ``dmd_loss`` have the public signatures, ``dmd_loss_with_norm`` is the custom op.
+    kernels: the four launchers (``torch.ops.fastvdm_cpu``, ``torch.ops.fastvdm_cuda`` or
+    :mod:`fastvdm.kernels.losses`); ``op_decorator``: ``torch.library.custom_op`` (default; fakes are
+    registered) or ``torch.library.triton_op`` (which traces the launchers for its fakes)."""
+    custom = op_decorator is None
+    op_decorator = op_decorator or torch.library.custom_op
+    register_fake = (lambda op: op.register_fake) if custom else (lambda op: (lambda fn: fn))
 
-    @torch.library.custom_op(f"fastvdm::denoising_loss_{backend}", mutates_args=())
+    @op_decorator(f"fastvdm::denoising_loss_{backend}", mutates_args=())
     def denoising_loss(
         pred: Tensor, x0: Tensor, noise: Tensor, alpha: Tensor, sigma: Tensor, weight: Optional[Tensor], target: str
     ) -> Tensor:
         return kernels.denoising_loss_forward(pred, x0, noise, alpha, sigma, weight, TARGETS[target])
 
-    @denoising_loss.register_fake
+    @register_fake(denoising_loss)
     def _(pred, x0, noise, alpha, sigma, weight, target):
         return pred.new_empty((), dtype=torch.float32)
 
-    @torch.library.custom_op(f"fastvdm::denoising_loss_backward_{backend}", mutates_args=())
+    @op_decorator(f"fastvdm::denoising_loss_backward_{backend}", mutates_args=())
     def denoising_loss_backward(
         grad: Tensor,
         pred: Tensor,
@@ -50,7 +57,7 @@ def extension_ops(backend: str, kernels):
     ) -> Tensor:
         return kernels.denoising_loss_backward(grad, pred, x0, noise, alpha, sigma, weight, TARGETS[target])
 
-    @denoising_loss_backward.register_fake
+    @register_fake(denoising_loss_backward)
     def _(grad, pred, x0, noise, alpha, sigma, weight, target):
         return torch.empty_like(pred, memory_format=torch.contiguous_format)
 
@@ -67,23 +74,23 @@ def extension_ops(backend: str, kernels):
 
     denoising_loss.register_autograd(denoising_backward, setup_context=denoising_setup)
 
-    @torch.library.custom_op(f"fastvdm::dmd_loss_{backend}", mutates_args=())
+    @op_decorator(f"fastvdm::dmd_loss_{backend}", mutates_args=())
     def dmd_loss_with_norm(
         x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Optional[Tensor]
     ) -> tuple[Tensor, Tensor]:
         return kernels.dmd_loss_forward(x, x0_real, x0_fake, weight, reference.DMD_NORM_EPS)
 
-    @dmd_loss_with_norm.register_fake
+    @register_fake(dmd_loss_with_norm)
     def _(x, x0_real, x0_fake, weight):
         return x.new_empty((), dtype=torch.float32), x.new_empty((x.shape[0],), dtype=torch.float32)
 
-    @torch.library.custom_op(f"fastvdm::dmd_loss_backward_{backend}", mutates_args=())
+    @op_decorator(f"fastvdm::dmd_loss_backward_{backend}", mutates_args=())
     def dmd_loss_backward(
         grad: Tensor, x0_real: Tensor, x0_fake: Tensor, norm: Tensor, weight: Optional[Tensor]
     ) -> Tensor:
         return kernels.dmd_loss_backward(grad, x0_real, x0_fake, norm, weight)
 
-    @dmd_loss_backward.register_fake
+    @register_fake(dmd_loss_backward)
     def _(grad, x0_real, x0_fake, norm, weight):
         return torch.empty_like(x0_real, memory_format=torch.contiguous_format)
 

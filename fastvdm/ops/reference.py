@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fastvdm.ops import _dispatch
+from fastvdm.ops.signatures import GROUP_NORM_PARAMS, GroupNormArgs, tensor_args, with_signature
 
 # The DMD normalizer mean(|x - x0_real|) is clamped from below by this value, so a sample whose x equals
 # x0_real (normalizer 0) gets a finite, very large gradient instead of inf/NaN. 1e-6 is far below the
@@ -170,6 +171,16 @@ def dmd_loss(x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Optional[Tenso
     return 0.5 * (xc - (xc - g).detach()).square().mean()
 
 
+def conv3d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1) -> Tensor:
+    """3-D convolution (cross-correlation) with zero padding, groups 1: ``F.conv3d`` itself.
+
+    x (B, Ci, D, H, W), weight (Co, Ci, kd, kh, kw), bias (Co,) or None; stride, padding, dilation: ints or
+    3-tuples. Returns (B, Co, D', H', W'). Registered as it is (an aten op, not a custom op), so that autocast,
+    ``torch.compile`` and double backward see PyTorch's own convolution.
+    """
+    return F.conv3d(x, weight, bias, stride, padding, dilation)
+
+
 # ---------------------------------------------------------------------------------------------- registration
 # Autograd for the registered ops. Attention and group norm differentiate the definition itself (torch.func.vjp,
 # recomputing the forward); the losses write their closed-form gradient directly.
@@ -200,25 +211,17 @@ _video_attention_op.register_autograd(_attention_backward, setup_context=_attent
 
 
 @torch.library.custom_op("fastvdm::group_norm_reference", mutates_args=())
-def _group_norm_op(
-    x: Tensor,
-    num_groups: int,
-    weight: Optional[Tensor],
-    bias: Optional[Tensor],
-    eps: float,
-    scale: Optional[Tensor],
-    shift: Optional[Tensor],
-    activation: Optional[str],
-) -> Tensor:
-    return group_norm(x, num_groups, weight, bias, eps, scale, shift, activation)
+@with_signature(GROUP_NORM_PARAMS, Tensor)
+def _group_norm_op(*args) -> Tensor:
+    return group_norm(*args)
 
 
 @_group_norm_op.register_fake
-def _(x, num_groups, weight, bias, eps, scale, shift, activation):
+def _(x, *args):
     return torch.empty_like(x)
 
 
-_GN_TENSORS = (0, 2, 3, 5, 6)  # positions of x, weight, bias, scale, shift
+_GN_TENSORS = tuple(GroupNormArgs._fields.index(n) for n in tensor_args(GROUP_NORM_PARAMS))  # x, weight, ...
 
 
 def _group_norm_setup(ctx, inputs, output):
@@ -307,3 +310,4 @@ _dispatch.register("video_attention", "reference", _video_attention_op, auto=_AL
 _dispatch.register("group_norm", "reference", _group_norm_op, auto=_ALL_DEVICES)
 _dispatch.register("denoising_loss", "reference", _denoising_loss_op, auto=_ALL_DEVICES)
 _dispatch.register("dmd_loss", "reference", _dmd_loss_op, auto=_ALL_DEVICES)
+_dispatch.register("conv3d", "reference", conv3d, auto=_ALL_DEVICES)

@@ -8,8 +8,10 @@ File ``OUT/checkpoints/step_00001234.safetensors`` holds tensors
     rng/<rank>/torch, rng/<rank>/cuda<i>   each rank's torch generator states
 
 and the metadata entry ``meta`` (JSON): format, step, run config, model configs, optimizer param_groups and
-non-tensor state, each rank's Python and NumPy RNG states. A crash can leave at most a ``.tmp`` file, never a
-truncated checkpoint; :func:`latest_checkpoint` ignores temp files.
+non-tensor state, each rank's Python and NumPy RNG states. A crash can leave at most a temp file
+``step_XXXXXXXX.safetensors.tmp-<pid>``, never a truncated checkpoint; :func:`latest_checkpoint` ignores temp
+files, and :func:`sweep_stale_temps` (run by the training loop at start and after every save) removes those
+whose process is gone.
 """
 
 from __future__ import annotations
@@ -21,12 +23,54 @@ from typing import Optional
 
 import torch
 
+from fastvdm.errors import UserError
+
 FORMAT = "fastvdm-train-1"
 _NAME = re.compile(r"^step_(\d{8})\.safetensors$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint file is missing, corrupt or does not match the models being loaded; the message says which."""
+
+
+_TEMP = re.compile(r"^.+\.tmp-(\d+)$")
+
+
+def stale_temps(out_dir: str) -> list[str]:
+    """Temp files of fastvdm's atomic writes (``NAME.tmp-<pid>``) in run folder ``out_dir`` and its
+    ``checkpoints/`` whose writing process is gone (a SIGKILL during a save)."""
+    from fastvdm.outdir import pid_alive
+
+    found = []
+    for d in (out_dir, checkpoint_dir(out_dir)):
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in names:
+            m = _TEMP.match(n)
+            p = os.path.join(d, n)
+            if m and os.path.isfile(p) and not pid_alive(int(m.group(1))):
+                found.append(p)
+    return sorted(found)
+
+
+def sweep_stale_temps(out_dir: str, quiet: bool = False) -> list[str]:
+    """Remove :func:`stale_temps` of ``out_dir`` (a note on stderr for each); returns the removed paths."""
+    import sys
+
+    removed = []
+    for p in stale_temps(out_dir):
+        try:
+            size = os.path.getsize(p)
+            os.remove(p)
+        except OSError:
+            continue
+        removed.append(p)
+        if not quiet:
+            print(f"fastvdm: note: removed {p} ({size / 2 ** 20:.1f} MiB), left by an interrupted save",
+                  file=sys.stderr)
+    return removed
 
 
 def checkpoint_dir(out_dir: str) -> str:
@@ -58,8 +102,15 @@ def atomic_save(tensors: dict, meta: dict, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={"format": FORMAT, "meta": json.dumps(meta)})
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+                      metadata={"format": FORMAT, "meta": json.dumps(meta)})
+        except Exception as e:  # safetensors reports I/O errors (a full disk) as SafetensorError
+            m = re.search(r"os error (\d+)", str(e))
+            if m is None:
+                raise
+            code = int(m.group(1))
+            raise OSError(code, os.strerror(code), tmp) from None
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -70,12 +121,18 @@ def atomic_save(tensors: dict, meta: dict, path: str) -> None:
 
 
 def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file ``path.tmp-<pid>`` (fsynced, renamed; removed on error)."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def read_checkpoint(path: str) -> tuple[dict, dict]:
@@ -180,5 +237,16 @@ def load_model(path: str, name: Optional[str] = None, ema: bool = True, device="
     sd = prefixed(tensors, f"ema/{name}") if ema else {}
     if not sd:
         sd = prefixed(tensors, f"model/{name}")
+    check_finite_weights(sd, f"checkpoint {path} model {name!r}")
     load_state_dict_checked(model, sd, f"checkpoint {path} model {name!r}")
     return model.to(device).eval(), meta
+
+
+def check_finite_weights(sd: dict, what: str) -> None:
+    """CheckpointError naming the first tensors of ``sd`` that hold NaN or infinity (a diverged or damaged
+    model would write black or NaN frames)."""
+    bad = [k for k, v in sd.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{what}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[0]!r}); the "
+                              "file is damaged or the training diverged: use an earlier checkpoint")

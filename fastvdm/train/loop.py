@@ -10,9 +10,12 @@ See :mod:`fastvdm.train` for the usage contract. The pieces:
   (seed, step), so that resuming needs no data-loader state.
 
 Data parallelism: under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs the same step on its shard of the
-global batch and ``backward_step`` all-reduces (averages) the gradients of the optimizer's parameters before
-clipping and stepping, which is what DistributedDataParallel computes, but works for any number of models,
-optimizers and backward passes per step (GAN and DMD stages). Backend gloo on CPU, nccl on GPU.
+global batch. A step function that calls its network through ``ctx.model(name)`` gets it wrapped in
+``torch.nn.parallel.DistributedDataParallel``: its gradients are averaged over the ranks in buckets while the
+backward pass runs (overlapping communication with compute). ``backward_step`` averages, by one all-reduce,
+only the gradients DDP did not already reduce (models used directly, e.g. by the GAN and DMD stages, whose
+several forwards and backwards per step DDP's one-forward-one-backward contract does not fit), then clips and
+steps. Backend gloo on CPU, nccl on GPU.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from fastvdm.errors import UserError
 from fastvdm.train import checkpoint as ckpt
 
 
@@ -65,7 +69,8 @@ class RunConfig:
     steps (and at the end); keep_last: checkpoints kept (0 = all); grad_clip: max global grad norm per
     optimizer (0 = off); warmup_steps: linear LR warmup; lr_schedule: "constant" after the warmup, or "cosine"
     (from the base LR at the end of the warmup down to min_lr_ratio x base LR at ``steps``); amp: bf16 autocast on CUDA; print_every: terminal
-    line every N steps (0 = never); config: extra JSON saved in config.json and every checkpoint."""
+    line every N steps (0 = never); config: extra JSON saved in config.json and every checkpoint; resume_keys:
+    entries of ``config`` a resumed run must not change (refused unless ``allow_config_change``)."""
 
     out_dir: str
     steps: int
@@ -79,6 +84,9 @@ class RunConfig:
     amp: bool = True
     print_every: int = 10
     config: dict = field(default_factory=dict)
+    resume_keys: tuple = ("stage", "preset", "frames", "size", "data", "clips", "batch", "teacher", "init",
+                          "p_uncond")
+    allow_config_change: bool = False
 
 
 def lr_factor(run: "RunConfig", step: int) -> float:
@@ -104,6 +112,7 @@ class TrainState:
         self.ema_decay: dict[str, float] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.step = 0
+        self.ddp: dict[str, torch.nn.Module] = {}  # DistributedDataParallel wrappers (not checkpointed)
 
     def add_model(self, name: str, model: torch.nn.Module, ema_decay: Optional[float] = None,
                   config: Optional[dict] = None) -> torch.nn.Module:
@@ -189,14 +198,33 @@ class StepContext:
     state, step (0-based index of this step), rank, world_size, device, amp (bf16 autocast on), run.
     ``generator(sample_id)``: a CPU torch.Generator seeded by (run seed, step, sample_id): draw each sample's
     noise/timestep from it and the randomness of a global batch does not depend on how it is split over ranks.
-    ``backward_step(opt_name, loss)``: backward, gradient all-reduce (mean over ranks), clip, warmup LR,
-    optimizer step, zero grads; returns the pre-clip gradient norm (float).
+    ``model(name)``: the model to call (under DDP its DistributedDataParallel wrapper).
+    ``backward_step(opt_name, loss)``: backward, gradient averaging over ranks (by DDP during the backward for
+    models called through ``model(name)``, else one all-reduce), clip, warmup LR, optimizer step, zero grads;
+    returns the pre-clip gradient norm (float).
     """
 
     def __init__(self, run: RunConfig, state: TrainState, step: int, rank: int, world_size: int,
                  device: torch.device, amp: bool):
         self.run, self.state, self.step, self.rank, self.world_size = run, state, step, rank, world_size
         self.device, self.amp = device, amp
+        self._ddp_params: set[int] = set()  # parameters whose gradients DDP reduces in this step
+
+    def model(self, name: str) -> torch.nn.Module:
+        """Model ``name`` for one forward and one backward in this step: under DDP (WORLD_SIZE > 1) its
+        ``DistributedDataParallel`` wrapper, created on first use (bucketed gradient all-reduce overlapped with
+        the backward; buffers are not re-broadcast: ranks start from rank 0's), else the model itself."""
+        m = self.state.models[name]
+        if not _distributed() or not any(p.requires_grad for p in m.parameters()):
+            return m
+        wrapped = self.state.ddp.get(name)
+        if wrapped is None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = self.state.ddp[name] = DistributedDataParallel(m, device_ids=ids, broadcast_buffers=False)
+        self._ddp_params.update(id(p) for p in m.parameters())
+        return wrapped
 
     def generator(self, sample_id: int) -> torch.Generator:
         return torch.Generator().manual_seed(_sample_seed(self.run.seed, self.step, int(sample_id)))
@@ -205,13 +233,14 @@ class StepContext:
         opt = self.state.optimizers[opt_name]
         params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
         loss.backward(retain_graph=retain_graph)
-        if _distributed():
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        manual = [p for p in params if id(p) not in self._ddp_params]  # DDP averaged the others already
+        if _distributed() and manual:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in manual]
             flat = torch.cat([g.reshape(-1).float() for g in grads])
             dist.all_reduce(flat)
             flat /= self.world_size
             off = 0
-            for p, g in zip(params, grads):
+            for p, g in zip(manual, grads):
                 n = g.numel()
                 p.grad = flat[off:off + n].view_as(p).to(p.dtype)
                 off += n
@@ -315,6 +344,7 @@ def save_checkpoint(run: RunConfig, state: TrainState, rank: int = 0) -> Optiona
         if run.keep_last > 0:
             for _, old in ckpt.list_checkpoints(run.out_dir)[:-run.keep_last]:
                 os.remove(old)
+        ckpt.sweep_stale_temps(run.out_dir)  # temp files of killed saves count against no --keep: remove them
     if _distributed():
         dist.barrier()
     return path
@@ -322,6 +352,19 @@ def save_checkpoint(run: RunConfig, state: TrainState, rank: int = 0) -> Optiona
 
 def _run_json(run: RunConfig) -> dict:
     return json.loads(json.dumps(asdict(run), default=str))
+
+
+def check_resume_config(run: RunConfig, saved: dict, where: str) -> None:
+    """Refuse to resume a run whose checkpoint was trained with other values of ``run.resume_keys`` (clip
+    frames, size, preset, data, ...: continuing would silently mix them), unless ``run.allow_config_change``."""
+    if run.allow_config_change:
+        return
+    changed = [(k, saved[k], run.config[k]) for k in run.resume_keys
+               if k in saved and k in run.config and saved[k] != run.config[k]]
+    if changed:
+        what = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changed)
+        raise UserError(f"{run.out_dir}: resuming {where} with a different config ({what}); give another --out, "
+                        "the original values, or --allow-config-change to continue anyway")
 
 
 def _trim_log(path: str, step: int) -> None:
@@ -353,9 +396,12 @@ def train(run: RunConfig, state: TrainState, step_fn: Callable[[StepContext, Any
     amp = bool(run.amp) and device.type == "cuda"
     os.makedirs(run.out_dir, exist_ok=True)
     log_path = os.path.join(run.out_dir, "log.jsonl")
+    if rank == 0:
+        ckpt.sweep_stale_temps(run.out_dir)
     latest = ckpt.latest_checkpoint(run.out_dir) if resume else None
     if latest is not None:
         tensors, meta = ckpt.read_checkpoint(latest)
+        check_resume_config(run, meta.get("run", {}).get("config", {}), latest)
         state.load(tensors, meta, latest)
         _set_rng(tensors, meta.get("rng", []), rank)
         if rank == 0:

@@ -15,34 +15,20 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import Tensor
 
 from fastvdm.ops import _dispatch, extensions
-from fastvdm.ops.group_norm_common import extension_ops
+from fastvdm.ops.group_norm_common import backend_ops, public_function
 
 extensions.cpu_extension()  # registers torch.ops.fastvdm_cpu.group_norm_{forward,backward}
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-_forward = extension_ops("cpu", torch.ops.fastvdm_cpu)
+_forward = backend_ops("cpu", torch.ops.fastvdm_cpu)
+group_norm = public_function(_forward, "cpu")
 
 
-def group_norm(
-    x: Tensor,
-    num_groups: int,
-    weight: Optional[Tensor],
-    bias: Optional[Tensor],
-    eps: float,
-    scale: Optional[Tensor],
-    shift: Optional[Tensor],
-    activation: Optional[str],
-) -> Tensor:
-    """act(GroupNorm(x) * (1 + scale) + shift) on the CPU kernels; the signature of ``fastvdm.ops.group_norm``."""
-    return _forward(x, num_groups, weight, bias, eps, scale, shift, activation)[0]
-
-
-def supports(x, num_groups, weight, bias, eps, scale, shift, activation) -> Optional[str]:
+def supports(x, num_groups, *_) -> Optional[str]:
     if x.device.type != "cpu":
         return f"the cpu backend runs on CPU tensors, got a tensor on {x.device}"
     if x.dtype not in _DTYPES:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from fastvdm.ops import _dispatch
-from fastvdm.ops.losses_common import extension_ops
+from fastvdm.ops.losses_common import backend_ops
 from fastvdm.ops.extensions import cpu_extension
 
 cpu_extension()  # registers torch.ops.fastvdm_cpu.*
@@ -33,7 +33,7 @@ _C = torch.ops.fastvdm_cpu
 DTYPES = (torch.float32, torch.bfloat16)
 
 
-denoising_loss, dmd_loss_with_norm, dmd_loss = extension_ops("cpu", _C)
+denoising_loss, dmd_loss_with_norm, dmd_loss = backend_ops("cpu", _C)
 
 
 # ---------------------------------------------------------------------------------------------- registration

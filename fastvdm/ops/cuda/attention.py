@@ -27,12 +27,12 @@ from torch import Tensor
 
 import fastvdm._C_cuda  # noqa: F401  (registers torch.ops.fastvdm_cuda.attention_{forward,backward})
 from fastvdm.ops import _dispatch
-from fastvdm.ops.attention_common import extension_ops
+from fastvdm.ops.attention_common import backend_ops
 
 MAX_HEAD_DIM = 128
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-_attention_fwd, video_attention = extension_ops("cuda", torch.ops.fastvdm_cuda)
+_attention_fwd, video_attention = backend_ops("cuda", torch.ops.fastvdm_cuda)
 
 
 def supports(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: Optional[float] = None) -> Optional[str]:

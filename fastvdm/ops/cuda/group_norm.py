@@ -18,34 +18,20 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import Tensor
 
 import fastvdm._C_cuda  # noqa: F401  (registers torch.ops.fastvdm_cuda.group_norm_{forward,backward})
 from fastvdm.ops import _dispatch
-from fastvdm.ops.group_norm_common import extension_ops
+from fastvdm.ops.group_norm_common import backend_ops, public_function
 
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_CHANNELS_PER_GROUP = 3072  # per-channel coefficients live in shared memory (csrc/cuda/group_norm_launch.h)
 
 
-_forward = extension_ops("cuda", torch.ops.fastvdm_cuda)
+_forward = backend_ops("cuda", torch.ops.fastvdm_cuda)
+group_norm = public_function(_forward, "cuda")
 
 
-def group_norm(
-    x: Tensor,
-    num_groups: int,
-    weight: Optional[Tensor],
-    bias: Optional[Tensor],
-    eps: float,
-    scale: Optional[Tensor],
-    shift: Optional[Tensor],
-    activation: Optional[str],
-) -> Tensor:
-    """act(GroupNorm(x) * (1 + scale) + shift) on the CUDA kernels; the signature of ``fastvdm.ops.group_norm``."""
-    return _forward(x, num_groups, weight, bias, eps, scale, shift, activation)[0]
-
-
-def supports(x, num_groups, weight, bias, eps, scale, shift, activation) -> Optional[str]:
+def supports(x, num_groups, *_) -> Optional[str]:
     if x.device.type != "cuda":
         return f"the cuda backend runs on CUDA tensors, got a tensor on {x.device}"
     if x.dtype not in _DTYPES:

@@ -27,14 +27,14 @@ from torch import Tensor
 
 import fastvdm._C_cuda  # noqa: F401  (registers torch.ops.fastvdm_cuda.*)
 from fastvdm.ops import _dispatch
-from fastvdm.ops.losses_common import extension_ops
+from fastvdm.ops.losses_common import backend_ops
 
 _C = torch.ops.fastvdm_cuda
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-denoising_loss, dmd_loss_with_norm, dmd_loss = extension_ops("cuda", _C)
+denoising_loss, dmd_loss_with_norm, dmd_loss = backend_ops("cuda", _C)
 
 
 # ---------------------------------------------------------------------------------------------- registration
