@@ -9,7 +9,8 @@ them into two standard normals, all with ordinary tensor ops on the target devic
 
 - the samples are the same on the CPU and on a GPU for a seed (up to the last float32 bits of log/cos/sin),
 - sample b's noise does not depend on the batch it is in (seed it the same and it draws the same),
-- nothing synchronizes with the host, and ``torch.compile`` traces it.
+- nothing synchronizes with the host, and ``torch.compile`` traces it (pass a (B,) int64 seed tensor instead of
+  a generator inside a compiled function: generators are host objects).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-GeneratorArg = Union[None, torch.Generator, Sequence[torch.Generator]]
+GeneratorArg = Union[None, torch.Generator, Sequence[torch.Generator], Tensor]
 
 _M32 = 0xFFFFFFFF
 
@@ -49,7 +50,12 @@ def _hash(counter: Tensor, k0: Tensor, k1: Tensor) -> Tensor:
 
 def seeds_from(generator: GeneratorArg, batch: int, device: torch.device) -> Tensor:
     """(batch,) int64 seeds in [0, 2^63) on ``device``, drawn from ``generator`` (advancing it), or one from each
-    generator of a list of ``batch`` generators, or from the global generator when None."""
+    generator of a list of ``batch`` generators, or from the global generator when None; a (batch,) int64
+    tensor is taken as the seeds themselves (the form a ``torch.compile``-d sampling step takes)."""
+    if isinstance(generator, Tensor):
+        if generator.dtype != torch.int64 or generator.shape != (batch,):
+            raise ValueError(f"seeds must be a ({batch},) int64 tensor, got {generator.dtype} {tuple(generator.shape)}")
+        return generator.to(device)
     if isinstance(generator, (list, tuple)):
         if len(generator) != batch:
             raise ValueError(f"got {len(generator)} generators for a batch of {batch}: pass one per sample")

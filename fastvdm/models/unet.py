@@ -374,6 +374,8 @@ class VideoUNet(PretrainedMixin, nn.Module):
         its mask (B, 1, T, H, W) and the input-frame flag (B, 1, T, 1, 1) bool. Memoized by :class:`_RenderCache`:
         a sampler or a distillation step evaluates several networks on one condition, and the fill costs ~7% of
         a tiny-preset forward."""
+        if torch.compiler.is_compiling():  # a traced graph recomputes it (the memo's identity checks are host logic)
+            return self._compute_render(cond, like)
         key = (self.config.fill_holes, self.config.fill_smooth_iters, like.dtype, like.device)
         tensors = tuple(cond[k] for k in ("cond_rgb", "cond_mask", "is_input", "input_frames"))
         hit = _render_cache.get(key, tensors)
