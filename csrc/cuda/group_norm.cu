@@ -48,8 +48,9 @@ __global__ void gn_stats_kernel(const T* __restrict__ x, GroupNormPlan plan, dou
   int64_t begin, end;
   group_chunk_range(plan, sp, &begin, &end);
   float s1 = 0.f, s2 = 0.f;
-  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
-    const float v = to_f32(xg[group_elem_offset(plan, e)]) - k;
+  GroupWalk w(plan, begin + threadIdx.x, blockDim.x);
+  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x, w.advance()) {
+    const float v = to_f32(xg[w.offset()]) - k;
     s1 += v;
     s2 = fmaf(v, v, s2);
   }
@@ -103,9 +104,10 @@ __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, floa
   group_chunk_range(plan, sp, &begin, &end);
   const T* xg = x + xoff;
   T* yg = y + xoff;
-  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
-    const int64_t off = group_elem_offset(plan, e);
-    const int64_t c = group_elem_channel(plan, e);
+  GroupWalk w(plan, begin + threadIdx.x, blockDim.x);
+  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x, w.advance()) {
+    const int64_t off = w.offset();
+    const int64_t c = w.channel();
     float z = fmaf(coef[c], to_f32(xg[off]), coef[plan.Cg + c]);
     if (silu) z = z * sigmoid(z);
     yg[off] = from_f32<T>(z);
@@ -128,10 +130,11 @@ __global__ void __launch_bounds__(kGroupNormFusedThreads)
   const float k = to_f32(xg[0]);
   float v[kGroupNormFusedItems];
   float s1 = 0.f, s2 = 0.f;
+  GroupWalk w(plan, threadIdx.x, blockDim.x);
 #pragma unroll
-  for (int i = 0; i < kGroupNormFusedItems; ++i) {
+  for (int i = 0; i < kGroupNormFusedItems; ++i, w.advance()) {
     const int64_t e = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
-    v[i] = e < plan.N ? to_f32(xg[group_elem_offset(plan, e)]) : 0.f;
+    v[i] = e < plan.N ? to_f32(xg[w.offset()]) : 0.f;
     const float d = e < plan.N ? v[i] - k : 0.f;
     s1 += d;
     s2 = fmaf(d, d, s2);
@@ -154,14 +157,15 @@ __global__ void __launch_bounds__(kGroupNormFusedThreads)
     coef[plan.Cg + c] = b - A * mean;
   }
   __syncthreads();
+  GroupWalk wy(plan, threadIdx.x, blockDim.x);
 #pragma unroll
-  for (int i = 0; i < kGroupNormFusedItems; ++i) {
+  for (int i = 0; i < kGroupNormFusedItems; ++i, wy.advance()) {
     const int64_t e = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
     if (e < plan.N) {
-      const int64_t c = group_elem_channel(plan, e);
+      const int64_t c = wy.channel();
       float z = fmaf(coef[c], v[i], coef[plan.Cg + c]);
       if (silu) z = z * sigmoid(z);
-      yg[group_elem_offset(plan, e)] = from_f32<T>(z);
+      yg[wy.offset()] = from_f32<T>(z);
     }
   }
 }
@@ -201,9 +205,10 @@ __global__ void gn_bwd_sums_kernel(const T* __restrict__ dy, const T* __restrict
   group_chunk_range(plan, sp, &begin, &end);
   int64_t cur = -1;
   float acc1 = 0.f, acc2 = 0.f;
-  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
-    const int64_t off = group_elem_offset(plan, e);
-    const int64_t c = group_elem_channel(plan, e);
+  GroupWalk w(plan, begin + threadIdx.x, blockDim.x);
+  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x, w.advance()) {
+    const int64_t off = w.offset();
+    const int64_t c = w.channel();
     if (c != cur) {
       if (cur >= 0) {
         atomicAdd(&s1[cur], acc1);
@@ -269,9 +274,10 @@ __global__ void gn_bwd_dx_kernel(const T* __restrict__ dy, const T* __restrict__
   T* dxg = dx + xoff;
   int64_t begin, end;
   group_chunk_range(plan, sp, &begin, &end);
-  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
-    const int64_t off = group_elem_offset(plan, e);
-    const int64_t c = group_elem_channel(plan, e);
+  GroupWalk w(plan, begin + threadIdx.x, blockDim.x);
+  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x, w.advance()) {
+    const int64_t off = w.offset();
+    const int64_t c = w.channel();
     const float xhat = (to_f32(xg[off]) - m) * r;
     const float dz = grad_z(to_f32(dyg[off]), xhat, sa[c], sb[c], silu);
     dxg[off] = from_f32<T>(r * (sa[c] * dz - fm1 - xhat * fm2));
