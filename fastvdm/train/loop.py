@@ -266,11 +266,13 @@ class DatasetBatches:
     ``StepContext.generator``). batch_size: the global batch, divisible by the world size.
     """
 
-    def __init__(self, dataset, batch_size: int, seed: int = 0):
+    def __init__(self, dataset, batch_size: int, seed: int = 0, workers: int = 0):
         if len(dataset) < 1:
             raise ValueError("DatasetBatches: empty dataset")
         self.dataset, self.batch_size, self.seed = dataset, int(batch_size), int(seed)
+        self.workers = int(workers)
         self._perm: dict[int, np.ndarray] = {}
+        self._loader = None  # (iterator, next step, rank, world) when workers > 0
 
     def _index(self, pos: int) -> int:
         n = len(self.dataset)
@@ -279,16 +281,64 @@ class DatasetBatches:
             self._perm = {epoch: np.random.default_rng([self.seed, epoch]).permutation(n)}
         return int(self._perm[epoch][pos % n])
 
-    def __call__(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
+    def _positions(self, step: int, rank: int, world_size: int) -> list[tuple[int, int]]:
+        """(dataset index, sample_id) of this rank's items of ``step``."""
         if self.batch_size % world_size:
             raise ValueError(f"batch size {self.batch_size} is not divisible by the world size {world_size}")
         local = self.batch_size // world_size
-        items = []
-        for j in range(rank * local, (rank + 1) * local):
-            item = dict(self.dataset[self._index(step * self.batch_size + j)])
-            item["sample_id"] = step * self.batch_size + j
-            items.append(item)
-        return torch.utils.data.default_collate(items)
+        return [(self._index(step * self.batch_size + j), step * self.batch_size + j)
+                for j in range(rank * local, (rank + 1) * local)]
+
+    def __call__(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
+        if self.workers > 0:
+            return self._from_workers(step, rank, world_size)
+        return _collate([_Items(self.dataset)[p] for p in self._positions(step, rank, world_size)])
+
+    def _from_workers(self, step: int, rank: int, world_size: int) -> dict:
+        """The same batch, loaded ahead by ``workers`` DataLoader processes (they read a memory-mapped cache
+        without copying it); consecutive steps stream, any other step restarts the stream there."""
+        if self._loader is None or self._loader[1:] != (step, rank, world_size):
+            steps = _StepPositions(self, step, rank, world_size)
+            loader = torch.utils.data.DataLoader(_Items(self.dataset), batch_sampler=steps, num_workers=self.workers,
+                                                 collate_fn=_collate, prefetch_factor=2)
+            self._loader = (iter(loader), step, rank, world_size)
+        it = self._loader[0]
+        batch = next(it)
+        self._loader = (it, step + 1, rank, world_size)
+        return batch
+
+
+class _Items(torch.utils.data.Dataset):
+    """dataset[(index, sample_id)] -> the item with its "sample_id"."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, pos: tuple[int, int]) -> dict:
+        item = dict(self.dataset[pos[0]])
+        item["sample_id"] = pos[1]
+        return item
+
+
+def _collate(items: list) -> dict:
+    return torch.utils.data.default_collate(items)
+
+
+class _StepPositions(torch.utils.data.Sampler):
+    """Batch sampler: this rank's (index, sample_id) lists of steps start, start + 1, ... (unbounded)."""
+
+    def __init__(self, batches: "DatasetBatches", start: int, rank: int, world_size: int):
+        self.batches, self.start, self.rank, self.world = batches, start, rank, world_size
+        self.batches._positions(start, rank, world_size)  # validate now, not in a worker
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            yield self.batches._positions(step, self.rank, self.world)
+            step += 1
 
 
 # ------------------------------------------------------------------------------------------- RNG state
