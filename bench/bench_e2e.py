@@ -33,7 +33,8 @@ from bench.timing import format_table, machine_name, median_seconds  # noqa: E40
 from fastvdm.data.dataset import ClipDataset  # noqa: E402
 from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule  # noqa: E402
 from fastvdm.distill import KLConfig, KLStage  # noqa: E402
-from fastvdm.models import Discriminator, VideoUNet, VideoUNetConfig, make_cond  # noqa: E402
+from fastvdm.diffusion.denoisers import preset_denoiser  # noqa: E402
+from fastvdm.models import Discriminator, make_cond  # noqa: E402
 
 COLUMNS = ["preset", "clip", "what", "backend", "seconds", "peak MB", "speedup vs reference"]
 
@@ -41,7 +42,7 @@ COLUMNS = ["preset", "clip", "what", "backend", "seconds", "peak MB", "speedup v
 def build(preset: str, batch: int, frames: int, size: int, device: str):
     """Seeded teacher/student/fake/discriminator and one held-out batch (x0, cond) on ``device``."""
     torch.manual_seed(0)
-    teacher = VideoUNet(VideoUNetConfig.preset(preset)).to(device).eval().requires_grad_(False)
+    teacher = preset_denoiser(preset).to(device).eval().requires_grad_(False)
     student, fake = copy.deepcopy(teacher).train().requires_grad_(True), copy.deepcopy(teacher).train().requires_grad_(True)
     disc = Discriminator(teacher).to(device)
     data = ClipDataset("test", num_frames=frames, size=size, num_clips=batch)

@@ -11,7 +11,16 @@ novel views. Per clip, over its target frames (images in [-1, 1], data range 2):
 - ``psnr_masked`` over the pixels the render missed (cond_mask = 0) (pooled MSE over those pixels)
 - ``ssim``        mean over frames of SSIM (metrics.ssim: Gaussian window, 5-pixel border excluded)
 - ``ssim_masked`` mean of the SSIM map over the missed pixels
-then the mean over clips (clips without missed pixels are left out of the masked means). ``sec_per_clip`` is
+then the mean over clips (clips without missed pixels are left out of the masked means); and, pooled over all
+clips, the distribution metrics of :mod:`fastvdm.metrics` on the hole pixels of the target frames:
+
+- ``swd``         patch sliced Wasserstein distance (Laplacian pyramid, 3 levels, 7x7 patches, <= 64 per frame and
+                  level, 128 projections, seed 0) between generated and real hole content (``swd_levels`` per level)
+- ``hf_ratio``    high-frequency energy (finest Laplacian level) in the holes, generated / real
+- ``temporal_mse`` mean squared difference between consecutive frames warped by the ground-truth geometry (depth,
+                  poses), over the holes of the later frame (clips with ``depth`` only); ``temporal_mse_real`` is
+                  the same for the real frames (the warp's own floor)
+``sec_per_clip`` is
 the wall time of the method divided by the clips; ``nfe_per_clip`` the network evaluations a clip needs (a
 batched evaluation counts once per clip).
 """
@@ -74,9 +83,34 @@ def _paste(pred: Tensor, frames: Tensor, is_input: Tensor) -> Tensor:
     return torch.where(is_input.bool()[:, None, :, None, None], frames, pred)
 
 
+def _target_frames(x: Tensor, is_input: Tensor) -> Tensor:
+    """(N, C, H, W): the non-input frames of a batch (B, C, T, H, W)."""
+    return x.transpose(1, 2)[~is_input.bool()]
+
+
+def _distribution(real: list, fake: list, holes: list, tc: tuple, tc_real: tuple) -> dict:
+    from fastvdm.metrics import hf_energy_ratio, patch_swd
+
+    r, f, m = torch.cat(real), torch.cat(fake), torch.cat(holes)
+    swd = patch_swd(r, f, m)
+    return {"swd": swd["swd"], "swd_levels": swd["swd_levels"], "hf_ratio": hf_energy_ratio(r, f, m),
+            "temporal_mse": tc[0] / tc[1] if tc[1] > 0 else float("nan"),
+            "temporal_mse_real": tc_real[0] / tc_real[1] if tc_real[1] > 0 else float("nan")}
+
+
+def _temporal(pred: Tensor, batch: dict, b: int) -> tuple[float, float]:
+    from fastvdm.metrics import temporal_error
+
+    if "depth" not in batch:
+        return 0.0, 0.0
+    holes = 1 - batch["cond_mask"][b].transpose(0, 1).double()  # (T, 1, H, W)
+    return temporal_error(pred[b].transpose(0, 1), batch["depth"][b], batch["c2w"][b], batch["intrinsics"][b], holes)
+
+
 def evaluate(dataset, methods: dict[str, Callable[[dict], tuple[Tensor, int]]], clips: Optional[int] = None,
-             batch_size: int = 8, progress: bool = False) -> dict:
-    """Run every method over the first ``clips`` items of ``dataset``; returns {method: mean scores}.
+             batch_size: int = 8, progress: bool = False, distribution: bool = True) -> dict:
+    """Run every method over the first ``clips`` items of ``dataset``; returns {method: mean scores}
+    (with ``distribution``, also the pooled distribution metrics of the module docstring).
 
     methods: name -> fn(batch) -> (pred (B, 3, T, H, W) in [-1, 1], network evaluations per clip), where batch
     is a collated dataset batch. Input frames are pasted into every prediction before scoring.
@@ -89,8 +123,18 @@ def evaluate(dataset, methods: dict[str, Callable[[dict], tuple[Tensor, int]]], 
     per: dict[str, list] = {m: [] for m in methods}
     secs = {m: 0.0 for m in methods}
     nfe = {m: 0 for m in methods}
+    fakes: dict[str, list] = {m: [] for m in methods}
+    tcs = {m: [0.0, 0.0] for m in methods}
+    reals, holes, tc_real = [], [], [0.0, 0.0]
     for start in tqdm(range(0, n, batch_size), desc="eval", disable=not progress):
         batch = torch.utils.data.default_collate([dataset[i] for i in range(start, min(start + batch_size, n))])
+        if distribution:
+            reals.append(_target_frames(batch["frames"], batch["is_input"]).double())
+            holes.append(1 - _target_frames(batch["cond_mask"], batch["is_input"]).double())
+            for b in range(batch["frames"].shape[0]):
+                e, k = _temporal(batch["frames"], batch, b)
+                tc_real[0] += e
+                tc_real[1] += k
         for name, fn in methods.items():
             t0 = time.perf_counter()
             pred, k = fn(batch)
@@ -99,19 +143,27 @@ def evaluate(dataset, methods: dict[str, Callable[[dict], tuple[Tensor, int]]], 
             pred = _paste(pred.float().cpu().clamp(-1, 1), batch["frames"], batch["is_input"])
             for b in range(pred.shape[0]):
                 per[name].append(clip_scores(pred[b], batch["frames"][b], batch["cond_mask"][b], batch["is_input"][b]))
+                if distribution:
+                    e, k = _temporal(pred, batch, b)
+                    tcs[name][0] += e
+                    tcs[name][1] += k
+            if distribution:
+                fakes[name].append(_target_frames(pred, batch["is_input"]).double())
     result = {}
     for name, rows in per.items():
         agg = {k: float(np.nanmean([r[k] for r in rows])) for k in ("psnr", "psnr_masked", "ssim", "ssim_masked",
                                                                       "hole_fraction")}
         agg.update(sec_per_clip=secs[name] / n, nfe_per_clip=nfe[name], clips=n)
+        if distribution:
+            agg.update(_distribution(reals, fakes[name], holes, tcs[name], tc_real))
         result[name] = agg
     return result
 
 
 def harmonic_fill(cond_rgb: Tensor, cond_mask: Tensor, smooth_iters: int = 5) -> Tensor:
     """The render with its holes filled by the multigrid harmonic fill the tiny/base VideoUNet presets start from
-    (:func:`fastvdm.models.unet.pull_push_fill`): the model's own classical prior, to show what the network adds."""
-    from fastvdm.models.unet import pull_push_fill
+    (:func:`fastvdm.diffusion.hole_fill.pull_push_fill`): the model's own classical prior, to show what the network adds."""
+    from fastvdm.diffusion.hole_fill import pull_push_fill
 
     mask = cond_mask.float()
     return pull_push_fill(cond_rgb.float() * mask, mask, smooth_iters)
@@ -148,6 +200,9 @@ def format_table(result: dict) -> str:
     cols = [("psnr", "PSNR", "{:.2f}"), ("psnr_masked", "PSNR(holes)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"),
             ("ssim_masked", "SSIM(holes)", "{:.4f}"), ("sec_per_clip", "s/clip", "{:.3f}"),
             ("nfe_per_clip", "NFE/clip", "{}")]
+    if all("swd" in r for r in result.values()):
+        cols[4:4] = [("swd", "SWD(holes)", "{:.4f}"), ("hf_ratio", "HF ratio", "{:.3f}"),
+                     ("temporal_mse", "TC MSE", "{:.5f}")]
     w = max(len(k) for k in result) + 2
     lines = ["method".ljust(w) + "".join(h.rjust(13) for _, h, _ in cols)]
     for name, r in result.items():
@@ -155,6 +210,9 @@ def format_table(result: dict) -> str:
     any_row = next(iter(result.values()))
     lines.append(f"({any_row['clips']} held-out clips; target frames only; holes = {100 * any_row['hole_fraction']:.1f}% "
                  "of target pixels)")
+    if "temporal_mse_real" in any_row:
+        lines.append(f"(SWD/HF ratio/TC MSE: hole pixels of the target frames; TC MSE of the real frames = "
+                     f"{any_row['temporal_mse_real']:.5f}, the geometric warp's floor)")
     return "\n".join(lines)
 
 

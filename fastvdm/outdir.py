@@ -35,6 +35,10 @@ from typing import Iterable, Optional
 from fastvdm.errors import OutputError, describe_os_error
 
 
+# What a training run folder holds (fastvdm.train.loop): a non-empty --out of `fastvdm train` must have one.
+RUN_MARKERS = ("checkpoints", "config.json", "log.jsonl")
+
+
 def _real(path: str) -> str:
     return os.path.realpath(os.path.abspath(os.path.expanduser(path)))
 
@@ -83,11 +87,13 @@ def _probe_writable(folder: str, what: str, out: str) -> None:
 
 
 def check_output_dir(out: str, force: bool = False, inputs: Iterable[Optional[str]] = (), what: str = "--out",
-                     resume: bool = False) -> str:
+                     resume: bool = False, markers: Iterable[str] = ()) -> str:
     """The real absolute path of output folder ``out``, or :class:`OutputError` (see the module docstring).
 
     inputs: paths (files or folders) the command reads; None entries are ignored. what: how the user wrote
-    the option, for messages. resume: an existing folder is fine (it is continued, not replaced).
+    the option, for messages. resume: an existing folder is fine (it is continued, not replaced); with
+    ``markers``, a non-empty one must hold one of those names (e.g. a run folder's ``checkpoints``), so a
+    folder of the user's own files is never written into.
     """
     if out is None or not str(out).strip():
         raise OutputError(f"{what} is empty: give the name of a new output folder")
@@ -123,6 +129,15 @@ def check_output_dir(out: str, force: bool = False, inputs: Iterable[Optional[st
             raise OutputError(f"{what} {shown}: {describe_os_error(e)}") from None
         if entries:
             raise OutputError(f"{what} {shown} exists and is not empty (use --force to replace it)")
+    markers = tuple(markers)
+    if resume and markers and os.path.isdir(real):
+        try:
+            entries = set(os.listdir(real))
+        except OSError as e:
+            raise OutputError(f"{what} {shown}: {describe_os_error(e)}") from None
+        if entries and not entries & set(markers):
+            raise OutputError(f"{what} {shown} exists and is not a folder this command wrote (it has none of "
+                              f"{', '.join(markers)}); give a new folder, or the one of the run to continue")
     if resume and os.path.isdir(real):
         _probe_writable(real, what, out)
     else:
@@ -192,6 +207,29 @@ def sweep_stale(out: str, quiet: bool = False) -> list[str]:
     return removed
 
 
+def sweep_stale_file_temps(path: str, quiet: bool = False) -> list[str]:
+    """Remove ``<path>.tmp-<pid>`` files (fastvdm's atomic writes of file ``path``) whose process is gone."""
+    real = _real(path)
+    parent, base = os.path.dirname(real), os.path.basename(real)
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    removed = []
+    for n in names:
+        m = re.match(re.escape(base) + r"\.tmp-(\d+)$", n)
+        p = os.path.join(parent, n)
+        if m and os.path.isfile(p) and not pid_alive(int(m.group(1))):
+            try:
+                os.remove(p)
+            except OSError:
+                continue
+            removed.append(p)
+            if not quiet:
+                print(f"fastvdm: note: removed {p}, left by an interrupted run", file=sys.stderr)
+    return removed
+
+
 def _replace(tmp: str, out: str) -> None:
     """Rename folder ``tmp`` to ``out``; an existing ``out`` is moved aside first and restored on failure."""
     parent, base = os.path.dirname(out), os.path.basename(out)
@@ -242,5 +280,5 @@ def staged_output_dir(out: str, force: bool = False, inputs: Iterable[Optional[s
         raise
 
 
-__all__ = ["check_output_dir", "check_output_file", "staged_output_dir", "stale_temporaries", "sweep_stale",
-           "pid_alive"]
+__all__ = ["RUN_MARKERS", "check_output_dir", "check_output_file", "staged_output_dir", "stale_temporaries",
+           "sweep_stale", "sweep_stale_file_temps", "pid_alive"]

@@ -10,7 +10,8 @@
     _, cond = make_cond(batch)                        # renders, masks, Plücker maps, input views
     video = pipe(cond, generator=torch.Generator().manual_seed(0))   # (B, 3, T, H, W) in [-1, 1], 4 steps
 
-    views = pipe.densify(input_views, path_cameras)   # scene_io.View inputs -> generated RGB along a camera path
+    views = pipe.densify(input_views, path_cameras)   # scene_io.View inputs -> RGB along a path, full resolution
+    densify_scene("capture/", "dense/")               # a whole capture folder -> a dense nerfstudio folder
 
 ``load_student`` gives the distilled 4-step student (``sample_few_step``, 1 or 2 steps also work);
 ``load_teacher`` the multi-step teacher (``sample_ddim``, 50 steps by default). Both take a shipped name
@@ -103,11 +104,13 @@ def check_finite_condition(cond: dict, where: str = "cond") -> None:
 
 class NVSPipeline:
     """A VideoUNet and its sampler. ``__call__(cond, generator=None, num_steps=None, progress=True)`` samples a
-    clip: cond is the model's condition dict (:func:`fastvdm.models.make_cond`), all (B, C, T, H, W) with T and
-    H = W as the model was trained (``frames``, ``size``); returns (B, 3, T, H, W) in [-1, 1] with the clean
-    input views pasted at their frames. It composes the functions of :mod:`fastvdm.diffusion`: the model
-    (counted by ``count_nfe``, guided for the teacher) -> ``sample_few_step`` / ``sample_ddim`` ->
-    ``paste_inputs``. ``last_nfe``: network evaluations of the latest call.
+    clip: cond is the model's condition dict (:func:`fastvdm.models.make_cond`), all (B, C, T, H, W) with any
+    H x W (the network call is padded to the multiple the U-Net needs and cropped back,
+    :class:`fastvdm.models.padded.PaddedNetwork`; it was trained at ``frames`` x ``size`` x ``size``);
+    returns (B, 3, T, H, W) in [-1, 1] with the clean input views pasted at their frames. It composes the
+    functions of :mod:`fastvdm.diffusion`: the model (counted by ``count_nfe``, guided for the teacher) ->
+    ``sample_few_step`` / ``sample_ddim`` -> ``paste_inputs``. ``last_nfe``: network evaluations of the latest
+    call.
 
     kind: "student" (few-step, default ``num_steps`` 4) or "teacher" (DDIM, default 50).
     """
@@ -137,15 +140,15 @@ class NVSPipeline:
     def save_pretrained(self, folder: str, overwrite: bool = False, **extra) -> str:
         """One folder: config.json (architecture, parameterization, schedule, kind, frames, size, sampler,
         ``extra``) + model.safetensors; :meth:`from_pretrained` reads it back. Returns the folder."""
-        from fastvdm.models.pretrained import save_network
+        from fastvdm.diffusion.denoisers import save_denoiser
 
-        return save_network(self.model, folder, overwrite, **self.config(), **extra)
+        return save_denoiser(self.model, folder, overwrite, **self.config(), **extra)
 
     @classmethod
     def from_pretrained(cls, folder_or_name: str, device=None, kind: Optional[str] = None) -> "NVSPipeline":
         """A pipeline from a :meth:`save_pretrained` folder or a shipped name (``student_tiny``, ``teacher_tiny``;
         with ``kind``, also ``tiny``). ``kind`` (optional) must match the folder's."""
-        from fastvdm.models.pretrained import load_network
+        from fastvdm.diffusion.denoisers import load_denoiser
 
         shipped = shipped_models()
         if kind is not None:
@@ -156,12 +159,15 @@ class NVSPipeline:
             folder = folder_or_name
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, config = load_network(folder, device=torch.device(device))
+        model, config = load_denoiser(folder, device=torch.device(device))
         if kind is not None and config.get("kind") != kind:
             from fastvdm.errors import UserError
 
-            raise UserError(f"{folder} holds a {config.get('kind')} model, not a {kind}: load it with "
-                            f"load_{config.get('kind')} (or pass check_kind=False)")
+            found = config.get("kind")
+            hint = ("shipped:tiny, or a `fastvdm train distill` run" if kind == "student"
+                    else "shipped:tiny, or a `fastvdm train teacher` run")
+            raise UserError(f"{folder_or_name!r} ({folder}) is a {found} model, not a {kind}: give a {kind} ({hint}); "
+                            f"in Python, load_{found} loads it (or pass check_kind=False)")
         sampler = config.get("sampler", {})
         pipe = cls(model, config.get("kind", "student"), frames=config.get("frames", 8), size=config.get("size", 32),
                    guidance=sampler.get("guidance", 1.0), meta=config)
@@ -183,10 +189,6 @@ class NVSPipeline:
         if rgb.dim() != 5 or rgb.shape[1] != 3:
             raise ValueError(f"cond['cond_rgb'] must be (B, 3, T, H, W), got {tuple(rgb.shape)}")
         check_finite_condition(cond)
-        down = 2 ** (len(self.model.config.channels) - 1) if hasattr(self.model, "config") else 1
-        if rgb.shape[-1] % down or rgb.shape[-2] % down:
-            raise ValueError(f"frame size {rgb.shape[-2]}x{rgb.shape[-1]}: height and width must be multiples "
-                             f"of {down}")
 
     def __call__(self, cond: dict, generator: Optional[torch.Generator] = None, num_steps: Optional[int] = None,
                  progress: bool = True, autocast_bf16: Optional[bool] = None) -> Tensor:
@@ -203,34 +205,44 @@ class NVSPipeline:
 
         dev = self.device
         cond = {k: v.to(dev) for k, v in cond.items()}
-        net = count_nfe(self.model)
+        from fastvdm.models.padded import PaddedNetwork, padded_size, required_multiple
+
+        net = self.model
+        if padded_size(H, W, required_multiple(net)) != (H, W):  # any H x W: pad for the U-Net, crop back
+            net = PaddedNetwork(net)
+        net = count_nfe(net)
         ts = trailing_timesteps(steps)  # 4 steps: the student's grid (999, 749, 499, 249)
         with torch.no_grad():
             x = initial_state((B, 3, T, H, W), ts[0], generator, self.schedule, dev)
             if self.kind == "student":
                 out = sample_few_step(net, x, ts, generator, cond, self.schedule, progress, autocast_bf16)
             else:
-                out = sample_ddim(guided(net, self.guidance), x, ts, generator, cond, self.schedule, progress=progress,
-                                  autocast_bf16=autocast_bf16)
+                from fastvdm.models import drop_condition
+
+                out = sample_ddim(guided(net, self.guidance, drop_condition), x, ts, generator, cond, self.schedule,
+                                  progress=progress, autocast_bf16=autocast_bf16)
         self.last_nfe = net.calls
         return paste_inputs(out, cond).clamp(-1, 1)
 
     def densify(self, views: Sequence, cameras: Sequence, input_indices: Optional[Sequence[int]] = None,
                 points: Optional[Tensor] = None, point_colors: Optional[Tensor] = None,
                 generator: Optional[torch.Generator] = None, num_steps: Optional[int] = None,
-                progress: bool = False) -> dict:
-        """Complete one camera path from posed RGB-D views.
+                progress: bool = False, **options) -> dict:
+        """Complete one camera path from posed views at the capture's own resolution (no crop, no resize).
 
-        views: K ``fastvdm.data.scene_io.View`` (rgb (3, H, W) in [0, 1], depth in metres, or a point cloud
-        via ``points``/``point_colors``); cameras: the T path cameras; input_indices: where the views sit on
-        the path (default evenly spaced, first and last included). Images are centre-cropped and resized to
-        the model's size. Returns {"rgb": (T, 3, size, size) in [0, 1] (inputs at their frames),
-        "cameras": the T cameras at that size, "cond_rgb", "cond_mask": the condition renders, "nfe"}.
+        views: K ``fastvdm.data.scene_io.View`` (rgb (3, H, W) in [0, 1]; depth in metres, or None: then the
+        point cloud ``points``/``point_colors`` in [0, 1], or two-view stereo between the views); cameras:
+        the T path cameras (any size, one aspect ratio); input_indices: where the views sit on the path
+        (default evenly spaced, first and last included; their cameras replace the path's there). The
+        non-input frames are generated by :func:`fastvdm.densify.densify_clip` (full-resolution z-buffered
+        warp kept where the inputs see, the model's output upsampled into the holes only; ``options`` go to
+        it, e.g. max_pixels, feather, harmonize). Returns {"rgb": (T, 3, H, W) in [0, 1] at the cameras'
+        size (the input photos at their frames), "cameras": the T cameras, "seen" (T, 1, H, W) in {0, 1}
+        (what the inputs see; 1 at input frames; also as "cond_mask"), "cond_rgb": (T, 3, H, W) the warps,
+        "working_size": (h, w) the network ran at, "nfe"}.
         """
-        from fastvdm.data.dataset import clip_from_views
-        from fastvdm.data.scene_io import square_view
+        from fastvdm.densify import densify_clip, scene_geometry
         from fastvdm.errors import UserError
-        from fastvdm.models import make_cond
 
         for i, v in enumerate(views):
             for what, t in (("rgb", v.rgb), ("depth", v.depth)):
@@ -240,15 +252,29 @@ class NVSPipeline:
         if points is not None and not bool(torch.isfinite(points).all()):
             raise UserError("densify: the point cloud holds NaN or infinite positions")
 
-        clip = clip_from_views(views, cameras, self.size, input_indices=input_indices, points=points,
-                               point_colors=point_colors)
-        batch = torch.utils.data.default_collate([clip])
-        _, cond = make_cond(batch)
-        out = self(cond, generator=generator, num_steps=num_steps, progress=progress)[0].cpu()
-        cams = [square_view(None, self.size, c) for c in cameras]
-        return {"rgb": ((out.transpose(0, 1) + 1) / 2).clamp(0, 1), "cameras": cams,
-                "cond_rgb": ((clip["cond_rgb"].transpose(0, 1) + 1) / 2).clamp(0, 1),
-                "cond_mask": clip["cond_mask"].transpose(0, 1), "nfe": self.last_nfe}
+        k, t = len(views), len(cameras)
+        if input_indices is None:
+            input_indices = [0] if k == 1 else [round(j * (t - 1) / (k - 1)) for j in range(k)]
+        input_indices = [int(i) for i in input_indices]
+        if len(input_indices) != k or len(set(input_indices)) != k or not all(0 <= i < t for i in input_indices):
+            raise UserError(f"densify: input_indices must be {k} distinct frames in [0, {t}), got {input_indices}")
+        geom = scene_geometry(views, points, point_colors, options.pop("stereo", "auto"))
+        tgt = [i for i in range(t) if i not in set(input_indices)]
+        res = densify_clip(self, views, [cameras[i] for i in tgt], geom, input_positions=input_indices,
+                           generator=generator, num_steps=num_steps, progress=progress, **options)
+        cams, rgb, seen, warp = list(cameras), [None] * t, [None] * t, [None] * t
+        for i, v in zip(input_indices, views):
+            cams[i], rgb[i], warp[i] = v.camera, v.rgb, v.rgb
+            seen[i] = torch.ones(1, *v.rgb.shape[1:])
+        for j, i in enumerate(tgt):
+            rgb[i], seen[i], warp[i] = res["rgb"][j], res["seen"][j], res["warp"][j]
+        if len({tuple(x.shape) for x in rgb}) != 1:
+            sizes = sorted({tuple(x.shape[1:]) for x in rgb})
+            raise ValueError(f"densify: the path's cameras differ in size ({sizes}); use "
+                             "fastvdm.densify.densify_clip for mixed sizes")
+        seen_t = torch.stack(seen)
+        return {"rgb": torch.stack(rgb), "cameras": cams, "seen": seen_t, "cond_mask": seen_t,
+                "cond_rgb": torch.stack(warp), "working_size": res["working_size"], "nfe": res["nfe"]}
 
 
 def _load(path_or_name: str, kind: str, device=None, ema: bool = True, guidance: float = 1.0,
@@ -319,6 +345,21 @@ def weights_manifest() -> dict:
         return json.load(f)
 
 
-__all__ = ["NVSPipeline", "load_student", "load_teacher", "export_pretrained", "shipped_models", "resolve_model_path",
-           "model_kind", "check_finite_condition", "SHIPPED_PREFIX",
+def densify_scene(scene, out_dir: Optional[str] = None, cameras=None, **kwargs):
+    """Densify a capture folder (nerfstudio or COLMAP) or ``SceneData`` and write it as a nerfstudio folder.
+
+    See :func:`fastvdm.densify.densify_scene` (the whole job: inputs, stereo, target cameras, path planning,
+    clips, compositing at full resolution, output folder); returns its ``DensifyResult``. ``pipe`` defaults to
+    ``load_student(model)`` (model "tiny": the shipped student).
+    """
+    from fastvdm.densify import densify_scene as _densify_scene
+
+    if kwargs.get("pipe") is None:  # loaded after the inputs are read and checked (input errors come first)
+        model = kwargs.get("model", "tiny")
+        kwargs["pipe"] = lambda: load_student(model)
+    return _densify_scene(scene, out_dir, cameras, **kwargs)
+
+
+__all__ = ["NVSPipeline", "densify_scene", "load_student", "load_teacher", "export_pretrained", "shipped_models",
+           "resolve_model_path", "model_kind", "check_finite_condition", "SHIPPED_PREFIX",
            "weights_manifest", "WEIGHTS_DIR"]

@@ -139,3 +139,54 @@ def test_one_thread_restores_thread_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------- extrapolating clips
+HELD_OUT_SHA256 = "1b8d798be921e0be6c1f7a121dcf71eed260a0e4a42f3f0f6e25ef382d4ad8f4"
+
+
+def test_fixed_held_out_split_is_unchanged():
+    """The original held-out split (paths="interp") is byte-identical to the one every earlier evaluation used
+    (hash recorded with the code of commit 7ffe800, before extrapolating clips and structured materials)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    ds = ClipDataset("test", 8, 32, 100)
+    for i in (0, 1, 57):
+        it = ds[i]
+        for k in ("frames", "cond_rgb", "cond_mask", "c2w"):
+            h.update(it[k].numpy().tobytes())
+    assert h.hexdigest() == HELD_OUT_SHA256
+
+
+def test_extrapolating_clips():
+    """paths="extrapolate": inputs at the start, holes in the target frames, crops of larger frames whose input
+    point cloud reaches beyond the crop, geometric consistency, determinism, a held-out split of its own."""
+    from fastvdm.data.dataset import TEST_EXTRAP_SEED, hole_fractions
+
+    ds = ClipDataset("train", num_frames=6, size=16, num_clips=6, seed=3, paths="extrapolate", crop_scales=(3,),
+                     hole_range=(0.2, 0.4))
+    holes = []
+    for i in range(6):
+        it = ds[i]
+        inp = it["is_input"]
+        assert inp[0] and int(inp.sum()) <= 2 and (int(inp.sum()) == 1 or inp[1])
+        assert it["scene_seed"] % 2 == 0 and torch.allclose(it["c2w"][0], torch.eye(4), atol=1e-6)
+        # crops: the principal point is off-centre by the crop offset of a 48-px frame (focal of a 48-px frame)
+        fx, fy, cx, cy = it["intrinsics"][0].tolist()
+        assert 16 / 2 - 32 <= cx <= 16 / 2 + 32 and fx > 16 / (2 * np.tan(np.radians(75) / 2)) * 3 * 0.99
+        f, c, m = (it[k].transpose(0, 1) for k in ("frames", "cond_rgb", "cond_mask"))
+        good = psnr(c, f, data_range=2.0, mask=m)[~inp]
+        assert (good[m[~inp].flatten(1).mean(1) > 0.05] > 20).all(), good
+        holes.append(float(hole_fractions(it).mean()))
+    assert max(holes) <= 0.4 + 1e-6 and np.mean(holes) > 0.1, holes
+    again = ClipDataset("train", num_frames=6, size=16, num_clips=6, seed=3, paths="extrapolate", crop_scales=(3,),
+                        hole_range=(0.2, 0.4))[2]
+    assert torch.equal(again["frames"], ds[2]["frames"]) and torch.equal(again["cond_mask"], ds[2]["cond_mask"])
+    test = ClipDataset("test", paths="extrapolate", seed=5)
+    assert test.seed == TEST_EXTRAP_SEED and test.scene_seed(0) % 2 == 1
+    assert test.scene_seed(0) != ClipDataset("test").scene_seed(0)
+    with pytest.raises(ValueError, match="paths"):
+        ClipDataset("train", paths="spiral")
+    with pytest.raises(ValueError, match="crop_scales"):
+        ClipDataset("train", paths="extrapolate", crop_scales=(0,))

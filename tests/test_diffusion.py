@@ -134,7 +134,9 @@ def test_ddim_seeded_and_guidance_counts_two_evaluations():
     cond = {"cond_rgb": torch.ones(1, 3, 2, 4, 4), "cond_mask": torch.ones(1, 1, 2, 4, 4),
             "plucker": torch.zeros(1, 6, 2, 4, 4), "is_input": torch.zeros(1, 2, dtype=torch.bool),
             "input_frames": torch.zeros(1, 3, 2, 4, 4)}
-    s = DDIMSampler(sch, num_steps=5, guidance=3.0)
+    from fastvdm.models import drop_condition
+
+    s = DDIMSampler(sch, num_steps=5, guidance=3.0, uncond=drop_condition)
     net = count_nfe(model)
     a = s(net, cond, (1, 3, 2, 4, 4), generator=torch.Generator().manual_seed(3))
     assert net.calls == 10 and calls.count(0.0) == 5  # the unconditional branch sees no render mask
@@ -142,7 +144,7 @@ def test_ddim_seeded_and_guidance_counts_two_evaluations():
     c = s(model, cond, (1, 3, 2, 4, 4), generator=torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
     # guided v at the first step: v_u + 3 (v_c - v_u) = 0.1 + 3 * 0.1 = 0.4; one step: x0 = -v at t = 999
-    one = DDIMSampler(sch, num_steps=1, guidance=3.0)(model, cond, (1, 3, 2, 4, 4),
+    one = DDIMSampler(sch, num_steps=1, guidance=3.0, uncond=drop_condition)(model, cond, (1, 3, 2, 4, 4),
                                                      generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(one, torch.full_like(one, -0.4))
 
@@ -217,5 +219,7 @@ def test_sampler_functions_take_any_denoiser_and_equal_the_bundles():
     out = sample_ddim(guided(net, 3.0, uncond="u"), initial_state(shape), [999], cond="c")
     torch.testing.assert_close(out, torch.full(shape, -0.4))  # x0 = -v at t = 999; v = 0.1 + 3 (0.2 - 0.1)
     assert net.calls == 2 and guided(net, 1.0) is net
+    with pytest.raises(ValueError, match="uncond"):
+        guided(net, 2.0)
     with pytest.raises(ValueError, match="decreasing"):
         sample_few_step(model, x, (249, 499))

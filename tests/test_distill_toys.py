@@ -1,4 +1,4 @@
-"""The distillation stages on low-dimensional toys with known answers (fastvdm.distill.toys).
+"""The distillation stages on low-dimensional toys with known answers (tests/toys.py).
 
 - 1-D Gaussian: the teacher's v-prediction is exact (closed form), the student an affine one-step generator;
   the KL stage (plain DMD and softened KL with the optimal discriminator) must bring the student's mean and
@@ -16,7 +16,7 @@ from torch import nn
 from fastvdm.diffusion import FewStepSampler, VSchedule
 from fastvdm.distill.gan_stage import GANConfig, GANStage
 from fastvdm.distill.kl_stage import KLConfig, KLStage
-from fastvdm.distill.toys import AffineV, GaussianLogRatio, GaussianV, ring_of_gaussians, ring_swd, train_ring_teacher
+from toys import AffineV, GaussianLogRatio, GaussianV, ring_of_gaussians, ring_swd, train_ring_teacher
 from fastvdm.models.discriminator import Discriminator
 
 MEAN, STD = 1.0, 0.5

@@ -69,6 +69,30 @@ def test_evaluate_aggregates_per_method():
     assert "off_by_0.1" in format_table(res)
 
 
+def test_evaluate_distribution_metrics_match_the_metric_functions():
+    """The pooled SWD / HF ratio / temporal error of evaluate equal the fastvdm.metrics functions applied by hand to
+    the target frames' hole pixels of all clips; the ground truth scores SWD 0 and HF ratio 1."""
+    from fastvdm.data.dataset import ClipDataset
+    from fastvdm.metrics import hf_energy_ratio, patch_swd, temporal_error
+
+    items = [ClipDataset("test", num_frames=4, size=16, num_clips=3, paths="extrapolate")[i] for i in range(3)]
+    blur = lambda x: torch.nn.functional.avg_pool3d(x, (1, 3, 3), 1, (0, 1, 1), count_include_pad=False)  # noqa: E731
+    res = evaluate(items, {"gt": lambda b: (b["frames"], 0), "blur": lambda b: (blur(b["frames"]), 0)}, batch_size=2)
+    assert res["gt"]["swd"] == 0 and res["gt"]["hf_ratio"] == pytest.approx(1.0)
+    assert res["gt"]["temporal_mse"] == pytest.approx(res["gt"]["temporal_mse_real"])
+    sel = [~it["is_input"] for it in items]
+    real = torch.cat([it["frames"].transpose(0, 1)[s].double() for it, s in zip(items, sel)])
+    holes = torch.cat([1 - it["cond_mask"].transpose(0, 1)[s].double() for it, s in zip(items, sel)])
+    pasted = [torch.where(it["is_input"][None, :, None, None], it["frames"], blur(it["frames"])) for it in items]
+    fake = torch.cat([p.transpose(0, 1)[s].double() for p, s in zip(pasted, sel)])
+    assert res["blur"]["swd"] == pytest.approx(patch_swd(real, fake, holes)["swd"], rel=1e-9)
+    assert res["blur"]["hf_ratio"] == pytest.approx(hf_energy_ratio(real, fake, holes), rel=1e-9) and res["blur"]["hf_ratio"] < 1
+    parts = [temporal_error(p.transpose(0, 1), it["depth"], it["c2w"], it["intrinsics"],
+                            1 - it["cond_mask"].transpose(0, 1).double()) for p, it in zip(pasted, items)]
+    assert res["blur"]["temporal_mse"] == pytest.approx(sum(e for e, _ in parts) / sum(n for _, n in parts), rel=1e-9)
+    assert "SWD(holes)" in format_table(res)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 2-step tiny teacher on 2 procedural clips of 4 frames at 16x16, and a test-split cache."""
@@ -147,3 +171,22 @@ def test_distill_cli_gan_then_kl_from_the_gan_run(tiny_run, tmp_path):
     assert load_model(kl)[0].config == load_model(gan)[0].config
     assert cli(["train", "distill", "--teacher", teacher, "--stage", "gan", "--init", gan, "--steps", "1",
                 "--out", str(tmp_path / "bad")] + common) == 2
+
+
+def test_export_cli_writes_a_pretrained_folder(tiny_run, tmp_path, capsys):
+    from fastvdm.models.pretrained import read_config
+    from fastvdm.pipeline import load_teacher
+    from fastvdm.train import load_model
+
+    _, teacher, _ = tiny_run
+    out = str(tmp_path / "exported")
+    assert cli(["export", teacher, "--out", out]) == 0
+    cfg = read_config(out)
+    assert cfg["kind"] == "teacher" and (cfg["frames"], cfg["size"]) == (4, 16) and cfg["provenance"]["step"] == 2
+    ema, _ = load_model(teacher)
+    pipe = load_teacher(out)
+    assert all(torch.equal(a, b) for a, b in zip(pipe.model.state_dict().values(), ema.state_dict().values()))
+    assert cli(["export", teacher, "--out", out]) == 2  # not overwritten without --force
+    assert "--force" in capsys.readouterr().err
+    assert cli(["export", teacher, "--out", out, "--force", "--kind", "student"]) == 0
+    assert read_config(out)["kind"] == "student"

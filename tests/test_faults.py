@@ -31,7 +31,7 @@ sys.path.insert(0, HERE)
 import faultwrap  # noqa: E402
 
 
-# ----------------------------------------------------------------------------------------------- helpers
+# ---------------------------------------- helpers
 def tree_hash(root: str) -> dict:
     """{relative path: sha256 of the bytes | 'dir' | 'link -> target'} of everything under ``root``."""
     out = {}
@@ -149,9 +149,11 @@ def wait_for(path: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-# ----------------------------------------------------------------------------------------------- 1. data loss
+# ---------------------------------------- 1. data loss
 def test_out_is_the_input(wd):
     wd.fails(*densify("--out", "S", "--force"), match="is the input S")
+    os.symlink("S", "link")  # the same folder under another name
+    wd.fails(*densify("--out", "link", "--force"), match="is the input S")
 
 
 def test_out_is_the_parent_of_the_input(wd):
@@ -205,7 +207,7 @@ def test_python_m_fastvdm_entry_point(wd):
     wd.assert_unchanged()
 
 
-# ----------------------------------------------------------------------------------------------- 2. silent wrong results
+# ---------------------------------------- 2. silent wrong results
 def _png_modes_scene(wd, mode):
     from PIL import Image
 
@@ -302,19 +304,31 @@ def test_absurd_focal_length_is_refused(wd, fl):
 
 
 def test_nan_weights_are_refused_at_load(wd):
-    from safetensors.torch import load_file, save_file
+    """A checkpoint with one NaN weight wrote black frames; now refused at load (pretrained folder and
+    training-checkpoint file alike)."""
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     from fastvdm.pipeline import shipped_models
+    from fastvdm.train.checkpoint import save_model
 
-    src = shipped_models()["student_tiny"]
-    with safe_open(src, "pt") as f:
+    shutil.copytree(shipped_models()["student_tiny"], "nan_student")
+    weights = os.path.join("nan_student", "model.safetensors")
+    with safe_open(weights, "pt") as f:
         md = f.metadata()
-    t = load_file(src)
+    t = load_file(weights)
     k = sorted(t)[len(t) // 2]
     t[k] = t[k].clone()
     t[k].view(-1)[0] = float("nan")
-    save_file(t, "nan_student.safetensors", metadata=md)
+    save_file(t, weights, metadata=md)
+    wd.fails(*densify("--out", "dense", "--ckpt", "nan_student"), match="hold NaN or infinite values")
+    from fastvdm.pipeline import load_student
+
+    pipe = load_student("tiny", device="cpu")
+    sd = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    sd[k.split("/", 2)[-1] if k.split("/", 2)[-1] in sd else sorted(sd)[0]].view(-1)[0] = float("inf")
+    save_model("nan_student.safetensors", sd, pipe.model.config.to_dict(), run_config={"stage": "kl", "frames": 8,
+                                                                                        "size": 32})
     wd.fails(*densify("--out", "dense", "--ckpt", "nan_student.safetensors"), match="hold NaN or infinite values")
 
 
@@ -332,7 +346,7 @@ def test_nan_condition_is_refused_at_the_pipeline_boundary():
         pipe(cond, num_steps=1, progress=False)
 
 
-# ----------------------------------------------------------------------------------------------- 3. threads
+# ---------------------------------------- 3. threads
 def test_backend_forcing_is_per_thread():
     import fastvdm.ops as ops
 
@@ -357,7 +371,7 @@ def test_backend_forcing_is_per_thread():
         t.join()
 
 
-# ----------------------------------------------------------------------------------------------- 4. one line, not a traceback
+# ---------------------------------------- 4. one line, not a traceback
 def test_read_only_output_is_refused_before_any_work(wd):
     os.makedirs("ro")
     line = wd.fails(*densify("--out", "ro/dense"), match="cannot write in", env={"FAULT_READONLY": "ro"})
@@ -398,7 +412,7 @@ def test_cameras_folder_or_malformed_file(wd):
     wd.fails(*densify("--out", "dense", "--cameras", "nope.json"), match="nope.json not found")
 
 
-# ----------------------------------------------------------------------------------------------- 5. leftovers
+# ---------------------------------------- 5. leftovers
 def test_sigkill_while_writing_is_cleaned_by_the_next_run(wd, tmp_path):
     """A SIGKILL while the output is being written leaves only `.<out>.tmp-<pid>-*`; the next run removes it."""
     wd.snapshot()
@@ -440,6 +454,15 @@ def test_sigkill_during_checkpoint_save_is_cleaned_and_resume_checks_config(wd, 
     argv[argv.index("--steps") + 1] = "3"
     line = wd.fails(*argv, match="size 16 -> 24")
     assert "--allow-config-change" in line
+
+
+def test_training_into_a_folder_of_other_files_is_refused(wd):
+    os.makedirs("docs")
+    with open(os.path.join("docs", "config.txt"), "w") as f:
+        f.write("mine")
+    wd.fails("train", "teacher", "--synthetic", "--steps", "1", "--out", "docs", "--frames", "4", "--size", "16",
+             match="exists and is not a folder this command wrote (it has none of checkpoints")
+    wd.fails("train", "teacher", "--synthetic", "--steps", "1", "--out", "S", match="exists and is not a folder this command wrote")
 
 
 def test_force_onto_a_mount_point_is_refused_and_leaves_nothing(wd):
@@ -488,7 +511,7 @@ def test_stale_temporaries_of_dead_processes_only(tmp_path):
     assert [os.path.basename(p) for p in stale_temps(str(tmp_path))] == [f"step_00000001.safetensors.tmp-{dead.pid}"]
 
 
-# ----------------------------------------------------------------------------------------------- 6. demo
+# ---------------------------------------- 6. demo
 def test_demo_refuses_to_overwrite_an_existing_folder(wd):
     os.makedirs("fastvdm-demo")
     for n in ("grid.png", "metrics.json"):
@@ -504,7 +527,10 @@ def test_demo_interrupted_leaves_nothing(wd, tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(HERE, "faultwrap.py"), "demo", "--teacher-steps", "1",
                              "--no-progress", "--threads", "1"], cwd=wd.root,
                             env=subprocess_env(FAULT_PAUSE_AFTER="1", FAULT_PAUSE_FILE=flag),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell that started pytest in the background ignores SIGINT for its children;
+                            # give the child the default disposition, as an interactive user's command has
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(flag, proc, timeout=300)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -512,7 +538,7 @@ def test_demo_interrupted_leaves_nothing(wd, tmp_path):
     wd.assert_unchanged()
 
 
-# ----------------------------------------------------------------------------------------------- 8. wrong model
+# ---------------------------------------- 8. wrong model
 def test_teacher_as_student_is_refused(wd):
     wd.fails(*densify("--out", "dense", "--ckpt", "teacher_tiny"), match="is a teacher model, not a student")
 
@@ -529,7 +555,7 @@ def test_local_folder_shadowing_a_shipped_name_is_noted(wd, capsys):
     assert resolve_model_path("tiny", "student") == shipped_models()["student_tiny"]
 
 
-# ----------------------------------------------------------------------------------------------- 9. ops
+# ---------------------------------------- 9. ops
 @pytest.mark.parametrize("groups", [2.5, "4", 2.0, True])
 def test_group_norm_num_groups_must_be_an_int(groups):
     import fastvdm.ops as ops
@@ -576,7 +602,7 @@ def test_group_norm_overflowing_inputs_give_nan_not_finite_garbage(scale):
             assert (nan | ok).all(), b
         if bool(ref_nan.all()):
             assert got.isnan().all(), b
-# ----------------------------------------------------------------------------------------------- held already
+# ---------------------------------------- held already
 def test_corrupt_checkpoint(wd):
     with open("broken.safetensors", "wb") as f:
         f.write(b"\x00" * 100)
@@ -671,3 +697,74 @@ def test_really_read_only_disk(wd):
         assert "Read-only file system" in line
     finally:
         subprocess.run(["umount", ro], capture_output=True)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16_bit_colour_png_is_scaled_not_clipped(tmp_path, channels, capsys):
+    """48/64-bit PNGs (PIL reads them as 8-bit RGB/RGBA): values come back scaled to [0, 1] (to 8-bit precision)."""
+    import cv2
+
+    from fastvdm.data.scene_io import read_image
+
+    a = (np.random.default_rng(0).random((6, 5, channels)) * 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "x.png"), a)
+    rgb, alpha = read_image(str(tmp_path / "x.png"), "test")
+    want = torch.from_numpy(a[..., 2::-1].astype(np.float64) / 65535).permute(2, 0, 1)
+    assert alpha == (channels == 4)
+    assert (rgb.double() - want).abs().max() < 1 / 255  # PIL keeps the high byte
+
+
+def test_stale_file_temps_of_dead_processes(tmp_path):
+    from fastvdm.outdir import sweep_stale_file_temps
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for n in (f"c.safetensors.tmp-{dead.pid}", f"c.safetensors.tmp-{os.getpid()}", f"d.safetensors.tmp-{dead.pid}"):
+        (tmp_path / n).write_bytes(b"x")
+    removed = sweep_stale_file_temps(str(tmp_path / "c.safetensors"), quiet=True)
+    assert [os.path.basename(p) for p in removed] == [f"c.safetensors.tmp-{dead.pid}"]
+    assert sorted(os.listdir(tmp_path)) == sorted([f"c.safetensors.tmp-{os.getpid()}", f"d.safetensors.tmp-{dead.pid}"])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_attention_double_backward_says_unsupported(backend):
+    import fastvdm.ops as ops
+
+    if backend not in ops.available_backends("video_attention"):
+        pytest.skip(f"{backend} not available here")
+    q = torch.randn(1, 2, 4, 1, 8, requires_grad=True)
+    with ops.use_backend(backend):
+        o = ops.video_attention(q, q, q, "joint")
+        (g,) = torch.autograd.grad(o.square().sum(), q, create_graph=True)
+        with pytest.raises(ops.BackendUnavailableError, match=f"not supported by the '{backend}' backend; no backend"):
+            g.sum().backward()
+
+
+def test_output_file_guard(tmp_path):
+    """`--json` style outputs: never an input, never a folder, never through a file, empty refused."""
+    from fastvdm.errors import OutputError
+    from fastvdm.outdir import check_output_file
+
+    (tmp_path / "ckpt.safetensors").write_bytes(b"x")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "f").write_text("x")
+    for path, match in ((tmp_path / "ckpt.safetensors", "is the input"), (tmp_path / "dir", "is a folder"),
+                        (tmp_path / "f" / "x.json", "is a file, not a folder"), ("", "is empty")):
+        with pytest.raises(OutputError, match=match):
+            check_output_file(str(path), [str(tmp_path / "ckpt.safetensors")], "--json")
+    assert check_output_file(str(tmp_path / "new" / "eval.json"), [], "--json").endswith("eval.json")
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+def test_sample_writes_beside_the_scene_never_inside(wd):
+    """`fastvdm sample` wrote SCENE/samples (inside the input); its default is now SCENE_samples beside it."""
+    from fastvdm.pipeline import shipped_models
+
+    wd.snapshot()
+    teacher = shipped_models()["teacher_tiny"]
+    rc, out, err = wd.run("sample", "--ckpt", teacher, "--scene", "S", "--steps", "1", "--frames", "2")
+    assert rc == 0, err
+    assert os.path.isfile(os.path.join("S_samples", "grid.png"))
+    wd.assert_unchanged(ignore=("S_samples",))
+    wd.fails("sample", "--ckpt", teacher, "--scene", "S", "--steps", "1", "--frames", "2", "--out", "S/samples",
+             match="lies inside the input S")

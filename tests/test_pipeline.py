@@ -9,8 +9,13 @@ from fastvdm.models import VideoUNet, VideoUNetConfig, make_cond
 from fastvdm.pipeline import NVSPipeline, load_student, load_teacher, shipped_models, weights_manifest
 from fastvdm.train import CheckpointError, load_model, save_model
 
-SMALL = dict(channels=(8, 16), num_res_blocks=1, attention_levels=(1,), head_dim=8, groups=4, temporal_kernel=1,
-             posterior_skip=True, fill_holes=True, fill_smooth_iters=2)
+SMALL = dict(channels=(8, 16), num_res_blocks=1, attention_levels=(1,), head_dim=8, groups=4, temporal_kernel=1)
+
+
+def _small_denoiser():
+    from fastvdm.diffusion.denoisers import PosteriorDenoiser
+
+    return PosteriorDenoiser(VideoUNet(VideoUNetConfig(**SMALL)), fill_smooth_iters=2)
 
 
 def _clip_batch(n=2, frames=8, size=32, seed=0):
@@ -22,8 +27,8 @@ def _clip_batch(n=2, frames=8, size=32, seed=0):
 
 def _small_model_file(path, seed=0):
     torch.manual_seed(seed)
-    m = VideoUNet(VideoUNetConfig(**SMALL))
-    torch.nn.init.normal_(m.conv_out.weight, std=0.05)  # a non-trivial output layer
+    m = _small_denoiser()
+    torch.nn.init.normal_(m.net.conv_out.weight, std=0.05)  # a non-trivial output layer
     save_model(str(path), m.state_dict(), m.config.to_dict(), run_config={"frames": 8, "size": 32}, step=7)
     return m
 
@@ -82,7 +87,7 @@ def test_load_errors_name_the_problem(tmp_path):
     pipe = load_student(str(tmp_path / "m.safetensors"))
     with pytest.raises(ValueError, match="missing"):
         pipe({"cond_rgb": torch.rand(1, 3, 8, 32, 32)})
-    assert pipe.meta["step"] == 7 and pipe.model.config == m.config
+    assert pipe.meta["step"] == 7 and pipe.model.config.to_dict() == m.config.to_dict()
 
 
 def test_save_and_export_round_trip(tmp_path):
@@ -91,7 +96,7 @@ def test_save_and_export_round_trip(tmp_path):
 
     torch.manual_seed(0)
     state = TrainState()
-    model = state.add_model("unet", VideoUNet(VideoUNetConfig(**SMALL)), ema_decay=0.9)
+    model = state.add_model("unet", _small_denoiser(), ema_decay=0.9)
     state.add_optimizer("unet", torch.optim.AdamW(model.parameters(), lr=1e-3))
     with torch.no_grad():
         for p, pe in zip(model.parameters(), state.emas["unet"].parameters()):
@@ -143,9 +148,12 @@ def test_save_pretrained_round_trip_and_export(tmp_path):
 
     m = _small_model_file(tmp_path / "m.safetensors", seed=2)
     folder = m.save_pretrained(str(tmp_path / "net"), frames=8, size=32)
-    again = VideoUNet.from_pretrained(folder)
-    assert again.config == m.config and not again.training
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), m.state_dict().values()))
+    again = VideoUNet.from_pretrained(folder)  # the bare network of the PosteriorDenoiser m
+    assert again.config == m.net.config and not again.training
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), m.net.state_dict().values()))
+    wrapped = type(m).from_pretrained(folder)  # the denoiser, with its settings
+    assert wrapped.config.to_dict() == m.config.to_dict()
+    assert all(torch.equal(a, b) for a, b in zip(wrapped.state_dict().values(), m.state_dict().values()))
     with pytest.raises(FileExistsError, match="overwrite"):
         m.save_pretrained(folder)
     pipe = NVSPipeline(m.eval(), "teacher", frames=8, size=32, guidance=2.0)
@@ -158,7 +166,7 @@ def test_save_pretrained_round_trip_and_export(tmp_path):
     b = loaded(cond, generator=torch.Generator().manual_seed(1), progress=False)
     assert torch.equal(a, b) and loaded.last_nfe == 6  # 3 guided steps
     assert load_teacher(pfolder).kind == "teacher"
-    with pytest.raises(ValueError, match="not a student"):
+    with pytest.raises(ValueError, match="is a teacher model, not a student"):
         load_student(pfolder)
     exported = export_pretrained(str(tmp_path / "m.safetensors"), str(tmp_path / "exp"), "student")
     cfg = read_config(exported)

@@ -231,9 +231,10 @@ def test_eval_recon_cases_and_generators(tmp_path):
 
 
 def test_model_generator_samples_a_checkpoint(tmp_path):
-    """``model:CKPT@fewstep``: a (random, tiny) VideoUNet checkpoint densifies the case's clip at the checkpoint's
-    size: one view per non-input path camera, 4 network evaluations, seeded (repeatable), and the views (at
-    another resolution than the inputs) train a grid next to the inputs."""
+    """``model:CKPT@fewstep``: a (random, tiny) VideoUNet checkpoint densifies the case's clip at the case's own
+    resolution (``NVSPipeline.densify``: the model fills the holes of the full-resolution warp): one view per
+    non-input path camera, 4 network evaluations, seeded (repeatable), and the views train a grid next to the
+    inputs."""
     from dataclasses import asdict
 
     from fastvdm.models import VideoUNet, VideoUNetConfig
@@ -252,7 +253,7 @@ def test_model_generator_samples_a_checkpoint(tmp_path):
     a, b = gen(case), gen(case)
     assert a.nfe == 4 and len(a.views) == 3
     for va, vb, cam in zip(a.views, b.views, case.generated_cameras()):
-        assert va.rgb.shape == (3, 16, 16) and va.camera.width == 16
+        assert va.rgb.shape == (3, 24, 24) and va.camera.width == 24
         assert float((va.camera.c2w - cam.c2w).abs().max()) < 1e-5  # at the path camera
         assert bool(torch.equal(va.rgb, vb.rgb)) and 0.0 <= float(va.rgb.min()) and float(va.rgb.max()) <= 1.0
     r = run_case(case, gen, ReconConfig(iters=3, max_res=12, batch_rays=128))
@@ -261,7 +262,7 @@ def test_model_generator_samples_a_checkpoint(tmp_path):
 
 def test_model_generator_holes_only_supervision(tmp_path):
     """``model:CKPT@fewstep@4@holes``: the same views, masked to the pixels the input render missed."""
-    from fastvdm.data.dataset import clip_from_views
+    from fastvdm.data.warp import splat_surfels, unproject_surfels
     from fastvdm.models import VideoUNet, VideoUNetConfig
     from fastvdm.recon.evaluate import make_case
     from fastvdm.recon.generators import make_generator
@@ -273,11 +274,14 @@ def test_model_generator_holes_only_supervision(tmp_path):
     case = make_case(str(tmp_path / "cases"), 1, 2, size=24, frames=5)
     full, holes = make_generator(f"model:{ckpt}@fewstep@4")(case), make_generator(f"model:{ckpt}@fewstep@4@holes")(case)
     cams = [v.camera for v in case.path_ground_truth().views]
-    clip = clip_from_views(case.inputs().views, cams, 16, input_indices=case.input_indices())
+    ins = case.inputs().views
+    p, c, tg = unproject_surfels(torch.stack([v.rgb for v in ins]), torch.stack([v.depth for v in ins]),
+                                 [v.camera for v in ins])
     gen_frames = [i for i in range(len(cams)) if i not in set(case.input_indices())]
-    for vf, vh, i in zip(full.views, holes.views, gen_frames):
+    _, seen, _ = splat_surfels(p, c, [cams[i] for i in gen_frames], 24, 24, tg)
+    for vf, vh, s in zip(full.views, holes.views, seen):
         assert vf.mask is None and torch.equal(vf.rgb, vh.rgb)
-        assert torch.equal(vh.mask, clip["cond_mask"][0, i] < 0.5)
+        assert torch.equal(vh.mask, s[0] < 0.5)
     assert any(bool(v.mask.any()) and not bool(v.mask.all()) for v in holes.views)
     with pytest.raises(ValueError, match="supervise"):
         make_generator(f"model:{ckpt}@fewstep@4@edges")

@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "fastvdm.cli.train",
     "fastvdm.cli.sample",
     "fastvdm.cli.eval",
+    "fastvdm.cli.export",
     "fastvdm.cli.densify",
     "fastvdm.cli.recon",
     "fastvdm.cli.bench",

@@ -97,7 +97,14 @@ def append_record(path: Path, kind: str, name: str, argv: list[str], rows: list[
     return record
 
 
+def _check_json(path) -> None:
+    from fastvdm.outdir import check_output_file
+
+    check_output_file(str(path), what="--json")  # before the benchmarks run
+
+
 def run_kernels(args: argparse.Namespace) -> int:
+    _check_json(args.json)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked, but torch sees no CUDA device")
@@ -115,6 +122,7 @@ def run_kernels(args: argparse.Namespace) -> int:
 
 
 def run_e2e(args: argparse.Namespace) -> int:
+    _check_json(args.json)
     argv = ["--preset", args.preset]
     for flag in ("device", "frames", "size", "repeats", "teacher_steps"):
         if getattr(args, flag) is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from fastvdm.cli._clips import add_clip_args, open_clips_from_args
+from fastvdm.cli._training import add_clip_args, add_run_args, open_clips_from_args
 
 from fastvdm.errors import UserError
 
@@ -45,21 +45,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     d.add_argument("--guidance", type=float, default=1.0, help="kl: teacher classifier-free guidance (default 1)")
     d.add_argument("--t-max-disc", type=float, default=999.0, help="largest noise level the discriminator judges")
     d.add_argument("--head-width", type=int, default=64, help="gan: discriminator head width (default 64)")
-    d.add_argument("--disc-multiscale", action="store_true",
-                   help="gan: one head per encoder scale (every down level + middle) instead of one on the middle")
-    d.add_argument("--disc-holes", action="store_true",
-                   help="gan: with --disc-multiscale, pool the logit maps weighted towards the render's holes")
-    d.add_argument("--disc-pixels", action="store_true",
-                   help="gan: with --disc-multiscale, add a head on the noised clip itself (pixel branch)")
-    d.add_argument("--ema", type=float, default=0.99, help="student EMA decay (default 0.99)")
-    d.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm per optimizer (default 1)")
-    d.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
-    d.add_argument("--ckpt-every", type=int, default=50, help="checkpoint every N steps (default 50)")
-    d.add_argument("--keep", type=int, default=2, help="checkpoints kept (default 2; 0 = all)")
-    d.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    d.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
-    d.add_argument("--allow-config-change", action="store_true",
-                   help="resume a run folder even though --frames/--size/--data/--batch/--teacher/--init differ")
+    add_run_args(d, ema=0.99, ckpt_every=50, keep=2, ema_what="student EMA", clip_what="max gradient norm per optimizer",
+                 changed="--frames/--size/--data/--batch/--teacher/--init")
     d.set_defaults(func=main)
     return d
 
@@ -74,26 +61,25 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")
     if args.stage == "gan" and (args.init or args.disc):
         raise UserError("--init and --disc are options of --stage kl")
-    if (args.disc_holes or args.disc_pixels) and not args.disc_multiscale:
-        raise UserError("--disc-holes and --disc-pixels need --disc-multiscale")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from fastvdm.outdir import check_output_dir
+    from fastvdm.outdir import RUN_MARKERS, check_output_dir
     from fastvdm.pipeline import model_kind
 
-    check_output_dir(args.out, inputs=[args.teacher, args.init, args.disc, args.data], resume=True)
+    check_output_dir(args.out, inputs=[args.teacher, args.init, args.disc, args.data], resume=True,
+                     markers=RUN_MARKERS)
     rank, world, device = init_distributed()
     torch.manual_seed(args.seed)
     teacher, teacher_meta = load_model(args.teacher, ema=True, device=device)
     if model_kind(teacher_meta) == "student":
         raise UserError(f"--teacher {args.teacher} is a distilled student, not a teacher: give a `fastvdm train "
-                        "teacher` run (or the shipped fastvdm/weights/teacher_tiny.safetensors)")
+                        "teacher` run (or the shipped fastvdm/weights/teacher_tiny)")
     t_disc = (0.0, args.t_max_disc)
     if args.stage == "gan":
         config = GANConfig(lr_g=args.lr_g or 5e-6, lr_d=args.lr_d, t_range=t_disc,
                            disc_steps=2 if args.disc_steps is None else args.disc_steps)
-        head = {"width": args.head_width, "multiscale": args.disc_multiscale, "hole_weighted": args.disc_holes,
-                "pixel_branch": args.disc_pixels}
+        # head_options: the experiment's head config (experiments/distill_disc.py sets it; not a CLI option)
+        head = {"width": args.head_width, **getattr(args, "head_options", {})}
     else:
         config = KLConfig(weighting=args.weighting, lr_g=args.lr_g or 3e-6, lr_fake=args.lr_fake, lr_d=args.lr_d,
                           fake_steps=args.fake_steps, guidance=args.guidance, gan_weight=args.gan_weight,

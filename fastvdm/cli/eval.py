@@ -56,6 +56,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule
+    from fastvdm.models import drop_condition
     from fastvdm.evaluate import baseline_methods, evaluate, format_table, sampler_method
     from fastvdm.train import load_model, resolve_checkpoint
     from fastvdm.outdir import check_output_file
@@ -65,7 +66,9 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if any(s < 1 for s in args.steps) or args.clips < 1 or args.batch < 1:
         raise UserError(f"--steps, --clips and --batch must be >= 1, got {args.steps}, {args.clips}, {args.batch}")
-    path = resolve_checkpoint(args.ckpt)
+    from fastvdm.models.pretrained import is_pretrained_folder
+
+    path = args.ckpt if is_pretrained_folder(args.ckpt) else resolve_checkpoint(args.ckpt)
     out = args.json or os.path.join(args.ckpt if os.path.isdir(args.ckpt) else os.path.dirname(path), "eval.json")
     check_output_file(out, [path, args.data], "--json")  # before any work
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -75,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     methods = {} if args.no_baselines else baseline_methods()
     for n in args.steps:
         if args.sampler == "ddim":
-            s = DDIMSampler(sch, num_steps=n, eta=args.eta, guidance=args.guidance)
+            s = DDIMSampler(sch, num_steps=n, eta=args.eta, guidance=args.guidance, uncond=drop_condition)
             name = f"model_ddim{n}" + (f"_cfg{args.guidance:g}" if args.guidance != 1 else "")
             methods[name] = sampler_method(model, s, args.seed, device=device)
         else:

@@ -103,7 +103,8 @@ def eval_main(args: argparse.Namespace) -> int:
 
     from fastvdm.outdir import check_output_dir
 
-    check_output_dir(args.out, resume=True)  # a benchmark folder is resumed, never replaced
+    # a benchmark folder is resumed, never replaced; a folder of other files is refused
+    check_output_dir(args.out, resume=True, markers=("cases", "results.json", "results.md"))
     cfg = _config(args)
     specs = args.gen if args.gen else ["inputs=inputs", "warp=warp", "oracle=oracle"]
     conds = []

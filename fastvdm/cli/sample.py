@@ -5,7 +5,8 @@
 DIR is a nerfstudio-style scene folder (``fastvdm data make`` writes them): T views evenly spaced along its
 camera list (T = the frame count the model was trained on) form the camera path; ``--inputs K`` of them
 (evenly spaced, the first always) are the input views, whose RGB-D (or the scene's point cloud) is rendered
-into every frame. Writes (whole or not at all; OUT defaults to DIR_samples beside DIR) OUT/frames/frame_XXXXX.png (generated), OUT/video.mp4 (or video.gif when no mp4
+into every frame. Writes (whole or not at all; OUT defaults to DIR_samples beside DIR)
+OUT/frames/frame_XXXXX.png (generated), OUT/video.mp4 (or video.gif when no mp4
 encoder is installed) and OUT/grid.png with three rows: condition render / generated / ground truth.
 """
 
@@ -43,11 +44,10 @@ def main(args: argparse.Namespace) -> int:
     from fastvdm.data.dataset import clip_from_scene
     from fastvdm.diffusion import DDIMSampler, FewStepSampler, count_nfe
     from fastvdm.media import write_clip_outputs
-    from fastvdm.models import make_cond
-    from fastvdm.train import load_model
-
+    from fastvdm.models import drop_condition, make_cond
     from fastvdm.outdir import check_output_dir, staged_output_dir
     from fastvdm.pipeline import check_finite_condition
+    from fastvdm.train import load_model
 
     dest = args.out if args.out is not None else os.path.normpath(args.scene) + "_samples"
     inputs = [args.scene, args.ckpt]
@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     x0, cond = make_cond(batch, device)
     check_finite_condition(cond, f"scene {args.scene}: condition")
     if args.sampler == "ddim":
-        sampler = DDIMSampler(num_steps=args.steps, guidance=args.guidance)
+        sampler = DDIMSampler(num_steps=args.steps, guidance=args.guidance, uncond=drop_condition)
     else:
         sampler = FewStepSampler()
     g = torch.Generator().manual_seed(args.seed)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from fastvdm.cli._clips import add_clip_args, open_clips_from_args
+from fastvdm.cli._training import add_clip_args, add_run_args, open_clips_from_args
 
 from fastvdm.errors import UserError
 
@@ -28,6 +28,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_clip_args(t)
     t.add_argument("--preset", default="tiny", choices=("tiny", "base"), help="model preset (default tiny)")
+    t.add_argument("--denoiser", default="posterior", choices=("posterior", "v"),
+                   help="denoiser wrapping the network (fastvdm.diffusion.denoisers): posterior = EDM-style "
+                        "preconditioning around the hole-filled render (default); v = the network predicts v")
+    t.add_argument("--weighting", default="output", choices=("output", "edm", "v"),
+                   help="loss weighting over noise levels (fastvdm.train.teacher.WEIGHTINGS; default output)")
+    t.add_argument("--init", help="start from this model's weights (run folder or model file; EMA weights), "
+                                  "e.g. fastvdm/weights/teacher_tiny; ignored when resuming")
     t.add_argument("--steps", type=int, required=True, help="total optimization steps")
     t.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, config.json)")
     t.add_argument("--batch", type=int, default=4, help="global batch size (default 4)")
@@ -36,16 +43,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=100, help="linear LR warmup steps (default 100)")
     t.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="LR after the warmup: constant, or cosine decay to 0 at --steps (default constant)")
-    t.add_argument("--ema", type=float, default=0.999, help="EMA decay (default 0.999)")
-    t.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (default 1)")
     t.add_argument("--p-uncond", type=float, default=0.1, help="condition dropout probability (default 0.1)")
-    t.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
-    t.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every N steps (default 100)")
-    t.add_argument("--keep", type=int, default=3, help="checkpoints kept (default 3; 0 = all)")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    t.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
-    t.add_argument("--allow-config-change", action="store_true",
-                   help="resume a run folder even though --frames/--size/--preset/--data/--batch differ from it")
+    add_run_args(t, ema=0.999, ckpt_every=100, keep=3, changed="--frames/--size/--preset/--data/--batch")
     t.set_defaults(func=main_teacher)
     from fastvdm.cli.distill import add_parser as add_distill_parser  # `fastvdm train distill` (issue 8)
 
@@ -57,36 +56,41 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def main_teacher(args: argparse.Namespace) -> int:
     import torch
 
-    from fastvdm.models import VideoUNet, VideoUNetConfig
-    from fastvdm.train import DatasetBatches, RunConfig, TrainState, init_distributed, train
+    from fastvdm.diffusion.denoisers import preset_denoiser
+    from fastvdm.train import DatasetBatches, RunConfig, TrainState, init_distributed, load_model, train
     from fastvdm.train.teacher import TeacherStep
 
     if args.steps < 1 or args.batch < 1:
         raise UserError(f"--steps and --batch must be >= 1, got {args.steps}, {args.batch}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from fastvdm.outdir import check_output_dir
+    from fastvdm.outdir import RUN_MARKERS, check_output_dir
 
-    check_output_dir(args.out, inputs=[args.data], resume=True)  # a run folder is resumed, never replaced
+    # a run folder is resumed, never replaced; a folder of other files is refused
+    check_output_dir(args.out, inputs=[args.data], resume=True, markers=RUN_MARKERS)
     rank, world, device = init_distributed()
     dataset = open_clips_from_args(args)
-    cfg = VideoUNetConfig.preset(args.preset)
     torch.manual_seed(args.seed)
+    net = preset_denoiser(args.preset, args.denoiser)
+    if args.init:  # the checkpoint's own denoiser settings and weights; a resume overwrites them anyway
+        net, _ = load_model(args.init, ema=True)
+        net.train().requires_grad_(True)
     state = TrainState()
-    model = state.add_model("unet", VideoUNet(cfg).to(device), ema_decay=args.ema)
+    model = state.add_model("unet", net.to(device), ema_decay=args.ema)
     state.add_optimizer("unet", torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay))
     run = RunConfig(out_dir=args.out, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
                     keep_last=args.keep, grad_clip=args.grad_clip, warmup_steps=args.warmup,
                     lr_schedule=args.lr_schedule, amp=not args.no_amp, allow_config_change=args.allow_config_change,
                     config={"stage": "teacher", "preset": args.preset, "batch": args.batch, "lr": args.lr,
                             "p_uncond": args.p_uncond, "data": args.data or "synthetic", "lr_schedule": args.lr_schedule,
+                            "denoiser": args.denoiser, "weighting": args.weighting, "init": args.init,
                             "frames": args.frames, "size": args.size, "world_size": world})
     if rank == 0:
         n = sum(p.numel() for p in model.parameters())
         print(f"teacher {args.preset}: {n / 1e6:.2f}M parameters, {len(dataset)} clips, batch {args.batch}, "
               f"{world} process(es) on {device}", flush=True)
-    logs = train(run, state, TeacherStep(p_uncond=args.p_uncond), DatasetBatches(dataset, args.batch, args.seed,
-                                                                        workers=args.workers))
+    batches = DatasetBatches(dataset, args.batch, args.seed, workers=args.workers)
+    logs = train(run, state, TeacherStep(p_uncond=args.p_uncond, weighting=args.weighting), batches)
     if rank == 0 and logs:
         print(f"done: step {logs['step']} loss {logs['loss']:.4f}; checkpoints in {os.path.join(args.out, 'checkpoints')}")
     return 0

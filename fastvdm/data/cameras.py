@@ -160,7 +160,8 @@ def camera_from_transforms_frame(meta: dict, frame: dict, where: str = "transfor
             raise CameraFormatError(f"{where}: field '{key}' must be finite and positive, got {v!r}")
     model = frame.get("camera_model", meta.get("camera_model", "OPENCV"))
     if model not in ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE"):
-        raise CameraFormatError(f"{where}: field 'camera_model' is {model!r}; only pinhole (OPENCV/PINHOLE) is supported")
+        raise CameraFormatError(f"{where}: field 'camera_model' is {model!r}; only pinhole (OPENCV/PINHOLE) is "
+                                "supported")
     for key in _DISTORTION_KEYS:
         v = frame.get(key, meta.get(key, 0.0))
         if not isinstance(v, (int, float)) or v != 0.0:
@@ -175,7 +176,8 @@ def camera_from_transforms_frame(meta: dict, frame: dict, where: str = "transfor
     if m.shape == (3, 4):
         m = torch.cat([m, torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)])
     if m.shape != (4, 4) or not torch.isfinite(m).all():
-        raise CameraFormatError(f"{where}: field 'transform_matrix' must be a finite 4x4 matrix, got shape {tuple(m.shape)}")
+        raise CameraFormatError(f"{where}: field 'transform_matrix' must be a finite 4x4 matrix, got shape "
+                                f"{tuple(m.shape)}")
     if (m[3] - torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)).abs().max() > 1e-6:
         raise CameraFormatError(f"{where}: field 'transform_matrix' last row must be [0, 0, 0, 1], got {m[3].tolist()}")
     err = check_rotation(m[:3, :3])

@@ -12,6 +12,8 @@ and its mask condition the model. Every item is a dict of CPU tensors in the mod
 - ``scene_seed`` int, the procedural scene (-1 for clips built from real views)
 - ``c2w``       (T, 4, 4) float32, the normalized camera-to-world poses (OpenCV) the Plücker maps use
 - ``intrinsics`` (T, 4) float32, fx, fy, cx, cy in pixels of the H x W frames
+- ``depth``     (T, H, W) float32, ground-truth z-depth of every frame in the normalized units (procedural clips
+  only; used by the temporal-consistency metric)
 
 Normalization (DESIGN.md): poses are relative to the first input view (its pose is the identity) and the
 scene is scaled so that the median depth of the first input view is 1.
@@ -29,8 +31,12 @@ from torch.utils.data import Dataset
 from fastvdm.data.cameras import Camera, plucker_rays, relative_to
 from fastvdm.data.scenes import Scene
 from fastvdm.data.warp import render_points, unproject
+from fastvdm.errors import UserError
 
 TEST_SEED = 20240611  # the held-out split: the same clips in every evaluation of the project
+TEST_EXTRAP_SEED = 20261130  # the held-out split of extrapolating clips (paths="extrapolate"), beside it
+PATH_DRAWS = 4  # extrapolating paths drawn per clip at most (see ClipDataset._make_extrapolating)
+SCALE_STEPS = (3.0, 2.2, 1.6, 1.2, 1.0, 0.75, 0.55, 0.4, 0.28, 0.2, 0.14, 0.1)  # path shortenings tried to meet a clip's hole target
 DEFAULT_NUM_CLIPS = {"train": 100_000, "test": 100}
 _KEYS_U8 = ("frames", "cond_rgb")
 
@@ -67,12 +73,16 @@ def _float32_cams(cams: Sequence[Camera]) -> list[Camera]:
 
 def _assemble(frames: torch.Tensor, input_rgb: torch.Tensor, input_depth: torch.Tensor | None,
               input_idx: Sequence[int], cams: Sequence[Camera], size: int, radius: float,
-              extra_points: tuple[torch.Tensor, torch.Tensor] | None = None, scene_seed: int = -1) -> dict:
+              extra_points: tuple[torch.Tensor, torch.Tensor] | None = None, scene_seed: int = -1,
+              input_cams: Sequence[Camera] | None = None, frame_depth: torch.Tensor | None = None) -> dict:
     """Build a clip dict.
 
-    frames: (T, 3, size, size) in [-1, 1]; input_rgb: (K, 3, size, size) in [-1, 1]; input_depth: (K, size,
-    size) metric z-depth or None; cams: T cameras at size x size (world frame); extra_points: world points
-    (N, 3) and colours (N, 3) in [-1, 1] added to the cloud (e.g. from a PLY).
+    frames: (T, 3, size, size) in [-1, 1]; input_rgb: (K, 3, h, w) in [-1, 1]; input_depth: (K, h, w) metric
+    z-depth or None; cams: T cameras at size x size (world frame); extra_points: world points (N, 3) and
+    colours (N, 3) in [-1, 1] added to the cloud (e.g. from a PLY); input_cams: the K input views' cameras at
+    h x w (world frame; default: the clip's cameras at the input frames, h = w = size). Larger input views (a
+    clip cropped from higher-resolution frames) put points outside the crop into the cloud too. frame_depth:
+    (T, size, size) metric z-depth of every frame, stored normalized as ``depth`` when given.
     """
     t = len(cams)
     ref = cams[input_idx[0]]
@@ -88,9 +98,10 @@ def _assemble(frames: torch.Tensor, input_rgb: torch.Tensor, input_depth: torch.
         median = 1.0
     scale = 1.0 / median
     rel = _float32_cams(relative_to(cams, ref, scale))
+    rel_in = [rel[i] for i in input_idx] if input_cams is None else _float32_cams(relative_to(input_cams, ref, scale))
     pts, cols = [], []
     if input_depth is not None:
-        p, c = unproject(input_rgb, input_depth * scale, [rel[i] for i in input_idx])
+        p, c = unproject(input_rgb, input_depth * scale, rel_in)
         pts.append(p)
         cols.append(c)
     if extra_points is not None:
@@ -104,7 +115,7 @@ def _assemble(frames: torch.Tensor, input_rgb: torch.Tensor, input_depth: torch.
         cond, mask = torch.zeros(t, 3, size, size), torch.zeros(t, 1, size, size)
     is_input = torch.zeros(t, dtype=torch.bool)
     is_input[list(input_idx)] = True
-    return {
+    out = {
         "frames": frames.permute(1, 0, 2, 3).contiguous(),
         "cond_rgb": (cond * mask).permute(1, 0, 2, 3).contiguous(),
         "cond_mask": mask.permute(1, 0, 2, 3).contiguous(),
@@ -114,21 +125,34 @@ def _assemble(frames: torch.Tensor, input_rgb: torch.Tensor, input_depth: torch.
         "c2w": torch.stack([c.c2w for c in rel]).float(),
         "intrinsics": torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in rel], dtype=torch.float32),
     }
+    if frame_depth is not None:
+        out["depth"] = (frame_depth.float() * scale).contiguous()
+    return out
 
 
 class ClipDataset(Dataset):
     """Procedural training clips; item ``i`` is a deterministic function of (split, seed, i).
 
-    split: "train" or "test". The test split always uses ``TEST_SEED`` (``seed`` is ignored for it), and
-    its scenes (odd scene seeds) are disjoint from every train scene (even scene seeds).
+    split: "train" or "test". The test split always uses ``TEST_SEED`` (``TEST_EXTRAP_SEED`` with
+    paths="extrapolate"; ``seed`` is ignored for it), and its scenes (odd scene seeds) are disjoint from every
+    train scene (even scene seeds).
     num_frames: T; size: H = W in pixels; num_clips: length (default 100000 train, 100 test);
     num_inputs: (min, max) input views per clip; radius: splat radius (pixels) of the condition render;
     fov_deg: (min, max) horizontal field of view.
+
+    paths: "interp" (the original clips: :meth:`Scene.sample_poses` paths, input views anywhere along them; the
+    fixed held-out split) or "extrapolate": scenes with structured materials
+    (``Scene.random(seed, structured=True)``), :mod:`fastvdm.data.extrapolation` paths with the 1-2 input views
+    at frames 0 (and 1), shortened until the mean hole fraction of the target frames is at most a target drawn
+    from U(``hole_range``); and each clip is a ``size`` crop (at a random position) of frames rendered at
+    ``size * c``, c drawn from ``crop_scales`` (1 = the whole small frame), so the network sees holes at the
+    pixel scale of larger captures. The input views' point clouds come from their whole ``size * c`` frames.
     """
 
     def __init__(self, split: str = "train", num_frames: int = 16, size: int = 64, num_clips: int | None = None,
                  seed: int = 0, num_inputs: tuple[int, int] = (1, 3), radius: float = 1.0,
-                 fov_deg: tuple[float, float] = (50.0, 75.0)):
+                 fov_deg: tuple[float, float] = (50.0, 75.0), paths: str = "interp",
+                 crop_scales: Sequence[int] = (1, 1, 2, 3), hole_range: tuple[float, float] = (0.12, 0.5)):
         if split not in ("train", "test"):
             raise ValueError(f"ClipDataset: split must be 'train' or 'test', got {split!r}")
         if num_frames < 1 or size < 1:
@@ -136,9 +160,16 @@ class ClipDataset(Dataset):
         lo, hi = num_inputs
         if not 1 <= lo <= hi or hi > num_frames:
             raise ValueError(f"ClipDataset: num_inputs must satisfy 1 <= min <= max <= num_frames, got {num_inputs}")
+        if paths not in ("interp", "extrapolate"):
+            raise ValueError(f"ClipDataset: paths must be 'interp' or 'extrapolate', got {paths!r}")
+        if not crop_scales or any(int(c) < 1 for c in crop_scales):
+            raise ValueError(f"ClipDataset: crop_scales must be integers >= 1, got {crop_scales}")
+        if not 0 < hole_range[0] <= hole_range[1] <= 1:
+            raise ValueError(f"ClipDataset: hole_range must satisfy 0 < lo <= hi <= 1, got {hole_range}")
         self.split, self.num_frames, self.size = split, num_frames, size
         self.num_clips = DEFAULT_NUM_CLIPS[split] if num_clips is None else int(num_clips)
-        self.seed = TEST_SEED if split == "test" else int(seed)
+        self.paths, self.crop_scales, self.hole_range = paths, tuple(int(c) for c in crop_scales), tuple(hole_range)
+        self.seed = (TEST_SEED if paths == "interp" else TEST_EXTRAP_SEED) if split == "test" else int(seed)
         self.num_inputs, self.radius, self.fov_deg = (lo, hi), radius, fov_deg
 
     def __len__(self) -> int:
@@ -156,6 +187,8 @@ class ClipDataset(Dataset):
             return self._make(index)
 
     def _make(self, index: int) -> dict:
+        if self.paths == "extrapolate":
+            return self._make_extrapolating(index)
         scene_seed = self.scene_seed(index)
         rng = np.random.default_rng([self.seed, index, 1])
         scene = Scene.random(scene_seed)
@@ -167,7 +200,71 @@ class ClipDataset(Dataset):
         idx = [0] + sorted(int(i) for i in rng.choice(np.arange(1, t), size=k - 1, replace=False)) if k > 1 else [0]
         rgb, depth = scene.render(cams, s, s)
         frames = _to_signed(rgb)
-        return _assemble(frames, frames[idx], depth[idx], idx, cams, s, self.radius, scene_seed=scene_seed)
+        return _assemble(frames, frames[idx], depth[idx], idx, cams, s, self.radius, scene_seed=scene_seed,
+                         frame_depth=depth)
+
+
+    def _make_extrapolating(self, index: int) -> dict:
+        from fastvdm.data.extrapolation import extrapolation_path
+
+        scene_seed = self.scene_seed(index)
+        rng = np.random.default_rng([self.seed, index, 2])
+        scene = Scene.random(scene_seed, structured=True)
+        t, s = self.num_frames, self.size
+        fov = rng.uniform(*self.fov_deg)
+        k = int(rng.integers(max(1, self.num_inputs[0]), min(2, self.num_inputs[1], t) + 1))
+        idx = list(range(k))
+        c = self.crop_scales[rng.integers(len(self.crop_scales))]
+        full = s * c
+        left, top = (int(v) for v in rng.integers(0, full - s + 1, 2))
+        hole_target = rng.uniform(*self.hole_range)
+        u = torch.linspace(0, 1, t, dtype=torch.float64)
+        targets = [i for i in range(t) if i not in idx]
+        chosen, best = None, -1.0
+        for _draw in range(PATH_DRAWS):  # a path whose longest free extent leaves < half the target: redraw
+            _kind, path = extrapolation_path(scene, rng)
+            for scale in SCALE_STEPS:
+                poses = path(u * scale)
+                if not bool(scene.is_free(poses[:, :3, 3], margin=0.25).all()):
+                    continue
+                full_cams = [Camera.from_fov(p, fov, full, full) for p in poses]
+                in_cams = [full_cams[i] for i in idx]
+                rgb_in, depth_in = scene.render(in_cams, full, full)
+                pts, cols = unproject(rgb_in, depth_in, in_cams)
+                crop = [cam.cropped(left, top, s, s) for cam in full_cams]
+                hole = 1.0
+                if targets:
+                    _, mask, _ = render_points(pts, cols, [crop[i] for i in targets], s, s, radius=self.radius)
+                    hole = 1.0 - float(mask.mean())
+                if hole <= hole_target:
+                    if hole > best:
+                        chosen, best = (poses, crop, in_cams, rgb_in, depth_in), hole
+                    break
+            if best >= 0.5 * hole_target:
+                break
+        if chosen is None:  # no shortening stays in free space: the pose path of the interp clips
+            poses = scene.sample_poses(rng, t)
+            full_cams = [Camera.from_fov(p, fov, full, full) for p in poses]
+            in_cams = [full_cams[i] for i in idx]
+            rgb_in, depth_in = scene.render(in_cams, full, full)
+            chosen = (poses, [cam.cropped(left, top, s, s) for cam in full_cams], in_cams, rgb_in, depth_in)
+        poses, crop, in_cams, rgb_in, depth_in = chosen
+        frames, depth = torch.zeros(t, 3, s, s), torch.zeros(t, s, s)
+        in_signed = _to_signed(rgb_in)
+        for j, i in enumerate(idx):
+            frames[i] = in_signed[j, :, top:top + s, left:left + s]
+            depth[i] = depth_in[j, top:top + s, left:left + s]
+        if targets:
+            rgb_t, depth_t = scene.render([crop[i] for i in targets], s, s)
+            frames[targets], depth[targets] = _to_signed(rgb_t), depth_t
+        return _assemble(frames, in_signed, depth_in, idx, crop, s, self.radius, scene_seed=scene_seed,
+                         input_cams=in_cams, frame_depth=depth)
+
+
+def hole_fractions(clip: dict) -> torch.Tensor:
+    """(T_target,) fraction of hole pixels (render mask 0) of each non-input frame of a clip dict."""
+    keep = ~clip["is_input"].bool()
+    return 1.0 - clip["cond_mask"][0][keep].float().flatten(1).mean(1)
 
 
 def clip_from_views(views: Sequence, target_cameras: Sequence[Camera], size: int,
@@ -221,7 +318,7 @@ def clip_from_views(views: Sequence, target_cameras: Sequence[Camera], size: int
 def cache_clips(dataset: Dataset, path: str, indices: Sequence[int] | None = None, progress: bool = True) -> int:
     """Write clips of ``dataset`` (all, or ``indices``) to one safetensors file; returns the clip count.
 
-    RGB is stored as uint8 (lossless: clips are 8-bit quantized), poses and intrinsics as float32; Plücker
+    RGB is stored as uint8 (lossless: clips are 8-bit quantized), poses, intrinsics and depth as float32; Plücker
     maps are recomputed on load (bit-identical). Read it back with ``CachedClips(path)``. All clips are
     held in memory before writing (about 0.5 MB per 16-frame 64x64 clip): write shards for large sets.
     """
@@ -239,6 +336,10 @@ def cache_clips(dataset: Dataset, path: str, indices: Sequence[int] | None = Non
         cols["scene_seed"].append(torch.tensor(item["scene_seed"], dtype=torch.int64))
         cols["c2w"].append(item["c2w"])
         cols["intrinsics"].append(item["intrinsics"])
+        if "depth" in item:
+            cols.setdefault("depth", []).append(item["depth"].float())
+    if cols.get("depth") is not None and len(cols["depth"]) != len(cols["frames"]):
+        raise ValueError("cache_clips: some clips have depth and some do not")
     if not cols["frames"]:
         raise ValueError("cache_clips: no clips to write")
     save_file({k: torch.stack(v).contiguous() for k, v in cols.items()}, path, metadata={"format": "fastvdm-clips-1"})
@@ -291,7 +392,7 @@ class CachedClips(Dataset):
         c2w, intr = d["c2w"], d["intrinsics"]
         h, w = d["frames"].shape[-2:]
         cams = [Camera(c2w[i].double(), *intr[i].tolist(), w, h) for i in range(c2w.shape[0])]
-        return {
+        out = {
             "frames": d["frames"].float() / 127.5 - 1.0,
             "cond_rgb": torch.where(mask > 0, d["cond_rgb"].float() / 127.5 - 1.0, 0.0),
             "cond_mask": mask,
@@ -301,6 +402,9 @@ class CachedClips(Dataset):
             "c2w": c2w.clone(),
             "intrinsics": intr.clone(),
         }
+        if "depth" in d:
+            out["depth"] = d["depth"].clone()
+        return out
 
 
 def cache_shards(dataset: Dataset, folder: str, clips_per_shard: int = 1024, rank: int = 0, world_size: int = 1,
@@ -373,10 +477,18 @@ def open_clips(data: str | None = None, *, frames: int = 8, size: int = 32, clip
             time.sleep(1.0)
         return open_clips(cache)
     if not os.path.isfile(cache):
+        from fastvdm.outdir import sweep_stale_file_temps
+
         os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+        sweep_stale_file_temps(cache)  # a killed earlier run's partial cache
         tmp = f"{cache}.tmp-{os.getpid()}"
-        cache_clips(ds, tmp)
-        os.replace(tmp, cache)
+        try:
+            cache_clips(ds, tmp)
+            os.replace(tmp, cache)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
     return CachedClips(cache)
 
 
@@ -392,14 +504,14 @@ def clip_from_scene(scene_dir: str, frames: int, size: int, inputs: int = 1):
     scene = read_scene(scene_dir)
     n = len(scene.views)
     if n < frames:
-        raise ValueError(f"scene {scene_dir} has {n} views; the model needs {frames} (use at most {n} frames)")
+        raise UserError(f"scene {scene_dir} has {n} views; the model needs {frames} (use at most {n} frames)")
     if not 1 <= inputs <= frames:
-        raise ValueError(f"inputs must be in [1, {frames}], got {inputs}")
+        raise UserError(f"inputs must be in [1, {frames}], got {inputs}")
     pick = [round(i * (n - 1) / max(frames - 1, 1)) for i in range(frames)]
     in_idx = [0] if inputs == 1 else [round(j * (frames - 1) / (inputs - 1)) for j in range(inputs)]
     views = [scene.views[pick[i]] for i in in_idx]
     if scene.points is None and any(v.depth is None for v in views):
-        raise ValueError(f"scene {scene_dir}: the input views have no depth and there is no point cloud")
+        raise UserError(f"scene {scene_dir}: the input views have no depth and there is no point cloud")
     clip = clip_from_views(views, [scene.views[i].camera for i in pick], size, input_indices=in_idx,
                            points=scene.points, point_colors=scene.colors)
     gt = torch.stack([square_view(scene.views[i], size).rgb * 2 - 1 for i in pick], 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from fastvdm.errors import UserError
 
 
 def write_random_scene(folder: str, scene_seed: int, rng_seed: tuple, size: int, views: int, ply: bool) -> None:
@@ -44,7 +45,7 @@ def export_scenes(folder: str, count: int, seed: int = 0, size: int = 64, views:
     from fastvdm.data.dataset import ClipDataset, one_thread
 
     if count < 1 or size < 8 or views < 1:
-        raise ValueError(f"scenes and views must be >= 1 and size >= 8, got {count}, {views}, {size}")
+        raise UserError(f"scenes and views must be >= 1 and size >= 8, got {count}, {views}, {size}")
     ds = ClipDataset(split, seed=seed, num_clips=count)
     index = []
     for i in tqdm(range(count), desc="scenes", unit="scene", disable=not progress):

@@ -56,6 +56,7 @@ class SceneData:
     points: torch.Tensor | None = None
     colors: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
+    targets: list = field(default_factory=list)  # cameras of frames without an image (``read_scene(targets=True)``)
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -246,8 +247,8 @@ def load_transforms(path: str, what: str = "scene") -> dict:
     """The parsed ``transforms.json`` at ``path`` (a dict with a non-empty ``frames`` list); FileNotFoundError
     or SceneFormatError naming the file (and, for a folder, what to give instead)."""
     if os.path.isdir(path):
-        hint = (f"; give {os.path.join(path, 'transforms.json')}" if os.path.isfile(os.path.join(path, "transforms.json"))
-                else "")
+        inner = os.path.join(path, "transforms.json")
+        hint = f"; give {inner}" if os.path.isfile(inner) else ""
         raise SceneFormatError(f"{what} {path} is a folder, not a transforms.json file{hint}")
     if not os.path.isfile(path):
         hint = " (a scene folder needs transforms.json)" if what == "scene" else ""
@@ -264,8 +265,12 @@ def load_transforms(path: str, what: str = "scene") -> dict:
     return meta
 
 
-def read_scene(folder: str, load_depth: bool = True, load_points: bool = True) -> SceneData:
-    """Read a nerfstudio-style scene folder (see the module docstring); cameras come back in OpenCV axes."""
+def read_scene(folder: str, load_depth: bool = True, load_points: bool = True, targets: bool = False) -> SceneData:
+    """Read a nerfstudio-style scene folder (see the module docstring); cameras come back in OpenCV axes.
+
+    targets: frames without ``file_path`` (or with ``file_path`` null or "") are target cameras
+    (``SceneData.targets``; they need ``w``/``h`` per frame or at the top level) instead of an error.
+    """
     if not os.path.isdir(folder):
         what = "is a file, not a scene folder" if os.path.exists(folder) else "not found"
         raise FileNotFoundError(f"scene folder {folder} {what} (a scene folder holds transforms.json and images)")
@@ -276,9 +281,15 @@ def read_scene(folder: str, load_depth: bool = True, load_points: bool = True) -
         raise SceneFormatError(f"{tf}: field 'depth_unit_scale_factor' must be a positive number (metres per PNG "
                                f"depth unit, e.g. 0.001 for millimetres), got {unit!r}")
     unit = float(unit)
-    views, alpha = [], []
+    views, alpha, target_cams = [], [], []
     for i, fr in enumerate(meta["frames"]):
         where = f"{tf} frames[{i}]"
+        if targets and isinstance(fr, dict) and not fr.get("file_path"):
+            try:
+                target_cams.append(camera_from_transforms_frame(meta, fr, where + " (target camera, no image)"))
+            except ValueError as e:
+                raise SceneFormatError(str(e)) from None
+            continue
         if not isinstance(fr, dict) or "file_path" not in fr:
             raise SceneFormatError(f"{where}: missing field 'file_path'")
         for key in ("file_path", "depth_file_path"):
@@ -323,7 +334,24 @@ def read_scene(folder: str, load_depth: bool = True, load_points: bool = True) -
         if not os.path.isfile(ppath):
             raise FileNotFoundError(f"{tf}: field 'ply_file_path': file {ppath} not found")
         points, colors = read_ply(ppath)
-    return SceneData(views, points, colors, meta)
+    if not views:
+        raise SceneFormatError(f"{tf}: no frame has an image ('file_path'); at least one input photo is needed")
+    return SceneData(views, points, colors, meta, target_cams)
+
+
+def read_capture(folder: str) -> SceneData:
+    """A capture folder for densify: nerfstudio (``transforms.json``, frames without images are targets) or a
+    COLMAP model (:func:`fastvdm.data.colmap.read_colmap`: ``sparse/0``, ``sparse`` or the folder itself holding
+    ``cameras``/``images``/``points3D`` .txt or .bin, photos in ``images/``)."""
+    if not os.path.isdir(folder) or os.path.isfile(os.path.join(folder, "transforms.json")):
+        return read_scene(folder, targets=True)  # (its errors name a missing folder or a bad transforms.json)
+    from fastvdm.data.colmap import find_colmap_model, read_colmap
+
+    model = find_colmap_model(folder) if os.path.isdir(folder) else None
+    if model is not None:
+        return read_colmap(model, os.path.join(folder, "images"))
+    raise FileNotFoundError(f"{os.path.join(folder, 'transforms.json')} not found (a capture folder needs "
+                            "transforms.json, or a COLMAP model in sparse/0 with the photos in images/)")
 
 
 def write_scene(folder: str, views: Sequence[View], points: torch.Tensor | None = None,

@@ -74,9 +74,73 @@ def _random_color(rng: np.random.Generator, lo: float = 0.25, hi: float = 0.95) 
     return torch.tensor(rgb, dtype=torch.float32)
 
 
-def random_material(rng: np.random.Generator) -> Material:
-    """A photo (60%), checkerboard (20%) or flat colour (20%) material."""
-    kind = rng.choice(3, p=[0.6, 0.2, 0.2])
+def _soften(tex: torch.Tensor, std: float = 1.5) -> torch.Tensor:
+    """Circular Gaussian blur of a (3, S, S) texture (printed edges, not aliased steps; still tiles)."""
+    r = int(math.ceil(3 * std))
+    g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / std) ** 2)
+    g = g / g.sum()
+    k = 2 * r + 1
+    tex = F.conv2d(F.pad(tex[None], (r, r, 0, 0), mode="circular"), g.view(1, 1, 1, k).expand(3, 1, 1, k), groups=3)
+    return F.conv2d(F.pad(tex, (0, 0, r, r), mode="circular"), g.view(1, 1, k, 1).expand(3, 1, k, 1), groups=3)[0]
+
+
+STRUCTURED_KINDS = ("bricks", "stripes", "tiles", "planks", "dots")
+
+
+def structured_material(rng: np.random.Generator, kind: str | None = None) -> Material:
+    """A procedural material whose continuation is predictable from a part of it (64x64 texels, tiling):
+    ``bricks`` (offset rows, per-brick colour jitter, mortar), ``stripes`` (two colours, soft bands), ``tiles``
+    (square tiles with grout), ``planks`` (boards with a grain along them) or ``dots`` (a regular dot lattice)."""
+    kind = STRUCTURED_KINDS[rng.integers(len(STRUCTURED_KINDS))] if kind is None else kind
+    n = 64
+    yy, xx = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32), indexing="ij")
+    a, b = _random_color(rng), _random_color(rng)
+    if kind == "bricks":
+        rows = int(rng.choice([4, 8]))
+        h = n // rows
+        row = (yy // h).long()
+        shift = torch.where(row % 2 == 1, torch.tensor(h), torch.tensor(0))
+        col = ((xx + shift) // (2 * h)).long()
+        jitter = torch.tensor(rng.uniform(0.8, 1.15, (rows, n // (2 * h) + 1)), dtype=torch.float32)
+        brick = a[:, None, None] * jitter[row, col % jitter.shape[1]][None]
+        mortar = ((yy % h) < 1.5) | (((xx + shift) % (2 * h)) < 1.5)
+        tex = torch.where(mortar[None], (0.5 * b + 0.45)[:, None, None].clamp(max=1), brick)
+    elif kind == "stripes":
+        period = float(rng.choice([8, 16, 32]))
+        u = xx if rng.uniform() < 0.5 else yy
+        w = (0.5 + 0.5 * torch.cos(2 * math.pi * u / period)) ** float(rng.uniform(0.5, 3))
+        tex = a[:, None, None] * w[None] + b[:, None, None] * (1 - w[None])
+    elif kind == "tiles":
+        size = int(rng.choice([8, 16, 32]))
+        grout = ((yy % size) < 1.5) | ((xx % size) < 1.5)
+        tex = torch.where(grout[None], b[:, None, None], a[:, None, None])
+    elif kind == "planks":
+        rows = int(rng.choice([4, 8]))
+        h = n // rows
+        row = (yy // h).long()
+        tone = torch.tensor(rng.uniform(0.8, 1.15, rows), dtype=torch.float32)[row]
+        grain = 1 + 0.08 * torch.sin(2 * math.pi * (xx / n * float(rng.integers(1, 4)) + 0.3 * torch.sin(
+            2 * math.pi * yy / h)) * 3)
+        gap = (yy % h) < 1.0
+        tex = torch.where(gap[None], (0.4 * a)[:, None, None], a[:, None, None] * (tone * grain)[None])
+    elif kind == "dots":
+        period = int(rng.choice([8, 16]))
+        d = ((xx % period - period / 2 + 0.5) ** 2 + (yy % period - period / 2 + 0.5) ** 2).sqrt()
+        tex = torch.where((d < period * 0.3)[None], a[:, None, None], b[:, None, None])
+    else:
+        raise ValueError(f"unknown structured material {kind!r}; choose one of {STRUCTURED_KINDS}")
+    return Material(_soften(tex.clamp(0, 1)).clamp(0, 1).contiguous(), float(rng.uniform(0.8, 2.0)))
+
+
+def random_material(rng: np.random.Generator, structured: bool = False) -> Material:
+    """A photo (60%), checkerboard (20%) or flat colour (20%) material; with ``structured``: a photo (35%),
+    checkerboard (10%), :func:`structured_material` (40%) or flat colour (15%)."""
+    if structured:
+        kind = rng.choice(4, p=[0.35, 0.1, 0.15, 0.4])
+        if kind == 3:
+            return structured_material(rng)
+    else:
+        kind = rng.choice(3, p=[0.6, 0.2, 0.2])
     if kind == 0:
         names = COLOR_PHOTOS + GRAY_PHOTOS
         name = names[rng.integers(len(names))]
@@ -313,13 +377,15 @@ class Scene:
 
     # ------------------------------------------------------------------ generation
     @staticmethod
-    def random(seed: int) -> "Scene":
-        """The procedural scene of ``seed`` (any int >= 0): same seed, same scene, on any machine."""
+    def random(seed: int, structured: bool = False) -> "Scene":
+        """The procedural scene of ``seed`` (any int >= 0): same seed, same scene, on any machine. ``structured``
+        draws materials from the mix with :func:`structured_material` (False: the original mix, which the
+        fixed held-out split uses)."""
         rng = np.random.default_rng(seed)
         a, b, h = rng.uniform(2.0, 4.0), rng.uniform(2.0, 4.0), rng.uniform(2.6, 3.6)
-        materials = [random_material(rng) for _ in range(3)]  # floor, ceiling, walls
+        materials = [random_material(rng, structured) for _ in range(3)]  # floor, ceiling, walls
         wall2 = len(materials)
-        materials.append(random_material(rng) if rng.uniform() < 0.5 else materials[2])
+        materials.append(random_material(rng, structured) if rng.uniform() < 0.5 else materials[2])
         room = Primitive("room", (0.0, 0.0, 0.0), (a, b, h), (0, 1, 2, 2, wall2, wall2))
         prims = [room]
         placed: list[tuple[float, float, float]] = []
@@ -350,7 +416,7 @@ class Scene:
             prim.center = (float(x), float(y), float(z))
             prims.append(prim)
             placed.append((x, y, rad))
-            materials.append(random_material(rng))
+            materials.append(random_material(rng, structured))
         ld = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.5, 1.5)])
         lamp = (rng.uniform(-a + 0.3, a - 0.3), rng.uniform(-b + 0.3, b - 0.3), h - 0.25)
         return Scene(prims, materials, tuple(ld / np.linalg.norm(ld)), tuple(float(v) for v in lamp), seed=seed)
@@ -367,6 +433,20 @@ class Scene:
             ok &= dist > prim.footprint_radius() + margin
         return ok
 
+    def eye_candidates(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(look-at targets (K, 3): a point above each object and the room centre; eye positions (M, 3) in free
+        space: 512 uniform draws from ``rng`` in the room at 0.9-1.9 m height, kept where free (with a 0.15 m
+        margin if none is free at the default one)). float64."""
+        a, b, h = self.room.size
+        targets = torch.tensor([[p.center[0], p.center[1], min(p.center[2] + 0.3, 1.2)] for p in self.primitives[1:]]
+                               + [[0.0, 0.0, 0.8]], dtype=torch.float64)
+        cand = torch.tensor(np.stack([rng.uniform(-a, a, 512), rng.uniform(-b, b, 512),
+                                      rng.uniform(0.9, max(0.95, min(1.9, h - 0.5)), 512)], -1))
+        free = cand[self.is_free(cand)]
+        if free.shape[0] == 0:
+            free = cand[self.is_free(cand, margin=0.15)]
+        return targets, free
+
     def sample_poses(self, rng: np.random.Generator, n: int, kind: str | None = None) -> torch.Tensor:
         """(n, 4, 4) OpenCV camera-to-world poses of a smooth camera path whose cameras are all in free space.
 
@@ -377,15 +457,7 @@ class Scene:
         kinds = ("orbit", "walk", "interp")
         if kind is not None and kind not in kinds:
             raise ValueError(f"sample_poses: unknown kind {kind!r} (use orbit, walk, interp or None)")
-        a, b, h = self.room.size
-        targets = torch.tensor([[p.center[0], p.center[1], min(p.center[2] + 0.3, 1.2)] for p in self.primitives[1:]]
-                               + [[0.0, 0.0, 0.8]], dtype=torch.float64)
-        # candidate eye positions in free space (vectorized rejection sampling)
-        cand = torch.tensor(np.stack([rng.uniform(-a, a, 512), rng.uniform(-b, b, 512),
-                                      rng.uniform(0.9, max(0.95, min(1.9, h - 0.5)), 512)], -1))
-        free = cand[self.is_free(cand)]
-        if free.shape[0] == 0:
-            free = cand[self.is_free(cand, margin=0.15)]
+        targets, free = self.eye_candidates(rng)  # candidate eye positions in free space (rejection sampling)
         for _attempt in range(40):
             if free.shape[0] == 0:
                 break

@@ -8,7 +8,7 @@ takes the dict of :func:`fastvdm.models.make_cond`), v the v-prediction of x_t's
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g)                               # the state at t = 999: pure noise
     nfe = count_nfe(model)                                            # counts its calls
-    x0 = sample_ddim(guided(nfe, 3.0), x, trailing_timesteps(50), g, cond)    # teacher: 50-step DDIM, CFG 3
+    x0 = sample_ddim(guided(nfe, 3.0, drop_condition), x, trailing_timesteps(50), g, cond)   # teacher, CFG 3
     x0 = sample_few_step(model, x, (999, 749, 499, 249), g, cond)    # student: 4 steps
     x0 = paste_inputs(x0, cond)                                       # clean input views at their frames
     print(nfe.calls)                                                  # 100 (two evaluations per guided step)
@@ -193,17 +193,19 @@ def paste_inputs(x0: Tensor, cond: Any) -> Tensor:
 
 def guided(denoiser: Denoiser, scale: float, uncond: Any = None) -> Denoiser:
     """Classifier-free guidance: v = v_u + scale (v_c - v_u), two calls per evaluation (one when scale == 1).
-    The unconditional branch sees ``uncond`` or, by default, :func:`fastvdm.models.drop_condition` (cond)."""
+
+    uncond: the unconditional condition, or a callable ``cond -> unconditional cond`` (for the VideoUNet:
+    :func:`fastvdm.models.drop_condition`); required when scale != 1 (this module knows no condition format).
+    """
     scale = float(scale)
     if scale == 1.0:
         return denoiser
+    if uncond is None:
+        raise ValueError("guidance != 1 needs uncond: the unconditional condition or a function of the condition "
+                         "(e.g. fastvdm.models.drop_condition)")
 
     def guided_denoiser(x_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        u = uncond
-        if u is None:
-            from fastvdm.models import drop_condition
-
-            u = drop_condition(cond)
+        u = uncond(cond) if callable(uncond) else uncond
         v = denoiser(x_t, t, cond)
         v_u = denoiser(x_t, t, u)
         return v_u + scale * (v - v_u)
@@ -234,18 +236,19 @@ def _cond_device(cond: Any) -> torch.device:
 
 
 class DDIMSampler:
-    """A schedule + DDIM settings (num_steps, eta, guidance), composed from the functions above; no per-call state.
+    """A schedule + DDIM settings (num_steps, eta, guidance and its ``uncond``, see :func:`guided`), composed from
+    the functions above; no per-call state.
 
-    ``sampler(model, cond, shape, generator)`` = ``paste_inputs(sample_ddim(guided(model, guidance), noise,
+    ``sampler(model, cond, shape, generator)`` = ``paste_inputs(sample_ddim(guided(model, guidance, uncond), noise,
     trailing_timesteps(num_steps), generator, cond, eta=eta), cond)`` with noise drawn from ``generator``.
     """
 
     def __init__(self, schedule: Optional[VSchedule] = None, num_steps: int = 50, eta: float = 0.0,
-                 guidance: float = 1.0):
+                 guidance: float = 1.0, uncond: Any = None):
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         self.schedule = schedule or VSchedule()
-        self.num_steps, self.eta, self.guidance = int(num_steps), float(eta), float(guidance)
+        self.num_steps, self.eta, self.guidance, self.uncond = int(num_steps), float(eta), float(guidance), uncond
         self.timesteps = trailing_timesteps(self.num_steps, self.schedule.num_steps)
 
     def __call__(self, model: Denoiser, cond: Any, shape: Sequence[int], generator: Optional[torch.Generator] = None,
@@ -254,8 +257,8 @@ class DDIMSampler:
         """x0 of ``shape`` (B, C, T, H, W), input frames pasted; ``num_steps`` overrides the step count."""
         ts = self.timesteps if num_steps is None else trailing_timesteps(num_steps, self.schedule.num_steps)
         x = initial_state(shape, ts[0], generator, self.schedule, device or _cond_device(cond), dtype)
-        x0 = sample_ddim(guided(model, self.guidance, uncond), x, ts, generator, cond, self.schedule, self.eta,
-                         progress, autocast_bf16)
+        x0 = sample_ddim(guided(model, self.guidance, self.uncond if uncond is None else uncond), x, ts, generator,
+                         cond, self.schedule, self.eta, progress, autocast_bf16)
         return paste_inputs(x0, cond)
 
 

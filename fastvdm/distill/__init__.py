@@ -8,7 +8,6 @@
 - :mod:`fastvdm.distill.kl_stage`: stage 2 (online fake score, DMD / softened-KL weighting, optional GAN term).
 - :mod:`fastvdm.distill.simulate`: x0 predictions, guidance, backward simulation on the student's sampler.
 - :mod:`fastvdm.distill.build`: ``build_stage`` (a stage + the training state it checkpoints), ``stage_step_fn``.
-- :mod:`fastvdm.distill.toys`: 1-D Gaussian and 2-D ring toys.
 
 The loss helpers of :mod:`fastvdm.distill.losses` are re-exported here: ``softened_kl_weight``,
 ``gan_generator_loss``, ``gan_discriminator_loss``, ``r1_penalty``.

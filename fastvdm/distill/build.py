@@ -21,23 +21,48 @@ from torch import nn
 from fastvdm.diffusion import FewStepSampler, VSchedule
 from fastvdm.distill.gan_stage import GANConfig, GANStage
 from fastvdm.distill.kl_stage import KLConfig, KLStage
+from fastvdm.errors import UserError
 
 HEAD_DEFAULTS = {"width": 64, "depth": 3}
 
 
+def _encoder_head(teacher: nn.Module, **cfg):
+    from fastvdm.models.discriminator import Discriminator
+
+    return Discriminator(teacher, **cfg)
+
+
+# head kind -> factory(teacher, **config) -> a discriminator whose trainable parameters are ``.head``. "encoder"
+# is FVGen's (frozen teacher encoder + Head3D); experiments register more (experiments/disc_heads.py).
+HEAD_KINDS = {"encoder": _encoder_head}
+_EXPERIMENT_KEYS = ("multiscale", "hole_weighted", "pixel_branch")  # written by older runs, False = encoder
+
+
+def register_head_kind(name: str, factory) -> None:
+    """Make head kind ``name`` buildable: ``factory(teacher, **config) -> discriminator`` (config: the head's
+    checkpoint config without ``kind`` and ``in_channels``)."""
+    HEAD_KINDS[name] = factory
+
+
 def head_config(teacher: nn.Module, **overrides) -> dict:
-    """The discriminator head's config as stored in a checkpoint: in_channels, width, depth, groups (+ overrides)."""
-    cfg = {**HEAD_DEFAULTS, **overrides}
+    """The discriminator head's config as stored in a checkpoint: kind, in_channels, width, depth, groups
+    (+ overrides, e.g. an experiment's options)."""
+    cfg = {"kind": "encoder", **HEAD_DEFAULTS, **overrides}
     cfg.setdefault("groups", min(8, cfg["width"]))
     return {"in_channels": teacher.feature_channels, **cfg}
 
 
 def make_discriminator(teacher: nn.Module, cfg: dict):
-    """A :class:`~fastvdm.models.discriminator.Discriminator` (frozen ``teacher`` + a head) from a head config."""
-    from fastvdm.models.discriminator import Discriminator
-
-    kwargs = {k: v for k, v in cfg.items() if k != "in_channels"}
-    return Discriminator(teacher, **kwargs)
+    """The discriminator (frozen ``teacher`` + a head) of a head config (see :data:`HEAD_KINDS`)."""
+    kwargs = {k: v for k, v in cfg.items() if k not in ("in_channels", "kind")}
+    kind = cfg.get("kind") or ("multiscale" if kwargs.get("multiscale") else "encoder")
+    if kind == "encoder":
+        kwargs = {k: v for k, v in kwargs.items() if k not in _EXPERIMENT_KEYS or v}
+    if kind not in HEAD_KINDS:
+        raise UserError(f"discriminator head kind {kind!r} is not registered here (kinds: {sorted(HEAD_KINDS)}); "
+                        "it is an experiment: import its module from the source checkout first "
+                        "(e.g. experiments.disc_heads)")
+    return HEAD_KINDS[kind](teacher, **kwargs)
 
 
 def load_disc_head(run: str, teacher: nn.Module):
@@ -49,7 +74,7 @@ def load_disc_head(run: str, teacher: nn.Module):
     tensors, meta = read_checkpoint(path)
     hc = meta.get("model_configs", {}).get("disc_head")
     if not hc:
-        raise ValueError(f"{path} has no discriminator head (is it a --stage gan run?)")
+        raise UserError(f"{path} has no discriminator head (is it a --stage gan run?)")
     disc = make_discriminator(teacher, hc)
     load_state_dict_checked(disc.head, prefixed(tensors, "model/disc_head"), f"{path} disc_head")
     return disc, hc
@@ -68,9 +93,9 @@ def build_stage(kind: str, teacher: nn.Module, config: Union[GANConfig, KLConfig
     from fastvdm.train import TrainState, load_model
 
     if kind not in ("gan", "kl"):
-        raise ValueError(f"stage must be 'gan' or 'kl', got {kind!r}")
+        raise UserError(f"stage must be 'gan' or 'kl', got {kind!r}")
     if kind == "gan" and (init or disc):
-        raise ValueError("init and disc are options of the kl stage")
+        raise UserError("init and disc are options of the kl stage")
     teacher.requires_grad_(False)
     sampler = FewStepSampler(VSchedule())
     state = TrainState()
@@ -111,4 +136,5 @@ def stage_step_fn(stage):
     return step_fn
 
 
-__all__ = ["build_stage", "stage_step_fn", "load_disc_head", "make_discriminator", "head_config"]
+__all__ = ["build_stage", "stage_step_fn", "load_disc_head", "make_discriminator", "head_config", "register_head_kind",
+           "HEAD_KINDS"]

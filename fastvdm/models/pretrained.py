@@ -2,7 +2,12 @@
 whatever the caller adds: frames, size, ...) and ``model.safetensors`` (the weights).
 
     model.save_pretrained("my_unet", frames=8, size=32)      # any network with this mixin
-    model = VideoUNet.from_pretrained("my_unet")             # or load_network("my_unet") -> (model, config)
+    net = VideoUNet.from_pretrained("my_unet")               # the bare network (or load_network -> (net, config))
+
+This layer knows networks only. A network saved inside a denoiser (:mod:`fastvdm.diffusion.denoisers`, e.g. the
+teacher's PosteriorDenoiser) stores the network's config and weights plus a ``"denoiser"`` entry (kind and
+settings); :func:`fastvdm.diffusion.denoisers.load_denoiser` wraps the network back (also for folders whose
+model_config still carries the session-2 preconditioning fields: the shipped v1 models).
 
 The folder is written to a temporary sibling and renamed into place, so an interrupted save leaves no
 half-written folder; an existing folder is replaced only with ``overwrite=True``. :class:`fastvdm.pipeline.NVSPipeline`
@@ -11,11 +16,12 @@ adds its sampler settings to the same config (``NVSPipeline.save_pretrained`` / 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
 import shutil
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -43,10 +49,12 @@ def is_pretrained_folder(path: str) -> bool:
 
 
 def save_network(model: torch.nn.Module, folder: str, overwrite: bool = False, **extra) -> str:
-    """Write ``model`` (config with ``to_dict``, state dict) as a pretrained folder; ``extra`` goes into the
-    config JSON (JSON-serializable). Returns the folder."""
+    """Write network ``model`` (config with ``to_dict``, state dict) as a pretrained folder; ``extra`` goes into
+    the config JSON (JSON-serializable; e.g. ``denoiser=`` from :mod:`fastvdm.diffusion.denoisers`, which saves
+    its wrappers through this). Returns the folder."""
     from safetensors.torch import save_file
 
+    model = getattr(model, "_orig_mod", model)
     arch = type(getattr(model, "_orig_mod", model)).__name__
     if arch not in ARCHITECTURES:
         raise ValueError(f"save_pretrained: unknown architecture {arch} (known: {sorted(ARCHITECTURES)})")
@@ -90,14 +98,23 @@ def read_config(folder: str) -> dict:
     return config
 
 
-def load_network(folder: str, device=None, dtype: Optional[torch.dtype] = None):
-    """(network in eval mode, config dict) from a pretrained folder; the weights must match the config exactly."""
+def load_network(folder: str, device=None, dtype: Optional[torch.dtype] = None,
+                 split: Optional[Callable[[dict], tuple]] = None):
+    """(network in eval mode, config dict) from a pretrained folder; the weights must match the config exactly.
+    ``split(model_config) -> (network config, rest)``: what of the stored model config is the network's (the
+    denoiser layer passes :func:`fastvdm.diffusion.denoisers.split_config`; default: all of it)."""
     from safetensors.torch import load_file
 
     config = read_config(folder)
     module, net_name, cfg_name = ARCHITECTURES[config["architecture"]]
     mod = importlib.import_module(module)
-    model = getattr(mod, net_name)(getattr(mod, cfg_name).from_dict(config["model_config"]))
+    cfg_cls = getattr(mod, cfg_name)
+    if split is not None:
+        net_cfg = split(config["model_config"])[0]
+    else:  # the network's own fields (a denoiser's settings stored beside them are not the network's)
+        own = {f.name for f in dataclasses.fields(cfg_cls)} if dataclasses.is_dataclass(cfg_cls) else None
+        net_cfg = {k: v for k, v in config["model_config"].items() if own is None or k in own}
+    model = getattr(mod, net_name)(cfg_cls.from_dict(net_cfg))
     weights = os.path.join(str(folder), WEIGHTS_NAME)
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME}")

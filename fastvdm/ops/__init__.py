@@ -5,8 +5,8 @@
 
 Backends: ``reference`` (pure PyTorch, always there: the definition), ``triton`` (GPU; on the CPU only under
 ``TRITON_INTERPRET=1``, for tests), ``cuda`` (csrc, GPU) and ``cpu`` (csrc C++, OpenMP). ``auto`` (the default)
-picks the fastest available backend for the inputs' device; ``with use_backend("cpu"):`` or the environment
-variable ``FASTVDM_BACKEND=cpu`` forces one. Every op composes with autograd. Shapes, units and the exact
+picks the fastest available backend for the inputs' device; ``with use_backend("cpu"):`` (for the calling
+thread only) or the environment variable ``FASTVDM_BACKEND=cpu`` forces one. Every op composes with autograd. Shapes, units and the exact
 mathematical definitions are in :mod:`fastvdm.ops.reference`.
 
 The public functions validate their inputs (shapes, dtypes, devices) once, here, so that every backend sees

@@ -13,6 +13,10 @@ from __future__ import annotations
 from fastvdm.ops._dispatch import BACKENDS, BackendUnavailableError
 
 
+# Ops whose reference implementation can be differentiated twice (measured: tests/test_faults.py).
+_REFERENCE_HAS_DOUBLE_BACKWARD = ("group_norm",)
+
+
 def refuse_double_backward(backward_op, op: str) -> None:
     """Register an autograd formula on custom op ``backward_op`` (a ``torch.library`` op of backend ``op``
     kernels) that raises a one-line BackendUnavailableError when it is differentiated."""
@@ -22,11 +26,15 @@ def refuse_double_backward(backward_op, op: str) -> None:
     def setup(ctx, inputs, output):
         pass
 
+    if op in _REFERENCE_HAS_DOUBLE_BACKWARD:
+        hint = f"run that part under fastvdm.ops.use_backend('reference', ops=['{op}'])"
+    else:
+        hint = "no backend supports it (the reference's PyTorch attention has no double backward either)"
+
     def backward(ctx, *grads):
         raise BackendUnavailableError(
             f"double backward (create_graph=True, then differentiating the gradient) through {op} is not "
-            f"supported by the {backend!r} backend; run that part under "
-            "fastvdm.ops.use_backend('reference', ops=['" + op + "'])"
+            f"supported by the {backend!r} backend; {hint}"
         )
 
     backward_op.register_autograd(backward, setup_context=setup)

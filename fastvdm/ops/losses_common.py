@@ -111,3 +111,18 @@ def backend_ops(backend: str, kernels, op_decorator: Optional[Callable] = None):
         return dmd_loss_with_norm(x, x0_real, x0_fake, weight)[0]
 
     return denoising_loss, dmd_loss_with_norm, dmd_loss
+
+
+def device_supports(backend: str, device_type: str, dtypes: tuple) -> Callable:
+    """``supports(x, *args)`` for both losses of a backend that serves ``dtypes`` on ``device_type`` tensors: why
+    the first tensor argument cannot be served, or None."""
+    names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+    def supports(x: Tensor, *_) -> Optional[str]:
+        if x.device.type != device_type:
+            return f"the {backend} backend needs {device_type.upper()} tensors, got {x.device}"
+        if x.dtype not in dtypes:
+            return f"the {backend} backend supports {names}, got {x.dtype}"
+        return None
+
+    return supports

@@ -122,8 +122,9 @@ def model_generator(ckpt: str, sampler: str = "ddim", steps: int | None = None, 
     for the shorter trailing grids). supervise: "all" pixels of the generated views, or only their "holes"
     (the pixels the point-cloud render of the inputs missed: what the model adds beyond the inputs; elsewhere
     the generated view is a low-resolution copy of what the input views already supervise). The clip is
-    :meth:`fastvdm.pipeline.NVSPipeline.densify` of the case's inputs along its path at the checkpoint's training
-    size; its non-input frames come back as views at the path cameras. The time covers building the condition
+    :meth:`fastvdm.pipeline.NVSPipeline.densify` of the case's inputs along its path at the case's own resolution
+    (the inputs' full-resolution warp kept where they see, the model's output in the holes); its non-input
+    frames come back as views at the path cameras. The time covers building the condition
     and sampling, on this process's device (CPU without CUDA).
     """
     from fastvdm.pipeline import load_student, load_teacher

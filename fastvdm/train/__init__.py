@@ -6,7 +6,7 @@ Contract (how a stage plugs in)::
 
     rank, world, device = init_distributed()            # torchrun: gloo on CPU, nccl on GPU; else (0, 1, dev)
     state = TrainState()
-    gen = state.add_model("gen", VideoUNet(cfg).to(device), ema_decay=0.999)   # checkpointed (+ EMA)
+    gen = state.add_model("gen", preset_denoiser("tiny").to(device), ema_decay=0.999)  # checkpointed (+ EMA)
     state.add_model("teacher", teacher)                  # frozen models may be registered too (or not)
     state.add_optimizer("gen", torch.optim.AdamW(gen.parameters(), lr=1e-4))
     state.add_optimizer("disc", torch.optim.AdamW(disc.parameters(), lr=1e-4))

@@ -217,13 +217,21 @@ def load_state_dict_checked(module: torch.nn.Module, sd: dict, what: str) -> Non
 
 
 def load_model(path: str, name: Optional[str] = None, ema: bool = True, device="cpu"):
-    """Build and load a VideoUNet from a training checkpoint, a run folder, or an exported model file.
+    """Build and load a model (a VideoUNet wrapped by the denoiser its config names, see
+    :func:`fastvdm.diffusion.denoisers.build_denoiser`) from a training checkpoint, a run folder, an exported
+    model file, or a ``save_pretrained`` folder. Bare-network checkpoints (the session-1/2 format) load too.
 
     name: the registered model name (default: the only one / "unet"); ema: the EMA weights when present.
     Returns (model in eval mode, meta dict).
     """
-    from fastvdm.models import VideoUNet, VideoUNetConfig
+    from fastvdm.diffusion.denoisers import adapt_state_dict, build_denoiser, load_denoiser
+    from fastvdm.models.pretrained import is_pretrained_folder
 
+    if os.path.isdir(path) and is_pretrained_folder(path):  # a save_pretrained folder (e.g. a shipped model)
+        model, config = load_denoiser(path, device=device)
+        stage = "teacher" if config.get("kind") == "teacher" else "distill"
+        run = {"config": {"frames": config.get("frames"), "size": config.get("size"), "stage": stage}}
+        return model, {"run": run, "step": config.get("provenance", {}).get("step"), "pretrained": config}
     path = resolve_checkpoint(path)
     tensors, meta = read_checkpoint(path)
     configs = meta.get("model_configs", {})
@@ -233,12 +241,12 @@ def load_model(path: str, name: Optional[str] = None, ema: bool = True, device="
         name = "unet" if "unet" in configs else sorted(configs)[0]
     if name not in configs:
         raise CheckpointError(f"checkpoint {path} has no model {name!r} (it has {sorted(configs)})")
-    model = VideoUNet(VideoUNetConfig.from_dict(configs[name]))
+    model = build_denoiser(configs[name])
     sd = prefixed(tensors, f"ema/{name}") if ema else {}
     if not sd:
         sd = prefixed(tensors, f"model/{name}")
     check_finite_weights(sd, f"checkpoint {path} model {name!r}")
-    load_state_dict_checked(model, sd, f"checkpoint {path} model {name!r}")
+    load_state_dict_checked(model, adapt_state_dict(model, sd), f"checkpoint {path} model {name!r}")
     return model.to(device).eval(), meta
 
 

@@ -91,6 +91,7 @@ def supports(x, weight, bias, stride, padding, dilation) -> Optional[str]:
     return None
 
 
-# auto on CPU: bench/bench_conv.py measures forward and forward+backward faster than F.conv3d on the tiny
-# preset's shapes at batch 1 to 4 (bench/RESULTS.md).
+# auto on CPU (as models/conv.py's Conv3d did before it became this op): bench/bench_conv.py measures
+# forward + backward 3-5x faster than F.conv3d on the tiny preset's batch-1 shapes. At batch 2-4, RESULTS.md's run
+# measured 1.1-1.5x, a 3-repeat run on the loaded shared machine (issue 18) 0.6-0.7x: to re-measure on a quiet one.
 _dispatch.register("conv3d", "cpu", conv3d, supports=supports, auto={"cpu": 10})

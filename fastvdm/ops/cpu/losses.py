@@ -18,13 +18,11 @@ first (the only case with extra full-size allocations).
 
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
-from torch import Tensor
 
 from fastvdm.ops import _dispatch
-from fastvdm.ops.losses_common import backend_ops
+from fastvdm.ops.losses_common import backend_ops, device_supports
 from fastvdm.ops.extensions import cpu_extension
 
 cpu_extension()  # registers torch.ops.fastvdm_cpu.*
@@ -37,24 +35,11 @@ denoising_loss, dmd_loss_with_norm, dmd_loss = backend_ops("cpu", _C)
 
 
 # ---------------------------------------------------------------------------------------------- registration
-def _why_not(t: Tensor) -> Optional[str]:
-    if t.device.type != "cpu":
-        return f"the cpu backend needs CPU tensors, got {t.device}"
-    if t.dtype not in DTYPES:
-        return f"the cpu backend supports float32 and bfloat16, got {t.dtype}"
-    return None
-
-
-def _supports_denoising(pred, x0, noise, alpha, sigma, weight, target) -> Optional[str]:
-    return _why_not(pred)
-
-
-def _supports_dmd(x, x0_real, x0_fake, weight) -> Optional[str]:
-    return _why_not(x)
+_supports = device_supports("cpu", "cpu", DTYPES)
 
 
 # auto on "cpu": bench/bench_losses.py measures loss+gradient 4-10x faster than eager PyTorch (and faster than the
 # reference) on video-sized inputs. On tiny inputs (thousands of elements) the custom-op and autograd overhead
 # (~0.1 ms per call) makes it about as fast as eager.
-_dispatch.register("denoising_loss", "cpu", denoising_loss, supports=_supports_denoising, auto={"cpu": 10})
-_dispatch.register("dmd_loss", "cpu", dmd_loss, supports=_supports_dmd, auto={"cpu": 10})
+_dispatch.register("denoising_loss", "cpu", denoising_loss, supports=_supports, auto={"cpu": 10})
+_dispatch.register("dmd_loss", "cpu", dmd_loss, supports=_supports, auto={"cpu": 10})

@@ -20,14 +20,12 @@ until it has been verified and measured on one.
 
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
-from torch import Tensor
 
 import fastvdm._C_cuda  # noqa: F401  (registers torch.ops.fastvdm_cuda.*)
 from fastvdm.ops import _dispatch
-from fastvdm.ops.losses_common import backend_ops
+from fastvdm.ops.losses_common import backend_ops, device_supports
 
 _C = torch.ops.fastvdm_cuda
 
@@ -38,22 +36,9 @@ denoising_loss, dmd_loss_with_norm, dmd_loss = backend_ops("cuda", _C)
 
 
 # ---------------------------------------------------------------------------------------------- registration
-def _why_not(t: Tensor) -> Optional[str]:
-    if t.device.type != "cuda":
-        return f"the cuda backend needs CUDA tensors, got {t.device}"
-    if t.dtype not in DTYPES:
-        return f"the cuda backend supports float32, bfloat16 and float16, got {t.dtype}"
-    return None
-
-
-def _supports_denoising(pred, x0, noise, alpha, sigma, weight, target) -> Optional[str]:
-    return _why_not(pred)
-
-
-def _supports_dmd(x, x0_real, x0_fake, weight) -> Optional[str]:
-    return _why_not(x)
+_supports = device_supports("cuda", "cuda", DTYPES)
 
 
 # No auto priority: these kernels have not yet run on a GPU (bench/RESULTS.md). Forced with use_backend("cuda").
-_dispatch.register("denoising_loss", "cuda", denoising_loss, supports=_supports_denoising)
-_dispatch.register("dmd_loss", "cuda", dmd_loss, supports=_supports_dmd)
+_dispatch.register("denoising_loss", "cuda", denoising_loss, supports=_supports)
+_dispatch.register("dmd_loss", "cuda", dmd_loss, supports=_supports)

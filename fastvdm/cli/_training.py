@@ -1,4 +1,4 @@
-"""The training-data options shared by ``fastvdm train teacher`` and ``fastvdm train distill``."""
+"""The options shared by ``fastvdm train teacher`` and ``fastvdm train distill``: training data and the run."""
 
 from __future__ import annotations
 
@@ -26,3 +26,18 @@ def open_clips_from_args(args: argparse.Namespace):
 
     return open_clips(args.data, frames=args.frames, size=args.size, clips=args.clips, seed=args.seed,
                       cache=args.cache)
+
+
+def add_run_args(p: argparse.ArgumentParser, ema: float, ckpt_every: int, keep: int, ema_what: str = "EMA",
+                 clip_what: str = "max gradient norm", changed: str = "--frames/--size/--data/--batch") -> None:
+    """--ema, --grad-clip, --seed, --ckpt-every, --keep, --threads, --no-amp, --allow-config-change (the
+    training loop's options; defaults per command)."""
+    p.add_argument("--ema", type=float, default=ema, help=f"{ema_what} decay (default {ema:g})")
+    p.add_argument("--grad-clip", type=float, default=1.0, help=f"{clip_what} (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    p.add_argument("--ckpt-every", type=int, default=ckpt_every, help=f"checkpoint every N steps (default {ckpt_every})")
+    p.add_argument("--keep", type=int, default=keep, help=f"checkpoints kept (default {keep}; 0 = all)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help=f"resume a run folder even though {changed} differ from it")

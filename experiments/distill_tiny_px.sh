@@ -4,7 +4,7 @@
 # it, then one evaluation run and the separability probe. Not the shipped student (see bench/RESULTS.md).
 # Logs: bench/logs/distill_tiny_{gan_px,gan_px3,gan_px_skl,gan_px_dmd,px_skl_noinit,eval_px}.log,
 # bench/logs/disc_probe*.json. Each training command used one core while another job ran on the second.
-# Usage: bash bench/distill_tiny_px.sh TEACHER_CKPT
+# Usage: bash experiments/distill_tiny_px.sh TEACHER_CKPT (moved from bench/; the heads are experiments/disc_heads.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TEACHER=${1:-runs/teacher_tiny}
@@ -13,24 +13,26 @@ TEST=runs/cache/test_t8_s32_n100.safetensors
 OUT=runs/distill_tiny
 LOG=bench/logs
 COMMON="--teacher $TEACHER --data $DATA --batch 2 --threads 1 --seed 0 --t-max-disc 20"
-DISC="--lr-d 1e-3 --head-width 32 --disc-multiscale --disc-holes --disc-pixels"
-python -m fastvdm train distill $COMMON --ckpt-every 50 --stage gan --steps 300 --out $OUT/gan_px --lr-g 1e-5 $DISC \
+DISC="--lr-d 1e-3 --head-width 32"
+PX="python -m experiments.distill_disc --multiscale --holes --pixels --"
+EXP="python -m experiments.distill_disc --"  # KL stages from those runs: the head kind must be registered
+$PX $COMMON --ckpt-every 50 --stage gan --steps 300 --out $OUT/gan_px --lr-g 1e-5 $DISC \
     > $LOG/distill_tiny_gan_px.log 2>&1
-python -m fastvdm train distill $COMMON --ckpt-every 50 --stage gan --steps 300 --out $OUT/gan_px3 --lr-g 3e-5 $DISC \
+$PX $COMMON --ckpt-every 50 --stage gan --steps 300 --out $OUT/gan_px3 --lr-g 3e-5 $DISC \
     > $LOG/distill_tiny_gan_px3.log 2>&1
 KL="--ckpt-every 20 --stage kl --steps 60 --lr-g 3e-6 --lr-fake 1e-5 --fake-steps 2"
-python -m fastvdm train distill $COMMON $KL --init $OUT/gan_px --weighting softened --out $OUT/gan_px_skl \
+$EXP $COMMON $KL --init $OUT/gan_px --weighting softened --out $OUT/gan_px_skl \
     > $LOG/distill_tiny_gan_px_skl.log 2>&1
-python -m fastvdm train distill $COMMON $KL --init $OUT/gan_px --weighting plain --out $OUT/gan_px_dmd \
+$EXP $COMMON $KL --init $OUT/gan_px --weighting plain --out $OUT/gan_px_dmd \
     > $LOG/distill_tiny_gan_px_dmd.log 2>&1
-python -m fastvdm train distill $COMMON $KL --disc $OUT/gan_px --weighting softened --out $OUT/px_skl_noinit \
+$EXP $COMMON $KL --disc $OUT/gan_px --weighting softened --out $OUT/px_skl_noinit \
     > $LOG/distill_tiny_px_skl_noinit.log 2>&1
 python bench/distill_eval.py --teacher $TEACHER --data $TEST --clips 20 --batch 10 --threads 1 \
     --student undistilled=$TEACHER --student gan_px=$OUT/gan_px --student gan_px3=$OUT/gan_px3 \
     --student gan_px_dmd=$OUT/gan_px_dmd --student gan_px_skl=$OUT/gan_px_skl --student px_skl_noinit=$OUT/px_skl_noinit \
     --json $LOG/distill_tiny_eval_px.json 2>&1 | tee $LOG/distill_tiny_eval_px.log
-python bench/disc_probe.py --teacher $TEACHER --data $TEST --clips 64 --json $LOG/disc_probe.json
+python -m experiments.disc_probe --teacher $TEACHER --data $TEST --clips 64 --json $LOG/disc_probe.json
 for run in gan_px gan_px3 gan_px_skl; do
-    python bench/disc_probe.py --teacher $TEACHER --data $TEST --clips 64 --t 0 --student $OUT/$run \
+    python -m experiments.disc_probe --teacher $TEACHER --data $TEST --clips 64 --t 0 --student $OUT/$run \
         --json $LOG/disc_probe_$run.json
 done

@@ -1,6 +1,6 @@
 """How separable are the student's clips from real ones? A probe of what a GAN discriminator could learn.
 
-    python bench/disc_probe.py --teacher runs/teacher_tiny --data runs/cache/test_t8_s32_n100.safetensors \
+    python -m experiments.disc_probe --teacher runs/teacher_tiny --data runs/cache/test_t8_s32_n100.safetensors \
         --clips 64 [--t 0 20 100] [--student RUN] [--json OUT.json]
 
 For each held-out clip: the real target frames x0 and the student's 4-step sample (teacher weights on the
@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from fastvdm.data.dataset import CachedClips
 from fastvdm.diffusion import FewStepSampler, VSchedule
 from fastvdm.models import make_cond
-from fastvdm.models.discriminator import hole_map
 from fastvdm.train import load_model
+
+from experiments.disc_heads import hole_map
 
 
 def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:

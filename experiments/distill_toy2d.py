@@ -1,7 +1,7 @@
 """FVGen ablation on the 2-D toy (ring of 8 Gaussians, MLP v-prediction teacher): sliced Wasserstein distance
 (SWD, lower is better) of the 1/2/4-step students to the data.
 
-    python bench/distill_toy2d.py [--gan-steps 600 --kl-steps 300 --lr-kl 3e-6 --fake-steps 10] [--markdown]
+    python experiments/distill_toy2d.py [--gan-steps 600 --kl-steps 300 --lr-kl 3e-6 --fake-steps 10] [--markdown]
 
 Rows: the teacher (50-step DDIM), the undistilled student (the teacher's weights in the few-step sampler),
 GAN stage only, GAN + plain DMD, GAN + softened KL, GAN + softened KL + GAN term, softened KL without GAN init
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import sys
 import time
 
 import torch
@@ -21,8 +23,10 @@ from torch import nn
 from fastvdm.diffusion import DDIMSampler, FewStepSampler, VSchedule
 from fastvdm.distill.gan_stage import GANConfig, GANStage
 from fastvdm.distill.kl_stage import KLConfig, KLStage
-from fastvdm.distill.toys import ring_of_gaussians, ring_swd, train_ring_teacher
 from fastvdm.models.discriminator import Discriminator
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from toys import ring_of_gaussians, ring_swd, train_ring_teacher  # noqa: E402  (tests/toys.py)
 
 
 def swds(model, sch) -> list[float]:
