@@ -62,7 +62,10 @@ def test_schedule_and_samplers_read_no_device_data():
     g = torch.Generator().manual_seed(0)
     out = FewStepSampler(sch)(m, cond, (2, 3, 4, 16, 16), generator=g, device="meta")
     assert out.device.type == "meta"
-    out = DDIMSampler(sch, num_steps=3, eta=0.5, guidance=2.0)(m, cond, (2, 3, 4, 16, 16), generator=g, device="meta")
+    from fastvdm.models import drop_condition
+
+    out = DDIMSampler(sch, num_steps=3, eta=0.5, guidance=2.0, uncond=drop_condition)(
+        m, cond, (2, 3, 4, 16, 16), generator=g, device="meta")
     assert out.device.type == "meta"
 
 
