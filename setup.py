@@ -161,6 +161,10 @@ setup(
         "scikit-image",
         "opencv-python-headless",  # the inpainting baseline of `fastvdm eval`
     ],
-    extras_require={"triton": ["triton"], "test": ["pytest", "einops", "triton"]},
+    extras_require={
+        "triton": ["triton"],
+        "diffusers": ["diffusers>=0.30"],  # fastvdm.integrations.diffusers
+        "test": ["pytest", "einops", "triton", "diffusers>=0.30"],
+    },
     entry_points={"console_scripts": ["fastvdm=fastvdm.cli:main"]},
 )

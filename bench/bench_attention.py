@@ -2,7 +2,15 @@
 
     python bench/bench_attention.py                          # GPU: the issue's shapes, bf16
     python bench/bench_attention.py --dtype fp16 --markdown
-    python bench/bench_attention.py --small                  # CPU-sized shapes (reference vs SDPA on the CPU)
+    python bench/bench_attention.py --threads 1 --markdown   # CPU: every CPU shape, cpu vs SDPA vs torch.compile
+
+On the CPU (the default without a GPU) one run times every method on every CPU shape (``CPU_SHAPES``: the
+--small shapes and the tiny preset's own; --large adds spatial S = 4096) in interleaved rounds (``timing.interleaved_medians``),
+measures this machine's fp32 GEMM ceiling (``torch.mm`` 2048^3) in the same run, and prints each method's
+GFLOP/s as a fraction of it ("fwd %GEMM", "f+b %GEMM") and its speed against the best PyTorch peer
+("vs peer": best of sdpa-flash, sdpa-math and compile, time ratio; > 1 = faster than all of them). Methods there:
+``cpu``, ``reference``, ``sdpa-flash``, ``sdpa-math`` (S <= 1024) and ``compile`` (``torch.compile``, inductor,
+of the permute + SDPA + permute function; --no-compile skips it).
 
 Shapes (a 16-frame video U-Net, D = 64, 8 heads; q, k, v are views of one fused (B, T, S, 3, 8, 64) QKV
 tensor, as a fused projection produces them):
@@ -59,6 +67,16 @@ SMALL_SHAPES = [
     ("temporal", 1, 16, 512),
     ("temporal", 1, 16, 4096),
 ]
+# The CPU run: (axis, B, T, S, heads, D)
+CPU_SHAPES = [
+    ("spatial", 1, 4, 256, 8, 64),
+    ("spatial", 1, 4, 1024, 8, 64),
+    ("temporal", 1, 16, 512, 8, 64),
+    ("temporal", 1, 16, 4096, 8, 64),
+    ("spatial", 1, 8, 64, 2, 32),  # the tiny preset's own
+    ("temporal", 1, 8, 64, 2, 32),
+]
+LARGE_CPU_SHAPES = [("spatial", 1, 1, 4096, 8, 64)]  # with --large
 ORACLES = ("reference", "sdpa-math")  # fp32 compute (reference) or plain matmuls (math): the accuracy check
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -192,6 +210,84 @@ def run(shapes, dtype, device, repeats, only=None, heads=HEADS, head_dim=HEAD_DI
     return rows
 
 
+def run_cpu(shapes, dtype, rounds, only=None, compile_=True) -> list[dict]:
+    """The CPU table: every method on every shape, interleaved rounds, fractions of the GEMM ceiling."""
+    from timing import cpu_limits, interleaved_medians
+
+    limits = cpu_limits()
+    gemm = limits["gemm_gflops"]
+    print(f"# measured fp32 GEMM ceiling (torch.mm 2048^3, {torch.get_num_threads()} threads): {gemm:.1f} GFLOP/s")
+    rows = []
+    for axis, B, T, S, heads, head_dim in shapes:
+        g = torch.Generator().manual_seed(0)
+        qkv = torch.randn(B, T, S, 3, heads, head_dim, generator=g).to(dtype=dtype)
+        q, k, v = (t.requires_grad_() for t in qkv.unbind(3))
+        grad_out = torch.randn(B, T, S, heads, head_dim, generator=g).to(dtype=dtype)
+        sequences, N = (B * T, S) if axis == "spatial" else (B * S, T)
+        fwd_flops = 4 * sequences * heads * N * N * head_dim
+        methods = {"cpu": ("cpu", None), "reference": ("reference", None)}
+        backends = sdpa_backends()
+        methods["sdpa-flash"] = ("sdpa", backends["flash"])
+        if N <= 1024:
+            methods["sdpa-math"] = ("sdpa", backends["math"])
+        methods = {n: m for n, m in methods.items() if not only or n in only or n in ORACLES}
+        fwd, both = {}, {}
+        for name, method in methods.items():
+            fwd[name] = make_call(method, q, k, v, axis, None)
+            both[name] = make_call(method, q, k, v, axis, grad_out)
+        if compile_ and (not only or "compile" in only):
+            torch._dynamo.reset()
+            plain = lambda q, k, v: _from_sequences(  # noqa: E731
+                F.scaled_dot_product_attention(_to_sequences(q, axis), _to_sequences(k, axis), _to_sequences(v, axis)),
+                axis, q.shape)
+            compiled = torch.compile(plain, dynamic=False)
+
+            def c_fwd():
+                with torch.no_grad():
+                    return compiled(q, k, v)
+
+            fwd["compile"] = c_fwd
+            both["compile"] = lambda: torch.autograd.grad(compiled(q, k, v), (q, k, v), grad_out)
+        with torch.no_grad():
+            oracle = fwd["reference"]().float()
+        errs = {}
+        for name, fn in fwd.items():
+            try:
+                out = fn().float()
+                errs[name] = f"{((out - oracle).norm() / oracle.norm()).item():.1e}"
+            except (RuntimeError, ValueError) as e:
+                errs[name] = first_line(e)
+        t_fwd = interleaved_medians(fwd, rounds=rounds)
+        t_both = interleaved_medians(both, rounds=rounds)
+        peers = [n for n in t_fwd if n.startswith("sdpa") or n == "compile"]
+        best_f = min((t_fwd[n] for n in peers), default=None)
+        best_b = min((t_both[n] for n in peers if n in t_both), default=None)
+        for name in fwd:
+            row = {"axis": axis, "B,T,S,H,D": f"{B},{T},{S},{heads},{head_dim}", "method": name,
+                   "rel err": errs.get(name, "")}
+            if name not in t_fwd or name not in t_both:
+                row["fwd ms"] = "fails"
+                rows.append(row)
+                continue
+            f_s, b_s = t_fwd[name], t_both[name]
+            row.update({
+                "fwd ms": f"{f_s * 1e3:.3f}", "fwd+bwd ms": f"{b_s * 1e3:.3f}",
+                "fwd GFLOP/s": f"{fwd_flops / f_s / 1e9:.1f}",
+                "fwd %GEMM": f"{100 * fwd_flops / f_s / 1e9 / gemm:.0f}%",
+                "f+b GFLOP/s": f"{3.5 * fwd_flops / b_s / 1e9:.1f}",
+                "f+b %GEMM": f"{100 * 3.5 * fwd_flops / b_s / 1e9 / gemm:.0f}%",
+                "vs peer fwd": f"{best_f / f_s:.2f}x" if best_f else "",
+                "vs peer f+b": f"{best_b / b_s:.2f}x" if best_b else "",
+            })
+            rows.append(row)
+        del qkv, q, k, v, grad_out, oracle
+    return rows
+
+
+CPU_COLUMNS = ["axis", "B,T,S,H,D", "method", "fwd ms", "fwd+bwd ms", "fwd GFLOP/s", "fwd %GEMM", "f+b GFLOP/s",
+               "f+b %GEMM", "vs peer fwd", "vs peer f+b", "rel err"]
+
+
 COLUMNS = ["axis", "B,T,S", "seqs*heads", "method", "fwd ms", "fwd+bwd ms", "fwd TFLOP/s", "bwd TFLOP/s",
            "fwd+bwd TFLOP/s", "vs best SDPA", "rel err", "note"]
 
@@ -206,7 +302,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", choices=list(DTYPES), default=None, help="default: bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--small", action="store_true", help="CPU-sized shapes (default on the CPU)")
+    parser.add_argument("--small", action="store_true", help="the older CPU-sized table (per-method medians)")
     parser.add_argument("--tiny", action="store_true",
                         help="the tiny preset's shapes (B=1, T=8, S=64, 2 heads, D=32) instead")
     parser.add_argument("--repeats", type=int, default=5)
@@ -214,11 +310,23 @@ def main(argv=None):
     parser.add_argument("--method", action="append", help="only these methods (repeatable), e.g. triton")
     parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table (for bench/RESULTS.md)")
+    parser.add_argument("--large", action="store_true", help="CPU: add spatial S = 4096 (slow)")
+    parser.add_argument("--no-compile", action="store_true", help="CPU: leave out the torch.compile method")
     args = parser.parse_args(argv)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES[args.dtype or ("bf16" if device == "cuda" else "fp32")]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device == "cpu" and not args.small:
+        shapes = CPU_SHAPES + (LARGE_CPU_SHAPES if args.large else [])
+        if args.tiny:
+            shapes = [s for s in shapes if s[4:] == (TINY_HEADS, TINY_HEAD_DIM)]
+        if args.axis:
+            shapes = [s for s in shapes if s[0] in args.axis]
+        rows = run_cpu(shapes, dtype, args.repeats, args.method, not args.no_compile)
+        print(f"# video_attention on {machine_name()}, {dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+        print(markdown(rows, CPU_COLUMNS) if args.markdown else format_table(rows, CPU_COLUMNS))
+        return rows
     shapes = SMALL_SHAPES if (args.small or device == "cpu") else GPU_SHAPES
     heads, head_dim = HEADS, HEAD_DIM
     if args.tiny:

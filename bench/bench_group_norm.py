@@ -13,6 +13,11 @@ four parameters through autograd.
 GB/s counts the minimal traffic of the big tensors: forward = read x + write y (2 * numel * itemsize);
 fwd+bwd = that plus read x, read dy, write dx (5 * numel * itemsize). ``copy`` is x.clone() (read + write,
 2 * numel * itemsize): the device's measured copy bandwidth, and ``% copy`` is a pass's GB/s relative to it.
+On the CPU the limits are measured once per run instead (``timing.cpu_limits``): ``% copy`` is relative to a
+64 MB copy into an existing tensor (a clone also pays its output's page faults, which is not a limit), and
+``% exp`` is the pass's elements/s (numel; fwd+bwd: 2 * numel, the SiLU's exp in each direction) relative
+to ``torch.exp`` into an existing tensor: which of the two a small shape is bound by. ``vs compile`` = the
+inductor time / this time.
 On CUDA, ``fwd`` is timed as called from Python (dispatch and launch overhead included) and ``fwd graph``
 replays each forward from a CUDA graph (device time: the number the bandwidth target is about).
 """
@@ -34,6 +39,8 @@ import fastvdm.ops as ops  # noqa: E402
 from bench.timing import format_table, gbps, machine_name, median_seconds  # noqa: E402
 
 SHAPES = [(2, 128, 16, 64, 64), (2, 512, 16, 16, 16)]
+# CPU default: also the tiny model's own (one clip, 8 frames at 32x32 and 16x16): per-call overhead and SiLU bound
+CPU_SHAPES = SHAPES + [(1, 32, 8, 32, 32), (1, 64, 8, 32, 32), (1, 64, 8, 16, 16)]
 GROUPS = 32
 EPS = 1e-5
 
@@ -122,7 +129,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)  # the same OpenMP runtime drives the cpu kernels
     dtypes = args.dtype or ("float32,bfloat16" if device == "cuda" else "float32")
     dtypes = [getattr(torch, d) for d in dtypes.split(",")]
-    shapes = SHAPES if args.shapes is None else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    default = CPU_SHAPES if device == "cpu" else SHAPES
+    shapes = default if args.shapes is None else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     backends = [b for b in ops.available_backends("group_norm") if b != "reference"]
     if device == "cpu":
         backends = [b for b in backends if b == "cpu"]
@@ -132,6 +140,13 @@ def main(argv=None):
     print(f"# group_norm benchmark on {machine_name()} ({device}, torch threads {threads}), groups={GROUPS}, "
           f"weight+bias+scale+shift, SiLU{', channels_last_3d' if args.channels_last else ''}")
 
+    limits = None
+    if device == "cpu":
+        from bench.timing import cpu_limits
+
+        limits = cpu_limits()
+        print(f"# measured limits ({threads} threads): copy into existing memory {limits['copy_gbps']:.1f} GB/s, "
+              f"exp {limits['exp_gelems']:.2f} G elements/s")
     compiled = None
     if not args.no_compile:
         compiled = torch.compile(eager_group_norm, dynamic=False)
@@ -161,7 +176,7 @@ def main(argv=None):
                     fns = {"copy": lambda: x.clone(), **fns}
                 med = interleaved_medians(fns, device, args.repeats, graph=graph)
                 if "copy" in med:
-                    copy_gbps = gbps(2 * nbytes, med["copy"])
+                    copy_gbps = limits["copy_gbps"] if limits else gbps(2 * nbytes, med["copy"])
                     rows.append({"shape dtype": name, "pass": pass_name, "impl": "copy (x.clone())",
                                  "ms": f"{med['copy'] * 1e3:.3f}", "GB/s": f"{copy_gbps:.1f}", "% copy": "100",
                                  "vs eager": ""})
@@ -174,9 +189,13 @@ def main(argv=None):
                         "shape dtype": name, "pass": pass_name, "impl": impl_name, "ms": f"{t * 1e3:.3f}",
                         "GB/s": f"{rate:.1f}", "% copy": f"{100 * rate / copy_gbps:.0f}",
                         "vs eager": f"{med['eager'] / t:.2f}x" if "eager" in med else "",
+                        "vs compile": f"{med['compile'] / t:.2f}x" if "compile" in med else "",
+                        "% exp": (f"{100 * (traffic // 2) * x.numel() / t / 1e9 / limits['exp_gelems']:.0f}"
+                                  if limits else ""),
                     })
                     print(f"  {name} {pass_name:9s} {impl_name:8s} {t * 1e3:9.3f} ms", file=sys.stderr, flush=True)
-    print(format_table(rows, ["shape dtype", "pass", "impl", "ms", "GB/s", "% copy", "vs eager"]))
+    print(format_table(rows, ["shape dtype", "pass", "impl", "ms", "GB/s", "% copy", "% exp", "vs eager",
+                              "vs compile"]))
     return rows
 
 

@@ -39,6 +39,8 @@ import fastvdm.ops as ops  # noqa: E402
 from fastvdm.ops import reference  # noqa: E402
 
 SHAPES = [(4, 3, 16, 64, 64), (4, 4, 16, 40, 64)]
+# CPU default: also the issue's large shape and the tiny model's clip (1 x 3 x 8 x 32 x 32: per-call overhead)
+CPU_SHAPES = SHAPES + [(4, 3, 16, 256, 256), (1, 3, 8, 32, 32)]
 TRAFFIC = {"denoising": 7, "dmd": 6}  # minimum full-tensor reads + writes of loss + gradient
 
 
@@ -62,6 +64,9 @@ def eager_dmd(x, x0_real, x0_fake, weight):
 
 
 # ---------------------------------------------------------------------------------------------- measurement
+_COMPILED: dict = {}
+
+
 def make_call(loss: str, method: str, inputs: dict, grad: bool):
     """A zero-argument callable running one loss (and its gradient when ``grad``) with ``method``."""
     wrt = inputs["pred"].detach().requires_grad_(grad)
@@ -72,8 +77,11 @@ def make_call(loss: str, method: str, inputs: dict, grad: bool):
         args = (wrt, inputs["x0"], inputs["noise"], inputs["weight"])  # x, x0_real, x0_fake, weight
         eager, fused = eager_dmd, ops.dmd_loss
 
+    if method == "compile":  # torch.compile (inductor) of the eager expressions, one per loss
+        eager = _COMPILED.setdefault(loss, torch.compile(eager, dynamic=False))
+
     def call():
-        if method == "eager":
+        if method in ("eager", "compile"):
             out = eager(*args)
         else:
             with ops.use_backend(method):
@@ -114,7 +122,8 @@ def peak_bytes(fn, device: str) -> int:
 def methods_for(device: str) -> list[str]:
     """eager, then every backend serving the losses on ``device`` (Triton's CPU interpreter is for tests only)."""
     serves = {"reference": ("cpu", "cuda"), "cpu": ("cpu",), "triton": ("cuda",), "cuda": ("cuda",)}
-    return ["eager"] + [b for b in ops.available_backends("dmd_loss") if device in serves[b]]
+    extra = ["compile"] if device == "cpu" else []
+    return ["eager"] + extra + [b for b in ops.available_backends("dmd_loss") if device in serves[b]]
 
 
 def make_inputs(shape, dtype, device) -> dict:
@@ -162,6 +171,13 @@ def interleaved_seconds(fns: dict, device: str, repeats: int) -> dict:
 def run(shapes, dtype, device, repeats) -> list[dict]:
     rows = []
     methods = methods_for(device)
+    copy_gbps = None
+    if device == "cpu":
+        from timing import cpu_limits
+
+        copy_gbps = cpu_limits()["copy_gbps"]
+        print(f"# measured copy bandwidth into an existing tensor ({torch.get_num_threads()} threads): "
+              f"{copy_gbps:.1f} GB/s")
     for shape in shapes:
         inputs = make_inputs(shape, dtype, device)
         tensor_bytes = inputs["pred"].numel() * inputs["pred"].element_size()
@@ -187,6 +203,11 @@ def run(shapes, dtype, device, repeats) -> list[dict]:
                     "peak MB": f"{peak / 2**20:.1f}",
                     "peak / input": f"{peak / tensor_bytes:.2f}",
                 }
+                if copy_gbps:
+                    eff = gbps(TRAFFIC[loss] * tensor_bytes, both_s)
+                    row["f+b GB/s"] = f"{eff:.1f}"
+                    row["% copy bw"] = f"{100 * eff / copy_gbps:.0f}%"
+                    row["vs compile"] = f"{times[('compile', 'both')] / both_s:.2f}x"
                 if device == "cuda":
                     eff = gbps(TRAFFIC[loss] * tensor_bytes, both_s)
                     copy = gbps(2 * tensor_bytes, times[("copy", "clone")])
@@ -210,10 +231,13 @@ def main(argv=None):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     if args.threads:
         torch.set_num_threads(args.threads)  # sets OpenMP's thread count for this thread: the kernels follow it
-    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shape] if args.shape else SHAPES
+    default = CPU_SHAPES if device == "cpu" else SHAPES
+    shapes = [tuple(int(v) for v in s.split(",")) for s in args.shape] if args.shape else default
 
     rows = run(shapes, dtype, device, args.repeats)
     columns = ["shape", "loss", "method", "fwd ms", "fwd+bwd ms", "speedup", "peak MB", "peak / input"]
+    if device == "cpu":
+        columns += ["f+b GB/s", "% copy bw", "vs compile"]
     if device == "cuda":
         columns += ["GB/s", "copy GB/s", "% copy bw"]
     threads = f"torch threads {torch.get_num_threads()}"

@@ -48,3 +48,49 @@ def machine_name() -> str:
     import platform
 
     return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def interleaved_medians(fns: dict, rounds: int = 7, min_seconds: float = 0.02, warmup: int = 2) -> dict:
+    """CPU: median seconds per call of each ``fns[name]()``, timed in interleaved rounds (every function once per
+    round, in order, so a change of machine load hits all alike). One sample repeats the call until it has run
+    ``min_seconds`` (at least once) and divides; a function that raises is left out of the result."""
+    alive, reps = {}, {}
+    for name, fn in fns.items():
+        try:
+            for _ in range(warmup):
+                fn()
+        except (RuntimeError, ValueError):
+            continue
+        t0 = time.perf_counter()
+        fn()
+        once = max(time.perf_counter() - t0, 1e-7)
+        alive[name], reps[name] = fn, max(1, int(min_seconds / once))
+    samples = {name: [] for name in alive}
+    for _ in range(rounds):
+        for name, fn in alive.items():
+            t0 = time.perf_counter()
+            for _ in range(reps[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / reps[name])
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def cpu_limits(rounds: int = 5) -> dict:
+    """This machine's measured limits with the current thread count (medians of ``rounds`` interleaved samples):
+    ``gemm_gflops``: fp32 ``torch.mm`` 2048^3 (the compute ceiling for attention); ``copy_gbps``: a 64 MB copy into
+    an existing tensor, counting read + write bytes (memory-bound ops; a freshly allocated output also pays
+    page faults, which this deliberately excludes); ``exp_gelems``: ``torch.exp`` of 16 M fp32 values into an
+    existing tensor, G elements/s (SiLU-bound cases)."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    c = torch.empty(2048, 2048)
+    src, dst = torch.randn(16 * 2**20), torch.empty(16 * 2**20)
+    t = interleaved_medians({
+        "gemm": lambda: torch.mm(a, b, out=c),
+        "copy": lambda: dst.copy_(src),
+        "exp": lambda: torch.exp(src, out=dst),
+    }, rounds=rounds, min_seconds=0.05)
+    return {
+        "gemm_gflops": 2 * 2048**3 / t["gemm"] / 1e9,
+        "copy_gbps": 2 * src.numel() * 4 / t["copy"] / 1e9,
+        "exp_gelems": src.numel() / t["exp"] / 1e9,
+    }

@@ -11,7 +11,8 @@ what to do):
 - an empty path;
 - an output that is, contains, or lies inside an input (``inputs``);
 - an output that is or contains the working directory or the home directory, or is a filesystem root or a
-  mount point (it could never be replaced by a rename);
+  mount point (it could never be replaced by a rename), or is, contains or lies inside fastvdm's own package
+  folder (its code and shipped models);
 - an output whose path runs through a file, or that is a file;
 - a non-empty folder without ``force`` (``resume=True``: an existing folder is continued, e.g. a run folder);
 - a location that cannot be written (probed by creating and removing a folder there).
@@ -110,6 +111,10 @@ def check_output_dir(out: str, force: bool = False, inputs: Iterable[Optional[st
             rel = "is" if p == real else "contains"
             where = "" if p == real else f" ({p})"
             raise OutputError(f"{what} {shown} {rel} {name}{where}; give a new folder (e.g. {what} results)")
+    package = _real(os.path.dirname(os.path.abspath(__file__)))  # fastvdm itself (code, shipped weights)
+    if _within(real, package) or _within(package, real):
+        raise OutputError(f"{what} {shown} is, contains or lies inside fastvdm's own package folder ({package}, "
+                          "which holds the shipped models); write the output elsewhere")
     for src in inputs:
         if src is None or not str(src).strip():
             continue

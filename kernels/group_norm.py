@@ -4,11 +4,12 @@ x (B, C, *rest) is addressed as x[n, c, s] through three strides (a view (B, C, 
 contiguous and channels_last / channels_last_3d inputs are read in place (other layouts are copied to
 contiguous first). Per (n, c): a = w * (1 + scale), b = bias * (1 + scale) + shift, and
 
-    xhat = (x - mean[n, g]) * rstd[n, g],   z = a * xhat + b,   y = silu(z) or z.
+    u = x + input_bias[n, c],   xhat = (u - mean[n, g]) * rstd[n, g],   z = a * xhat + b,   y = silu(z) or z.
 
-Statistics are fp32 (biased variance from sums of x - k, k the group's first element, so a large mean does
-not cancel). Tiles are [BLOCK_C channels, BLOCK_S positions] of one group; a group of any size (Cg not a
-power of two, Cg * S larger than a tile) is walked by loops over channel and position blocks.
+u is formed in registers as each tile is loaded (HAS_IB; never stored). Statistics are those of u, fp32
+(biased variance from sums of u - k, k the group's first element, so a large mean does not cancel). Tiles are
+[BLOCK_C channels, BLOCK_S positions] of one group; a group of any size (Cg not a power of two, Cg * S larger
+than a tile) is walked by loops over channel and position blocks.
 
 Forward (launcher :func:`group_norm_forward` -> (y, mean, rstd)):
 - ``_fwd_fused_kernel``, one program per (n, g): statistics loop, then the normalize/modulate/SiLU loop over
@@ -89,15 +90,33 @@ def _rstd(var, eps):
 
 
 @triton.jit
-def _shifted_sums(x_base, k, Cg, s_begin, s_end, stride_c, stride_s,
-                  BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
-    """sum(x - k) and sum((x - k)^2) over channels [0, Cg) and positions [s_begin, s_end) of one group."""
+def _load_u(x_ptrs, mask, InBias, n, ch, C, cmask, HAS_IB: tl.constexpr):
+    """A tile of u = x + input_bias[n, ch] in fp32 (x alone without an input bias)."""
+    x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_IB:
+        x = x + tl.load(InBias + n * C + ch, mask=cmask, other=0.0).to(tl.float32)[:, None]
+    return x
+
+
+@triton.jit
+def _first_u(x_base, InBias, n, g, Cg, C, HAS_IB: tl.constexpr):
+    """The group's first element of u (the shift k of the shifted sums)."""
+    k = tl.load(x_base).to(tl.float32)
+    if HAS_IB:
+        k = k + tl.load(InBias + n * C + g * Cg).to(tl.float32)
+    return k
+
+
+@triton.jit
+def _shifted_sums(x_base, k, InBias, n, g, C, Cg, s_begin, s_end, stride_c, stride_s,
+                  HAS_IB: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """sum(u - k) and sum((u - k)^2) over channels [0, Cg) and positions [s_begin, s_end) of one group."""
     acc1 = tl.zeros([BLOCK_C, BLOCK_S], tl.float32)
     acc2 = tl.zeros([BLOCK_C, BLOCK_S], tl.float32)
     for c0 in range(0, Cg, BLOCK_C):
         for s0 in range(s_begin, s_end, BLOCK_S):
-            _, offs, mask = _tile_offsets(c0, s0, Cg, s_end, stride_c, stride_s, BLOCK_C, BLOCK_S)
-            x = tl.load(x_base + offs, mask=mask, other=0.0).to(tl.float32)
+            offs_c, offs, mask = _tile_offsets(c0, s0, Cg, s_end, stride_c, stride_s, BLOCK_C, BLOCK_S)
+            x = _load_u(x_base + offs, mask, InBias, n, g * Cg + offs_c, C, offs_c < Cg, HAS_IB)
             d = tl.where(mask, x - k, 0.0)
             acc1 += d
             acc2 += d * d
@@ -105,11 +124,11 @@ def _shifted_sums(x_base, k, Cg, s_begin, s_end, stride_c, stride_s,
 
 
 @triton.jit
-def _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, s_begin, s_end, mean, rstd,
+def _apply(x_base, y_base, W, Bias, Scale, Shift, InBias, n, g, C, Cg, s_begin, s_end, mean, rstd,
            stride_xc, stride_xs, stride_yc, stride_ys,
            HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
-           SILU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
-    """y = act(a * rstd * (x - mean) + b) over channels [0, Cg) and positions [s_begin, s_end) of group g."""
+           HAS_IB: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """y = act(a * rstd * (u - mean) + b) over channels [0, Cg) and positions [s_begin, s_end) of group g."""
     for c0 in range(0, Cg, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
         cmask = offs_c < Cg
@@ -119,7 +138,7 @@ def _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, s_begin, s_end, m
         for s0 in range(s_begin, s_end, BLOCK_S):
             _, offs, mask = _tile_offsets(c0, s0, Cg, s_end, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
             _, offs_y, _ = _tile_offsets(c0, s0, Cg, s_end, stride_yc, stride_ys, BLOCK_C, BLOCK_S)
-            x = tl.load(x_base + offs, mask=mask, other=0.0).to(tl.float32)
+            x = _load_u(x_base + offs, mask, InBias, n, g * Cg + offs_c, C, cmask, HAS_IB)
             z = a[:, None] * (x - mean) + b[:, None]
             if SILU:
                 z = z * tl.sigmoid(z)
@@ -128,11 +147,11 @@ def _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, s_begin, s_end, m
 
 @triton.jit
 def _fwd_fused_kernel(
-    X, Y, W, Bias, Scale, Shift, Mean, Rstd,
+    X, Y, W, Bias, Scale, Shift, InBias, Mean, Rstd,
     C, S, G, Cg, eps,
     stride_xb, stride_xc, stride_xs, stride_yb, stride_yc, stride_ys,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
-    SILU: tl.constexpr, SINGLE_TILE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    HAS_IB: tl.constexpr, SILU: tl.constexpr, SINGLE_TILE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     """One program per (n, g): statistics, then normalization, affine, modulation and SiLU."""
     pid = tl.program_id(0)
@@ -141,11 +160,11 @@ def _fwd_fused_kernel(
     x_base = X + n.to(tl.int64) * stride_xb + (g * Cg).to(tl.int64) * stride_xc
     y_base = Y + n.to(tl.int64) * stride_yb + (g * Cg).to(tl.int64) * stride_yc
     count = Cg * S * 1.0
-    k = tl.load(x_base).to(tl.float32)
+    k = _first_u(x_base, InBias, n, g, Cg, C, HAS_IB)
     if SINGLE_TILE:  # the whole group in registers: one read, one write
         offs_c, offs, mask = _tile_offsets(0, 0, Cg, S, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
         _, offs_y, _ = _tile_offsets(0, 0, Cg, S, stride_yc, stride_ys, BLOCK_C, BLOCK_S)
-        x = tl.load(x_base + offs, mask=mask, other=0.0).to(tl.float32)
+        x = _load_u(x_base + offs, mask, InBias, n, g * Cg + offs_c, C, offs_c < Cg, HAS_IB)
         d = tl.where(mask, x - k, 0.0)
         s1 = tl.sum(tl.sum(d, axis=1), axis=0)
         s2 = tl.sum(tl.sum(d * d, axis=1), axis=0)
@@ -159,22 +178,23 @@ def _fwd_fused_kernel(
             z = z * tl.sigmoid(z)
         tl.store(y_base + offs_y, z.to(Y.dtype.element_ty), mask=mask)
     else:
-        s1, s2 = _shifted_sums(x_base, k, Cg, 0, S, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
+        s1, s2 = _shifted_sums(x_base, k, InBias, n, g, C, Cg, 0, S, stride_xc, stride_xs,
+                               HAS_IB, BLOCK_C, BLOCK_S)
         m = s1 / count
         mean = k + m
         rstd = _rstd(s2 / count - m * m, eps)
-        _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, 0, S, mean, rstd,
+        _apply(x_base, y_base, W, Bias, Scale, Shift, InBias, n, g, C, Cg, 0, S, mean, rstd,
                stride_xc, stride_xs, stride_yc, stride_ys,
-               HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, SILU, BLOCK_C, BLOCK_S)
+               HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_IB, SILU, BLOCK_C, BLOCK_S)
     tl.store(Mean + pid, mean)
     tl.store(Rstd + pid, rstd)
 
 
 @triton.jit
 def _fwd_stats_kernel(
-    X, Partial, G, Cg, S, S_PER_SPLIT,
+    X, InBias, Partial, C, G, Cg, S, S_PER_SPLIT,
     stride_xb, stride_xc, stride_xs,
-    BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    HAS_IB: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     """Grid (B * G, SPLIT): partial shifted sums of group pid over positions [split * S_PER_SPLIT, ...)."""
     pid = tl.program_id(0)
@@ -183,21 +203,22 @@ def _fwd_stats_kernel(
     n = pid // G
     g = pid % G
     x_base = X + n.to(tl.int64) * stride_xb + (g * Cg).to(tl.int64) * stride_xc
-    k = tl.load(x_base).to(tl.float32)
+    k = _first_u(x_base, InBias, n, g, Cg, C, HAS_IB)
     s_begin = split * S_PER_SPLIT
     s_end = tl.minimum(s_begin + S_PER_SPLIT, S)
-    s1, s2 = _shifted_sums(x_base, k, Cg, s_begin, s_end, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
+    s1, s2 = _shifted_sums(x_base, k, InBias, n, g, C, Cg, s_begin, s_end, stride_xc, stride_xs,
+                           HAS_IB, BLOCK_C, BLOCK_S)
     tl.store(Partial + (pid * nsplit + split) * 2, s1)
     tl.store(Partial + (pid * nsplit + split) * 2 + 1, s2)
 
 
 @triton.jit
 def _fwd_apply_kernel(
-    X, Y, W, Bias, Scale, Shift, Mean, Rstd, Partial,
+    X, Y, W, Bias, Scale, Shift, InBias, Mean, Rstd, Partial,
     C, S, G, Cg, S_PER_SPLIT, eps,
     stride_xb, stride_xc, stride_xs, stride_yb, stride_yc, stride_ys,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
-    SILU: tl.constexpr, SPLIT_P2: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    HAS_IB: tl.constexpr, SILU: tl.constexpr, SPLIT_P2: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     """Grid (B * G, SPLIT): reduce the group's partial sums to mean/rstd, apply to this split's positions."""
     # Reverse launch order: the first programs re-read what the previous kernel read last (still in L2).
@@ -213,15 +234,15 @@ def _fwd_apply_kernel(
     s1 = tl.sum(tl.load(Partial + (pid * nsplit + offs) * 2, mask=pmask, other=0.0), axis=0)
     s2 = tl.sum(tl.load(Partial + (pid * nsplit + offs) * 2 + 1, mask=pmask, other=0.0), axis=0)
     count = Cg * S * 1.0
-    k = tl.load(x_base).to(tl.float32)
+    k = _first_u(x_base, InBias, n, g, Cg, C, HAS_IB)
     m = s1 / count
     mean = k + m
     rstd = _rstd(s2 / count - m * m, eps)
     s_begin = split * S_PER_SPLIT
     s_end = tl.minimum(s_begin + S_PER_SPLIT, S)
-    _apply(x_base, y_base, W, Bias, Scale, Shift, n, g, C, Cg, s_begin, s_end, mean, rstd,
+    _apply(x_base, y_base, W, Bias, Scale, Shift, InBias, n, g, C, Cg, s_begin, s_end, mean, rstd,
            stride_xc, stride_xs, stride_yc, stride_ys,
-           HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, SILU, BLOCK_C, BLOCK_S)
+           HAS_W, HAS_B, HAS_SCALE, HAS_SHIFT, HAS_IB, SILU, BLOCK_C, BLOCK_S)
     if split == 0:
         tl.store(Mean + pid, mean)
         tl.store(Rstd + pid, rstd)
@@ -242,11 +263,11 @@ def _dz(dy, x, mean, rstd, a, b, SILU: tl.constexpr):
 
 @triton.jit
 def _bwd_sums_kernel(
-    DY, X, W, Bias, Scale, Shift, Mean, Rstd, Partial,
+    DY, X, W, Bias, Scale, Shift, InBias, Mean, Rstd, Partial,
     C, S, G, Cg, S_PER_SPLIT,
     stride_xb, stride_xc, stride_xs, stride_gb, stride_gc, stride_gs,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
-    SILU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    HAS_IB: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     """Grid (B * G, SPLIT): per-channel partial sums of dz and dz * xhat over this split's positions.
 
@@ -273,7 +294,7 @@ def _bwd_sums_kernel(
         for s0 in range(s_begin, s_end, BLOCK_S):
             _, offs, mask = _tile_offsets(c0, s0, Cg, s_end, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
             _, offs_g, _ = _tile_offsets(c0, s0, Cg, s_end, stride_gc, stride_gs, BLOCK_C, BLOCK_S)
-            x = tl.load(x_base + offs, mask=mask, other=0.0).to(tl.float32)
+            x = _load_u(x_base + offs, mask, InBias, n, g * Cg + offs_c, C, cmask, HAS_IB)
             dy = tl.load(g_base + offs_g, mask=mask, other=0.0).to(tl.float32)
             xhat, dz = _dz(dy, x, mean, rstd, a, b, SILU)
             acc1 += dz  # dy = 0 on masked lanes, so dz = 0 there
@@ -285,11 +306,11 @@ def _bwd_sums_kernel(
 
 @triton.jit
 def _bwd_dx_kernel(
-    DY, X, DX, W, Bias, Scale, Shift, Mean, Rstd, Partial, SumDz, SumDzx,
+    DY, X, DX, W, Bias, Scale, Shift, InBias, Mean, Rstd, Partial, SumDz, SumDzx,
     C, S, G, Cg, S_PER_SPLIT,
     stride_xb, stride_xc, stride_xs, stride_gb, stride_gc, stride_gs, stride_db, stride_dc, stride_ds,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
-    SILU: tl.constexpr, SPLIT_P2: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+    HAS_IB: tl.constexpr, SILU: tl.constexpr, SPLIT_P2: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     """Grid (B * G, SPLIT): reduce the group's per-channel sums, then dx over this split's positions."""
     # Reverse launch order: the first programs re-read what the previous kernel read last (still in L2).
@@ -339,7 +360,7 @@ def _bwd_dx_kernel(
             _, offs, mask = _tile_offsets(c0, s0, Cg, s_end, stride_xc, stride_xs, BLOCK_C, BLOCK_S)
             _, offs_g, _ = _tile_offsets(c0, s0, Cg, s_end, stride_gc, stride_gs, BLOCK_C, BLOCK_S)
             _, offs_d, _ = _tile_offsets(c0, s0, Cg, s_end, stride_dc, stride_ds, BLOCK_C, BLOCK_S)
-            x = tl.load(x_base + offs, mask=mask, other=0.0).to(tl.float32)
+            x = _load_u(x_base + offs, mask, InBias, n, g * Cg + offs_c, C, cmask, HAS_IB)
             dy = tl.load(g_base + offs_g, mask=mask, other=0.0).to(tl.float32)
             _, dz = _dz(dy, x, mean, rstd, a, b, SILU)
             dx = p[:, None] * dz + q * (x - mean) + r
@@ -374,18 +395,19 @@ def _num_warps(block_c: int, block_s: int) -> int:
 
 
 def _param_args(x3: Tensor, *params: Optional[Tensor]) -> list[Tensor]:
-    """The kernels index weight/bias as (C,) and scale/shift as (B, C) contiguous arrays: make them so (a no-op
-    for contiguous ones; scale and shift are often chunks of one (B, 2C) embedding). x3 stands in for an
-    absent parameter (never read: the HAS_* flags are constexpr)."""
+    """The kernels index weight/bias as (C,) and scale/shift/input_bias as (B, C) contiguous arrays: make them so
+    (a no-op for contiguous ones; scale and shift are often chunks of one (B, 2C) embedding). x3 stands in for
+    an absent parameter (never read: the HAS_* flags are constexpr)."""
     return [x3 if t is None else t.contiguous() for t in params]
 
 
-def _flags(weight, bias, scale, shift, silu: bool) -> dict:
+def _flags(weight, bias, scale, shift, silu: bool, input_bias: Optional[Tensor] = None) -> dict:
     return dict(
         HAS_W=weight is not None,
         HAS_B=bias is not None,
         HAS_SCALE=scale is not None,
         HAS_SHIFT=shift is not None,
+        HAS_IB=input_bias is not None,
         SILU=bool(silu),
     )
 
@@ -395,16 +417,17 @@ def _flags(weight, bias, scale, shift, silu: bool) -> dict:
 # x3 is x seen as (B, C, S) (contiguous or channels-last strides), silu a bool. Kernels are launched through
 # wrap_triton, so the launchers can run inside a torch.library.triton_op (fastvdm/ops/triton/group_norm.py).
 def group_norm_forward(x3: Tensor, num_groups: int, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
-                       scale: Optional[Tensor], shift: Optional[Tensor], silu: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Returns (y3 of x3's shape and strides, mean (B, G) fp32, rstd (B, G) fp32)."""
+                       scale: Optional[Tensor], shift: Optional[Tensor], silu: bool,
+                       input_bias: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (y3 of x3's shape and strides, mean (B, G) fp32, rstd (B, G) fp32), statistics of x3 + input_bias."""
     B, C, S = x3.shape
     G = num_groups
     Cg = C // G
     y3 = torch.empty_strided(x3.shape, x3.stride(), dtype=x3.dtype, device=x3.device)
     mean = torch.empty((B, G), dtype=torch.float32, device=x3.device)
     rstd = torch.empty((B, G), dtype=torch.float32, device=x3.device)
-    params = _param_args(x3, weight, bias, scale, shift)
-    flags = _flags(weight, bias, scale, shift, silu)
+    params = _param_args(x3, weight, bias, scale, shift, input_bias)
+    flags = _flags(weight, bias, scale, shift, silu, input_bias)
     block_c, block_s = _blocks(Cg, S)
     warps = _num_warps(block_c, block_s)
     split, per_split = _split(x3, B * G, S, block_s)
@@ -418,7 +441,8 @@ def group_norm_forward(x3: Tensor, num_groups: int, weight: Optional[Tensor], bi
     else:
         partial = torch.empty((B * G, split, 2), dtype=torch.float32, device=x3.device)
         wrap_triton(_fwd_stats_kernel)[(B * G, split)](
-            x3, partial, G, Cg, S, per_split, *x3.stride(), BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
+            x3, params[4], partial, C, G, Cg, S, per_split, *x3.stride(), HAS_IB=flags["HAS_IB"],
+            BLOCK_C=block_c, BLOCK_S=block_s, num_warps=warps,
         )
         wrap_triton(_fwd_apply_kernel)[(B * G, split)](
             x3, y3, *params, mean, rstd, partial, C, S, G, Cg, per_split, eps, *strides, **flags,
@@ -429,7 +453,8 @@ def group_norm_forward(x3: Tensor, num_groups: int, weight: Optional[Tensor], bi
 
 def group_norm_backward(grad3: Tensor, x3: Tensor, mean: Tensor, rstd: Tensor, num_groups: int,
                         weight: Optional[Tensor], bias: Optional[Tensor], scale: Optional[Tensor],
-                        shift: Optional[Tensor], silu: bool) -> tuple[Tensor, Tensor, Tensor]:
+                        shift: Optional[Tensor], silu: bool,
+                        input_bias: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
     """Returns (dx3 of x3's shape and strides, sum_dz (B, C) fp32, sum_dzx (B, C) fp32); grad3 any strides."""
     B, C, S = x3.shape
     G = num_groups
@@ -438,8 +463,8 @@ def group_norm_backward(grad3: Tensor, x3: Tensor, mean: Tensor, rstd: Tensor, n
     dx3 = torch.empty_strided(x3.shape, x3.stride(), dtype=x3.dtype, device=x3.device)
     sum_dz = torch.empty((B, C), dtype=torch.float32, device=x3.device)
     sum_dzx = torch.empty((B, C), dtype=torch.float32, device=x3.device)
-    params = _param_args(x3, weight, bias, scale, shift)
-    flags = _flags(weight, bias, scale, shift, silu)
+    params = _param_args(x3, weight, bias, scale, shift, input_bias)
+    flags = _flags(weight, bias, scale, shift, silu, input_bias)
     block_c, block_s = _blocks(Cg, S)
     warps = _num_warps(block_c, block_s)
     split, per_split = _split(x3, B * G, S, block_s)

@@ -109,6 +109,62 @@ def test_video_attention_matches_reference(backend, case):
             _check_grad(dqkv[:, :, :, i], ref_grads[i], grad_out, tol, f"{backend} {dtype} d{name}")
 
 
+# Blocking edges of the cpu kernels (csrc/cpu/attention*.{cpp,inc}): micro-kernel tiles of 12 (AVX-512) / 6 (AVX2)
+# rows and 16 / 8-wide vectors, query blocks of 48, key blocks of 256 (online softmax across blocks), key chunks
+# of 512 in the backward when there are fewer than 8 sequences (partial dq summed), head dims padded to the
+# vector width.
+CPU_BLOCKING_CASES = [
+    ("spatial", 1, 1, 257, 1, 80, "fused"),  # one key past a key block; 48-query blocks with a 17-row tail; D = 80
+    ("spatial", 1, 2, 97, 2, 128, "scrambled"),  # D = 128, 97 = 8 * 12 + 1 rows
+    ("spatial", 1, 1, 49, 3, 16, "fused"),  # D = 16 (one AVX-512 vector), 49 = 48 + 1 queries
+    ("joint", 1, 3, 400, 1, 32, "padded"),  # L = 1200 with 1 sequence: 3 key chunks, 5 key blocks
+    ("temporal", 1, 13, 6, 3, 64, "fused"),  # T = 13: a single partial tile per sequence
+    ("spatial", 1, 1, 600, 1, 72, "fused"),  # D = 72 (4.5 AVX-512 vectors), 2 full key blocks + 88
+]
+
+
+@pytest.mark.parametrize("case", CPU_BLOCKING_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_cpu_attention_blocking_edges(case):
+    if "cpu" not in BACKENDS:
+        pytest.skip("the cpu backend is not built")
+    axis, B, T, S, H, D, layout = case
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(case).encode()))
+    for dtype in (torch.float32, torch.bfloat16):
+        qkv = _fused_qkv(B, T, S, H, D, layout, dtype, "cpu", gen).requires_grad_()
+        q, k, v = qkv.unbind(3)
+        with ops.use_backend("cpu"):
+            out = ops.video_attention(q, k, v, axis)
+        grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(dtype=dtype)
+        (dqkv,) = torch.autograd.grad(out, qkv, grad_out)
+        ref, ref_grads = _reference_with_grads(q, k, v, axis, None, grad_out)
+        tol = ATTENTION_TOLERANCE[dtype]
+        assert_rel_close(out, ref, tol, f"cpu {dtype} output")
+        for i, name in enumerate("qkv"):
+            _check_grad(dqkv[:, :, :, i], ref_grads[i], grad_out, tol, f"cpu {dtype} d{name}")
+
+
+def test_cpu_attention_results_do_not_depend_on_threads():
+    """The work split (query blocks, key chunks) depends on the shape only: 1 and 2 threads agree bit for bit."""
+    if "cpu" not in BACKENDS:
+        pytest.skip("the cpu backend is not built")
+    gen = torch.Generator().manual_seed(3)
+    qkv = torch.randn(1, 3, 300, 3, 2, 32, generator=gen).requires_grad_()
+    q, k, v = qkv.unbind(3)
+    grad_out = torch.randn(1, 3, 300, 2, 32, generator=gen)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with ops.use_backend("cpu"):
+                out = ops.video_attention(q, k, v, "joint")
+            results.append((out, *torch.autograd.grad(out, qkv, grad_out)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("axis", ["spatial", "temporal", "joint"])
 def test_video_attention_explicit_scale_and_contiguous_inputs(backend, axis):

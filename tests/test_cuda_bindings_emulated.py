@@ -99,7 +99,8 @@ def test_cuda_attention_wrapper(cuda_backend, axis, shape, layout, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last_3d"])
-def test_cuda_group_norm_wrapper(cuda_backend, dtype, layout):
+@pytest.mark.parametrize("with_input_bias", [False, True], ids=["modulated", "input_bias"])
+def test_cuda_group_norm_wrapper(cuda_backend, dtype, layout, with_input_bias):
     group_norm = cuda_backend[1]
     gen = torch.Generator().manual_seed(11)
     B, C = 2, 8
@@ -109,18 +110,21 @@ def test_cuda_group_norm_wrapper(cuda_backend, dtype, layout):
     x.requires_grad_()
     weight, bias = (torch.randn(C, generator=gen).requires_grad_() for _ in range(2))
     scale, shift = (torch.randn(B, C, generator=gen).mul(0.3).requires_grad_() for _ in range(2))
-    y = group_norm.group_norm(x, 4, weight, bias, 1e-5, scale, shift, "silu")
+    ib = torch.randn(B, C, generator=gen).mul(2).requires_grad_() if with_input_bias else None
+    y = group_norm.group_norm(x, 4, weight, bias, 1e-5, scale, shift, "silu", ib)
     assert y.shape == x.shape and y.dtype == dtype
     if layout == "channels_last_3d":
         assert y.is_contiguous(memory_format=torch.channels_last_3d)
     dy = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(dtype)
-    grads = torch.autograd.grad(y, (x, weight, bias, scale, shift), dy)
-    wrt = [t.detach().double().requires_grad_() for t in (x, weight, bias, scale, shift)]
-    ref = reference.group_norm(wrt[0], 4, wrt[1], wrt[2], 1e-5, wrt[3], wrt[4], "silu")
+    leaves = [t for t in (x, weight, bias, scale, shift, ib) if t is not None]
+    grads = torch.autograd.grad(y, leaves, dy)
+    wrt = [t.detach().double().requires_grad_() for t in leaves]
+    ref_ib = wrt[5] if ib is not None else None
+    ref = reference.group_norm(wrt[0], 4, wrt[1], wrt[2], 1e-5, wrt[3], wrt[4], "silu", ref_ib)
     ref_grads = torch.autograd.grad(ref, wrt, dy.double())
     tol = TOLERANCE[dtype]
     assert_rel_close(y, ref, tol, "output")
-    for g, rg, name in zip(grads, ref_grads, ("dx", "dweight", "dbias", "dscale", "dshift")):
+    for g, rg, name in zip(grads, ref_grads, ("dx", "dweight", "dbias", "dscale", "dshift", "dinput_bias")):
         assert_rel_close(g, rg, tol, name)
 
 
@@ -161,6 +165,8 @@ def test_cuda_custom_ops_opcheck(cuda_backend):
     x = torch.randn((2, 4, 3, 5), generator=gen, requires_grad=True)
     w = torch.randn(4, generator=gen, requires_grad=True)
     torch.library.opcheck(group_norm._forward, (x, 2, w, None, 1e-5, None, None, "silu"))
+    ib = torch.randn((2, 4), generator=gen, requires_grad=True)
+    torch.library.opcheck(group_norm._forward, (x, 2, w, None, 1e-5, None, None, "silu", ib))
     pred, x0, noise = (torch.randn((2, 7), generator=gen) for _ in range(3))
     a, s = torch.rand(2, generator=gen), torch.rand(2, generator=gen)
     torch.library.opcheck(losses.denoising_loss, (pred.requires_grad_(), x0, noise, a, s, None, "eps"))

@@ -193,8 +193,10 @@ def _gn_param_grads(sum_dz, sum_dzx, weight, bias, scale):
         ((1, 4, 4, 48, 48), 2, 132, True),  # split path: 18432 elements per group in 9 chunks
         ((1, 4, 4, 48, 48), 2, 132, False),
         ((2, 4, 2, 48, 48), 2, 1, True),  # split path, one SM: one chunk per group
+        ((2, 12, 3, 5, 7), 4, 132, "input_bias"),  # GroupNorm(x + input_bias), everything else too
+        ((1, 4, 4, 48, 48), 2, 132, "input_bias"),
     ],
-    ids=["fused", "fused-plain", "fused4096", "tiny", "split9", "split9-plain", "split_1sm"],
+    ids=["fused", "fused-plain", "fused4096", "tiny", "split9", "split9-plain", "split_1sm", "fused-ib", "split9-ib"],
 )
 def test_emulated_group_norm_matches_reference(emu, dtype, layout, shape, groups, sms, modulated):
     gen = torch.Generator().manual_seed(zlib.crc32(repr((shape, groups, layout, modulated)).encode()))
@@ -202,12 +204,14 @@ def test_emulated_group_norm_matches_reference(emu, dtype, layout, shape, groups
     x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 2 + 3).to(dtype)  # a mean far from 0
     if layout == "channels_last_3d":
         x = x.contiguous(memory_format=torch.channels_last_3d)
-    weight = bias = scale = shift = None
+    weight = bias = scale = shift = input_bias = None
     activation = None
     if modulated:
         weight, bias = (torch.randn(C, generator=gen, dtype=torch.float64) for _ in range(2))
         scale, shift = (torch.randn(B, C, generator=gen, dtype=torch.float64) * 0.5 for _ in range(2))
         activation = "silu"
+    if modulated == "input_bias":  # the per-channel bias moves the groups' means away from x's (3)
+        input_bias = torch.randn(B, C, generator=gen, dtype=torch.float64) * 2 - 5
     x3 = x.reshape(B, C, -1)
     S = x3.shape[2]
     assert x3.is_contiguous() or x3.transpose(1, 2).is_contiguous()
@@ -215,19 +219,20 @@ def test_emulated_group_norm_matches_reference(emu, dtype, layout, shape, groups
     y = torch.empty_strided(x3.shape, x3.stride(), dtype=dtype)
     mean = torch.empty(B, groups)
     rstd = torch.empty(B, groups)
-    keep = [f32(t) for t in (weight, bias, scale, shift)]  # keep the fp32 copies alive
-    params = [_p(t) for t in keep]
+    keep = [f32(t) for t in (weight, bias, scale, shift, input_bias)]  # keep the fp32 copies alive
+    params = [_p(t) for t in keep[:4]]
     rc = emu.emu_group_norm_forward(
         DTYPE_CODE[dtype], _p(x3), _i64(x3.stride()), *_L(B, C, S, groups), *params, ctypes.c_float(1e-5),
-        int(modulated), sms, _p(y), _p(mean), _p(rstd),
+        int(bool(modulated)), sms, _p(y), _p(mean), _p(rstd), _p(keep[4]),
     )
     assert rc == 0
     x64 = x.double().requires_grad_()
-    p64 = [None if t is None else t.double().requires_grad_() for t in (weight, bias, scale, shift)]
-    ref = reference.group_norm(x64, groups, p64[0], p64[1], 1e-5, p64[2], p64[3], activation)
+    p64 = [None if t is None else t.double().requires_grad_() for t in (weight, bias, scale, shift, input_bias)]
+    ref = reference.group_norm(x64, groups, p64[0], p64[1], 1e-5, p64[2], p64[3], activation, p64[4])
     tol = TOLERANCE[dtype]
     assert_rel_close(y.view(shape), ref, tol, "output")
-    ref_mean = x.double().reshape(B, groups, -1).mean(-1)
+    u = x.double() if input_bias is None else x.double() + keep[4].double().view(B, C, 1, 1, 1)
+    ref_mean = u.reshape(B, groups, -1).mean(-1)
     assert_rel_close(mean, ref_mean, 1e-5, "mean")
 
     dy = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
@@ -236,21 +241,41 @@ def test_emulated_group_norm_matches_reference(emu, dtype, layout, shape, groups
     sum_dz, sum_dzx = torch.empty(B, C), torch.empty(B, C)
     rc = emu.emu_group_norm_backward(
         DTYPE_CODE[dtype], _p(dy3), _p(x3), _i64(x3.stride()), *_L(B, C, S, groups), _p(mean), _p(rstd), *params,
-        int(modulated), sms, _p(dx), _p(sum_dz), _p(sum_dzx),
+        int(bool(modulated)), sms, _p(dx), _p(sum_dz), _p(sum_dzx), _p(keep[4]),
     )
     assert rc == 0
     wrt = [x64] + [t for t in p64 if t is not None]
     ref_grads = torch.autograd.grad(ref, wrt, dy.double())
     assert_rel_close(dx.view(shape), ref_grads[0], tol, "dx")
     if modulated:
-        for got, want, name in zip(_gn_param_grads(sum_dz, sum_dzx, *keep[:3]), ref_grads[1:], ("dw", "db", "dscale", "dshift")):
-            assert_rel_close(got, want, tol, name)
+        got = list(_gn_param_grads(sum_dz, sum_dzx, *keep[:3]))
+        names = ["dw", "db", "dscale", "dshift"]
+        if input_bias is not None:  # d input_bias = sum_s dx (fastvdm/ops/group_norm_common.py:input_bias_grad)
+            got.append(dx.view(B, C, -1).double().sum(-1))
+            names.append("dinput_bias")
+        for g, want, name in zip(got, ref_grads[1:], names):
+            assert_rel_close(g, want, tol, name)
 
 
 # ---------------------------------------------------------------------------------------------- losses
 def _schedule(B, gen):
     t = torch.rand(B, generator=gen, dtype=torch.float64)
     return torch.cos(t * 1.5), torch.sin(t * 1.5), torch.rand(B, generator=gen, dtype=torch.float64) + 0.5
+
+
+@pytest.mark.parametrize("shape,groups", [((2, 12, 3, 5, 7), 4), ((1, 4, 4, 48, 48), 2)], ids=["fused", "split"])
+def test_emulated_group_norm_overflow_gives_nan(emu, shape, groups):
+    """Inputs near 1e25 overflow the fp32 sums: NaN statistics and outputs, never a finite value (the variance
+    used to be clamped to 0, or rsqrt(inf) = 0 gave zeros; issue 17)."""
+    B, C = shape[:2]
+    x3 = (torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 1e25).reshape(B, C, -1)
+    y, mean, rstd = torch.empty_like(x3), torch.empty(B, groups), torch.empty(B, groups)
+    rc = emu.emu_group_norm_forward(
+        DTYPE_CODE[torch.float32], _p(x3), _i64(x3.stride()), *_L(B, C, x3.shape[2], groups), None, None, None, None,
+        ctypes.c_float(1e-5), 0, 132, _p(y), _p(mean), _p(rstd),
+    )
+    assert rc == 0
+    assert rstd.isnan().all() and y.isnan().all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])

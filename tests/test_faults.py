@@ -182,6 +182,12 @@ def test_out_is_cwd_parent_home_or_root(wd, out, match):
     wd.fails("data", "make", "--out", out, "--scenes", "1", "--force", "--no-progress", match=match)
 
 
+def test_out_inside_the_package_is_refused(wd):
+    from fastvdm.pipeline import shipped_models
+
+    wd.fails(*densify("--out", shipped_models()["student_tiny"], "--force"), match="fastvdm's own package folder")
+
+
 def test_out_whose_parent_is_a_file(wd):
     with open("notes.txt", "w") as f:
         f.write("x")
@@ -768,3 +774,18 @@ def test_sample_writes_beside_the_scene_never_inside(wd):
     wd.assert_unchanged(ignore=("S_samples",))
     wd.fails("sample", "--ckpt", teacher, "--scene", "S", "--steps", "1", "--frames", "2", "--out", "S/samples",
              match="lies inside the input S")
+
+
+def test_sigterm_cleans_up_like_ctrl_c(wd, tmp_path):
+    """SIGTERM (a job scheduler's stop) while writing: the staged folder is removed, exit 130, one line."""
+    wd.snapshot()
+    flag = str(tmp_path / "writing")
+    argv = ["data", "make", "--out", "made", "--scenes", "1", "--size", "16", "--views", "3", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "faultwrap.py")] + argv, cwd=wd.root,
+                            env=subprocess_env(FAULT_PAUSE_AFTER="2", FAULT_PAUSE_FILE=flag),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(flag, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    wd.assert_unchanged()

@@ -2,8 +2,8 @@
 
 One suite, parametrized over ``all_backends("group_norm")`` x dtypes: a new backend (CUDA C++) joins by
 registering. Inputs are fresh random tensors rounded to the tested dtype; the reference runs in float64 on
-exactly those values. Gradients of x, weight, bias, scale and shift come from autograd with a random upstream
-gradient and are compared with the float64 reference's autograd gradients. Triton runs under the
+exactly those values. Gradients of x, weight, bias, scale, shift and input_bias come from autograd with a
+random upstream gradient and are compared with the float64 reference's autograd gradients. Triton runs under the
 interpreter here (fp32 only; bf16/fp16 Triton tests are marked ``gpu``), so shapes are small; the
 ``multi_tile`` cases shrink the Triton tile so that groups span several tiles (channel and position loops)
 and, with split=3, exercise the split-S kernels.
@@ -20,6 +20,8 @@ from oracle import TOLERANCE, all_backends, assert_rel_close, device_for, kernel
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 ALL_PARAMS = ("weight", "bias", "scale", "shift")
+PARAM_NAMES = ALL_PARAMS + ("input_bias",)  # input_bias: GroupNorm(x + input_bias), (B, C)
+WITH_IB = ALL_PARAMS + ("input_bias",)
 
 
 def _backend_dtypes():
@@ -45,6 +47,14 @@ CASES = {
     "channels_last_3d": ((2, 12, 2, 3, 5), 4, ALL_PARAMS, "silu", torch.channels_last_3d, 0.0),
     "channels_last_image": ((2, 12, 5, 6), 3, ("weight", "shift"), "silu", torch.channels_last, 0.0),
     "large_mean": ((2, 8, 3, 4, 4), 2, ALL_PARAMS, "silu", None, 30.0),
+    # input_bias (a ResNet block's GroupNorm(h + temb)): alone, with everything, diffusers' "default" mode,
+    # channels-last, and a mean far from 0 reached through the bias
+    "ib_only": ((2, 8, 3, 5), 2, ("input_bias",), None, None, 0.0),
+    "ib_all_C96": ((1, 96, 2, 3, 4), 32, WITH_IB, "silu", None, 0.0),
+    "ib_default_mode": ((3, 12, 2, 3, 5), 3, ("weight", "bias", "input_bias"), "silu", None, 0.0),
+    "ib_channels_last_3d": ((2, 12, 2, 3, 5), 4, WITH_IB, "silu", torch.channels_last_3d, 0.0),
+    "ib_channels_last_image": ((2, 12, 5, 6), 3, ("weight", "input_bias"), "silu", torch.channels_last, 0.0),
+    "ib_large_mean": ((2, 8, 3, 4, 4), 2, ("weight", "bias", "input_bias"), "silu", None, -30.0),
 }
 
 
@@ -63,17 +73,25 @@ def _make_inputs(shape, present, dtype, device, memory_format, offset):
         "bias": _rand((C,), dtype, device) if "bias" in present else None,
         "scale": _rand((B, C), dtype, device, scale=0.5) if "scale" in present else None,
         "shift": _rand((B, C), dtype, device) if "shift" in present else None,
+        # large_mean cases shift the bias instead of x when there is one: u = x + ib has the large mean
+        "input_bias": _rand((B, C), dtype, device, scale=2.0, offset=-offset) if "input_bias" in present else None,
     }
+    if "input_bias" in present and offset:
+        x = _rand(shape, dtype, device, scale=1.5, offset=2 * offset)
+        if memory_format is not None:
+            x = x.contiguous(memory_format=memory_format)
     return x, params
 
 
 def _run(backend, x, num_groups, params, activation, grad_out, eps=1e-5):
     """Output and gradients (x, then the present parameters) of group_norm on ``backend``."""
-    leaves = [x] + [params[k] for k in ALL_PARAMS if params[k] is not None]
+    leaves = [x] + [params[k] for k in PARAM_NAMES if params.get(k) is not None]
     leaves = [t.detach().requires_grad_(True) for t in leaves]
     it = iter(leaves[1:])
-    p = {k: (next(it) if params[k] is not None else None) for k in ALL_PARAMS}
+    p = {k: (next(it) if params.get(k) is not None else None) for k in PARAM_NAMES}
     args = (leaves[0], num_groups, p["weight"], p["bias"], eps, p["scale"], p["shift"], activation)
+    if p["input_bias"] is not None:
+        args = args + (p["input_bias"],)
     if backend is None:
         y = reference.group_norm(*args)
     else:
@@ -95,7 +113,7 @@ def _check_against_reference(backend, dtype, shape, num_groups, present, activat
     tol = TOLERANCE[dtype]
     assert y.dtype == dtype
     assert_rel_close(y, y_ref, tol, "output")
-    names = ["x"] + [k for k in ALL_PARAMS if params[k] is not None]
+    names = ["x"] + [k for k in PARAM_NAMES if params[k] is not None]
     for name, g, g_ref, leaf in zip(names, grads, grads_ref, [x] + [params[k] for k in names[1:]]):
         assert g.dtype == leaf.dtype, f"d{name} has dtype {g.dtype}, expected {leaf.dtype}"
         assert_rel_close(g, g_ref, tol, f"d{name}")
@@ -130,9 +148,10 @@ def small_triton_tiles(monkeypatch, request):
     ids=["fused-contiguous", "split3-contiguous", "fused-channels_last_3d"],
     indirect=["small_triton_tiles"],
 )
-def test_group_larger_than_a_tile(backend, small_triton_tiles, memory_format):
+@pytest.mark.parametrize("present", [ALL_PARAMS, WITH_IB], ids=["modulated", "input_bias"])
+def test_group_larger_than_a_tile(backend, small_triton_tiles, memory_format, present):
     # Cg = 6 channels (two channel tiles of 4), S = 2*3*4 = 24 positions (three position tiles of 8, split 3)
-    _check_against_reference(backend, torch.float32, (2, 12, 2, 3, 4), 2, ALL_PARAMS, "silu", memory_format, 0.5)
+    _check_against_reference(backend, torch.float32, (2, 12, 2, 3, 4), 2, present, "silu", memory_format, 0.5)
 
 
 @pytest.mark.parametrize("backend", all_backends("group_norm"))
@@ -144,12 +163,13 @@ def test_non_dense_input_and_grad(backend):
     x = base.float().to(device)[..., ::2]  # stride 2 along W: neither contiguous nor channels-last
     w, b = torch.randn(C, device=device), torch.randn(C, device=device)
     scale, shift = 0.5 * torch.randn(B, C, device=device), torch.randn(B, C, device=device)
+    input_bias = torch.randn(2 * C, B, device=device).t()[:, ::2]  # strided (B, C)
     grad_out = torch.randn(B, C, T, W, H, dtype=torch.float64, device=device).transpose(3, 4)
-    params = {"weight": w, "bias": b, "scale": scale, "shift": shift}
+    params = {"weight": w, "bias": b, "scale": scale, "shift": shift, "input_bias": input_bias}
     y, grads = _run(backend, x, 4, params, "silu", grad_out)
     y_ref, grads_ref = _run(None, x.double(), 4, {k: v.double() for k, v in params.items()}, "silu", grad_out)
     assert_rel_close(y, y_ref, TOLERANCE[torch.float32], "output")
-    for name, g, g_ref in zip(("x",) + ALL_PARAMS, grads, grads_ref):
+    for name, g, g_ref in zip(("x",) + PARAM_NAMES, grads, grads_ref):
         assert_rel_close(g, g_ref, TOLERANCE[torch.float32], f"d{name}")
 
 
@@ -202,24 +222,24 @@ def test_torch_compile(backend):
     B, C = 2, 12
     x = torch.randn(B, C, 2, 3, 4)
     w, b = torch.randn(C), torch.randn(C)
-    scale, shift = 0.5 * torch.randn(B, C), torch.randn(B, C)
+    scale, shift, ib = 0.5 * torch.randn(B, C), torch.randn(B, C), torch.randn(B, C)
     with ops.use_backend(backend):
-        impl = _dispatch.resolve("group_norm", x.device, x, 3, w, b, 1e-5, scale, shift, "silu")
+        impl = _dispatch.resolve("group_norm", x.device, x, 3, w, b, 1e-5, scale, shift, "silu", ib)
     assert impl.backend == backend
 
-    def f(x, w, b, scale, shift):
-        return impl.fn(x, 3, w, b, 1e-5, scale, shift, "silu")
+    def f(x, w, b, scale, shift, ib):
+        return impl.fn(x, 3, w, b, 1e-5, scale, shift, "silu", ib)
 
     compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
-    leaves = [t.clone().requires_grad_(True) for t in (x, w, b, scale, shift)]
+    leaves = [t.clone().requires_grad_(True) for t in (x, w, b, scale, shift, ib)]
     y = compiled(*leaves)
     grad_out = torch.randn_like(y)
     grads = torch.autograd.grad(y, leaves, grad_out)
-    ref_leaves = [t.double().requires_grad_(True) for t in (x, w, b, scale, shift)]
-    y_ref = reference.group_norm(ref_leaves[0], 3, *ref_leaves[1:3], 1e-5, *ref_leaves[3:], "silu")
+    ref_leaves = [t.double().requires_grad_(True) for t in (x, w, b, scale, shift, ib)]
+    y_ref = reference.group_norm(ref_leaves[0], 3, *ref_leaves[1:3], 1e-5, *ref_leaves[3:5], "silu", ref_leaves[5])
     grads_ref = torch.autograd.grad(y_ref, ref_leaves, grad_out.double())
     assert_rel_close(y, y_ref, TOLERANCE[torch.float32], "output")
-    for name, g, g_ref in zip(("x",) + ALL_PARAMS, grads, grads_ref):
+    for name, g, g_ref in zip(("x",) + PARAM_NAMES, grads, grads_ref):
         assert_rel_close(g, g_ref, TOLERANCE[torch.float32], f"d{name}")
 
 
@@ -232,14 +252,15 @@ import fastvdm.kernels.group_norm as tk
 def arg_type(name):
     if name in ("X", "Y", "DY", "DX"):
         return "*bf16"
-    if name in ("W", "Bias", "Scale", "Shift", "Mean", "Rstd", "Partial", "SumDz", "SumDzx"):
+    if name in ("W", "Bias", "Scale", "Shift", "InBias", "Mean", "Rstd", "Partial", "SumDz", "SumDzx"):
         return "*fp32"
     return "fp32" if name == "eps" else "i32"
 
-flags = dict(HAS_W=True, HAS_B=True, HAS_SCALE=True, HAS_SHIFT=True, SILU=True, BLOCK_C=4, BLOCK_S=256)
+flags = dict(HAS_W=True, HAS_B=True, HAS_SCALE=True, HAS_SHIFT=True, HAS_IB=True, SILU=True, BLOCK_C=4, BLOCK_S=256)
 kernels = [
     (tk._fwd_fused_kernel, dict(flags, SINGLE_TILE=False)),
     (tk._fwd_fused_kernel, dict(flags, SINGLE_TILE=True)),
+    (tk._fwd_stats_kernel, dict(HAS_IB=True, BLOCK_C=4, BLOCK_S=256)),
     (tk._fwd_apply_kernel, dict(flags, SPLIT_P2=8)),
     (tk._bwd_sums_kernel, flags),
     (tk._bwd_dx_kernel, dict(flags, SPLIT_P2=8)),
@@ -267,7 +288,7 @@ def test_triton_kernels_compile_for_sm90_bf16():
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     out = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("compiled") == 5
+    assert out.stdout.count("compiled") == 6
 
 
 @pytest.mark.parametrize("memory_format", [None, torch.channels_last_3d], ids=["contiguous", "channels_last_3d"])

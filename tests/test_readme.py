@@ -31,20 +31,24 @@ def _blocks(lang: str) -> list[str]:
     return [m.group(2) for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M) if m.group(1) == lang]
 
 
-def _command_lines() -> list[str]:
+def _command_lines(with_setup: bool = False) -> list:
     """The README's shell command lines (``bash`` and plain blocks; lines that start with a command):
-    continuations joined, comments dropped."""
+    continuations joined, comments dropped. with_setup: (line, the ``python -c`` lines before it in its block)."""
     text = open(README).read()
-    raw = [ln for block in _blocks("bash") + _blocks("") for ln in block.replace("\\\n", " ").splitlines()]
+    blocks = [block.replace("\\\n", " ").splitlines() for block in _blocks("bash") + _blocks("")]
     # inline commands in the prose: `fastvdm info`, `fastvdm data make --out DIR ...`
-    raw += [m for m in re.findall(r"`(fastvdm [^`]+)`", text) if "--" in m or m in ("fastvdm info", "fastvdm demo")]
-    lines = []
-    for line in raw:
-        for part in re.sub(r"\s+#\s.*$", "", line).split("&&"):
-            part = " ".join(part.split())
-            if part.split(" ", 1)[0] in ("fastvdm", "python", "bash", "torchrun", "pip", "cmake", "ctest"):
-                lines.append(part)
-    return lines
+    blocks.append([m for m in re.findall(r"`(fastvdm [^`]+)`", text) if "--" in m or m in ("fastvdm info", "fastvdm demo")])
+    out = []
+    for block in blocks:
+        setup = []
+        for line in block:
+            for part in re.sub(r"\s+#\s.*$", "", line).split("&&"):
+                part = " ".join(part.split())
+                if part.split(" ", 1)[0] in ("fastvdm", "python", "bash", "torchrun", "pip", "cmake", "ctest"):
+                    out.append((part, list(setup)) if with_setup else part)
+                    if part.startswith("python -c "):
+                        setup.append(part)
+    return out
 
 
 def _fastvdm_argv(line: str):
@@ -121,30 +125,37 @@ def _run(argv, cwd):
 
 
 def _commands(kinds) -> list:
+    """(line, argv, setup lines) of the fastvdm commands whose subcommand is in ``kinds``."""
     out = []
-    for line in _command_lines():
+    for line, setup in _command_lines(with_setup=True):
         argv = _fastvdm_argv(line)
-        if argv and argv[0] in kinds and (line, argv) not in out:
-            out.append((line, argv))
+        if argv and argv[0] in kinds and line not in [o[0] for o in out]:
+            out.append((line, argv, setup))
     return out
 
 
-@pytest.mark.parametrize("line,argv", _commands(CHEAP), ids=lambda v: v if isinstance(v, str) else None)
-def test_cheap_commands_run(scratch, line, argv):
-    work = scratch / f"cmd{abs(hash(line)) % 10**6}"
+def _run_with_setup(scratch, name, line, argv, setup):
+    work = scratch / f"{name}{abs(hash(line)) % 10**6}"
     shutil.copytree(scratch / "SCENE_DIR", work / "SCENE_DIR")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for cmd in setup:  # e.g. `python -c "... write_motorcycle_capture('moto')"` earlier in the same block
+        r = subprocess.run([sys.executable] + shlex.split(cmd)[1:], cwd=work, env=env, capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, f"README setup {cmd!r} failed: {r.stderr[-2000:]}"
     r = _run(argv, work)
     assert r.returncode == 0, f"{line!r} failed: {r.stderr[-2000:]}"
 
 
+@pytest.mark.parametrize("line,argv,setup", _commands(CHEAP), ids=[c[0] for c in _commands(CHEAP)])
+def test_cheap_commands_run(scratch, line, argv, setup):
+    _run_with_setup(scratch, "cmd", line, argv, setup)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("line,argv", _commands(SLOW), ids=lambda v: v if isinstance(v, str) else None)
-def test_slow_commands_run(scratch, line, argv, request):
+@pytest.mark.parametrize("line,argv,setup", _commands(SLOW), ids=[c[0] for c in _commands(SLOW)])
+def test_slow_commands_run(scratch, line, argv, setup, request):
     """The demo and reconstruction commands of the README, as written (a minute or more each: run on demand,
     ``pytest -m slow tests/test_readme.py``)."""
     if "slow" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("slow: run with -m slow")
-    work = scratch / f"slow{abs(hash(line)) % 10**6}"
-    shutil.copytree(scratch / "SCENE_DIR", work / "SCENE_DIR")
-    r = _run(argv, work)
-    assert r.returncode == 0, f"{line!r} failed: {r.stderr[-2000:]}"
+    _run_with_setup(scratch, "slow", line, argv, setup)

@@ -48,7 +48,8 @@ constexpr int64_t kQB = 48;         // queries per block (forward and backward)
 constexpr int64_t kKB = 256;        // keys per block of the online softmax / backward tile (a multiple of W)
 constexpr int64_t kKeyChunk = 512;  // backward: keys per chunk when a sequence is split (a multiple of kKB)
 
-constexpr int64_t kPrefetchMaxLen = 64;  // sequences up to this length prefetch the next one's rows
+constexpr int64_t kPrefetchMaxLen = 64;  // sequences up to this length prefetch the rows of the sequence
+constexpr int64_t kPrefetchAhead = 2;    // this many ahead
 
 constexpr double kLog2e = 1.4426950408889634;
 
@@ -107,20 +108,26 @@ int num_threads() {
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c,bmi,bmi2")
 namespace avx512 {
 constexpr int W = 16, MR = 12;
+#define FASTVDM_ATTN_W 16
 #include "cpu/attention_tiles.inc"
+#undef FASTVDM_ATTN_W
 }  // namespace avx512
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,bmi,bmi2")
 namespace avx2 {
 constexpr int W = 8, MR = 6;
+#define FASTVDM_ATTN_W 8
 #include "cpu/attention_tiles.inc"
+#undef FASTVDM_ATTN_W
 }  // namespace avx2
 #pragma GCC pop_options
 #endif
 namespace baseline {
 constexpr int W = 8, MR = 4;
+#define FASTVDM_ATTN_W 8
 #include "cpu/attention_tiles.inc"
+#undef FASTVDM_ATTN_W
 }  // namespace baseline
 
 // The instruction set the kernels run with, chosen once.

@@ -11,9 +11,13 @@
 // the logsumexp (natural log) of each query's scaled scores, saved for the backward.
 // Backward (P = exp(scale * q k^T - lse), delta = rowsum(dout * out)):
 //   dv = P^T dout,  dS = P * (dout v^T - delta),  dq = scale * dS k,  dk = scale * dS^T q.
-// Arithmetic in fp32. Each sequence is one unit of work (OpenMP static schedule over sequences), computed in
-// a fixed order: results do not depend on the thread count. Per sequence the kernels hold its K and V (and
-// in the backward Q, dO, dK, dV) in fp32 thread-local buffers of L x D floats.
+// Arithmetic in fp32 (bf16/fp16 inputs are converted while packing). The kernels pack what a work item reads into
+// fp32 panels (K^T, V^T in groups of one vector width of keys) and rows, and run register-blocked GEMM
+// micro-kernels (AVX-512: 12 x 32 tiles, AVX2+FMA: 6 x 16, baseline x86-64: 4 x 16; chosen once at run time) for
+// q k^T, P v and, in the backward, dout v^T, dS k, dS^T q, P^T dout, with an online softmax (vectorized exp2) on
+// each 48-query x 256-key tile. Work items are (sequence, query blocks) in the forward and (sequence, key chunk)
+// in the backward; how a sequence is split depends on the shape only, so results do not depend on the thread
+// count. Any head dim D (padded to the vector width inside the buffers), any sequence length.
 #pragma once
 
 #include <cstdint>

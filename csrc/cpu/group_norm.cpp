@@ -248,6 +248,10 @@ void modulation(const GroupNormGeometry& geo, const GroupNormParams& p, std::vec
   }
 }
 
+// The input bias of row (n, c) (0 without one). The kernels never form u = x + input_bias: they subtract
+// (mean - input_bias) and (k - input_bias) from x instead, per row, so the leaves are unchanged.
+inline float input_bias_at(const GroupNormParams& p, int64_t nc) { return p.input_bias ? p.input_bias[nc] : 0.0f; }
+
 // Channels-last rows are processed in blocks of kRowsPerTask positions s per OpenMP task.
 constexpr int64_t kRowsPerTask = 64;
 // Channels-last reductions split the positions of each sample into this many parts (fewer when S is smaller).
@@ -313,18 +317,19 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
   std::vector<float> a, b;
   modulation(geo, params, a, b);
 
-  // Shift per (n, g): the group's first element. Sums of (x - k) keep the variance accurate when
-  // |mean| >> std (no catastrophic cancellation in sum(x^2) - sum(x)^2).
+  // Shift per (n, g): the group's first element of u = x + input_bias. Sums of (u - k) keep the variance
+  // accurate when |mean| >> std (no catastrophic cancellation in sum(u^2) - sum(u)^2).
   std::vector<float> shift_k(B * G);
   for (int64_t n = 0; n < B; ++n)
-    for (int64_t g = 0; g < G; ++g) shift_k[n * G + g] = to_float(x[n * sb + g * Cg * sc]);
+    for (int64_t g = 0; g < G; ++g)
+      shift_k[n * G + g] = to_float(x[n * sb + g * Cg * sc]) + input_bias_at(params, n * C + g * Cg);
   std::vector<double> s1(B * C, 0.0), s2(B * C, 0.0);  // per-(n, c) shifted sums
 
   // Shifted sums of row (n, c) over s.
   auto row_sums = [&](int64_t nc) {
     const int64_t n = nc / C, c = nc % C;
     const T* row = x + n * sb + c * sc;
-    const float k = shift_k[n * G + c / Cg];
+    const float k = shift_k[n * G + c / Cg] - input_bias_at(params, nc);  // sums of u - k = x - (k - ib)
     float buf[kChunk];
     double a1 = 0.0, a2 = 0.0;
     for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
@@ -359,7 +364,8 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
     for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
       const int64_t len = std::min(kChunk, S - s0);
       float* out = out_chunk(yrow + s0 * ss, ss, ybuf);
-      chunk_apply(load_chunk(xrow + s0 * ss, ss, len, xbuf), len, mean[ng], a[nc] * rstd[ng], b[nc], silu, out);
+      chunk_apply(load_chunk(xrow + s0 * ss, ss, len, xbuf), len, mean[ng] - input_bias_at(params, nc),
+                  a[nc] * rstd[ng], b[nc], silu, out);
       store_chunk(out, yrow + s0 * ss, ss, len);
     }
   };
@@ -381,7 +387,8 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
     for (int64_t nc = 0; nc < B * C; ++nc) row_sums(nc);
   } else {
     std::vector<float> kc(B * C);  // shift per channel
-    for (int64_t nc = 0; nc < B * C; ++nc) kc[nc] = shift_k[(nc / C) * G + (nc % C) / Cg];
+    for (int64_t nc = 0; nc < B * C; ++nc)
+      kc[nc] = shift_k[(nc / C) * G + (nc % C) / Cg] - input_bias_at(params, nc);
     channels_last_sums(B, C, S, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
       channel_sums(load_chunk(x + n * sb + s * ss, 1, C, scratch), C, kc.data() + n * C, acc1, acc2);
     });
@@ -396,7 +403,7 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
     std::vector<float> mc(B * C), ac(B * C);  // per-channel mean and a * rstd
     for (int64_t nc = 0; nc < B * C; ++nc) {
       const int64_t ng = (nc / C) * G + (nc % C) / Cg;
-      mc[nc] = mean[ng];
+      mc[nc] = mean[ng] - input_bias_at(params, nc);
       ac[nc] = a[nc] * rstd[ng];
     }
     const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
@@ -428,11 +435,11 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
   const bool cl = channels_last_path(geo);
   std::vector<float> a, b;
   modulation(geo, params, a, b);
-  // per-channel copies of the group statistics
+  // per-channel copies of the group statistics (mc: the mean of u = x + input_bias, minus input_bias)
   std::vector<float> mc(B * C), rc(B * C);
   for (int64_t nc = 0; nc < B * C; ++nc) {
     const int64_t ng = (nc / C) * G + (nc % C) / Cg;
-    mc[nc] = mean[ng];
+    mc[nc] = mean[ng] - input_bias_at(params, nc);
     rc[nc] = rstd[ng];
   }
   std::vector<double> s1(B * C, 0.0), s2(B * C, 0.0);  // per-(n, c) sums of dz and dz * xhat

@@ -29,28 +29,36 @@ __device__ __forceinline__ void modulation(const GroupNormParamsDev& p, int64_t 
   *b = bias * mod + (p.shift ? p.shift[n * C + c] : 0.f);
 }
 
+// input_bias[n, c] (0 without one): u = x + input_bias is formed in registers, never stored.
+__device__ __forceinline__ float input_bias_at(const GroupNormParamsDev& p, int64_t C, int64_t n, int64_t c) {
+  return p.input_bias ? p.input_bias[n * C + c] : 0.f;
+}
+
 __device__ __forceinline__ float sigmoid(float z) { return 1.f / (1.f + __expf(-z)); }
 
 // 1 / sqrt(var + eps), var clamped at 0 against rounding; NaN when var is NaN or does not fit fp32 (the fp32
 // partial sums overflowed, |x| near 1e19), as the reference gives, never a finite wrong value.
 __device__ __forceinline__ float rstd_of(double var, float eps) {
   const float v = static_cast<float>(var > 0.0 ? var : (var == var ? 0.0 : var));
-  return isfinite(v) ? rsqrtf(v + eps) : __int_as_float(0x7fffffff);
+  return v <= 3.402823466e38f ? rsqrtf(v + eps) : nanf("");  // false for NaN and inf
 }
 
 template <typename T>
-__global__ void gn_stats_kernel(const T* __restrict__ x, GroupNormPlan plan, double* __restrict__ partial) {
+__global__ void gn_stats_kernel(const T* __restrict__ x, GroupNormPlan plan, GroupNormParamsDev params,
+                                double* __restrict__ partial) {
   __shared__ double scratch[32];
   const int64_t pid = blockIdx.x, sp = blockIdx.y;
   const int64_t n = pid / plan.G, g = pid % plan.G;
   const T* xg = x + group_base(plan, n, g);
-  const float k = to_f32(xg[0]);
+  const int64_t c0 = g * plan.Cg;
+  const float k = to_f32(xg[0]) + input_bias_at(params, plan.C, n, c0);
   int64_t begin, end;
   group_chunk_range(plan, sp, &begin, &end);
   float s1 = 0.f, s2 = 0.f;
   GroupWalk w(plan, begin + threadIdx.x, blockDim.x);
   for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x, w.advance()) {
-    const float v = to_f32(xg[w.offset()]) - k;
+    const float ib = params.input_bias ? input_bias_at(params, plan.C, n, c0 + w.channel()) : 0.f;
+    const float v = to_f32(xg[w.offset()]) + ib - k;
     s1 += v;
     s2 = fmaf(v, v, s2);
   }
@@ -81,7 +89,8 @@ __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, floa
     }
     const double m = s1 / static_cast<double>(plan.N);
     const double var = s2 / static_cast<double>(plan.N) - m * m;
-    const float mean = static_cast<float>(m + static_cast<double>(to_f32(x[xoff])));
+    const float k = to_f32(x[xoff]) + input_bias_at(params, plan.C, n, g * plan.Cg);
+    const float mean = static_cast<float>(m + static_cast<double>(k));
     const float rstd = rstd_of(var, eps);
     stats[0] = mean;
     stats[1] = rstd;
@@ -97,7 +106,7 @@ __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, floa
     modulation(params, plan.C, n, g * plan.Cg + c, &a, &b);
     const float A = a * rstd;
     coef[c] = A;
-    coef[plan.Cg + c] = b - A * mean;
+    coef[plan.Cg + c] = b - A * (mean - input_bias_at(params, plan.C, n, g * plan.Cg + c));  // A * u + Bc
   }
   __syncthreads();
   int64_t begin, end;
@@ -127,14 +136,16 @@ __global__ void __launch_bounds__(kGroupNormFusedThreads)
   const int64_t xoff = group_base(plan, n, g);
   const T* xg = x + xoff;
   T* yg = y + xoff;
-  const float k = to_f32(xg[0]);
-  float v[kGroupNormFusedItems];
+  const int64_t c0 = g * plan.Cg;
+  const float k = to_f32(xg[0]) + input_bias_at(params, plan.C, n, c0);
+  float v[kGroupNormFusedItems];  // u = x + input_bias
   float s1 = 0.f, s2 = 0.f;
   GroupWalk w(plan, threadIdx.x, blockDim.x);
 #pragma unroll
   for (int i = 0; i < kGroupNormFusedItems; ++i, w.advance()) {
     const int64_t e = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
     v[i] = e < plan.N ? to_f32(xg[w.offset()]) : 0.f;
+    if (params.input_bias && e < plan.N) v[i] += params.input_bias[n * plan.C + c0 + w.channel()];
     const float d = e < plan.N ? v[i] - k : 0.f;
     s1 += d;
     s2 = fmaf(d, d, s2);
@@ -217,7 +228,8 @@ __global__ void gn_bwd_sums_kernel(const T* __restrict__ dy, const T* __restrict
       cur = c;
       acc1 = acc2 = 0.f;
     }
-    const float xhat = (to_f32(xg[off]) - m) * r;
+    const float u = to_f32(xg[off]) + input_bias_at(params, plan.C, n, g * plan.Cg + c);
+    const float xhat = (u - m) * r;
     const float dz = grad_z(to_f32(dyg[off]), xhat, sa[c], sb[c], silu);
     acc1 += dz;
     acc2 = fmaf(dz, xhat, acc2);
@@ -278,7 +290,8 @@ __global__ void gn_bwd_dx_kernel(const T* __restrict__ dy, const T* __restrict__
   for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x, w.advance()) {
     const int64_t off = w.offset();
     const int64_t c = w.channel();
-    const float xhat = (to_f32(xg[off]) - m) * r;
+    const float u = to_f32(xg[off]) + input_bias_at(params, plan.C, n, g * plan.Cg + c);
+    const float xhat = (u - m) * r;
     const float dz = grad_z(to_f32(dyg[off]), xhat, sa[c], sb[c], silu);
     dxg[off] = from_f32<T>(r * (sa[c] * dz - fm1 - xhat * fm2));
   }
@@ -299,7 +312,8 @@ cudaError_t group_norm_forward(DType dtype, const void* x, void* y, float* mean,
   }
   const dim3 grid(static_cast<unsigned>(plan.groups), static_cast<unsigned>(plan.split));
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
-    FASTVDM_LAUNCH(gn_stats_kernel<T>, grid, plan.threads, 0, stream, static_cast<const T*>(x), plan, workspace);
+    FASTVDM_LAUNCH(gn_stats_kernel<T>, grid, plan.threads, 0, stream, static_cast<const T*>(x), plan, params,
+                   workspace);
     FASTVDM_LAUNCH(gn_apply_kernel<T>, grid, plan.threads, smem, stream, static_cast<const T*>(x),
                    static_cast<T*>(y), mean, rstd, plan, params, eps, silu, workspace);
   });

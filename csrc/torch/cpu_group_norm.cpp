@@ -55,14 +55,16 @@ T* ptr(const at::Tensor& t) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_forward(
     const at::Tensor& x_in, int64_t num_groups, const std::optional<at::Tensor>& weight_in,
     const std::optional<at::Tensor>& bias_in, double eps, const std::optional<at::Tensor>& scale_in,
-    const std::optional<at::Tensor>& shift_in, bool silu) {
+    const std::optional<at::Tensor>& shift_in, bool silu, const std::optional<at::Tensor>& input_bias_in) {
   check_x(x_in, "x");
   const at::Tensor x = dense_layout(x_in) ? x_in : x_in.contiguous();
   const GroupNormGeometry geo = geometry(x, num_groups);
   const at::Tensor weight = param(weight_in, {geo.C}, "weight"), bias = param(bias_in, {geo.C}, "bias");
   const at::Tensor scale = param(scale_in, {geo.B, geo.C}, "scale");
   const at::Tensor shift = param(shift_in, {geo.B, geo.C}, "shift");
-  const GroupNormParams p{ptr_or_null(weight), ptr_or_null(bias), ptr_or_null(scale), ptr_or_null(shift)};
+  const at::Tensor input_bias = param(input_bias_in, {geo.B, geo.C}, "input_bias");
+  const GroupNormParams p{ptr_or_null(weight), ptr_or_null(bias), ptr_or_null(scale), ptr_or_null(shift),
+                          ptr_or_null(input_bias)};
 
   at::Tensor y = at::empty_strided(x.sizes(), x.strides(), x.options());
   at::Tensor mean = at::empty({geo.B, geo.G}, x.options().dtype(at::kFloat));
@@ -88,7 +90,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_forward(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward(
     const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& mean_in, const at::Tensor& rstd_in,
     int64_t num_groups, const std::optional<at::Tensor>& weight_in, const std::optional<at::Tensor>& bias_in,
-    const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& shift_in, bool silu) {
+    const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& shift_in, bool silu,
+    const std::optional<at::Tensor>& input_bias_in) {
   check_x(x_in, "x");
   check_x(grad_in, "grad");
   TORCH_CHECK(grad_in.sizes() == x_in.sizes() && grad_in.scalar_type() == x_in.scalar_type(),
@@ -104,7 +107,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward(
   const at::Tensor weight = param(weight_in, {geo.C}, "weight"), bias = param(bias_in, {geo.C}, "bias");
   const at::Tensor scale = param(scale_in, {geo.B, geo.C}, "scale");
   const at::Tensor shift = param(shift_in, {geo.B, geo.C}, "shift");
-  const GroupNormParams p{ptr_or_null(weight), ptr_or_null(bias), ptr_or_null(scale), ptr_or_null(shift)};
+  const at::Tensor input_bias = param(input_bias_in, {geo.B, geo.C}, "input_bias");
+  const GroupNormParams p{ptr_or_null(weight), ptr_or_null(bias), ptr_or_null(scale), ptr_or_null(shift),
+                          ptr_or_null(input_bias)};
 
   at::Tensor dx = at::empty_strided(x.sizes(), x.strides(), x.options());
   at::Tensor sum_dz = at::empty({geo.B, geo.C}, x.options().dtype(at::kFloat));
@@ -134,10 +139,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward(
 TORCH_LIBRARY_FRAGMENT(fastvdm_cpu, m) {
   m.def(
       "group_norm_forward(Tensor x, int num_groups, Tensor? weight, Tensor? bias, float eps, Tensor? scale, "
-      "Tensor? shift, bool silu) -> (Tensor, Tensor, Tensor)");
+      "Tensor? shift, bool silu, Tensor? input_bias=None) -> (Tensor, Tensor, Tensor)");
   m.def(
       "group_norm_backward(Tensor grad, Tensor x, Tensor mean, Tensor rstd, int num_groups, Tensor? weight, "
-      "Tensor? bias, Tensor? scale, Tensor? shift, bool silu) -> (Tensor, Tensor, Tensor)");
+      "Tensor? bias, Tensor? scale, Tensor? shift, bool silu, Tensor? input_bias=None) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastvdm_cpu, CPU, m) {

@@ -33,28 +33,31 @@ fc::GroupNormPlan plan_for(const at::Tensor& x, int64_t num_groups) {
 }
 
 struct Params {
-  at::Tensor weight, bias, scale, shift;
+  at::Tensor weight, bias, scale, shift, input_bias;
   fc::GroupNormParamsDev dev() const {
-    return fc::GroupNormParamsDev{f32_or_null(weight), f32_or_null(bias), f32_or_null(scale), f32_or_null(shift)};
+    return fc::GroupNormParamsDev{f32_or_null(weight), f32_or_null(bias), f32_or_null(scale), f32_or_null(shift),
+                                  f32_or_null(input_bias)};
   }
 };
 
 Params params(const at::Tensor& x, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-              const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& shift) {
+              const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& shift,
+              const std::optional<at::Tensor>& input_bias) {
   const int64_t B = x.size(0), C = x.size(1);
   return Params{as_f32(weight, {C}, x, "group_norm", "weight"), as_f32(bias, {C}, x, "group_norm", "bias"),
-                as_f32(scale, {B, C}, x, "group_norm", "scale"), as_f32(shift, {B, C}, x, "group_norm", "shift")};
+                as_f32(scale, {B, C}, x, "group_norm", "scale"), as_f32(shift, {B, C}, x, "group_norm", "shift"),
+                as_f32(input_bias, {B, C}, x, "group_norm", "input_bias")};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_forward(
     const at::Tensor& x_in, int64_t num_groups, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, double eps, const std::optional<at::Tensor>& scale,
-    const std::optional<at::Tensor>& shift, bool silu) {
+    const std::optional<at::Tensor>& shift, bool silu, const std::optional<at::Tensor>& input_bias) {
   check_x(x_in, "x");
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = dense_layout(x_in) ? x_in : x_in.contiguous();
   const fc::GroupNormPlan plan = plan_for(x, num_groups);
-  const Params p = params(x, weight, bias, scale, shift);
+  const Params p = params(x, weight, bias, scale, shift, input_bias);
   at::Tensor y = at::empty_strided(x.sizes(), x.strides(), x.options());
   at::Tensor mean = at::empty({plan.B, plan.G}, x.options().dtype(at::kFloat));
   at::Tensor rstd = at::empty({plan.B, plan.G}, x.options().dtype(at::kFloat));
@@ -69,7 +72,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_forward(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward(
     const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& mean_in, const at::Tensor& rstd_in,
     int64_t num_groups, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& shift, bool silu) {
+    const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& shift, bool silu,
+    const std::optional<at::Tensor>& input_bias) {
   check_x(x_in, "x");
   check_x(grad_in, "grad");
   TORCH_CHECK(grad_in.sizes() == x_in.sizes() && grad_in.scalar_type() == x_in.scalar_type(),
@@ -82,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward(
   TORCH_CHECK(mean_in.numel() == plan.B * plan.G && rstd_in.numel() == plan.B * plan.G,
               "fastvdm_cuda group_norm: mean and rstd must have B * num_groups elements");
   const at::Tensor mean = mean_in.to(at::kFloat).contiguous(), rstd = rstd_in.to(at::kFloat).contiguous();
-  const Params p = params(x, weight, bias, scale, shift);
+  const Params p = params(x, weight, bias, scale, shift, input_bias);
   at::Tensor dx = at::empty_strided(x.sizes(), x.strides(), x.options());
   at::Tensor sum_dz = at::empty({plan.B, plan.C}, x.options().dtype(at::kFloat));
   at::Tensor sum_dzx = at::empty({plan.B, plan.C}, x.options().dtype(at::kFloat));
@@ -99,10 +103,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward(
 TORCH_LIBRARY_FRAGMENT(fastvdm_cuda, m) {
   m.def(
       "group_norm_forward(Tensor x, int num_groups, Tensor? weight, Tensor? bias, float eps, Tensor? scale, "
-      "Tensor? shift, bool silu) -> (Tensor, Tensor, Tensor)");
+      "Tensor? shift, bool silu, Tensor? input_bias=None) -> (Tensor, Tensor, Tensor)");
   m.def(
       "group_norm_backward(Tensor grad, Tensor x, Tensor mean, Tensor rstd, int num_groups, Tensor? weight, "
-      "Tensor? bias, Tensor? scale, Tensor? shift, bool silu) -> (Tensor, Tensor, Tensor)");
+      "Tensor? bias, Tensor? scale, Tensor? shift, bool silu, Tensor? input_bias=None) -> (Tensor, Tensor, Tensor)");
 }
 
 // FASTVDM_DISPATCH_KEY: CUDA (CPU in the emulated test build, see cuda_binding.h)

@@ -84,9 +84,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0 if args.command is None else 2
     name = " ".join(str(getattr(args, k)) for k in ("command", "data_command", "train_command")
                     if getattr(args, k, None))
+    # a terminated run cleans up like Ctrl-C (unless SIGTERM is ignored or handled by whoever started us)
     old_handler = signal.getsignal(signal.SIGTERM) if threading_main() else None
+    if old_handler is not signal.SIG_DFL:
+        old_handler = None
     if old_handler is not None:
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # a terminated run cleans up like Ctrl-C
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if args.command != "info":  # a bad FASTVDM_BACKEND fails now, not after the work (info reports it)
             from fastvdm.ops._dispatch import env_backend

@@ -115,13 +115,15 @@ def group_norm(
     scale: Optional[Tensor] = None,
     shift: Optional[Tensor] = None,
     activation: Optional[str] = None,
+    input_bias: Optional[Tensor] = None,
 ) -> Tensor:
-    """act(GroupNorm(x) * (1 + scale) + shift), fused.
+    """act(GroupNorm(x + input_bias) * (1 + scale) + shift), fused.
 
     x: (B, C, *rest), e.g. video (B, C, T, H, W) (contiguous or channels_last_3d) or image (B, C, H, W);
     C divisible by num_groups. weight, bias: (C,) or None. scale, shift: (B, C) or None (per-sample
-    modulation). activation: None or "silu". Statistics in fp32. Returns x's shape and dtype.
-    Differentiable in x, weight, bias, scale, shift.
+    modulation). activation: None or "silu". input_bias: (B, C) or None, added to x before the statistics
+    (a ResNet block's GroupNorm(h + temb)). Statistics in fp32. Returns x's shape and dtype.
+    Differentiable in x, weight, bias, scale, shift, input_bias.
     """
     _check_float("x", x)
     if x.dim() < 2:
@@ -134,13 +136,15 @@ def group_norm(
         raise ValueError(f"num_groups={num_groups} must be positive and divide the {C} channels of x")
     for name, t in (("weight", weight), ("bias", bias)):
         _check_vector(name, t, (C,), x)
-    for name, t in (("scale", scale), ("shift", shift)):
+    for name, t in (("scale", scale), ("shift", shift), ("input_bias", input_bias)):
         _check_vector(name, t, (B, C), x)
     if activation not in (None, "silu"):
         raise ValueError(f"activation must be None or 'silu', got {activation!r}")
     if x.numel() == 0:
         raise ValueError(f"group_norm got an empty tensor of shape {tuple(x.shape)}")
     args = (x, num_groups, weight, bias, float(eps), scale, shift, activation)
+    if input_bias is not None:  # only then: backends and callers that predate input_bias see 8 arguments
+        args = args + (input_bias,)
     return resolve("group_norm", x.device, *args).fn(*args)
 
 

@@ -228,6 +228,10 @@ def resolve(op: str, device: torch.device, *args) -> Implementation:
         if why is not None:
             raise BackendUnavailableError(f"backend {forced!r} cannot run {op} on these inputs: {why}")
         return impl
+    if device.type == "cpu":  # the CPU per-shape rules (fastvdm/ops/cpu_auto.py); None = use the priorities
+        impl = cpu_auto.choose(op, *args)
+        if impl is not None and _verify.trusted(impl, device, args):
+            return impl
     candidates = []
     for backend in BACKENDS:
         if backend_status(backend) is not None:
@@ -243,3 +247,6 @@ def resolve(op: str, device: torch.device, *args) -> Implementation:
         if _verify.trusted(impl, device, args):
             return impl
     return _registry[op]["reference"]  # the reference serves every device
+
+
+from fastvdm.ops import cpu_auto  # noqa: E402  (imports this module: after everything it uses is defined)

@@ -3,13 +3,14 @@
 
 Each backend supplies two kernel launchers with one contract (``torch.ops.fastvdm_cpu``,
 ``torch.ops.fastvdm_cuda``, :mod:`fastvdm.kernels.group_norm`), x seen as (B, C, S) (:func:`as_bcs`):
-- ``group_norm_forward(x3, num_groups, weight, bias, eps, scale, shift, silu: bool)`` -> (y3, mean (B, G) fp32,
-  rstd (B, G) fp32);
-- ``group_norm_backward(grad3, x3, mean, rstd, num_groups, weight, bias, scale, shift, silu: bool)`` ->
-  (dx3, sum_s dz (B, C) fp32, sum_s dz * xhat (B, C) fp32), dz = dy * act'(z).
+- ``group_norm_forward(x3, num_groups, weight, bias, eps, scale, shift, silu: bool, input_bias)`` -> (y3,
+  mean (B, G) fp32, rstd (B, G) fp32), the statistics of u = x + input_bias (u is never stored);
+- ``group_norm_backward(grad3, x3, mean, rstd, num_groups, weight, bias, scale, shift, silu: bool, input_bias)``
+  -> (dx3, sum_s dz (B, C) fp32, sum_s dz * xhat (B, C) fp32), dz = dy * act'(z).
 :func:`backend_ops` wraps them in ``fastvdm::group_norm_<backend>_{forward,backward}`` (``custom_op``, or
 ``triton_op`` for Triton) whose signatures are built from :data:`PARAMS`; the parameter gradients are
-O(B * C) torch arithmetic (:func:`param_grads`). To add an argument to the op, add it to ``GROUP_NORM_PARAMS``
+O(B * C) torch arithmetic (:func:`param_grads`), except d input_bias = sum_s dx (:func:`input_bias_grad`, one read of
+dx, as the backward of a separate ``x + input_bias`` does). To add an argument to the op, add it to ``GROUP_NORM_PARAMS``
 (and to the launchers, :func:`_kernel_args` and :func:`param_grads`); nothing else here lists the arguments.
 """
 
@@ -62,6 +63,11 @@ def param_grads(sum_dz: Tensor, sum_dzx: Tensor, a: Args, needs: dict) -> dict:
     return {"weight": dweight, "bias": dbias, "scale": dscale, "shift": dshift}
 
 
+def input_bias_grad(dx: Tensor, input_bias: Tensor) -> Tensor:
+    """d input_bias (B, C) = sum over all positions of dx (B, C, *rest), accumulated in fp32."""
+    return dx.reshape(dx.shape[0], dx.shape[1], -1).sum(2, dtype=torch.float32).to(input_bias.dtype)
+
+
 def _kernel_args(a: Args) -> list:
     """The launchers' arguments after x3 (forward) or after (grad3, x3, mean, rstd) (backward, without eps)."""
     return [a.activation == "silu" if n == "activation" else getattr(a, n) for n in a._fields[1:]]
@@ -85,6 +91,8 @@ def register_autograd(forward_op, backward_op) -> None:
         needs = dict(zip(Args._fields, ctx.needs_input_grad))
         grads = param_grads(sum_dz, sum_dzx, a, needs)
         grads["x"] = dx if needs["x"] else None
+        if a.input_bias is not None and needs["input_bias"]:
+            grads["input_bias"] = input_bias_grad(dx, a.input_bias)
         return tuple(grads.get(n) for n in Args._fields)
 
     forward_op.register_autograd(backward, setup_context=setup)
@@ -145,5 +153,7 @@ def public_function(forward_op, backend: str) -> Callable:
     def group_norm(*args) -> Tensor:
         return forward_op(*args)[0]
 
-    group_norm.__doc__ = f"act(GroupNorm(x) * (1 + scale) + shift) on the {backend} kernels (``fastvdm.ops.group_norm``)."
+    group_norm.__doc__ = (
+        f"act(GroupNorm(x + input_bias) * (1 + scale) + shift) on the {backend} kernels (``fastvdm.ops.group_norm``)."
+    )
     return group_norm

@@ -85,19 +85,25 @@ def group_norm(
     scale: Optional[Tensor] = None,
     shift: Optional[Tensor] = None,
     activation: Optional[str] = None,
+    input_bias: Optional[Tensor] = None,
 ) -> Tensor:
-    """act(GroupNorm(x) * (1 + scale) + shift).
+    """act(GroupNorm(x + input_bias) * (1 + scale) + shift).
 
     x: (B, C, *rest), e.g. (B, C, T, H, W); statistics per (sample, group of C/num_groups channels) over the
     group's channels and all of ``rest``, biased variance, in fp32 (fp64 for fp64 input).
     weight, bias: (C,) affine of the normalization, or None. scale, shift: (B, C) per-sample modulation
-    (e.g. from the timestep embedding), or None. activation: None or "silu".
+    (e.g. from the timestep embedding), or None. activation: None or "silu". input_bias: (B, C) added to x
+    before the normalization (e.g. the time embedding of a diffusers ResNet block in "default" mode:
+    GroupNorm(h + temb)), or None.
     Returns a tensor of x's shape and dtype.
     """
     c = _compute_dtype(x.dtype)
     cast = lambda t: None if t is None else t.to(c)  # noqa: E731
-    y = F.group_norm(x.to(c), num_groups, cast(weight), cast(bias), eps)
     bc = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
+    xc = x.to(c)
+    if input_bias is not None:
+        xc = xc + input_bias.to(c).reshape(bc)
+    y = F.group_norm(xc, num_groups, cast(weight), cast(bias), eps)
     if scale is not None:
         y = y * (1 + scale.to(c).reshape(bc))
     if shift is not None:

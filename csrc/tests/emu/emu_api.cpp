@@ -65,13 +65,13 @@ int emu_dmd_backward(int dtype, const float* grad, const void* real, const void*
 // x: (B, C, S) with strides xs[3]; params fp32 or null.
 int emu_group_norm_forward(int dtype, const void* x, const int64_t* xs, int64_t B, int64_t C, int64_t S, int64_t G,
                            const float* weight, const float* bias, const float* scale, const float* shift, float eps,
-                           int silu, int num_sms, void* y, float* mean, float* rstd) {
+                           int silu, int num_sms, void* y, float* mean, float* rstd, const float* input_bias) {
   try {
     const fc::GroupNormPlan plan = fc::plan_group_norm(B, C, S, G, xs[0], xs[1], xs[2], num_sms);
     std::vector<double> work(fc::group_norm_forward_workspace(plan));
     return fc::group_norm_forward(static_cast<fc::DType>(dtype), x, y, mean, rstd, plan,
-                                  fc::GroupNormParamsDev{weight, bias, scale, shift}, eps, silu != 0, work.data(),
-                                  nullptr) == cudaSuccess
+                                  fc::GroupNormParamsDev{weight, bias, scale, shift, input_bias}, eps, silu != 0,
+                                  work.data(), nullptr) == cudaSuccess
                ? 0
                : 2;
   } catch (const std::invalid_argument&) {
@@ -82,13 +82,13 @@ int emu_group_norm_forward(int dtype, const void* x, const int64_t* xs, int64_t 
 int emu_group_norm_backward(int dtype, const void* dy, const void* x, const int64_t* xs, int64_t B, int64_t C,
                             int64_t S, int64_t G, const float* mean, const float* rstd, const float* weight,
                             const float* bias, const float* scale, const float* shift, int silu, int num_sms, void* dx,
-                            float* sum_dz, float* sum_dzx) {
+                            float* sum_dz, float* sum_dzx, const float* input_bias) {
   try {
     const fc::GroupNormPlan plan = fc::plan_group_norm(B, C, S, G, xs[0], xs[1], xs[2], num_sms);
     std::vector<float> work(fc::group_norm_backward_workspace(plan));
     return fc::group_norm_backward(static_cast<fc::DType>(dtype), dy, x, mean, rstd, dx, sum_dz, sum_dzx, plan,
-                                   fc::GroupNormParamsDev{weight, bias, scale, shift}, silu != 0, work.data(),
-                                   nullptr) == cudaSuccess
+                                   fc::GroupNormParamsDev{weight, bias, scale, shift, input_bias}, silu != 0,
+                                   work.data(), nullptr) == cudaSuccess
                ? 0
                : 2;
   } catch (const std::invalid_argument&) {

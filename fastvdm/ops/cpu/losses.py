@@ -18,10 +18,12 @@ first (the only case with extra full-size allocations).
 
 from __future__ import annotations
 
+from typing import Optional
 
 import torch
+from torch import Tensor
 
-from fastvdm.ops import _dispatch
+from fastvdm.ops import _dispatch, reference
 from fastvdm.ops.losses_common import backend_ops, device_supports
 from fastvdm.ops.extensions import cpu_extension
 
@@ -31,7 +33,68 @@ _C = torch.ops.fastvdm_cpu
 DTYPES = (torch.float32, torch.bfloat16)
 
 
-denoising_loss, dmd_loss_with_norm, dmd_loss = backend_ops("cpu", _C)
+_custom_op_denoising_loss, dmd_loss_with_norm, _custom_op_dmd_loss = backend_ops("cpu", _C)
+_TARGETS = {"eps": 0, "x0": 1, "v": 2}
+
+
+# Eager calls skip the custom ops' Python dispatch (bench/RESULTS.md, "per-call host overhead"): the same
+# launchers, wired to autograd by a plain autograd.Function; under torch.compile the custom ops are traced.
+class _DenoisingLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pred, x0, noise, alpha, sigma, weight, target):
+        ctx.target = target
+        ctx.save_for_backward(pred, x0, noise, alpha, sigma, weight)
+        return _C.denoising_loss_forward(pred, x0, noise, alpha, sigma, weight, _TARGETS[target])
+
+    @staticmethod
+    def backward(ctx, grad):
+        pred, x0, noise, alpha, sigma, weight = ctx.saved_tensors
+        dpred = None
+        if ctx.needs_input_grad[0]:
+            if torch.is_grad_enabled():  # create_graph=True: the custom op (its own autograd decides)
+                dpred = torch.ops.fastvdm.denoising_loss_backward_cpu(
+                    grad, pred, x0, noise, alpha, sigma, weight, ctx.target)
+            else:
+                dpred = _C.denoising_loss_backward(grad, pred, x0, noise, alpha, sigma, weight, _TARGETS[ctx.target])
+        return dpred, None, None, None, None, None, None
+
+
+class _DmdLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, x0_real, x0_fake, weight):
+        loss, norm = _C.dmd_loss_forward(x, x0_real, x0_fake, weight, reference.DMD_NORM_EPS)
+        ctx.save_for_backward(x0_real, x0_fake, norm, weight)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        x0_real, x0_fake, norm, weight = ctx.saved_tensors
+        dx = None
+        if ctx.needs_input_grad[0]:
+            if torch.is_grad_enabled():
+                dx = torch.ops.fastvdm.dmd_loss_backward_cpu(grad, x0_real, x0_fake, norm, weight)
+            else:
+                dx = _C.dmd_loss_backward(grad, x0_real, x0_fake, norm, weight)
+        return dx, None, None, None
+
+
+def denoising_loss(pred: Tensor, x0: Tensor, noise: Tensor, alpha: Tensor, sigma: Tensor,
+                   weight: Optional[Tensor] = None, target: str = "v") -> Tensor:
+    """``fastvdm.ops.denoising_loss`` on the cpu kernels."""
+    if torch.compiler.is_compiling():
+        return _custom_op_denoising_loss(pred, x0, noise, alpha, sigma, weight, target)
+    if torch.is_grad_enabled() and pred.requires_grad:
+        return _DenoisingLoss.apply(pred, x0, noise, alpha, sigma, weight, target)
+    return _C.denoising_loss_forward(pred, x0, noise, alpha, sigma, weight, _TARGETS[target])
+
+
+def dmd_loss(x: Tensor, x0_real: Tensor, x0_fake: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    """``fastvdm.ops.dmd_loss`` on the cpu kernels."""
+    if torch.compiler.is_compiling():
+        return _custom_op_dmd_loss(x, x0_real, x0_fake, weight)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _DmdLoss.apply(x, x0_real, x0_fake, weight)
+    return _C.dmd_loss_forward(x, x0_real, x0_fake, weight, reference.DMD_NORM_EPS)[0]
 
 
 # ---------------------------------------------------------------------------------------------- registration

@@ -1,9 +1,11 @@
 """``group_norm`` on the ``cuda`` backend: autograd around the kernels of csrc/cuda/group_norm.cu.
 
 Forward: one call computes the (B, G) statistics (split partial sums, fp32 arithmetic, double combination) and
-writes act(GN(x) * (1 + scale) + shift); it returns mean and rstd (fp32) for the backward. Backward: one call
-writes dx and the per-(n, c) sums sum_s dz and sum_s dz * xhat (dz = dy * act'(z)), from which the parameter
-gradients are O(B * C) torch arithmetic (:func:`fastvdm.ops.group_norm_common.param_grads`, shared with the cpu and triton backends).
+writes act(GN(u) * (1 + scale) + shift), u = x + input_bias formed in registers; it returns mean and rstd (fp32,
+of u) for the backward. Backward: one call writes dx and the per-(n, c) sums sum_s dz and sum_s dz * xhat
+(dz = dy * act'(z)), from which the parameter gradients are O(B * C) torch arithmetic
+(:func:`fastvdm.ops.group_norm_common.param_grads`, shared with the cpu and triton backends; d input_bias is the
+sum of dx over positions).
 
 Layouts: x is seen as (B, C, S) through a view; contiguous and channels-last (channels_last / channels_last_3d)
 inputs are read in place, any other layout is copied to contiguous first. y and dx have x's layout (the copy's,
