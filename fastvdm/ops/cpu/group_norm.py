@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from fastvdm.ops import _dispatch, extensions
-from fastvdm.ops.group_norm_common import TENSOR_ARGS, Args, _kernel_args, as_bcs, backend_ops, param_grads
-from fastvdm.ops.group_norm_common import input_bias_grad
+from fastvdm.ops.group_norm_common import TENSOR_ARGS, Args, _kernel_args, as_bcs, backend_ops, input_bias_grad
+from fastvdm.ops.group_norm_common import param_grads
 from fastvdm.ops.group_norm_common import public_function
 from fastvdm.ops.signatures import GROUP_NORM_PARAMS, with_signature
 
@@ -67,8 +67,7 @@ class _GroupNorm(torch.autograd.Function):
 
 @with_signature(GROUP_NORM_PARAMS, Tensor)
 def group_norm(*args) -> Tensor:
-    """act(GroupNorm(x + input_bias) * (1 + scale) + shift) on the cpu kernels (``fastvdm.ops.group_norm``'s
-    arguments).
+    """act(GroupNorm(x) * (1 + scale) + shift) on the cpu kernels (``fastvdm.ops.group_norm``'s arguments).
 
     Eager calls run the launchers directly (an autograd.Function when a gradient is needed); under
     ``torch.compile`` the custom op (fake kernel registered) is traced instead. Same kernels, same results."""
