@@ -160,11 +160,14 @@ setup(
         "pillow",
         "scikit-image",
         "opencv-python-headless",  # the inpainting baseline of `fastvdm eval`
+        "imageio",
+        "imageio-ffmpeg",  # the mp4 of `fastvdm demo`
     ],
     extras_require={
         "triton": ["triton"],
         "diffusers": ["diffusers>=0.30"],  # fastvdm.integrations.diffusers
-        "test": ["pytest", "einops", "triton", "diffusers>=0.30"],
+        "colmap": ["pycolmap"],  # COLMAP models (fastvdm.data.colmap)
+        "test": ["pytest", "einops", "triton", "diffusers>=0.30", "pycolmap"],
     },
     entry_points={"console_scripts": ["fastvdm=fastvdm.cli:main"]},
 )
