@@ -32,7 +32,7 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence
 import torch
 
 from fastvdm.errors import UserError
-from fastvdm.ops import _verify
+from fastvdm.ops import _verify, cpu_auto
 
 OPS = ("video_attention", "group_norm", "denoising_loss", "dmd_loss", "conv3d")
 BACKENDS = ("reference", "triton", "cuda", "cpu")
@@ -229,7 +229,7 @@ def resolve(op: str, device: torch.device, *args) -> Implementation:
             raise BackendUnavailableError(f"backend {forced!r} cannot run {op} on these inputs: {why}")
         return impl
     if device.type == "cpu":  # the CPU per-shape rules (fastvdm/ops/cpu_auto.py); None = use the priorities
-        impl = cpu_auto.choose(op, *args)
+        impl = cpu_auto.choose(op, args, _registry, backend_status, _load)
         if impl is not None and _verify.trusted(impl, device, args):
             return impl
     candidates = []
@@ -247,6 +247,3 @@ def resolve(op: str, device: torch.device, *args) -> Implementation:
         if _verify.trusted(impl, device, args):
             return impl
     return _registry[op]["reference"]  # the reference serves every device
-
-
-from fastvdm.ops import cpu_auto  # noqa: E402  (imports this module: after everything it uses is defined)
