@@ -191,7 +191,10 @@ class NVSPipeline:
         check_finite_condition(cond)
 
     def __call__(self, cond: dict, generator: Optional[torch.Generator] = None, num_steps: Optional[int] = None,
-                 progress: bool = True) -> Tensor:
+                 progress: bool = True, autocast_bf16: Optional[bool] = None) -> Tensor:
+        """Sample; ``autocast_bf16`` runs the network under bf16 autocast (None: on for CUDA, off on the CPU).
+        ``generator`` may also be a list of B generators (one per sample); noise is drawn on the model's
+        device and is the same on the CPU and a GPU for a seed."""
         self._check(cond)
         B, _, T, H, W = cond["cond_rgb"].shape
         steps = self.default_steps if num_steps is None else int(num_steps)
@@ -212,12 +215,12 @@ class NVSPipeline:
         with torch.no_grad():
             x = initial_state((B, 3, T, H, W), ts[0], generator, self.schedule, dev)
             if self.kind == "student":
-                out = sample_few_step(net, x, ts, generator, cond, self.schedule, progress)
+                out = sample_few_step(net, x, ts, generator, cond, self.schedule, progress, autocast_bf16)
             else:
                 from fastvdm.models import drop_condition
 
                 out = sample_ddim(guided(net, self.guidance, drop_condition), x, ts, generator, cond, self.schedule,
-                                  progress=progress)
+                                  progress=progress, autocast_bf16=autocast_bf16)
         self.last_nfe = net.calls
         return paste_inputs(out, cond).clamp(-1, 1)
 

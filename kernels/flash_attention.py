@@ -36,6 +36,8 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
+from fastvdm.kernels._autotune import autotune, tune_bucket
+
 LOG2E = 1.4426950408889634
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -90,7 +92,7 @@ def _tile_mask(n, offs_d, N, HEAD_DIM, MASK_N: tl.constexpr, EVEN_D: tl.constexp
 def _load_tile(base, n, offs_d, N, HEAD_DIM, INNER, s_outer, s_inner, s_d,
                SPLIT: tl.constexpr, MASK_N: tl.constexpr, EVEN_D: tl.constexpr):
     """(len(n), BLOCK_D) tile of rows n; out-of-bounds rows (MASK_N) and columns (not EVEN_D) read as 0."""
-    ptrs = base + _seq_offset(n, INNER, s_outer, s_inner, SPLIT)[:, None] + offs_d[None, :] * s_d
+    ptrs = base + _seq_offset(n, INNER, s_outer, s_inner, SPLIT)[:, None] + offs_d.to(tl.int64)[None, :] * s_d
     if MASK_N or not EVEN_D:
         x = tl.load(ptrs, mask=_tile_mask(n, offs_d, N, HEAD_DIM, MASK_N, EVEN_D), other=0.0)
     else:
@@ -101,7 +103,7 @@ def _load_tile(base, n, offs_d, N, HEAD_DIM, INNER, s_outer, s_inner, s_d,
 @triton.jit
 def _store_tile(base, x, n, offs_d, N, HEAD_DIM, INNER, s_outer, s_inner, s_d,
                 SPLIT: tl.constexpr, EVEN_D: tl.constexpr):
-    ptrs = base + _seq_offset(n, INNER, s_outer, s_inner, SPLIT)[:, None] + offs_d[None, :] * s_d
+    ptrs = base + _seq_offset(n, INNER, s_outer, s_inner, SPLIT)[:, None] + offs_d.to(tl.int64)[None, :] * s_d
     tl.store(ptrs, x, mask=_tile_mask(n, offs_d, N, HEAD_DIM, True, EVEN_D))
 
 
@@ -136,7 +138,7 @@ def _flash_fwd_kernel(
     sk_b, sk_g, sk_h, sk_o, sk_i, sk_d,
     sv_b, sv_g, sv_h, sv_o, sv_i, sv_d,
     so_b, so_g, so_h, so_o, so_i, so_d,
-    N, INNER, G, H, HEAD_DIM, qk_scale,
+    N, INNER, G, H, HEAD_DIM, qk_scale, N_BUCKET,
     SPLIT: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -240,7 +242,7 @@ def _flash_bwd_dkdv_kernel(
     sv_b, sv_g, sv_h, sv_o, sv_i, sv_d,
     sdo_b, sdo_g, sdo_h, sdo_o, sdo_i, sdo_d,
     sg_b, sg_g, sg_h, sg_o, sg_i, sg_d,
-    N, INNER, G, H, HEAD_DIM, scale, qk_scale,
+    N, INNER, G, H, HEAD_DIM, scale, qk_scale, N_BUCKET,
     SPLIT: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -314,7 +316,7 @@ def _flash_bwd_dq_kernel(
     sv_b, sv_g, sv_h, sv_o, sv_i, sv_d,
     sdo_b, sdo_g, sdo_h, sdo_o, sdo_i, sdo_d,
     sg_b, sg_g, sg_h, sg_o, sg_i, sg_d,
-    N, INNER, G, H, HEAD_DIM, scale, qk_scale,
+    N, INNER, G, H, HEAD_DIM, scale, qk_scale, N_BUCKET,
     SPLIT: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -364,7 +366,10 @@ def _configs(blocks, warps=(4, 8), stages=(2, 3, 4)):
     ]
 
 
-_TUNE_KEY = ["N", "HEAD_DIM", "SPLIT", "EVEN_D"]  # (the autotuner adds the tensors' dtypes)
+# Keyed on N_BUCKET = N rounded up to a power of two (an argument the kernels carry only for this), not on N:
+# every U-Net level and every resolution in a bucket shares one tuning instead of re-running the sweep for
+# each sequence length. (The autotuner adds the tensors' dtypes.)
+_TUNE_KEY = ["N_BUCKET", "HEAD_DIM", "SPLIT", "EVEN_D"]
 # bf16 / fp16: tensor-core tiles. fp32 runs IEEE fp32 dots (CUDA-core FMAs, no TF32) for its 2e-4 tolerance:
 # it is the exact path, not the fast one, so it gets a few small tiles (it spills at large ones and a full
 # sweep of spilling configs would cost minutes of compilation).
@@ -374,7 +379,7 @@ _TILES = {  # kernel, (BLOCK_M, BLOCK_N) for bf16/fp16, for fp32
     "dq": (_flash_bwd_dq_kernel, [(64, 32), (64, 64), (128, 32), (128, 64)], [(32, 16), (32, 32)]),
 }
 _TUNED = {
-    (name, fp32): triton.autotune(
+    (name, fp32): autotune(
         _configs(fp32_blocks, warps=(4,), stages=(2,)) if fp32 else _configs(blocks), key=_TUNE_KEY
     )(kernel)
     for name, (kernel, blocks, fp32_blocks) in _TILES.items()
@@ -395,7 +400,7 @@ def flash_forward(q, k, v, o, lse, sq, sk, sv, so, geom, head_dim, scale):
     Z, N, INNER, G, H, SPLIT = geom
     block_d = _block_d(head_dim)
     common = dict(SPLIT=SPLIT, EVEN_D=block_d == head_dim, BLOCK_D=block_d)
-    args = (q, k, v, o, lse, *sq, *sk, *sv, *so, N, INNER, G, H, head_dim, scale * LOG2E)
+    args = (q, k, v, o, lse, *sq, *sk, *sv, *so, N, INNER, G, H, head_dim, scale * LOG2E, tune_bucket(N))
     if _INTERPRET:
         grid = (triton.cdiv(N, INTERPRETER_BLOCK_M) * Z,)
         wrap_triton(_flash_fwd_kernel)[grid](
@@ -417,7 +422,7 @@ def flash_backward(q, k, v, o, do, lse, dq, dk, dv, sq, sk, sv, so, sdo, sg, geo
         SPLIT=SPLIT, EVEN_D=block_d == head_dim, BLOCK_M=pre_m, BLOCK_D=block_d,
     )
     common = dict(SPLIT=SPLIT, EVEN_D=block_d == head_dim, BLOCK_D=block_d)
-    strides = (*sq, *sk, *sv, *sdo, *sg, N, INNER, G, H, head_dim, scale, scale * LOG2E)
+    strides = (*sq, *sk, *sv, *sdo, *sg, N, INNER, G, H, head_dim, scale, scale * LOG2E, tune_bucket(N))
     if _INTERPRET:
         blocks = dict(BLOCK_M=INTERPRETER_BLOCK_M, BLOCK_N=INTERPRETER_BLOCK_N, **common)
         wrap_triton(_flash_bwd_dkdv_kernel)[(triton.cdiv(N, INTERPRETER_BLOCK_N) * Z,)](

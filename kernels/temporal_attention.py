@@ -31,6 +31,8 @@ import triton
 import triton.language as tl
 from torch.library import wrap_triton
 
+from fastvdm.kernels._autotune import autotune
+
 LOG2E = 1.4426950408889634
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -50,10 +52,20 @@ def _row_offsets(rows, S, H, stride_b, stride_s, stride_h):
 
 
 @triton.jit
+def _tile_offsets(rows, S, H, offs_t, offs_d, stride_b, stride_t, stride_s, stride_h, stride_d):
+    """(BLOCK_R, BLOCK_T, BLOCK_D) int64 element offsets of a tensor with 5-D strides. Every product is int64:
+    t * stride_t passes 2**31 in a fused QKV tensor once S * heads * D * 3 * T does (e.g. 64 frames of
+    128 x 128 tokens with 8 heads of 64)."""
+    row = _row_offsets(rows, S, H, stride_b, stride_s, stride_h)
+    t = offs_t.to(tl.int64)[None, :, None] * stride_t
+    d = offs_d.to(tl.int64)[None, None, :] * stride_d
+    return row[:, None, None] + t + d
+
+
+@triton.jit
 def _tile_ptrs(base, rows, S, H, offs_t, offs_d, stride_b, stride_t, stride_s, stride_h, stride_d):
     """(BLOCK_R, BLOCK_T, BLOCK_D) pointers of a tensor with 5-D strides."""
-    row = _row_offsets(rows, S, H, stride_b, stride_s, stride_h)
-    return base + row[:, None, None] + offs_t[None, :, None] * stride_t + offs_d[None, None, :] * stride_d
+    return base + _tile_offsets(rows, S, H, offs_t, offs_d, stride_b, stride_t, stride_s, stride_h, stride_d)
 
 
 @triton.jit
@@ -157,7 +169,9 @@ def _configs(rows, warps):
     return [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=1) for r in rows for w in warps]
 
 
-_TUNE_KEY = ["T", "HEAD_DIM", "EVEN_D"]  # (the autotuner adds the tensors' dtypes)
+# Keyed on BLOCK_T (T rounded up to a power of two >= 16), not T: every T in a bucket runs the same tiles, so
+# a model tunes once per bucket instead of once per sequence length. (The autotuner adds the dtypes.)
+_TUNE_KEY = ["BLOCK_T", "HEAD_DIM", "EVEN_D"]
 
 
 def _tile_budget(elements: int):
@@ -174,7 +188,7 @@ def _tile_budget(elements: int):
 
 
 def _tuned(kernel, rows, warps, elements):
-    return triton.autotune(
+    return autotune(
         _configs(rows, warps), key=_TUNE_KEY, prune_configs_by={"early_config_prune": _tile_budget(elements)}
     )(kernel)
 

@@ -272,7 +272,7 @@ def test_emulated_group_norm_overflow_gives_nan(emu, shape, groups):
     y, mean, rstd = torch.empty_like(x3), torch.empty(B, groups), torch.empty(B, groups)
     rc = emu.emu_group_norm_forward(
         DTYPE_CODE[torch.float32], _p(x3), _i64(x3.stride()), *_L(B, C, x3.shape[2], groups), None, None, None, None,
-        ctypes.c_float(1e-5), 0, 132, _p(y), _p(mean), _p(rstd),
+        ctypes.c_float(1e-5), 0, 132, _p(y), _p(mean), _p(rstd), None,  # no input bias
     )
     assert rc == 0
     assert rstd.isnan().all() and y.isnan().all()

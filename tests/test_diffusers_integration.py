@@ -64,7 +64,9 @@ def _forward_backward(model, inp):
     y = model(**inp).sample
     r = torch.randn(y.shape, generator=torch.Generator().manual_seed(3)).to(y.dtype)
     (y * r).sum().backward()
-    return y.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    grads = {n.removeprefix("_orig_mod."): p.grad.detach().clone()  # torch.compile's wrapper prefixes names
+             for n, p in model.named_parameters() if p.grad is not None}
+    return y.detach(), grads
 
 
 _ORACLE: dict = {}

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fastvdm.diffusion import FewStepSampler, VSchedule
+from fastvdm.diffusion import noise as device_noise
 from fastvdm.distill.gan_stage import GANConfig, GANStage
 from fastvdm.distill.kl_stage import KLConfig, KLStage
 from fastvdm.distill.simulate import backward_simulation, guided_x0
@@ -125,14 +126,15 @@ def test_backward_simulation_uses_sampler_timesteps(k):
     if k == len(sampler.timesteps) - 1:  # the full simulation is the sampler's own output (same random draws)
         ref = sampler(model, cond, x0.shape, generator=torch.Generator().manual_seed(5))
         with torch.no_grad():
-            x_again, _ = backward_simulation(model, sampler, noise, cond, k, generator=_continue(5, x0.shape))
+            x_T = device_noise.randn(x0.shape, torch.Generator().manual_seed(5))  # the sampler's x_999
+            x_again, _ = backward_simulation(model, sampler, x_T, cond, k, generator=_continue(5, x0.shape))
         assert torch.allclose(x_again, ref, atol=1e-6)
 
 
 def _continue(seed, shape):
     """A generator in the state the sampler's is in after drawing x_999 of ``shape``."""
     g = torch.Generator().manual_seed(seed)
-    torch.randn(shape, generator=g)
+    device_noise.randn(shape, g)
     return g
 
 

@@ -50,6 +50,9 @@ def main(out, steps, batch, crash):
     run = RunConfig(out_dir=out, steps=steps, seed=1, ckpt_every=2, keep_last=0, warmup_steps=5, amp=False,
                     print_every=0)
     train(run, state, step_fn, DatasetBatches(clips(), batch, seed=3))
+    if int(os.environ.get("RANK", "0")) == 0:  # which models ran under DistributedDataParallel
+        with open(os.path.join(out, "ddp.txt"), "w") as f:
+            f.write(" ".join(f"{k}:{type(v).__name__}" for k, v in state.ddp.items()))
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
@@ -128,6 +131,8 @@ def test_two_process_gloo_ddp_equals_one_process_with_the_summed_batch(script, t
     assert moved > 1e-3
     ranks = {k.split("/")[1] for k in td if k.startswith("rng/")}
     assert ranks == {"0", "1"}
+    assert (ddp / "ddp.txt").read_text() == "unet:DistributedDataParallel"  # gradients reduced by DDP's buckets
+    assert (single / "ddp.txt").read_text() == ""  # one process: the plain model
 
 
 def test_checkpoint_errors_and_load_model(script, tmp_path):

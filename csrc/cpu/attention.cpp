@@ -51,6 +51,10 @@ constexpr int64_t kKeyChunk = 512;  // backward: keys per chunk when a sequence 
 constexpr int64_t kPrefetchMaxLen = 64;  // sequences up to this length prefetch the rows of the sequence
 constexpr int64_t kPrefetchAhead = 2;    // this many ahead
 
+// Calls with fewer FLOPs than this run on the calling thread: an OpenMP region costs more than the work (on a
+// loaded machine a region can wait a scheduler tick, milliseconds, for its second thread). ~0.3 ms on one core.
+constexpr double kParallelMinFlops = 16e6;
+
 constexpr double kLog2e = 1.4426950408889634;
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }

@@ -55,9 +55,10 @@ __global__ void gn_stats_kernel(const T* __restrict__ x, GroupNormPlan plan, Gro
   int64_t begin, end;
   group_chunk_range(plan, sp, &begin, &end);
   float s1 = 0.f, s2 = 0.f;
-  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
-    const float ib = params.input_bias ? input_bias_at(params, plan.C, n, c0 + group_elem_channel(plan, e)) : 0.f;
-    const float v = to_f32(xg[group_elem_offset(plan, e)]) + ib - k;
+  GroupWalk w(plan, begin + threadIdx.x, blockDim.x);
+  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x, w.advance()) {
+    const float ib = params.input_bias ? input_bias_at(params, plan.C, n, c0 + w.channel()) : 0.f;
+    const float v = to_f32(xg[w.offset()]) + ib - k;
     s1 += v;
     s2 = fmaf(v, v, s2);
   }
@@ -112,9 +113,10 @@ __global__ void gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y, floa
   group_chunk_range(plan, sp, &begin, &end);
   const T* xg = x + xoff;
   T* yg = y + xoff;
-  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
-    const int64_t off = group_elem_offset(plan, e);
-    const int64_t c = group_elem_channel(plan, e);
+  GroupWalk w(plan, begin + threadIdx.x, blockDim.x);
+  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x, w.advance()) {
+    const int64_t off = w.offset();
+    const int64_t c = w.channel();
     float z = fmaf(coef[c], to_f32(xg[off]), coef[plan.Cg + c]);
     if (silu) z = z * sigmoid(z);
     yg[off] = from_f32<T>(z);
@@ -138,11 +140,12 @@ __global__ void __launch_bounds__(kGroupNormFusedThreads)
   const float k = to_f32(xg[0]) + input_bias_at(params, plan.C, n, c0);
   float v[kGroupNormFusedItems];  // u = x + input_bias
   float s1 = 0.f, s2 = 0.f;
+  GroupWalk w(plan, threadIdx.x, blockDim.x);
 #pragma unroll
-  for (int i = 0; i < kGroupNormFusedItems; ++i) {
+  for (int i = 0; i < kGroupNormFusedItems; ++i, w.advance()) {
     const int64_t e = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
-    v[i] = e < plan.N ? to_f32(xg[group_elem_offset(plan, e)]) : 0.f;
-    if (params.input_bias && e < plan.N) v[i] += params.input_bias[n * plan.C + c0 + group_elem_channel(plan, e)];
+    v[i] = e < plan.N ? to_f32(xg[w.offset()]) : 0.f;
+    if (params.input_bias && e < plan.N) v[i] += params.input_bias[n * plan.C + c0 + w.channel()];
     const float d = e < plan.N ? v[i] - k : 0.f;
     s1 += d;
     s2 = fmaf(d, d, s2);
@@ -165,14 +168,15 @@ __global__ void __launch_bounds__(kGroupNormFusedThreads)
     coef[plan.Cg + c] = b - A * mean;
   }
   __syncthreads();
+  GroupWalk wy(plan, threadIdx.x, blockDim.x);
 #pragma unroll
-  for (int i = 0; i < kGroupNormFusedItems; ++i) {
+  for (int i = 0; i < kGroupNormFusedItems; ++i, wy.advance()) {
     const int64_t e = threadIdx.x + static_cast<int64_t>(i) * blockDim.x;
     if (e < plan.N) {
-      const int64_t c = group_elem_channel(plan, e);
+      const int64_t c = wy.channel();
       float z = fmaf(coef[c], v[i], coef[plan.Cg + c]);
       if (silu) z = z * sigmoid(z);
-      yg[group_elem_offset(plan, e)] = from_f32<T>(z);
+      yg[wy.offset()] = from_f32<T>(z);
     }
   }
 }
@@ -212,9 +216,10 @@ __global__ void gn_bwd_sums_kernel(const T* __restrict__ dy, const T* __restrict
   group_chunk_range(plan, sp, &begin, &end);
   int64_t cur = -1;
   float acc1 = 0.f, acc2 = 0.f;
-  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
-    const int64_t off = group_elem_offset(plan, e);
-    const int64_t c = group_elem_channel(plan, e);
+  GroupWalk w(plan, begin + threadIdx.x, blockDim.x);
+  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x, w.advance()) {
+    const int64_t off = w.offset();
+    const int64_t c = w.channel();
     if (c != cur) {
       if (cur >= 0) {
         atomicAdd(&s1[cur], acc1);
@@ -281,9 +286,10 @@ __global__ void gn_bwd_dx_kernel(const T* __restrict__ dy, const T* __restrict__
   T* dxg = dx + xoff;
   int64_t begin, end;
   group_chunk_range(plan, sp, &begin, &end);
-  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x) {
-    const int64_t off = group_elem_offset(plan, e);
-    const int64_t c = group_elem_channel(plan, e);
+  GroupWalk w(plan, begin + threadIdx.x, blockDim.x);
+  for (int64_t e = begin + threadIdx.x; e < end; e += blockDim.x, w.advance()) {
+    const int64_t off = w.offset();
+    const int64_t c = w.channel();
     const float u = to_f32(xg[off]) + input_bias_at(params, plan.C, n, g * plan.Cg + c);
     const float xhat = (u - m) * r;
     const float dz = grad_z(to_f32(dyg[off]), xhat, sa[c], sb[c], silu);

@@ -95,6 +95,44 @@ FASTVDM_HD int64_t group_elem_channel(const GroupNormPlan& p, int64_t e) {
 FASTVDM_HD int64_t group_base(const GroupNormPlan& p, int64_t n, int64_t g) {
   return n * p.stride_b + g * p.Cg * (p.channel_inner ? p.inner_stride : p.outer_stride);
 }
+// Walks e = start, start + step, start + 2 step, ... of one group (a thread's strided loop) keeping the element's
+// offset and channel up to date with adds and one compare per element: the 64-bit divisions of
+// group_elem_offset / group_elem_channel happen once per thread, not once per element.
+struct GroupWalk {
+  int64_t q, r;        // e = q * inner + r
+  int64_t off;         // group_elem_offset(e)
+  int64_t dq, dr;      // step = dq * inner + dr, 0 <= dr < inner
+  int64_t doff;        // offset change of a step without a carry
+  int64_t carry_off;   // extra offset change when r wraps past inner
+  int64_t inner;
+  bool channel_inner;
+  FASTVDM_HD GroupWalk(const GroupNormPlan& p, int64_t start, int64_t step)
+      : q(start / p.inner),
+        r(start % p.inner),
+        off(0),
+        dq(step / p.inner),
+        dr(step % p.inner),
+        doff(0),
+        carry_off(p.outer_stride - p.inner * p.inner_stride),
+        inner(p.inner),
+        channel_inner(p.channel_inner) {
+    off = q * p.outer_stride + r * p.inner_stride;
+    doff = dq * p.outer_stride + dr * p.inner_stride;
+  }
+  FASTVDM_HD int64_t offset() const { return off; }
+  FASTVDM_HD int64_t channel() const { return channel_inner ? r : q; }
+  FASTVDM_HD void advance() {
+    q += dq;
+    r += dr;
+    off += doff;
+    if (r >= inner) {
+      r -= inner;
+      ++q;
+      off += carry_off;
+    }
+  }
+};
+
 FASTVDM_HD void group_chunk_range(const GroupNormPlan& p, int64_t split_index, int64_t* begin, int64_t* end) {
   *begin = split_index * p.chunk;
   *end = min64(p.N, *begin + p.chunk);

@@ -92,6 +92,29 @@ int main() {
     CHECK(p.groups == 3200000 && p.groups > kMaxGridYZ && p.groups <= kMaxGridX);
     CHECK(p.split <= kMaxGridYZ);
   }
+  // GroupWalk (the kernels' division-free strided loops) agrees with group_elem_offset / group_elem_channel
+  // for both layouts, strided views, every start and steps below, equal to and above the inner extent
+  {
+    const int64_t layouts[][7] = {
+        {2, 12, 35, 4, 420, 35, 1},      // contiguous (B, C, S)
+        {2, 12, 35, 4, 420, 1, 12},      // channels-last
+        {1, 6, 9, 2, 500, 70, 3},        // strided view
+        {1, 4, 1, 2, 4, 1, 1},           // S == 1
+        {1, 3072, 5, 1, 20000, 5, 1},    // the widest group
+    };
+    for (const auto& l : layouts) {
+      const GroupNormPlan p = plan_group_norm(l[0], l[1], l[2], l[3], l[4], l[5], l[6], 1);
+      for (int64_t step : {int64_t(1), int64_t(3), p.inner, p.inner + 1, int64_t(256), int64_t(512)}) {
+        for (int64_t start = 0; start < 40 && start < p.N; ++start) {
+          GroupWalk w(p, start, step);
+          for (int64_t e = start; e < p.N; e += step, w.advance()) {
+            CHECK(w.offset() == group_elem_offset(p, e));
+            CHECK(w.channel() == group_elem_channel(p, e));
+          }
+        }
+      }
+    }
+  }
   // refused
   CHECK(throws_invalid([] { plan_group_norm(1, 6, 4, 4, 24, 4, 1, 1); }));         // G does not divide C
   CHECK(throws_invalid([] { plan_group_norm(1, 8192, 4, 1, 32768, 4, 1, 1); }));   // Cg > 3072

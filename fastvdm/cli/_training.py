@@ -13,7 +13,11 @@ def add_clip_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=8, help="--synthetic: frames per clip (default 8)")
     p.add_argument("--size", type=int, default=32, help="--synthetic: frame size in pixels (default 32)")
     p.add_argument("--clips", type=int, default=None, help="--synthetic: number of training clips")
-    p.add_argument("--cache", help="--synthetic: cache the clips in this file first (reused if present)")
+    p.add_argument("--cache", help="--synthetic: cache the clips first (reused if present): a .safetensors file, or a "
+                   "folder of shards (1024 clips each; every torchrun rank writes its share, all read them "
+                   "memory-mapped: for caches larger than RAM)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes loading each rank's batches ahead (default 0: in the loop)")
 
 
 def open_clips_from_args(args: argparse.Namespace):

@@ -127,6 +127,8 @@ def run_e2e(args: argparse.Namespace) -> int:
     for flag in ("device", "frames", "size", "repeats", "teacher_steps"):
         if getattr(args, flag) is not None:
             argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if getattr(args, "no_compile", False):
+        argv.append("--no-compile")
     rows = run_bench_script(E2E_BENCH, argv)
     append_record(Path(args.json), "e2e", args.preset, argv, rows)
     print(f"appended 1 record to {args.json}")
@@ -162,6 +164,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--size", type=int, help="frame size in pixels (default: 32 on the CPU, 64 on a GPU)")
     e.add_argument("--repeats", type=int, help="timing repeats of the student and distillation rows (median)")
     e.add_argument("--teacher-steps", type=int, help="DDIM steps of the teacher row (default 50)")
+    e.add_argument("--no-compile", action="store_true",
+                   help="leave out the torch.compile rows (compiling the models takes minutes on a CPU)")
     e.add_argument("--json", default=default_json, help="JSON-lines file to append to (default: %(default)s)")
     e.set_defaults(func=run_e2e)
     return p

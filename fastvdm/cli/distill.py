@@ -96,7 +96,8 @@ def main(args: argparse.Namespace) -> int:
     if rank == 0:
         print(f"distill {args.stage}: student from {args.init or args.teacher}, {len(dataset)} clips, batch "
               f"{args.batch}, {world} process(es) on {device}", flush=True)
-    logs = train(run, state, stage_step_fn(stage), DatasetBatches(dataset, args.batch, args.seed))
+    logs = train(run, state, stage_step_fn(stage), DatasetBatches(dataset, args.batch, args.seed,
+                                                                        workers=args.workers))
     if rank == 0 and logs:
         print(f"done: step {logs['step']}; student = model 'unet' in {os.path.join(args.out, 'checkpoints')}")
     return 0

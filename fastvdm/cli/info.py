@@ -79,11 +79,31 @@ def format_report(report: dict) -> str:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("info", help="print versions, devices, and which backends and extensions are active")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also check every kernel backend available here against the float64 reference (forward and "
+        "gradients, small random inputs, each dtype it serves) on the GPU if there is one, else the CPU, and "
+        "print the table; exit 1 if any check fails (what auto does once per kernel on a GPU)",
+    )
     p.set_defaults(func=main)
     return p
 
 
 def main(args: argparse.Namespace) -> int:
     report = environment_report()
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
+    if not getattr(args, "verify", False):
+        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        return 0
+    from dataclasses import asdict
+
+    from fastvdm.ops import _verify
+
+    rows = _verify.verify_all()
+    if args.json:
+        print(json.dumps({**report, "verification": [asdict(v) for v in rows]}, indent=2))
+    else:
+        print(format_report(report))
+        print("verification against the float64 reference (DESIGN.md tolerances):")
+        print(_verify.format_table(rows))
+    return 0 if all(v.ok for v in rows) else 1

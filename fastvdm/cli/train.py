@@ -89,7 +89,8 @@ def main_teacher(args: argparse.Namespace) -> int:
         n = sum(p.numel() for p in model.parameters())
         print(f"teacher {args.preset}: {n / 1e6:.2f}M parameters, {len(dataset)} clips, batch {args.batch}, "
               f"{world} process(es) on {device}", flush=True)
-    logs = train(run, state, TeacherStep(p_uncond=args.p_uncond, weighting=args.weighting), DatasetBatches(dataset, args.batch, args.seed))
+    batches = DatasetBatches(dataset, args.batch, args.seed, workers=args.workers)
+    logs = train(run, state, TeacherStep(p_uncond=args.p_uncond, weighting=args.weighting), batches)
     if rank == 0 and logs:
         print(f"done: step {logs['step']} loss {logs['loss']:.4f}; checkpoints in {os.path.join(args.out, 'checkpoints')}")
     return 0

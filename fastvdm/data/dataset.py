@@ -346,24 +346,48 @@ def cache_clips(dataset: Dataset, path: str, indices: Sequence[int] | None = Non
     return len(cols["frames"])
 
 
+_ST_DTYPES = {"U8": np.uint8, "BOOL": np.bool_, "I64": np.int64, "F32": np.float32, "F64": np.float64,
+              "I32": np.int32, "F16": np.float16}
+
+
+def mmap_safetensors(path: str) -> tuple[dict, dict]:
+    """(metadata, {name: read-only numpy memmap view}) of a safetensors file: nothing is read until indexed, and
+    every process mapping the file (ranks, DataLoader workers) shares its pages in the OS page cache."""
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    meta = header.pop("__metadata__", None) or {}
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    arrays = {}
+    for name, info in header.items():
+        if info["dtype"] not in _ST_DTYPES:
+            raise ValueError(f"{path}: tensor {name} has dtype {info['dtype']}, not a clip cache dtype")
+        start, end = info["data_offsets"]
+        arrays[name] = raw[8 + n + start:8 + n + end].view(_ST_DTYPES[info["dtype"]]).reshape(info["shape"])
+    return meta, arrays
+
+
 class CachedClips(Dataset):
-    """Clips written by ``cache_clips``; items equal the original dataset's items exactly."""
+    """Clips written by ``cache_clips``; items equal the original dataset's items exactly. The file is memory-
+    mapped (only the clips indexed are read), so a cache larger than RAM works and every rank and DataLoader
+    worker reading it shares one copy in the page cache."""
 
     def __init__(self, path: str):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != "fastvdm-clips-1":
-                raise ValueError(f"{path}: not a fastvdm clip cache (metadata 'format' is {meta.get('format')!r})")
-            self._data = {k: f.get_tensor(k) for k in f.keys()}
+        meta, self._data = mmap_safetensors(path)
+        if meta.get("format") != "fastvdm-clips-1":
+            raise ValueError(f"{path}: not a fastvdm clip cache (metadata 'format' is {meta.get('format')!r})")
         self.path = path
 
     def __len__(self) -> int:
         return self._data["frames"].shape[0]
 
     def __getitem__(self, index: int) -> dict:
-        d = {k: v[index] for k, v in self._data.items()}
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"clip {index} of a cache of {len(self)}")
+        d = {k: torch.from_numpy(np.array(v[index])) for k, v in self._data.items()}
         mask = d["cond_mask"].float()
         c2w, intr = d["c2w"], d["intrinsics"]
         h, w = d["frames"].shape[-2:]
@@ -383,6 +407,32 @@ class CachedClips(Dataset):
         return out
 
 
+def cache_shards(dataset: Dataset, folder: str, clips_per_shard: int = 1024, rank: int = 0, world_size: int = 1,
+                 progress: bool = True) -> list[str]:
+    """Write ``dataset`` as shard files ``folder/clips-00000.safetensors``, ... of ``clips_per_shard`` clips each
+    (:func:`cache_clips` format), holding one shard in memory at a time; rank r of ``world_size`` writes shards
+    r, r + world_size, ... Each shard is written to a temporary file and renamed; shards already present are
+    kept, so an interrupted run resumes. Read them with :func:`open_clips` (``data=folder``): every rank
+    memory-maps them. Returns the paths of this rank's shards."""
+    import os
+
+    n = len(dataset)
+    if n < 1:
+        raise ValueError("cache_shards: no clips to write")
+    os.makedirs(folder, exist_ok=True)
+    count = -(-n // clips_per_shard)
+    mine = []
+    for i in range(rank, count, world_size):
+        path = os.path.join(folder, f"clips-{i:05d}.safetensors")
+        mine.append(path)
+        if os.path.isfile(path):
+            continue
+        tmp = f"{path}.tmp-{os.getpid()}"
+        cache_clips(dataset, tmp, range(i * clips_per_shard, min(n, (i + 1) * clips_per_shard)), progress=progress)
+        os.replace(tmp, path)
+    return mine
+
+
 def open_clips(data: str | None = None, *, frames: int = 8, size: int = 32, clips: int | None = None, seed: int = 0,
                cache: str | None = None) -> Dataset:
     """The training clips the teacher and distillation stages read.
@@ -391,6 +441,8 @@ def open_clips(data: str | None = None, *, frames: int = 8, size: int = 32, clip
     in name order). Without ``data``: procedural clips (``ClipDataset("train", num_frames=frames, size=size,
     num_clips=clips, seed=seed)``) rendered on the fly or, with ``cache``, rendered once into that file first
     (written to a temporary file and renamed, so an interrupted run leaves no half-written cache) and read from it.
+    A ``cache`` that does not end in ``.safetensors`` is a folder of shards (:func:`cache_shards`): under
+    torch.distributed every rank writes its share of the shards, then all read all of them, memory-mapped.
     Raises FileNotFoundError naming ``data`` when it holds no cache.
     """
     import glob
@@ -410,6 +462,20 @@ def open_clips(data: str | None = None, *, frames: int = 8, size: int = 32, clip
     ds = ClipDataset("train", num_frames=frames, size=size, num_clips=clips, seed=seed)
     if not cache:
         return ds
+    if not cache.endswith(".safetensors"):
+        import time
+
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            rank, world = dist.get_rank(), dist.get_world_size()
+        else:  # under torchrun before the process group exists
+            rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        cache_shards(ds, cache, rank=rank, world_size=world, progress=rank == 0)
+        count = -(-len(ds) // 1024)
+        while len(glob.glob(os.path.join(cache, "clips-*.safetensors"))) < count:  # the other ranks' shards
+            time.sleep(1.0)
+        return open_clips(cache)
     if not os.path.isfile(cache):
         from fastvdm.outdir import sweep_stale_file_temps
 

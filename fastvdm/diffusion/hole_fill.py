@@ -94,6 +94,8 @@ def compute_render_prior(cond: dict, like: Tensor, fill: bool = True, smooth_ite
 
 def render_prior(cond: dict, like: Tensor, fill: bool = True, smooth_iters: int = 5) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`compute_render_prior`, memoized by :data:`render_cache` (see :class:`RenderCache`)."""
+    if torch.compiler.is_compiling():  # a traced graph recomputes it (the memo's identity checks are host logic)
+        return compute_render_prior(cond, like, fill, smooth_iters)
     key = (bool(fill), int(smooth_iters), like.dtype, like.device)
     tensors = tuple(cond[k] for k in ("cond_rgb", "cond_mask", "is_input", "input_frames"))
     hit = render_cache.get(key, tensors)

@@ -24,11 +24,13 @@ starts at 999; N = 4 gives [999, 749, 499, 249].
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from fastvdm.diffusion import noise as noise_lib
 from fastvdm.diffusion.schedule import VSchedule
 
 Denoiser = Callable[[Tensor, Tensor, Any], Tensor]
@@ -49,9 +51,32 @@ def _check_timesteps(timesteps: Sequence[int], schedule: VSchedule) -> list[int]
     return ts
 
 
-def _randn(shape, generator: Optional[torch.Generator], device, dtype) -> Tensor:
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+def _randn(shape, generator, device, dtype) -> Tensor:
+    """Noise drawn on ``device`` with per-sample seeds from ``generator`` (a Generator, or one per sample): the
+    same samples on the CPU and a GPU for a seed, whatever the batch (:mod:`fastvdm.diffusion.noise`)."""
+    return noise_lib.randn(shape, generator, device, dtype)
+
+
+def autocast_enabled(device, enabled: Optional[bool] = None) -> bool:
+    """Whether the denoiser runs under bf16 autocast while sampling: ``enabled``, or by default on for CUDA only."""
+    return torch.device(device).type == "cuda" if enabled is None else bool(enabled)
+
+
+def autocast(device, enabled: Optional[bool] = None):
+    """The context the denoiser runs in while sampling: bf16 autocast where :func:`autocast_enabled`."""
+    device = torch.device(device)
+    on = autocast_enabled(device, enabled)
+    if not on and not torch.amp.is_autocast_available(device.type):
+        return contextlib.nullcontext()  # e.g. the meta device
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+
+
+def _denoise(denoiser: Denoiser, x: Tensor, t: Tensor, cond: Any, autocast_bf16: Optional[bool]) -> Tensor:
+    """v = denoiser(x, t, cond), under bf16 autocast if asked, returned in x's dtype (the schedule arithmetic
+    and the state stay in fp32)."""
+    with autocast(x.device, autocast_bf16):
+        v = denoiser(x, t, cond)
+    return v.to(x.dtype)
 
 
 def initial_state(shape: Sequence[int], t: int = 999, generator: Optional[torch.Generator] = None,
@@ -81,14 +106,15 @@ def _t(x: Tensor, t) -> Tensor:
 @torch.no_grad()
 def sample_ddim(denoiser: Denoiser, x: Tensor, timesteps: Sequence[int], generator: Optional[torch.Generator] = None,
                 cond: Any = None, schedule: Optional[VSchedule] = None, eta: float = 0.0,
-                progress: bool = False) -> Tensor:
+                progress: bool = False, autocast_bf16: Optional[bool] = None) -> Tensor:
     """DDIM from state ``x`` at ``timesteps[0]`` through the decreasing ``timesteps``; returns x0 (x's shape).
 
     Step t -> s (s the next grid point; after the last one, x0 is returned):
         x0 = alpha_t x_t - sigma_t v,  eps = sigma_t x_t + alpha_t v,
         c = eta * sqrt((sigma_s^2 / sigma_t^2) * (1 - alpha_t^2 / alpha_s^2)),
         x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z,   z from ``generator`` (eta > 0 only).
-    One denoiser call per step. Deterministic for eta = 0.
+    One denoiser call per step. Deterministic for eta = 0. ``autocast_bf16``: the denoiser under bf16 autocast
+    (None: on for CUDA); noise is drawn on x's device (:mod:`fastvdm.diffusion.noise`).
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
@@ -97,7 +123,7 @@ def sample_ddim(denoiser: Denoiser, x: Tensor, timesteps: Sequence[int], generat
     x0 = x
     for i in _progress(range(len(ts)), progress, "ddim"):
         t = _t(x, ts[i])
-        v = denoiser(x, t, cond)
+        v = _denoise(denoiser, x, t, cond, autocast_bf16)
         x0 = sch.v_to_x0(x, v, t)
         if i + 1 == len(ts):
             break
@@ -112,12 +138,14 @@ def sample_ddim(denoiser: Denoiser, x: Tensor, timesteps: Sequence[int], generat
 
 
 def few_step(denoiser: Denoiser, x_t: Tensor, t: int, t_next: Optional[int], generator: Optional[torch.Generator] = None,
-             cond: Any = None, schedule: Optional[VSchedule] = None) -> Tensor:
+             cond: Any = None, schedule: Optional[VSchedule] = None,
+             autocast_bf16: Optional[bool] = False) -> Tensor:
     """One student step from x_t at ``t``: the x0 prediction, re-noised to ``t_next`` with fresh noise from
-    ``generator`` (returns the x0 prediction when ``t_next`` is None). Gradients flow."""
+    ``generator`` (returns the x0 prediction when ``t_next`` is None). Gradients flow. ``autocast_bf16``: the
+    denoiser under bf16 autocast (default off: training decides its own precision; None: on for CUDA)."""
     sch = schedule or VSchedule()
     tt = _t(x_t, t)
-    x0 = sch.v_to_x0(x_t, denoiser(x_t, tt, cond), tt)
+    x0 = sch.v_to_x0(x_t, _denoise(denoiser, x_t, tt, cond, autocast_bf16), tt)
     if t_next is None:
         return x0
     noise = _randn(x_t.shape, generator, x_t.device, x_t.dtype)
@@ -141,12 +169,15 @@ def few_step_states(denoiser: Denoiser, x: Tensor, timesteps: Sequence[int], ste
 @torch.no_grad()
 def sample_few_step(denoiser: Denoiser, x: Tensor, timesteps: Sequence[int] = STUDENT_TIMESTEPS,
                     generator: Optional[torch.Generator] = None, cond: Any = None,
-                    schedule: Optional[VSchedule] = None, progress: bool = False) -> Tensor:
+                    schedule: Optional[VSchedule] = None, progress: bool = False,
+                    autocast_bf16: Optional[bool] = None) -> Tensor:
     """The student's sampler from state ``x`` at ``timesteps[0]``: at each t_i predict x0, re-noise it to t_{i+1}
-    with fresh noise from ``generator``; returns the last x0 prediction. One denoiser call per step."""
+    with fresh noise from ``generator``; returns the last x0 prediction. One denoiser call per step.
+    ``autocast_bf16``: the denoiser under bf16 autocast (None: on for CUDA)."""
     ts = _check_timesteps(timesteps, schedule or VSchedule())
     for i in _progress(range(len(ts)), progress, "few-step"):
-        x = few_step(denoiser, x, ts[i], ts[i + 1] if i + 1 < len(ts) else None, generator, cond, schedule)
+        x = few_step(denoiser, x, ts[i], ts[i + 1] if i + 1 < len(ts) else None, generator, cond, schedule,
+                     autocast_bf16)
     return x
 
 
@@ -222,12 +253,12 @@ class DDIMSampler:
 
     def __call__(self, model: Denoiser, cond: Any, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                  progress: bool = False, num_steps: Optional[int] = None, uncond: Any = None, device=None,
-                 dtype: torch.dtype = torch.float32) -> Tensor:
+                 dtype: torch.dtype = torch.float32, autocast_bf16: Optional[bool] = None) -> Tensor:
         """x0 of ``shape`` (B, C, T, H, W), input frames pasted; ``num_steps`` overrides the step count."""
         ts = self.timesteps if num_steps is None else trailing_timesteps(num_steps, self.schedule.num_steps)
         x = initial_state(shape, ts[0], generator, self.schedule, device or _cond_device(cond), dtype)
         x0 = sample_ddim(guided(model, self.guidance, self.uncond if uncond is None else uncond), x, ts, generator,
-                         cond, self.schedule, self.eta, progress)
+                         cond, self.schedule, self.eta, progress, autocast_bf16)
         return paste_inputs(x0, cond)
 
 
@@ -253,13 +284,14 @@ class FewStepSampler:
 
     def __call__(self, model: Denoiser, cond: Any, shape: Sequence[int], generator: Optional[torch.Generator] = None,
                  progress: bool = False, num_steps: Optional[int] = None, device=None,
-                 dtype: torch.dtype = torch.float32) -> Tensor:
+                 dtype: torch.dtype = torch.float32, autocast_bf16: Optional[bool] = None) -> Tensor:
         """x0 of ``shape``, input frames pasted; ``num_steps`` (e.g. 1 or 2) uses ``trailing_timesteps(num_steps)``."""
         ts = self.timesteps if num_steps is None else trailing_timesteps(num_steps, self.schedule.num_steps)
         x = initial_state(shape, ts[0], generator, self.schedule, device or _cond_device(cond), dtype)
-        return paste_inputs(sample_few_step(model, x, ts, generator, cond, self.schedule, progress), cond)
+        return paste_inputs(sample_few_step(model, x, ts, generator, cond, self.schedule, progress, autocast_bf16),
+                            cond)
 
 
 __all__ = ["Denoiser", "trailing_timesteps", "initial_state", "sample_ddim", "sample_few_step", "few_step",
            "few_step_states", "paste_inputs", "guided", "count_nfe", "DDIMSampler", "FewStepSampler",
-           "STUDENT_TIMESTEPS"]
+           "STUDENT_TIMESTEPS", "autocast", "autocast_enabled"]

@@ -14,6 +14,8 @@ is interpolated linearly, so integer timesteps give the discrete schedule exactl
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -39,41 +41,73 @@ class VSchedule:
 
     def __init__(self, num_steps: int = NUM_TRAIN_TIMESTEPS):
         self.num_steps = int(num_steps)
-        self.alpha_bar = zero_snr_alpha_bar(self.num_steps)  # (num_steps,) float64
+        self.alpha_bar = zero_snr_alpha_bar(self.num_steps)  # (num_steps,) float64, on the CPU
+        self._tables: dict[torch.device, Tensor] = {}  # alpha_bar copied once per device
 
     # ------------------------------------------------------------------ coefficients
+    # GPU-first: coefficients are computed where t lives, from a per-device copy of the table, with no host
+    # synchronization (no .item()/.cpu()/bool of a tensor): a forward pass never waits for the GPU, and
+    # torch.compile traces it as one graph. Out-of-range timesteps raise a ValueError for Python numbers and
+    # CPU tensors (eager); elsewhere (GPU, compiled) torch._assert_async checks them without a sync.
+    def _table(self, device: torch.device) -> Tensor:
+        table = self._tables.get(device)
+        if table is None:
+            table = self._tables[device] = self.alpha_bar.to(device)
+        return table
+
+    def _timesteps(self, t, device: Optional[torch.device] = None) -> Tensor:
+        """t as a float64 tensor on its own device (or ``device`` for a Python number), range-checked."""
+        last = self.num_steps - 1
+        if not isinstance(t, Tensor):
+            values = [float(v) for v in (t if isinstance(t, (list, tuple)) else [t])]
+            if not all(0 <= v <= last for v in values):
+                raise ValueError(f"timesteps must lie in [0, {last}], got {t}")
+            if isinstance(t, (list, tuple)):
+                return torch.tensor(values, dtype=torch.float64, device=device)
+            return torch.full((), values[0], dtype=torch.float64, device=device)
+        t = t.detach()
+        if device is not None and t.device != device:
+            t = t.to(device, non_blocking=True)
+        t = t.to(torch.float64)
+        ok = ((t >= 0) & (t <= last)).all()
+        if t.device.type == "cpu" and not torch.compiler.is_compiling():
+            if not bool(ok):  # reading a CPU tensor waits for nothing
+                raise ValueError(f"timesteps must lie in [0, {last}], got {t.tolist()}")
+        else:
+            torch._assert_async(ok, f"timesteps must lie in [0, {last}]")
+        return t
+
     def _alpha_bar_at(self, t) -> Tensor:
-        t = torch.as_tensor(t, dtype=torch.float64)
-        if not bool(((t >= 0) & (t <= self.num_steps - 1)).all()):
-            raise ValueError(f"timesteps must lie in [0, {self.num_steps - 1}], got {t.tolist()}")
-        lo = t.floor().long().clamp(max=self.num_steps - 1)
+        t = self._timesteps(t)
+        lo = t.floor().long().clamp(0, self.num_steps - 1)
         hi = (lo + 1).clamp(max=self.num_steps - 1)
         w = t - lo
-        ab = self.alpha_bar.to(t.device)
+        ab = self._table(t.device)
         return ab[lo] * (1 - w) + ab[hi] * w
 
     def alpha(self, t) -> Tensor:
-        """alpha_t (signal scale), float32, the shape of ``t``."""
-        return self._alpha_bar_at(_cpu(t)).sqrt().float().to(_device(t))
+        """alpha_t (signal scale), float32, the shape and device of ``t`` (a Python number: a CPU scalar)."""
+        return self._alpha_bar_at(t).sqrt().float()
 
     def sigma(self, t) -> Tensor:
-        """sigma_t = sqrt(1 - alpha_t^2) (noise scale), float32, the shape of ``t``."""
-        return (1 - self._alpha_bar_at(_cpu(t))).clamp_min(0).sqrt().float().to(_device(t))
+        """sigma_t = sqrt(1 - alpha_t^2) (noise scale), float32, the shape and device of ``t``."""
+        return (1 - self._alpha_bar_at(t)).clamp_min(0).sqrt().float()
 
     def snr(self, t) -> Tensor:
         """alpha_t^2 / sigma_t^2 (inf at t = 0 only if alpha_bar_0 = 1; 0 at t = 999)."""
-        ab = self._alpha_bar_at(_cpu(t))
-        return (ab / (1 - ab)).float().to(_device(t))
+        ab = self._alpha_bar_at(t)
+        return (ab / (1 - ab)).float()
 
     def _coefs(self, t, like: Tensor) -> tuple[Tensor, Tensor]:
-        t = torch.as_tensor(t, device=like.device)
+        t = self._timesteps(t, like.device)
         if t.dim() == 0:
             t = t.expand(like.shape[0])
         if t.shape != (like.shape[0],):
             raise ValueError(f"t must have shape (B,) = ({like.shape[0]},), got {tuple(t.shape)}")
         shape = (like.shape[0],) + (1,) * (like.dim() - 1)
-        a = self.alpha(t).to(like.dtype).reshape(shape)
-        s = self.sigma(t).to(like.dtype).reshape(shape)
+        ab = self._alpha_bar_at(t)
+        a = ab.sqrt().to(like.dtype).reshape(shape)
+        s = (1 - ab).clamp_min(0).sqrt().to(like.dtype).reshape(shape)
         return a, s
 
     # ------------------------------------------------------------------ conversions
@@ -107,11 +141,3 @@ class VSchedule:
         """v from x_t and x0: v = (alpha_t x_t - x0) / sigma_t."""
         a, s = self._coefs(t, x_t)
         return (a * x_t - x0) / s
-
-
-def _cpu(t) -> Tensor:
-    return torch.as_tensor(t).detach().cpu()
-
-
-def _device(t) -> torch.device:
-    return t.device if isinstance(t, Tensor) else torch.device("cpu")

@@ -13,6 +13,8 @@ Selection, per call:
 3. ``auto``: among the backends that implement the op, are available, and accept these inputs, the one with
    the highest ``auto`` priority for the inputs' device type. A backend that has not shown itself faster than
    the reference on a device (see ``bench/``) does not declare a priority there and is never picked by auto.
+   On a GPU, auto first verifies the kernel once against the reference and skips one that fails
+   (:mod:`fastvdm.ops._verify`).
 
 A forced backend that cannot serve a call raises :class:`BackendUnavailableError` naming the backend and why.
 """
@@ -30,6 +32,7 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence
 import torch
 
 from fastvdm.errors import UserError
+from fastvdm.ops import _verify, cpu_auto
 
 OPS = ("video_attention", "group_norm", "denoising_loss", "dmd_loss", "conv3d")
 BACKENDS = ("reference", "triton", "cuda", "cpu")
@@ -226,10 +229,10 @@ def resolve(op: str, device: torch.device, *args) -> Implementation:
             raise BackendUnavailableError(f"backend {forced!r} cannot run {op} on these inputs: {why}")
         return impl
     if device.type == "cpu":  # the CPU per-shape rules (fastvdm/ops/cpu_auto.py); None = use the priorities
-        impl = cpu_auto.choose(op, *args)
-        if impl is not None:
+        impl = cpu_auto.choose(op, args, _registry, backend_status, _load)
+        if impl is not None and _verify.trusted(impl, device, args):
             return impl
-    best = None
+    candidates = []
     for backend in BACKENDS:
         if backend_status(backend) is not None:
             continue
@@ -237,11 +240,10 @@ def resolve(op: str, device: torch.device, *args) -> Implementation:
         impl = _registry[op].get(backend)
         if impl is None or device.type not in impl.auto or impl.supports(*args) is not None:
             continue
-        if best is None or impl.auto[device.type] > best.auto[device.type]:
-            best = impl
-    if best is None:  # the reference serves every device
-        best = _registry[op]["reference"]
-    return best
-
-
-from fastvdm.ops import cpu_auto  # noqa: E402  (imports this module: after everything it uses is defined)
+        candidates.append(impl)
+    # Highest priority first; a kernel auto has not yet verified against the reference on this device is
+    # checked once now, and one that failed is skipped (fastvdm.ops._verify).
+    for impl in sorted(candidates, key=lambda i: -i.auto[device.type]):
+        if _verify.trusted(impl, device, args):
+            return impl
+    return _registry[op]["reference"]  # the reference serves every device

@@ -13,36 +13,39 @@ Every rule names the option that the CPU benchmarks measured fastest for that cl
 A rule is only followed when its option can serve the call (the ``cpu`` extension is built and accepts the
 inputs); otherwise the priorities decide. Forcing a backend (``use_backend``, ``FASTVDM_BACKEND``) bypasses the
 rules entirely. :func:`choose` is called by :func:`fastvdm.ops._dispatch.resolve` for every automatic selection
-on CPU tensors; it is cheap (dtype and size tests) and traceable by ``torch.compile``.
+on CPU tensors, which hands it the registry (this module imports nothing of the dispatcher: no import cycle);
+it is cheap (dtype and size tests) and traceable by ``torch.compile``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
-
-from fastvdm.ops import _dispatch
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 # ---------------------------------------------------------------------------------------------- the rules
 def _video_attention(q, k, v, axis, scale) -> Optional[str]:
-    # cpu: faster than SDPA flash, SDPA math and torch.compile of permute + SDPA at every benchmarked shape,
-    # forward and forward+backward, 1 and 2 threads: spatial S = 64 (the tiny model) to 4096, temporal T = 8
-    # and 16 (bench_attention.py; RESULTS "cpu attention on GEMM micro-kernels").
+    # cpu: 1.8-2.2x faster than the best of SDPA flash, SDPA math and torch.compile (permute + SDPA) on spatial
+    # S = 256 and 1024, forward and forward+backward; temporal T = 16 level to 1.45x (forward+backward ahead);
+    # faster than the reference everywhere (bench_attention.py; RESULTS "cpu attention on GEMM micro-kernels").
+    # The tiny model's shapes were not measured cleanly on the shared machine (RESULTS says so).
     return "cpu" if q.dtype in _KERNEL_DTYPES else None
 
 
 def _group_norm(x, num_groups, *rest) -> Optional[str]:
-    # cpu: faster than eager and inductor on the U-Net shapes, from the tiny model's 1x32x8x32x32 up
-    # (bench_group_norm.py; RESULTS "group_norm and losses against inductor").
+    # cpu: forward+backward (what training runs) 3-3.7x eager and 1.25-1.33x inductor on the U-Net shapes;
+    # inductor's forward measured ahead and the tiny shapes unsettled (bench_group_norm.py; RESULTS
+    # "group_norm and the losses against inductor": open).
     return "cpu" if x.dtype in _KERNEL_DTYPES else None
 
 
 def _loss(pred, *rest) -> Optional[str]:
-    # cpu: faster than eager and inductor at every benchmarked size, loss + gradient (bench_losses.py).
+    # cpu: loss + gradient 2.4-9.4x eager at every benchmarked size; against inductor ahead on most rows,
+    # some rows unsettled under load (bench_losses.py; RESULTS).
     return "cpu" if pred.dtype in (torch.float32, torch.bfloat16) else None
 
 
@@ -54,31 +57,29 @@ _RULES = {
 }
 
 
-# ---------------------------------------------------------------------------------------------- "torch" options
-def _torch_implementation(op: str) -> _dispatch.Implementation:
-    """The op's reference definition called directly (PyTorch's eager path with its own autograd)."""
-    from fastvdm.ops import reference
-
-    return _dispatch.Implementation(op, "reference", getattr(reference, op))
+# ---------------------------------------------------------------------------------------------- choice
+_TORCH: dict = {}  # op -> Implementation of the "torch" option, made on first use
 
 
-_TORCH: dict[str, _dispatch.Implementation] = {}
+def choose(op: str, args: tuple, registry: dict, backend_status, load):
+    """The implementation the CPU rules pick for ``op(*args)`` on CPU tensors, or None (use the priorities).
 
-
-def choose(op: str, *args) -> Optional[_dispatch.Implementation]:
-    """The implementation the CPU rules pick for ``op(*args)`` on CPU tensors, or None (use the priorities)."""
+    registry: the dispatcher's op -> backend -> Implementation; backend_status(name) -> why unavailable or None;
+    load(name) imports a backend's registrations."""
     rule = _RULES.get(op)
     name = rule(*args) if rule is not None else None
     if name is None:
         return None
-    if name == "torch":
+    if name == "torch":  # the reference definition called directly: PyTorch's eager path and its autograd
         if op not in _TORCH:
-            _TORCH[op] = _torch_implementation(op)
+            from fastvdm.ops import reference
+
+            _TORCH[op] = dataclasses.replace(registry[op]["reference"], fn=getattr(reference, op), auto={})
         return _TORCH[op]
-    if _dispatch.backend_status(name) is not None:
+    if backend_status(name) is not None:
         return None
-    _dispatch._load(name)
-    impl = _dispatch._registry[op].get(name)
+    load(name)
+    impl = registry[op].get(name)
     if impl is None or impl.supports(*args) is not None:
         return None
     return impl

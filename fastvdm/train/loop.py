@@ -10,9 +10,12 @@ See :mod:`fastvdm.train` for the usage contract. The pieces:
   (seed, step), so that resuming needs no data-loader state.
 
 Data parallelism: under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs the same step on its shard of the
-global batch and ``backward_step`` all-reduces (averages) the gradients of the optimizer's parameters before
-clipping and stepping, which is what DistributedDataParallel computes, but works for any number of models,
-optimizers and backward passes per step (GAN and DMD stages). Backend gloo on CPU, nccl on GPU.
+global batch. A step function that calls its network through ``ctx.model(name)`` gets it wrapped in
+``torch.nn.parallel.DistributedDataParallel``: its gradients are averaged over the ranks in buckets while the
+backward pass runs (overlapping communication with compute). ``backward_step`` averages, by one all-reduce,
+only the gradients DDP did not already reduce (models used directly, e.g. by the GAN and DMD stages, whose
+several forwards and backwards per step DDP's one-forward-one-backward contract does not fit), then clips and
+steps. Backend gloo on CPU, nccl on GPU.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ class TrainState:
         self.ema_decay: dict[str, float] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.step = 0
+        self.ddp: dict[str, torch.nn.Module] = {}  # DistributedDataParallel wrappers (not checkpointed)
 
     def add_model(self, name: str, model: torch.nn.Module, ema_decay: Optional[float] = None,
                   config: Optional[dict] = None) -> torch.nn.Module:
@@ -194,14 +198,33 @@ class StepContext:
     state, step (0-based index of this step), rank, world_size, device, amp (bf16 autocast on), run.
     ``generator(sample_id)``: a CPU torch.Generator seeded by (run seed, step, sample_id): draw each sample's
     noise/timestep from it and the randomness of a global batch does not depend on how it is split over ranks.
-    ``backward_step(opt_name, loss)``: backward, gradient all-reduce (mean over ranks), clip, warmup LR,
-    optimizer step, zero grads; returns the pre-clip gradient norm (float).
+    ``model(name)``: the model to call (under DDP its DistributedDataParallel wrapper).
+    ``backward_step(opt_name, loss)``: backward, gradient averaging over ranks (by DDP during the backward for
+    models called through ``model(name)``, else one all-reduce), clip, warmup LR, optimizer step, zero grads;
+    returns the pre-clip gradient norm (float).
     """
 
     def __init__(self, run: RunConfig, state: TrainState, step: int, rank: int, world_size: int,
                  device: torch.device, amp: bool):
         self.run, self.state, self.step, self.rank, self.world_size = run, state, step, rank, world_size
         self.device, self.amp = device, amp
+        self._ddp_params: set[int] = set()  # parameters whose gradients DDP reduces in this step
+
+    def model(self, name: str) -> torch.nn.Module:
+        """Model ``name`` for one forward and one backward in this step: under DDP (WORLD_SIZE > 1) its
+        ``DistributedDataParallel`` wrapper, created on first use (bucketed gradient all-reduce overlapped with
+        the backward; buffers are not re-broadcast: ranks start from rank 0's), else the model itself."""
+        m = self.state.models[name]
+        if not _distributed() or not any(p.requires_grad for p in m.parameters()):
+            return m
+        wrapped = self.state.ddp.get(name)
+        if wrapped is None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = self.state.ddp[name] = DistributedDataParallel(m, device_ids=ids, broadcast_buffers=False)
+        self._ddp_params.update(id(p) for p in m.parameters())
+        return wrapped
 
     def generator(self, sample_id: int) -> torch.Generator:
         return torch.Generator().manual_seed(_sample_seed(self.run.seed, self.step, int(sample_id)))
@@ -210,13 +233,14 @@ class StepContext:
         opt = self.state.optimizers[opt_name]
         params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
         loss.backward(retain_graph=retain_graph)
-        if _distributed():
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        manual = [p for p in params if id(p) not in self._ddp_params]  # DDP averaged the others already
+        if _distributed() and manual:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in manual]
             flat = torch.cat([g.reshape(-1).float() for g in grads])
             dist.all_reduce(flat)
             flat /= self.world_size
             off = 0
-            for p, g in zip(params, grads):
+            for p, g in zip(manual, grads):
                 n = g.numel()
                 p.grad = flat[off:off + n].view_as(p).to(p.dtype)
                 off += n
@@ -242,11 +266,13 @@ class DatasetBatches:
     ``StepContext.generator``). batch_size: the global batch, divisible by the world size.
     """
 
-    def __init__(self, dataset, batch_size: int, seed: int = 0):
+    def __init__(self, dataset, batch_size: int, seed: int = 0, workers: int = 0):
         if len(dataset) < 1:
             raise ValueError("DatasetBatches: empty dataset")
         self.dataset, self.batch_size, self.seed = dataset, int(batch_size), int(seed)
+        self.workers = int(workers)
         self._perm: dict[int, np.ndarray] = {}
+        self._loader = None  # (iterator, next step, rank, world) when workers > 0
 
     def _index(self, pos: int) -> int:
         n = len(self.dataset)
@@ -255,16 +281,64 @@ class DatasetBatches:
             self._perm = {epoch: np.random.default_rng([self.seed, epoch]).permutation(n)}
         return int(self._perm[epoch][pos % n])
 
-    def __call__(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
+    def _positions(self, step: int, rank: int, world_size: int) -> list[tuple[int, int]]:
+        """(dataset index, sample_id) of this rank's items of ``step``."""
         if self.batch_size % world_size:
             raise ValueError(f"batch size {self.batch_size} is not divisible by the world size {world_size}")
         local = self.batch_size // world_size
-        items = []
-        for j in range(rank * local, (rank + 1) * local):
-            item = dict(self.dataset[self._index(step * self.batch_size + j)])
-            item["sample_id"] = step * self.batch_size + j
-            items.append(item)
-        return torch.utils.data.default_collate(items)
+        return [(self._index(step * self.batch_size + j), step * self.batch_size + j)
+                for j in range(rank * local, (rank + 1) * local)]
+
+    def __call__(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
+        if self.workers > 0:
+            return self._from_workers(step, rank, world_size)
+        return _collate([_Items(self.dataset)[p] for p in self._positions(step, rank, world_size)])
+
+    def _from_workers(self, step: int, rank: int, world_size: int) -> dict:
+        """The same batch, loaded ahead by ``workers`` DataLoader processes (they read a memory-mapped cache
+        without copying it); consecutive steps stream, any other step restarts the stream there."""
+        if self._loader is None or self._loader[1:] != (step, rank, world_size):
+            steps = _StepPositions(self, step, rank, world_size)
+            loader = torch.utils.data.DataLoader(_Items(self.dataset), batch_sampler=steps, num_workers=self.workers,
+                                                 collate_fn=_collate, prefetch_factor=2)
+            self._loader = (iter(loader), step, rank, world_size)
+        it = self._loader[0]
+        batch = next(it)
+        self._loader = (it, step + 1, rank, world_size)
+        return batch
+
+
+class _Items(torch.utils.data.Dataset):
+    """dataset[(index, sample_id)] -> the item with its "sample_id"."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, pos: tuple[int, int]) -> dict:
+        item = dict(self.dataset[pos[0]])
+        item["sample_id"] = pos[1]
+        return item
+
+
+def _collate(items: list) -> dict:
+    return torch.utils.data.default_collate(items)
+
+
+class _StepPositions(torch.utils.data.Sampler):
+    """Batch sampler: this rank's (index, sample_id) lists of steps start, start + 1, ... (unbounded)."""
+
+    def __init__(self, batches: "DatasetBatches", start: int, rank: int, world_size: int):
+        self.batches, self.start, self.rank, self.world = batches, start, rank, world_size
+        self.batches._positions(start, rank, world_size)  # validate now, not in a worker
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            yield self.batches._positions(step, self.rank, self.world)
+            step += 1
 
 
 # ------------------------------------------------------------------------------------------- RNG state

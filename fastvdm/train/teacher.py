@@ -82,7 +82,7 @@ class TeacherStep:
         return ops.denoising_loss(v.float(), x0, noise, alpha, sigma, weight=weight, target="v")
 
     def __call__(self, ctx, batch: dict) -> dict:
-        model = ctx.state.models[self.model]
+        model = ctx.model(self.model)  # under torchrun: DistributedDataParallel
         t, noise, drop = draw_noise(ctx, batch, batch["frames"].shape[1:], self.p_uncond, self.schedule.num_steps,
                                     self.weighting, self.schedule)
         loss = self.loss(model, batch, t, noise, drop, ctx.device)

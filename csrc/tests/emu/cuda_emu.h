@@ -154,6 +154,13 @@ inline float emu_fmul_rn(float a, float b) { return a * b; }
 #define rsqrtf emu_rsqrtf
 #define __fdiv_rn emu_fdiv_rn
 #define __fmul_rn emu_fmul_rn
+inline float emu_int_as_float(int v) {
+  float f;
+  std::memcpy(&f, &v, sizeof f);
+  return f;
+}
+#define __int_as_float emu_int_as_float
+using std::isfinite;  // device code calls the global isfinite (a CUDA math function)
 
 // runtime API used by the launch functions
 inline cudaError_t emu_func_set_attribute(const void*, cudaFuncAttribute, int) { return cudaSuccess; }

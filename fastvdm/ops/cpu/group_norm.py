@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from fastvdm.ops import _dispatch, extensions
-from fastvdm.ops.group_norm_common import TENSOR_ARGS, Args, _kernel_args, as_bcs, backend_ops, param_grads
+from fastvdm.ops.group_norm_common import TENSOR_ARGS, Args, _kernel_args, as_bcs, backend_ops, input_bias_grad
+from fastvdm.ops.group_norm_common import param_grads
 from fastvdm.ops.group_norm_common import public_function
 from fastvdm.ops.signatures import GROUP_NORM_PARAMS, with_signature
 
@@ -59,6 +60,8 @@ class _GroupNorm(torch.autograd.Function):
         needs = dict(zip(Args._fields, ctx.needs_input_grad))
         grads = param_grads(sum_dz, sum_dzx, a, needs)
         grads["x"] = dx if needs["x"] else None
+        if a.input_bias is not None and needs["input_bias"]:
+            grads["input_bias"] = input_bias_grad(dx, a.input_bias)
         return tuple(grads.get(n) for n in Args._fields)
 
 
