@@ -12,7 +12,9 @@
 #   uniform-t "output" weighting spent 3/4 of its samples above t = 250, and its 50-step DDIM samples were grainy.
 # Legs run (session 4, 2026-11-30, the shared 2-core VM, load average 150-380): leg 1 steps 0-375 with only
 #   interp_t8_s32_n1000 in the folder (the extrap shards were still rendering), leg 2 from step 375 with all three
-#   (2500 clips) -- same command, resumed exactly from runs/teacher_tiny_v2/checkpoints/step_00000375.safetensors.
+#   (2500 clips) -- same command, resumed exactly from runs/teacher_tiny_v2/checkpoints/step_00000375.safetensors;
+#   stopped at step 2225 at the session's end. bench/checkpoints/teacher_tiny_v2_latest.safetensors = step 2225 (EMA).
+#   Evaluated at step 1250 in bench/RESULTS.md ("Teacher v2"): better than v1 at many steps, criteria still unmet.
 # Log: runs/teacher_tiny_v2/log.jsonl (copied to bench/logs/teacher_tiny_v2.log.jsonl) + bench/logs/teacher_tiny_v2.log.
 #
 # Resume:

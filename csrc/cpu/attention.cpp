@@ -52,8 +52,8 @@ constexpr int64_t kPrefetchMaxLen = 64;  // sequences up to this length prefetch
 constexpr int64_t kPrefetchAhead = 2;    // this many ahead
 
 // Calls with fewer FLOPs than this run on the calling thread: an OpenMP region costs more than the work (on a
-// loaded machine a region can wait a scheduler tick, milliseconds, for its second thread). ~0.3 ms on one core.
-constexpr double kParallelMinFlops = 16e6;
+// loaded machine a region can wait a scheduler tick, milliseconds, for its second thread). ~0.5-1 ms on one core.
+constexpr double kParallelMinFlops = 32e6;
 
 constexpr double kLog2e = 1.4426950408889634;
 
