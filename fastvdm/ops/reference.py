@@ -76,17 +76,9 @@ def video_attention(q: Tensor, k: Tensor, v: Tensor, axis: str, scale: Optional[
 
 
 # ---------------------------------------------------------------------------------------------- group norm
-def group_norm(
-    x: Tensor,
-    num_groups: int,
-    weight: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
-    eps: float = 1e-5,
-    scale: Optional[Tensor] = None,
-    shift: Optional[Tensor] = None,
-    activation: Optional[str] = None,
-    input_bias: Optional[Tensor] = None,
-) -> Tensor:
+def group_norm(x: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+               eps: float = 1e-5, scale: Optional[Tensor] = None, shift: Optional[Tensor] = None,
+               activation: Optional[str] = None, input_bias: Optional[Tensor] = None) -> Tensor:
     """act(GroupNorm(x + input_bias) * (1 + scale) + shift).
 
     x: (B, C, *rest), e.g. (B, C, T, H, W); statistics per (sample, group of C/num_groups channels) over the
