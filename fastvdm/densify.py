@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from fastvdm.data.cameras import Camera, interpolate_poses, plucker_rays, relative_to
+from fastvdm.diffusion.hole_fill import pull_push_fill
 from fastvdm.errors import UserError
 
 TRAIN_HOLE_DISTANCE = 2.8  # px: median hole-pixel distance to the nearest seen pixel in the 32x32 training clips
@@ -134,21 +135,8 @@ def working_size(holes: torch.Tensor, model_size: int, max_pixels: int = DEFAULT
 def smooth_fill(x: torch.Tensor, mask: torch.Tensor, iters: int = 5) -> torch.Tensor:
     """Fill x (N, C, H, W) where mask (N, 1, H, W) is 0 by a multigrid harmonic fill (pull-push pyramid of
     means, ``iters`` Jacobi sweeps of Laplace's equation per level on the way up); known pixels unchanged."""
-    c, w = x * mask, mask.float()
-    cs, ws = [c], [w]
-    while max(cs[-1].shape[-2:]) > 1:
-        cs.append(F.avg_pool2d(cs[-1], 2, ceil_mode=True))
-        ws.append(F.avg_pool2d(ws[-1], 2, ceil_mode=True))
-    k = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]]).expand(x.shape[1], 1, 3, 3)
-    col = cs[-1] / ws[-1].clamp_min(1e-6)
-    for c, w in zip(reversed(cs[:-1]), reversed(ws[:-1])):
-        up = F.interpolate(col, size=c.shape[-2:], mode="bilinear", align_corners=False)
-        a = w.clamp(0, 1)
-        known = c / w.clamp_min(1e-6) * a
-        col = known + (1 - a) * up
-        for _ in range(iters):
-            col = known + (1 - a) * F.conv2d(F.pad(col, (1, 1, 1, 1), mode="replicate"), k, groups=x.shape[1])
-    return torch.where(mask > 0, x, col)
+    filled = pull_push_fill(x.unsqueeze(2), mask.unsqueeze(2).to(x.dtype), smooth_iters=iters).squeeze(2)
+    return torch.where(mask > 0, x, filled)
 
 
 def composite(warp: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor, feather: float = 0.0,
