@@ -13,7 +13,9 @@
 # Legs run (session 4, 2026-11-30, the shared 2-core VM, load average 150-380): leg 1 steps 0-375 with only
 #   interp_t8_s32_n1000 in the folder (the extrap shards were still rendering), leg 2 from step 375 with all three
 #   (2500 clips) -- same command, resumed exactly from runs/teacher_tiny_v2/checkpoints/step_00000375.safetensors;
-#   stopped at step 2225 at the session's end. bench/checkpoints/teacher_tiny_v2_latest.safetensors = step 2225 (EMA).
+#   stopped at step 2225 by the engineer's deadline; leg 3 resumed it exactly to step 3000 (the same command +
+#   --allow-config-change: --init now names the shipped folder, the same weights, read only at step 0).
+#   bench/checkpoints/teacher_tiny_v2_latest.safetensors = step 3000 (EMA), the end of the cosine schedule.
 #   Evaluated at step 1250 in bench/RESULTS.md ("Teacher v2"): better than v1 at many steps, criteria still unmet.
 # Log: runs/teacher_tiny_v2/log.jsonl (copied to bench/logs/teacher_tiny_v2.log.jsonl) + bench/logs/teacher_tiny_v2.log.
 #
