@@ -68,6 +68,16 @@ def input_bias_grad(dx: Tensor, input_bias: Tensor) -> Tensor:
     return dx.reshape(dx.shape[0], dx.shape[1], -1).sum(2, dtype=torch.float32).to(input_bias.dtype)
 
 
+def input_grads(dx: Tensor, sum_dz: Tensor, sum_dzx: Tensor, a: Args, needs_input_grad) -> tuple:
+    """The autograd backward's result, in ``Args`` order, from a kernel's (dx, sum_dz, sum_dzx)."""
+    needs = dict(zip(Args._fields, needs_input_grad))
+    grads = param_grads(sum_dz, sum_dzx, a, needs)
+    grads["x"] = dx if needs["x"] else None
+    if a.input_bias is not None and needs["input_bias"]:
+        grads["input_bias"] = input_bias_grad(dx, a.input_bias)
+    return tuple(grads.get(n) for n in Args._fields)
+
+
 def _kernel_args(a: Args) -> list:
     """The launchers' arguments after x3 (forward) or after (grad3, x3, mean, rstd) (backward, without eps)."""
     return [a.activation == "silu" if n == "activation" else getattr(a, n) for n in a._fields[1:]]
@@ -87,13 +97,7 @@ def register_autograd(forward_op, backward_op) -> None:
     def backward(ctx, grad, _grad_mean, _grad_rstd):
         *tensors, mean, rstd = ctx.saved_tensors
         a = Args(**dict(zip(TENSOR_ARGS, tensors)), **ctx.static)
-        dx, sum_dz, sum_dzx = backward_op(grad, mean, rstd, *a)
-        needs = dict(zip(Args._fields, ctx.needs_input_grad))
-        grads = param_grads(sum_dz, sum_dzx, a, needs)
-        grads["x"] = dx if needs["x"] else None
-        if a.input_bias is not None and needs["input_bias"]:
-            grads["input_bias"] = input_bias_grad(dx, a.input_bias)
-        return tuple(grads.get(n) for n in Args._fields)
+        return input_grads(*backward_op(grad, mean, rstd, *a), a, ctx.needs_input_grad)
 
     forward_op.register_autograd(backward, setup_context=setup)
     from fastvdm.ops.double_backward import refuse_double_backward

@@ -16,6 +16,7 @@ whose process is gone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -95,22 +96,13 @@ def latest_checkpoint(out_dir: str) -> Optional[str]:
     return ckpts[-1][1] if ckpts else None
 
 
-def atomic_save(tensors: dict, meta: dict, path: str) -> None:
-    """safetensors file with ``meta`` as JSON metadata, written to a temp file, fsynced, then renamed."""
-    from safetensors.torch import save_file
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+@contextlib.contextmanager
+def _staged_file(path: str):
+    """Yield a temp path ``path.tmp-<pid>`` to write; on success it is fsynced and renamed to ``path``, on any
+    error (or interrupt) removed."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
-                      metadata={"format": FORMAT, "meta": json.dumps(meta)})
-        except Exception as e:  # safetensors reports I/O errors (a full disk) as SafetensorError
-            m = re.search(r"os error (\d+)", str(e))
-            if m is None:
-                raise
-            code = int(m.group(1))
-            raise OSError(code, os.strerror(code), tmp) from None
+        yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -120,19 +112,28 @@ def atomic_save(tensors: dict, meta: dict, path: str) -> None:
         raise
 
 
+def atomic_save(tensors: dict, meta: dict, path: str) -> None:
+    """safetensors file with ``meta`` as JSON metadata, written to a temp file, fsynced, then renamed."""
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with _staged_file(path) as tmp:
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+                      metadata={"format": FORMAT, "meta": json.dumps(meta)})
+        except Exception as e:  # safetensors reports I/O errors (a full disk) as SafetensorError
+            m = re.search(r"os error (\d+)", str(e))
+            if m is None:
+                raise
+            code = int(m.group(1))
+            raise OSError(code, os.strerror(code), tmp) from None
+
+
 def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file ``path.tmp-<pid>`` (fsynced, renamed; removed on error)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with _staged_file(path) as tmp:
         with open(tmp, "w") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def read_checkpoint(path: str) -> tuple[dict, dict]:

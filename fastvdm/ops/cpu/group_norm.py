@@ -19,8 +19,7 @@ import torch
 from torch import Tensor
 
 from fastvdm.ops import _dispatch, extensions
-from fastvdm.ops.group_norm_common import TENSOR_ARGS, Args, _kernel_args, as_bcs, backend_ops, input_bias_grad
-from fastvdm.ops.group_norm_common import param_grads
+from fastvdm.ops.group_norm_common import TENSOR_ARGS, Args, _kernel_args, as_bcs, backend_ops, input_grads
 from fastvdm.ops.group_norm_common import public_function
 from fastvdm.ops.signatures import GROUP_NORM_PARAMS, with_signature
 
@@ -57,12 +56,7 @@ class _GroupNorm(torch.autograd.Function):
             rest = [v for n, v in zip(a._fields[1:], _kernel_args(a)) if n != "eps"]
             dx, sum_dz, sum_dzx = _C.group_norm_backward(grad.reshape(x3.shape), x3, mean, rstd, *rest)
             dx = dx.view(a.x.shape)
-        needs = dict(zip(Args._fields, ctx.needs_input_grad))
-        grads = param_grads(sum_dz, sum_dzx, a, needs)
-        grads["x"] = dx if needs["x"] else None
-        if a.input_bias is not None and needs["input_bias"]:
-            grads["input_bias"] = input_bias_grad(dx, a.input_bias)
-        return tuple(grads.get(n) for n in Args._fields)
+        return input_grads(dx, sum_dz, sum_dzx, a, ctx.needs_input_grad)
 
 
 @with_signature(GROUP_NORM_PARAMS, Tensor)
