@@ -24,6 +24,18 @@ def assert_rel_close(out: torch.Tensor, ref: torch.Tensor, tol: float, what: str
     assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e}"
 
 
+def assert_grad_close(out: torch.Tensor, ref: torch.Tensor, grad_out: torch.Tensor, tol: float, what: str) -> None:
+    """:func:`assert_rel_close` for a gradient. One that is zero in exact arithmetic (attention's dq, dk over
+    sequences of length 1, where out = v; a float64 reference leaves ~1e-17 of rounding there) has no scale of
+    its own: there the error is measured relative to the incoming gradient ``grad_out`` instead."""
+    if ref.double().norm() <= 1e-12 * grad_out.double().norm():
+        assert torch.isfinite(out).all(), f"{what}: non-finite values"
+        err = (out.double().norm() / grad_out.double().norm()).item()
+        assert err <= tol, f"{what}: expected zeros, ||out|| / ||dO|| = {err:.3e} > {tol:.1e}"
+    else:
+        assert_rel_close(out, ref, tol, what)
+
+
 def kernel_backends(op: str) -> list[str]:
     """The non-reference backends that serve ``op`` in this process (what a parametrized suite runs over)."""
     return [b for b in ops.available_backends(op) if b != "reference"]

@@ -38,23 +38,28 @@ def _per_sample(t: Tensor, like: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------- attention
 def _to_sequences(x: Tensor, axis: str) -> Tensor:
-    """(B, T, S, heads, D) -> (batch..., heads, L, D) for ``axis`` (a view where possible)."""
+    """(B, T, S, heads, D) -> (sequences, heads, L, D) for ``axis``.
+
+    4-D, because PyTorch's fused SDPA kernels (the CPU flash kernel among them) take only (batch, heads, L, D)
+    and send anything else to the unfused math path (3-4x slower on the CPU). A view for "spatial" and
+    "joint" on contiguous inputs; "temporal" gathers the frames of each position (a copy)."""
     B, T, S, H, D = x.shape
     if axis == "spatial":
-        return x.permute(0, 1, 3, 2, 4)  # (B, T, H, S, D)
+        return x.permute(0, 1, 3, 2, 4).reshape(B * T, H, S, D)  # (B*T, H, S, D)
     if axis == "temporal":
-        return x.permute(0, 2, 3, 1, 4)  # (B, S, H, T, D)
+        return x.permute(0, 2, 3, 1, 4).reshape(B * S, H, T, D)  # (B*S, H, T, D)
     if axis == "joint":
         return x.reshape(B, T * S, H, D).permute(0, 2, 1, 3)  # (B, H, T*S, D)
     raise ValueError(f"axis must be 'spatial', 'temporal' or 'joint', got {axis!r}")
 
 
 def _from_sequences(o: Tensor, axis: str, shape: torch.Size) -> Tensor:
+    """Inverse of :func:`_to_sequences`: (sequences, heads, L, D) -> (B, T, S, heads, D), contiguous."""
     B, T, S, H, D = shape
     if axis == "spatial":
-        o = o.permute(0, 1, 3, 2, 4)
+        o = o.reshape(B, T, H, S, D).permute(0, 1, 3, 2, 4)
     elif axis == "temporal":
-        o = o.permute(0, 3, 1, 2, 4)
+        o = o.reshape(B, S, H, T, D).permute(0, 3, 1, 2, 4)
     else:
         o = o.permute(0, 2, 1, 3).reshape(B, T, S, H, D)
     return o.contiguous()
