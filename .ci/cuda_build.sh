@@ -72,7 +72,8 @@ for folder in ("fastvdm", "kernels", "csrc", "tests", "bench"):  # drop files de
 #    --build-temp lets ninja recompile only the sources that changed since the last run.
 stamp "building the extensions against the CUDA torch"
 cd "$cache/src"
-if ! "$py" -c "import fastvdm, os, sys; sys.exit(os.path.dirname(fastvdm.__file__) != os.path.abspath('fastvdm'))" \
+# -P: not from the working directory (a bare ./fastvdm would pass without the installed fastvdm.kernels mapping).
+if ! "$py" -P -c "import fastvdm.kernels, os, sys; sys.exit(os.path.dirname(fastvdm.__file__) != os.path.abspath('fastvdm'))" \
     2>/dev/null; then
   FASTVDM_SKIP_EXT=1 "$py" -m pip install -q --no-build-isolation --no-deps -e . > "$cache/build.log" 2>&1 \
     || { tail -40 "$cache/build.log"; echo "cuda_build: pip install -e failed" >&2; exit 1; }
