@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "cuda/common.h"
 
@@ -45,6 +46,20 @@ __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2hal
 // The vector form needs a 16-byte aligned address; callers check that on the host (vec_aligned).
 template <typename T>
 constexpr int kVecWidth = static_cast<int>(16 / sizeof(T));
+
+// The run width as a type, for generic lambdas: f(RunWidth<W>{}) sees W as decltype(width)::value.
+template <int W>
+using RunWidth = std::integral_constant<int, W>;
+
+// f(RunWidth<kVecWidth<T>>{}) when `vec`, else f(RunWidth<1>{}).
+template <typename T, typename F>
+__device__ __forceinline__ void with_run_width(bool vec, F&& f) {
+  if (vec) {
+    f(RunWidth<kVecWidth<T>>{});
+  } else {
+    f(RunWidth<1>{});
+  }
+}
 
 FASTVDM_HD bool vec_aligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 

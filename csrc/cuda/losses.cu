@@ -9,7 +9,6 @@
 // Index math: a reduction block decodes (b, j) once; the elementwise pass tracks the sample of its element with
 // a SampleWalk (adds and a compare per step, no division per element).
 #include <initializer_list>
-#include <type_traits>
 
 #include "cuda/device_utils.cuh"
 #include "cuda/losses.h"
@@ -17,9 +16,6 @@
 namespace fastvdm {
 namespace cuda {
 namespace {
-
-template <int W>
-using RunWidth = std::integral_constant<int, W>;
 
 // Calls f(RunWidth<w>{}, i) for the runs of [0, len) that thread t of nt (nt >= W) owns: with W > 1, the
 // `head` elements before the first 16-byte boundary one by one, then whole runs of W from i = head, then the
