@@ -61,8 +61,8 @@ def ptx_counts(src_dir: Path, name: str, arch: str, out_dir: Path) -> dict[str, 
         for key, pat in PATTERNS.items():
             if pat.match(line):
                 per_kernel[current][key] += 1
-                if key == "div/rem.64" and in_loop[i]:
-                    per_kernel[current]["div/rem.64 in loops"] += 1
+                if key.startswith("div/rem") and in_loop[i]:
+                    per_kernel[current][f"{key} in loops"] += 1
     return per_kernel
 
 
@@ -91,7 +91,7 @@ def main() -> None:
                 (src / "cuda" / Path(f).name).write_bytes(blob)
         else:
             src = ROOT / "csrc"
-        keys = ["div/rem.64", "div/rem.64 in loops", *list(PATTERNS)[1:]]
+        keys = ["div/rem.64", "div/rem.64 in loops", "div/rem.32", "div/rem.32 in loops", *list(PATTERNS)[2:]]
         print(f"source: {args.rev or 'work tree'}; columns: {', '.join(keys)}")
         for arch in args.arch:
             for name in FILES:

@@ -28,13 +28,24 @@ struct VecFlags {
   bool q, k, v, dout, o, dq, dk, dv;
 };
 
-// Calls f(r, d, off) for the runs of W elements (d = 0, W, 2W, ... < cols) of rows [0, rows) of a tile whose row r
-// is token row0 + r of a sequence (off: token_offset(row0 + r) through m), thread `start` of `step` taking every
-// step-th run. cols is a multiple of W. The index math is one TileWalk: no division per run.
+// How one thread walks the rows of one tensor's tiles: runs of W = kVecWidth<T> (vec) or 1 elements, and the
+// thread's RunPattern over the tile's runs (built once per kernel: the walk's only divisions).
+struct RowPlan {
+  bool vec;
+  RunPattern pat;
+};
+
+template <typename T>
+__device__ __forceinline__ RowPlan row_plan(const AttnProblem& p, bool vec, int elems, int start, int step) {
+  return RowPlan{vec, RunPattern(vec ? elems / kVecWidth<T> : elems, start, step, token_inner(p))};
+}
+
+// Calls f(r, d, off) for the thread's runs of W elements (d = 0, W, 2W, ...) of rows [0, rows) of a tile whose row r
+// is token row0 + r of a sequence (off: token_offset(row0 + r) through m). No division.
 template <int W, typename F>
-__device__ __forceinline__ void for_each_row_run(const TokenMap& m, int64_t row0, int rows, int cols, int start,
-                                                 int step, F&& f) {
-  for (TileWalk w(m, row0, cols / W, start, step); w.r < rows; w.advance()) f(w.r, w.c * W, w.off);
+__device__ __forceinline__ void for_each_row_run(const TokenMap& m, const RunPattern& pat, TokenIndex row0, int rows,
+                                                 F&& f) {
+  for (TileWalk w(m, pat, row0); w.r < rows; w.advance()) f(w.r, w.c * W, w.off);
 }
 
 // Element offset of d within a row: runs of W > 1 only exist for unit d stride.
@@ -63,9 +74,10 @@ __device__ __forceinline__ void short_load(const ShortArgs& a, const AttnIn& src
   const T* base = static_cast<const T*>(src.ptr) + seq_offset(a.p, src.st, seq);
   const TokenMap m = token_map(a.p, src.st);
   const int L = a.plan.L, D = a.plan.D, ldd = a.plan.ldd;
+  const RowPlan rp = row_plan<T>(a.p, vec, D, lane, 32);
   with_run_width<T>(vec, [&](auto width) {
     constexpr int W = decltype(width)::value;
-    for_each_row_run<W>(m, 0, L, D, lane, 32, [&](int t, int d, int64_t off) {
+    for_each_row_run<W>(m, rp.pat, TokenIndex{0, 0}, L, [&](int t, int d, int64_t off) {
       float v[W];
       load_run<W>(base + off + col_offset<W>(d, src.st.d), v);
 #pragma unroll
@@ -133,9 +145,10 @@ __global__ void short_fwd_kernel(ShortArgs a) {
   __syncwarp();
   T* out = static_cast<T*>(a.o.ptr) + seq_offset(a.p, a.o.st, seq);
   const TokenMap m = token_map(a.p, a.o.st);
+  const RowPlan rp = row_plan<T>(a.p, a.vec.o, D, lane, 32);
   with_run_width<T>(a.vec.o, [&](auto width) {
     constexpr int W = decltype(width)::value;
-    for_each_row_run<W>(m, 0, L, D, lane, 32, [&](int t, int d, int64_t off) {
+    for_each_row_run<W>(m, rp.pat, TokenIndex{0, 0}, L, [&](int t, int d, int64_t off) {
       float v[W];
 #pragma unroll
       for (int k = 0; k < W; ++k) v[k] = Q[t * ldd + d + k];
@@ -213,8 +226,13 @@ __global__ void short_bwd_kernel(ShortArgs a) {
 template <typename T, bool kTransA, bool kTransB, bool kAccum>
 __device__ __forceinline__ void gemm_scalar(int M, int N, int K, const T* A, int lda, const T* B, int ldb, float* C,
                                             int ldc) {
-  for (int idx = threadIdx.x; idx < M * N; idx += blockDim.x) {
-    const int m = idx / N, n = idx - m * N;
+  const int dm = blockDim.x / N, dn = blockDim.x - dm * N;  // the thread's step over (m, n): once per call
+  for (int m = threadIdx.x / N, n = threadIdx.x - m * N; m < M; m += dm, n += dn) {
+    if (n >= N) {
+      n -= N;
+      ++m;
+      if (m >= M) break;
+    }
     float acc = kAccum ? C[m * ldc + n] : 0.f;
     for (int k = 0; k < K; ++k) {
       const float av = to_f32(kTransA ? A[k * lda + m] : A[m * lda + k]);
@@ -234,9 +252,14 @@ __device__ __forceinline__ void block_gemm(int M, int N, int K, const T* A, int 
     using LayoutA = typename std::conditional<kTransA, wmma::col_major, wmma::row_major>::type;
     using LayoutB = typename std::conditional<kTransB, wmma::col_major, wmma::row_major>::type;
     const int warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    const int tiles_n = N / 16, tiles = (M / 16) * tiles_n;
-    for (int tile = warp; tile < tiles; tile += nwarps) {
-      const int mi = tile / tiles_n, ni = tile - mi * tiles_n;
+    const int tiles_n = N / 16;
+    // the warp's output tiles (mi, ni), row-major from tile `warp` in steps of nwarps (no division: both < 32)
+    int mi = 0, ni = warp;
+    while (ni >= tiles_n) {
+      ni -= tiles_n;
+      ++mi;
+    }
+    while (mi < M / 16) {
       float* cp = C + mi * 16 * ldc + ni * 16;
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
       if (kAccum) {
@@ -254,6 +277,11 @@ __device__ __forceinline__ void block_gemm(int M, int N, int K, const T* A, int 
         wmma::mma_sync(acc, fa, fb, acc);
       }
       wmma::store_matrix_sync(cp, acc, ldc, wmma::mem_row_major);
+      ni += nwarps;
+      while (ni >= tiles_n) {
+        ni -= tiles_n;
+        ++mi;
+      }
     }
     return;
   }
@@ -275,41 +303,52 @@ struct FlashArgs {
   VecFlags vec;
 };
 
-// Rows [row0, row0 + rows) x [0, Dp) of a sequence of `src` into dst (row stride ld), zeros outside L x D. Runs of
-// W elements are copied unconverted (16-byte vectors for vectorizable rows: Dp, ld and the tile bases keep
-// every shared-memory run 16-byte aligned).
+// A tensor's sequence: its first token's address and strides.
 template <typename T>
-__device__ __forceinline__ void flash_load(const AttnProblem& p, const AttnIn& src, bool vec, int64_t seq,
-                                           int64_t row0, int rows, int Dp, T* dst, int ld) {
-  const T* base = static_cast<const T*>(src.ptr) + seq_offset(p, src.st, seq);
+struct SeqRows {
+  const T* base;
+  Strides5 st;
+};
+
+template <typename T>
+__device__ __forceinline__ SeqRows<T> seq_rows(const AttnProblem& p, const AttnIn& src, int64_t seq) {
+  return SeqRows<T>{static_cast<const T*>(src.ptr) + seq_offset(p, src.st, seq), src.st};
+}
+
+// Rows [row0, row0 + rows) x [0, Dp) of a sequence `src` into dst (row stride ld), zeros outside L x D; row0_tok:
+// row0 split by token_index; rp: row_plan<T>(p, vec, Dp, threadIdx.x, blockDim.x). Runs are copied unconverted
+// (16-byte vectors for vectorizable rows: Dp, ld and the tile bases keep every shared-memory run aligned).
+template <typename T>
+__device__ __forceinline__ void flash_load(const AttnProblem& p, const SeqRows<T>& src, const RowPlan& rp,
+                                           int64_t row0, TokenIndex row0_tok, int rows, T* dst, int ld) {
+  const T* base = src.base;
   const TokenMap m = token_map(p, src.st);
   const int valid = static_cast<int>(min64(rows, p.L - row0)), D = static_cast<int>(p.D);
-  with_run_width<T>(vec, [&](auto width) {
+  with_run_width<T>(rp.vec, [&](auto width) {
     constexpr int W = decltype(width)::value;
-    for_each_row_run<W>(m, row0, rows, Dp, threadIdx.x, blockDim.x, [&](int r, int d, int64_t off) {
+    for_each_row_run<W>(m, rp.pat, row0_tok, rows, [&](int r, int d, int64_t off) {
       copy_run<W>(dst + r * ld + d, r < valid && d < D ? base + off + col_offset<W>(d, src.st.d) : nullptr);
     });
   });
 }
 
 // Rows [row0, row0 + rows) x [0, D) of a sequence of `dst` = src[r * lds + d] / row_div[r] (row_div given) or
-// src[r * lds + d] * mul, in runs of W.
+// src[r * lds + d] * mul, in runs of W (one call per kernel: the row plan is built here).
 template <typename T>
 __device__ __forceinline__ void flash_store(const AttnProblem& p, const AttnOut& dst, bool vec, int64_t seq,
                                             int64_t row0, int rows, const float* src, int lds, const float* row_div,
                                             float mul) {
   T* base = static_cast<T*>(dst.ptr) + seq_offset(p, dst.st, seq);
   const TokenMap m = token_map(p, dst.st);
+  const RowPlan rp = row_plan<T>(p, vec, static_cast<int>(p.D), threadIdx.x, blockDim.x);
   with_run_width<T>(vec, [&](auto width) {
     constexpr int W = decltype(width)::value;
-    for_each_row_run<W>(m, row0, rows, static_cast<int>(p.D), threadIdx.x, blockDim.x,
-                        [&](int r, int d, int64_t off) {
-                          float v[W];
+    for_each_row_run<W>(m, rp.pat, token_index(row0, token_inner(p)), rows, [&](int r, int d, int64_t off) {
+      float v[W];
 #pragma unroll
-                          for (int k = 0; k < W; ++k)
-                            v[k] = row_div ? src[r * lds + d + k] / row_div[r] : src[r * lds + d + k] * mul;
-                          store_run<W>(base + off + col_offset<W>(d, dst.st.d), v);
-                        });
+      for (int k = 0; k < W; ++k) v[k] = row_div ? src[r * lds + d + k] / row_div[r] : src[r * lds + d + k] * mul;
+      store_run<W>(base + off + col_offset<W>(d, dst.st.d), v);
+    });
   });
 }
 
@@ -330,16 +369,23 @@ __global__ void __launch_bounds__(kFlashThreads) flash_fwd_kernel(FlashArgs a) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
   const int64_t L = a.p.L;
 
-  flash_load<T>(a.p, a.q, a.vec.q, seq, row0, BM, Dp, Q, f.ld);
+  const int64_t inner = token_inner(a.p);
+  flash_load<T>(a.p, seq_rows<T>(a.p, a.q, seq), row_plan<T>(a.p, a.vec.q, Dp, threadIdx.x, blockDim.x), row0,
+                token_index(row0, inner), BM, Q, f.ld);
   for (int idx = threadIdx.x; idx < BM * f.ldo; idx += blockDim.x) O[idx] = 0.f;  // padding columns too
   for (int r = threadIdx.x; r < BM; r += blockDim.x) {
     row_max[r] = -INFINITY;
     row_sum[r] = 0.f;
   }
-  for (int64_t col0 = 0; col0 < L; col0 += BN) {
+  const RowPlan plan_k = row_plan<T>(a.p, a.vec.k, Dp, threadIdx.x, blockDim.x);
+  const RowPlan plan_v = row_plan<T>(a.p, a.vec.v, Dp, threadIdx.x, blockDim.x);
+  const SeqRows<T> k_rows = seq_rows<T>(a.p, a.k, seq), v_rows = seq_rows<T>(a.p, a.v, seq);
+  const TokenIndex bn_tok = token_index(BN, inner);
+  TokenIndex col0_tok{0, 0};
+  for (int64_t col0 = 0; col0 < L; col0 += BN, col0_tok = token_add(col0_tok, bn_tok, inner)) {
     __syncthreads();  // the previous iteration is done with K, V, P
-    flash_load<T>(a.p, a.k, a.vec.k, seq, col0, BN, Dp, K, f.ld);
-    flash_load<T>(a.p, a.v, a.vec.v, seq, col0, BN, Dp, V, f.ld);
+    flash_load<T>(a.p, k_rows, plan_k, col0, col0_tok, BN, K, f.ld);
+    flash_load<T>(a.p, v_rows, plan_v, col0, col0_tok, BN, V, f.ld);
     __syncthreads();
     block_gemm<T, false, true, false>(BM, BN, Dp, Q, f.ld, K, f.ld, S, f.lds);  // S = Q K^T
     __syncthreads();
@@ -372,8 +418,8 @@ __global__ void __launch_bounds__(kFlashThreads) flash_fwd_kernel(FlashArgs a) {
   const int valid_rows = static_cast<int>(min64(BM, L - row0));
   flash_store<T>(a.p, a.o, a.vec.o, seq, row0, valid_rows, O, f.ldo, row_sum, 1.f);
   float* lse = a.lse + seq_offset(a.p, a.stat, seq);
-  for_each_row_run<1>(token_map(a.p, a.stat), row0, valid_rows, 1, threadIdx.x, blockDim.x,
-                      [&](int r, int, int64_t off) { lse[off] = row_max[r] + __logf(row_sum[r]); });
+  for_each_row_run<1>(token_map(a.p, a.stat), RunPattern(1, threadIdx.x, blockDim.x, inner), token_index(row0, inner),
+                      valid_rows, [&](int r, int, int64_t off) { lse[off] = row_max[r] + __logf(row_sum[r]); });
 }
 
 template <typename T>
@@ -400,8 +446,12 @@ __global__ void __launch_bounds__(kFlashThreads) flash_bwd_kernel(FlashArgs a) {
   const int D = static_cast<int>(a.p.D);
   const int valid_cols = static_cast<int>(min64(BN, L - col0));
 
-  flash_load<T>(a.p, a.k, a.vec.k, seq, col0, BN, Dp, K, f.ld);
-  flash_load<T>(a.p, a.v, a.vec.v, seq, col0, BN, Dp, V, f.ld);
+  const int64_t inner = token_inner(a.p);
+  const TokenIndex col0_tok = token_index(col0, inner);
+  flash_load<T>(a.p, seq_rows<T>(a.p, a.k, seq), row_plan<T>(a.p, a.vec.k, Dp, threadIdx.x, blockDim.x), col0,
+                col0_tok, BN, K, f.ld);
+  flash_load<T>(a.p, seq_rows<T>(a.p, a.v, seq), row_plan<T>(a.p, a.vec.v, Dp, threadIdx.x, blockDim.x), col0,
+                col0_tok, BN, V, f.ld);
   for (int idx = threadIdx.x; idx < BN * f.ldo; idx += blockDim.x) {  // padding columns too
     dK[idx] = 0.f;
     dV[idx] = 0.f;
@@ -409,12 +459,19 @@ __global__ void __launch_bounds__(kFlashThreads) flash_bwd_kernel(FlashArgs a) {
   const int64_t stat_base = seq_offset(a.p, a.stat, seq);
   const TokenMap stat_map = token_map(a.p, a.stat), dq_map = token_map(a.p, a.dq.st);
   float* dq_acc = static_cast<float*>(a.dq.ptr) + seq_offset(a.p, a.dq.st, seq);
-  for (int64_t row0 = 0; row0 < L; row0 += BM) {
+  // the thread's walks of the query-block tiles, set up once (no division in the loop)
+  const RowPlan plan_q = row_plan<T>(a.p, a.vec.q, Dp, threadIdx.x, blockDim.x);
+  const RowPlan plan_do = row_plan<T>(a.p, a.vec.dout, Dp, threadIdx.x, blockDim.x);
+  const SeqRows<T> q_rows = seq_rows<T>(a.p, a.q, seq), do_rows = seq_rows<T>(a.p, a.dout, seq);
+  const RunPattern stat_pat(1, threadIdx.x, blockDim.x, inner), dq_pat(D, threadIdx.x, blockDim.x, inner);
+  const TokenIndex bm_tok = token_index(BM, inner);
+  TokenIndex row0_tok{0, 0};
+  for (int64_t row0 = 0; row0 < L; row0 += BM, row0_tok = token_add(row0_tok, bm_tok, inner)) {
     __syncthreads();  // the previous iteration is done with Q, dO, dS, dQ
-    flash_load<T>(a.p, a.q, a.vec.q, seq, row0, BM, Dp, Q, f.ld);
-    flash_load<T>(a.p, a.dout, a.vec.dout, seq, row0, BM, Dp, dO, f.ld);
+    flash_load<T>(a.p, q_rows, plan_q, row0, row0_tok, BM, Q, f.ld);
+    flash_load<T>(a.p, do_rows, plan_do, row0, row0_tok, BM, dO, f.ld);
     const int valid_rows = static_cast<int>(min64(BM, L - row0));
-    for_each_row_run<1>(stat_map, row0, BM, 1, threadIdx.x, blockDim.x, [&](int r, int, int64_t off) {
+    for_each_row_run<1>(stat_map, stat_pat, row0_tok, BM, [&](int r, int, int64_t off) {
       const bool ok = r < valid_rows;
       lse[r] = ok ? a.lse_in[stat_base + off] : INFINITY;  // exp(s - inf) = 0
       delta[r] = ok ? a.delta[stat_base + off] : 0.f;
@@ -442,7 +499,7 @@ __global__ void __launch_bounds__(kFlashThreads) flash_bwd_kernel(FlashArgs a) {
     block_gemm<T, true, false, true>(BN, Dp, BM, dS, f.ldp, Q, f.ld, dK, f.ldo);   // dK += dS^T Q
     block_gemm<T, false, false, false>(BM, Dp, BN, dS, f.ldp, K, f.ld, dQ, f.ldo);  // dQ_blk = dS K
     __syncthreads();
-    for_each_row_run<1>(dq_map, row0, valid_rows, D, threadIdx.x, blockDim.x, [&](int r, int d, int64_t off) {
+    for_each_row_run<1>(dq_map, dq_pat, row0_tok, valid_rows, [&](int r, int d, int64_t off) {
       atomicAdd(dq_acc + off + d * a.dq.st.d, dQ[r * f.ldo + d] * a.scale);
     });
   }

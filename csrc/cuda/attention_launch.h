@@ -95,6 +95,9 @@ struct TokenMap {
   int64_t inner, inner_stride, outer_stride;
 };
 
+// TokenMap::inner of every tensor of a problem.
+FASTVDM_HD int64_t token_inner(const AttnProblem& p) { return p.axis == Axis::kJoint ? p.S : p.L; }
+
 FASTVDM_HD TokenMap token_map(const AttnProblem& p, const Strides5& st) {
   switch (p.axis) {
     case Axis::kSpatial:
@@ -113,37 +116,69 @@ FASTVDM_HD int64_t token_offset(const AttnProblem& p, const Strides5& st, int64_
   return static_cast<int64_t>(un / inner) * m.outer_stride + static_cast<int64_t>(un % inner) * m.inner_stride;
 }
 
-// A thread's strided walk over a tile of `rows` token rows (row r = token row0 + r of a sequence) by `cols`
-// columns (runs of elements), idx = start, start + step, ... in row-major order: keeps (r, c) and the token's
-// element offset (token_offset(row0 + r)) up to date with adds and compares. The divisions (32-bit) happen once,
-// in the constructor, not per element. Rows at or past L get offsets that must not be dereferenced.
-struct TileWalk {
-  int r, c;           // idx = r * cols + c
-  int dr, dc, cols;   // step = dr * cols + dc, 0 <= dc < cols
-  uint32_t s, ds;     // (row0 + r) % inner; dr % inner
-  uint32_t inner;
-  int64_t off;        // token_offset(row0 + r)
-  int64_t doff;       // offset change of dr tokens, before the carry of s
-  int64_t inner_stride;
-  int64_t carry;      // offset change when s wraps: outer_stride - inner * inner_stride
-  FASTVDM_HD TileWalk(const TokenMap& m, int64_t row0, int cols_, int start, int step)
+// A token index n split as n = q * inner + s (TokenMap::inner; 32-bit: n < L <= 2^31 - 1).
+struct TokenIndex {
+  uint32_t q, s;
+};
+
+FASTVDM_HD TokenIndex token_index(int64_t n, int64_t inner) {
+  const uint32_t un = static_cast<uint32_t>(n), ui = static_cast<uint32_t>(inner);
+  return TokenIndex{un / ui, un % ui};
+}
+
+// The split of a + b from the splits of a and b, without a division.
+FASTVDM_HD TokenIndex token_add(TokenIndex a, TokenIndex b, int64_t inner) {
+  TokenIndex r{a.q + b.q, a.s + b.s};
+  if (r.s >= static_cast<uint32_t>(inner)) {
+    r.s -= static_cast<uint32_t>(inner);
+    ++r.q;
+  }
+  return r;
+}
+
+// A thread's share of a tile of `cols` columns (runs of elements) walked in row-major order, idx = start,
+// start + step, ...: its first position (r, c), the step (dr, dc) and r, dr as token indices. The same for every
+// tile a kernel loads with that shape, so it is computed once per kernel (the only divisions of the walk).
+struct RunPattern {
+  int r, c;          // first position: start = r * cols + c
+  int dr, dc, cols;  // step = dr * cols + dc, 0 <= dc < cols
+  TokenIndex r_tok, dr_tok;
+  FASTVDM_HD RunPattern(int cols_, int start, int step, int64_t inner)
       : r(start / cols_),
         c(start % cols_),
         dr(step / cols_),
         dc(step % cols_),
         cols(cols_),
+        r_tok(token_index(start / cols_, inner)),
+        dr_tok(token_index(step / cols_, inner)) {}
+};
+
+// A thread's walk over a tile whose row r is token row0 + r of a sequence: keeps (r, c) and the element offset
+// of the row's token (token_offset(row0 + r)) up to date with adds and compares; no division (row0 comes split,
+// as a TokenIndex, and the pattern holds the rest). Rows at or past L get offsets that must not be dereferenced.
+struct TileWalk {
+  int r, c, dr, dc, cols;
+  uint32_t s, ds, inner;  // (row0 + r) % inner; dr % inner
+  int64_t off;            // token_offset(row0 + r)
+  int64_t doff;           // offset change of dr tokens, before the carry of s
+  int64_t inner_stride;
+  int64_t carry;          // offset change when s wraps: outer_stride - inner * inner_stride
+  FASTVDM_HD TileWalk(const TokenMap& m, const RunPattern& pat, TokenIndex row0)
+      : r(pat.r),
+        c(pat.c),
+        dr(pat.dr),
+        dc(pat.dc),
+        cols(pat.cols),
         s(0),
-        ds(0),
+        ds(pat.dr_tok.s),
         inner(static_cast<uint32_t>(m.inner)),
         off(0),
-        doff(0),
+        doff(pat.dr_tok.q * m.outer_stride + pat.dr_tok.s * m.inner_stride),
         inner_stride(m.inner_stride),
         carry(m.outer_stride - m.inner * m.inner_stride) {
-    const uint32_t n = static_cast<uint32_t>(row0 + r), udr = static_cast<uint32_t>(dr);
-    s = n % inner;
-    off = static_cast<int64_t>(n / inner) * m.outer_stride + static_cast<int64_t>(s) * m.inner_stride;
-    ds = udr % inner;
-    doff = static_cast<int64_t>(udr / inner) * m.outer_stride + static_cast<int64_t>(ds) * m.inner_stride;
+    const TokenIndex n = token_add(row0, pat.r_tok, m.inner);
+    s = n.s;
+    off = n.q * m.outer_stride + n.s * m.inner_stride;
   }
   FASTVDM_HD void advance() {
     r += dr;
