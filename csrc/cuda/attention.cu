@@ -344,9 +344,16 @@ __device__ __forceinline__ void flash_store(const AttnProblem& p, const AttnOut&
   with_run_width<T>(vec, [&](auto width) {
     constexpr int W = decltype(width)::value;
     for_each_row_run<W>(m, rp.pat, token_index(row0, token_inner(p)), rows, [&](int r, int d, int64_t off) {
+      const float* row = src + r * lds + d;
       float v[W];
+      if (row_div) {
+        const float div = row_div[r];
 #pragma unroll
-      for (int k = 0; k < W; ++k) v[k] = row_div ? src[r * lds + d + k] / row_div[r] : src[r * lds + d + k] * mul;
+        for (int k = 0; k < W; ++k) v[k] = row[k] / div;
+      } else {
+#pragma unroll
+        for (int k = 0; k < W; ++k) v[k] = row[k] * mul;
+      }
       store_run<W>(base + off + col_offset<W>(d, dst.st.d), v);
     });
   });
@@ -377,15 +384,15 @@ __global__ void __launch_bounds__(kFlashThreads) flash_fwd_kernel(FlashArgs a) {
     row_max[r] = -INFINITY;
     row_sum[r] = 0.f;
   }
-  const RowPlan plan_k = row_plan<T>(a.p, a.vec.k, Dp, threadIdx.x, blockDim.x);
-  const RowPlan plan_v = row_plan<T>(a.p, a.vec.v, Dp, threadIdx.x, blockDim.x);
+  // one row plan for K and V (vector runs only when both allow them: fewer live registers in the loop)
+  const RowPlan plan_kv = row_plan<T>(a.p, a.vec.k && a.vec.v, Dp, threadIdx.x, blockDim.x);
   const SeqRows<T> k_rows = seq_rows<T>(a.p, a.k, seq), v_rows = seq_rows<T>(a.p, a.v, seq);
   const TokenIndex bn_tok = token_index(BN, inner);
   TokenIndex col0_tok{0, 0};
   for (int64_t col0 = 0; col0 < L; col0 += BN, col0_tok = token_add(col0_tok, bn_tok, inner)) {
     __syncthreads();  // the previous iteration is done with K, V, P
-    flash_load<T>(a.p, k_rows, plan_k, col0, col0_tok, BN, K, f.ld);
-    flash_load<T>(a.p, v_rows, plan_v, col0, col0_tok, BN, V, f.ld);
+    flash_load<T>(a.p, k_rows, plan_kv, col0, col0_tok, BN, K, f.ld);
+    flash_load<T>(a.p, v_rows, plan_kv, col0, col0_tok, BN, V, f.ld);
     __syncthreads();
     block_gemm<T, false, true, false>(BM, BN, Dp, Q, f.ld, K, f.ld, S, f.lds);  // S = Q K^T
     __syncthreads();
