@@ -86,12 +86,13 @@ __global__ void denoising_finish_kernel(const double* __restrict__ partial, cons
 // Per-sample factors of the denoising gradient: dpred = coef * (pred - target(a, s)).
 struct DenoisingCoef {
   float coef, a, s;
-  __device__ __forceinline__ DenoisingCoef(float base, const float* weight, const float* alpha,
-                                           const float* sigma, int kind, int64_t b)
-      : coef(weight ? __fmul_rn(base, weight[b]) : base),
-        a(kind == 2 ? alpha[b] : 0.f),
-        s(kind == 2 ? sigma[b] : 0.f) {}
 };
+
+__device__ __forceinline__ DenoisingCoef denoising_coef(float base, const float* weight, const float* alpha,
+                                                        const float* sigma, int kind, int64_t b) {
+  return DenoisingCoef{weight ? __fmul_rn(base, weight[b]) : base, kind == 2 ? alpha[b] : 0.f,
+                       kind == 2 ? sigma[b] : 0.f};
+}
 
 // Grid-stride elementwise pass over the B * N elements (thread t of nt takes every nt-th run).
 template <typename T, int W>
@@ -122,13 +123,13 @@ __global__ void denoising_backward_kernel(const float* __restrict__ grad, const 
     load_run<w>(pred + i, pv);
     load_run<w>(x0 + i, xv);
     load_run<w>(noise + i, nv);
-    DenoisingCoef c(base, weight, alpha, sigma, kind, b);
+    DenoisingCoef c = denoising_coef(base, weight, alpha, sigma, kind, b);
 #pragma unroll
     for (int k = 0; k < w; ++k) {
       out[k] = c.coef * (pv[k] - target_value(kind, xv[k], nv[k], c.a, c.s));
       if (w > 1 && ++r == N && k + 1 < w) {  // the run crosses into the next sample
         r = 0;
-        c = DenoisingCoef(base, weight, alpha, sigma, kind, ++b);
+        c = denoising_coef(base, weight, alpha, sigma, kind, ++b);
       }
     }
     store_run<w>(dpred + i, out);
