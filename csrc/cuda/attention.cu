@@ -10,6 +10,13 @@
 // fp32 tiles; softmax bookkeeping is a warp per row. Forward: grid (nseq, query blocks), online softmax over the
 // key blocks. Backward: grid (nseq, key blocks); each block walks all query blocks, accumulates dk, dv in shared
 // memory and adds its dq contribution to the fp32 dq_accum with atomics.
+//
+// Global memory: a tensor whose rows are rows_vectorizable (unit d stride, D a whole number of 16-byte vectors,
+// every row start 16-byte aligned; decided per tensor and call on the host) moves them as 16-byte vectors
+// (ld/st.global.v4: 8 bf16 / fp16 or 4 fp32), copied unconverted into the shared-memory tiles of the flash
+// kernels; any other tensor (offset views, odd strides or D) falls back to scalar elements. Index math: a thread
+// walks its share of every tile with a TileWalk (token offsets by adds and compares); the few 32-bit divisions
+// that set the walks up run once per kernel, outside the loops (RowPlan, TokenIndex cursors).
 #include <mma.h>
 
 #include <cmath>
