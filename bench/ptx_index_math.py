@@ -4,8 +4,8 @@ Compiles csrc/cuda/*.cu to PTX with nvcc (the flags of the CMake build: -O3 --us
 architecture and counts, per kernel entry, the 64-bit integer divisions / remainders (div|rem .s64|.u64: each
 expands to a ~70-instruction subroutine in SASS), the 32-bit ones, and the 16-byte vector global loads / stores
 (ld.global[.nc].v4, st.global.v4). "in loops": inside a loop body of the PTX (from a label to a later branch
-back to it; an inlined helper's own loops count). --rev REV reads the .cu files of a git revision instead of the work tree
-(the "before" column of bench/RESULTS.md).
+back to it; an inlined helper's own loops count). --rev REV reads the .cu files of a git revision instead of the
+work tree (the "before" rows of bench/RESULTS.md).
 
     python bench/ptx_index_math.py [--rev REV] [--arch sm_80 sm_90] [--per-kernel]
 """

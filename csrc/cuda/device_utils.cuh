@@ -79,7 +79,7 @@ __device__ __forceinline__ void load_run(const T* __restrict__ p, float* v) {
     FASTVDM_VEC_ACCESS(p);
     const uint4 raw = *reinterpret_cast<const uint4*>(p);
     T e[W];
-    memcpy(e, &raw, 16);
+    memcpy(static_cast<void*>(e), &raw, 16);  // the 16 bytes as W elements
 #pragma unroll
     for (int k = 0; k < W; ++k) v[k] = to_f32(e[k]);
   }

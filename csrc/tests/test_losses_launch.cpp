@@ -53,7 +53,8 @@ int main() {
 
   for (int64_t N : {int64_t(1), int64_t(3), int64_t(7), int64_t(8), int64_t(1000), int64_t(3001), int64_t(1) << 33})
     for (int64_t start : {int64_t(0), int64_t(5), int64_t(1023), int64_t(1) << 31})
-      for (int64_t step : {int64_t(1), int64_t(8), int64_t(4224 * 8), (int64_t(1) << 34) + 3}) check_sample_walk(N, start, step, 50);
+      for (int64_t step : {int64_t(1), int64_t(8), int64_t(4224 * 8), (int64_t(1) << 34) + 3})
+        check_sample_walk(N, start, step, 50);
 
   // a huge batch of tiny samples: more than 65,535 blocks on grid.x (allowed up to 2^31 - 1)
   {
