@@ -156,6 +156,44 @@ def test_cuda_loss_wrappers(cuda_backend, dtype):
     assert_rel_close(grad, ref_grad, TOLERANCE[dtype], "dmd gradient")
 
 
+def test_cuda_wrappers_offset_views(cuda_backend):
+    """Views one element into their storage (contiguous, misaligned bases: the kernels' scalar fallback) and eight
+    elements in (aligned again: the 16-byte vector path) through the bindings, fp16, against the reference."""
+    attention, _, losses = cuda_backend
+    gen = torch.Generator().manual_seed(9)
+    for shift in (1, 8):
+        shape = (3, 5, 7)
+        pred, x0, noise = (
+            torch.randn(105 + shift, generator=gen, dtype=torch.float64).to(torch.float16)[shift:].view(shape)
+            for _ in range(3)
+        )
+        assert pred.is_contiguous() and (pred.data_ptr() % 16 != 0) == (shift == 1)
+        alpha, sigma = torch.rand(3, generator=gen), torch.rand(3, generator=gen)
+        p = pred.detach().requires_grad_()
+        loss = losses.denoising_loss(p, x0, noise, alpha, sigma, None, "x0")
+        (grad,) = torch.autograd.grad(loss, p)
+        p64 = pred.double().requires_grad_()
+        ref = reference.denoising_loss(p64, x0.double(), noise.double(), alpha.double(), sigma.double(), None, "x0")
+        (ref_grad,) = torch.autograd.grad(ref, p64)
+        assert_rel_close(loss, ref, TOLERANCE[torch.float16], f"loss, shift {shift}")
+        assert_rel_close(grad, ref_grad, TOLERANCE[torch.float16], f"gradient, shift {shift}")
+
+        B, T, S, H, D = 1, 2, 33, 1, 16
+        buf = torch.randn(B * T * S * 3 * H * D + shift, generator=gen, dtype=torch.float64).to(torch.float16)
+        qkv = buf[shift:].view(B, T, S, 3, H, D).requires_grad_()
+        q, k, v = qkv.unbind(3)
+        out = attention.video_attention(q, k, v, "spatial")
+        grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(torch.float16)
+        (dqkv,) = torch.autograd.grad(out, qkv, grad_out)
+        q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+        ref = reference.video_attention(q64, k64, v64, "spatial")
+        ref_grads = torch.autograd.grad(ref, (q64, k64, v64), grad_out.double())
+        tol = ATTENTION_TOLERANCE[torch.float16]
+        assert_rel_close(out, ref, tol, f"attention, shift {shift}")
+        for i, name in enumerate("qkv"):
+            assert_rel_close(dqkv[:, :, :, i], ref_grads[i], tol, f"d{name}, shift {shift}")
+
+
 def test_cuda_custom_ops_opcheck(cuda_backend):
     """Schema, fake (meta) implementations and autograd registration of the wrappers' custom ops."""
     attention, group_norm, losses = cuda_backend

@@ -47,7 +47,9 @@ def emu(tmp_path_factory):
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    return ctypes.CDLL(str(lib))
+    lib = ctypes.CDLL(str(lib))
+    lib.emu_take_vector_accesses.restype = ctypes.c_longlong
+    return lib
 
 
 def _p(t):
@@ -118,13 +120,10 @@ def _emu_attention(emu, q, k, v, axis, scale, grad_out):
     return out, lse, (dq, dk, dv)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
-def test_emulated_attention_matches_reference(emu, case, dtype):
-    axis, B, T, S, H, D, layout = case
-    gen = torch.Generator().manual_seed(zlib.crc32(repr(case).encode()))
-    q, k, v = _fused_qkv(B, T, S, H, D, layout, dtype, gen).unbind(3)
-    grad_out = torch.randn((B, T, S, H, D), generator=gen, dtype=torch.float64).to(dtype)
+def _check_attention(emu, q, k, v, grad_out, axis):
+    """The emulated forward and backward against the float64 reference (output, lse, dq, dk, dv)."""
+    B, T, S, H, D = q.shape
+    dtype = q.dtype
     scale = D**-0.5
     out, lse, grads = _emu_attention(emu, q, k, v, axis, scale, grad_out)
 
@@ -145,6 +144,74 @@ def test_emulated_attention_matches_reference(emu, case, dtype):
     else:
         ref_lse = ref_lse.permute(0, 2, 1).reshape(B, T, S, H)
     assert_rel_close(lse, ref_lse, 1e-5 if dtype == torch.float32 else 1e-3, "lse")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_emulated_attention_matches_reference(emu, case, dtype):
+    axis, B, T, S, H, D, layout = case
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(case).encode()))
+    q, k, v = _fused_qkv(B, T, S, H, D, layout, dtype, gen).unbind(3)
+    grad_out = torch.randn((B, T, S, H, D), generator=gen, dtype=torch.float64).to(dtype)
+    _check_attention(emu, q, k, v, grad_out, axis)
+
+
+def _shifted(t, shift, row_pad=0):
+    """A copy of t (contiguous layout, the last dimension padded by row_pad unused elements) placed `shift`
+    elements into a fresh buffer: an offset view whose base is misaligned unless shift * itemsize % 16 == 0."""
+    shape = (*t.shape[:-1], t.shape[-1] + row_pad)
+    numel = 1
+    for n in shape:
+        numel *= n
+    buf = torch.full((numel + shift,), float("nan"), dtype=t.dtype)
+    view = buf[shift:].view(shape)
+    view[..., : t.shape[-1]] = t
+    return view[..., : t.shape[-1]]
+
+
+# (axis, B, T, S, heads, D, layout, dtype): the 16-byte vector rows and the scalar fallback of attention.cu.
+# layouts: "fused" (aligned QKV rows: vector path), "shift1" (q, k, v and dout one element into their buffers:
+# misaligned bases, scalar loads), "shift8" (8 elements in: a storage offset that keeps 16-byte alignment for
+# 16-bit types), "dpad1" (rows of D + 1 elements: row starts misaligned), "scrambled" (d stride != 1).
+VEC_CASES = [
+    ("spatial", 1, 2, 40, 2, 32, "fused", torch.float16),  # flash, vector rows
+    ("spatial", 1, 2, 40, 2, 32, "shift1", torch.float16),  # flash, misaligned inputs, vector output stores
+    ("joint", 1, 3, 7, 2, 24, "shift1", torch.bfloat16),  # tiles across frames, misaligned
+    ("joint", 1, 4, 9, 1, 20, "fused", torch.float32),  # D = 20: 5 fp32 vectors a row, tiles across frames
+    ("temporal", 1, 40, 3, 2, 16, "shift8", torch.bfloat16),  # flash over t, offset but aligned
+    ("temporal", 2, 5, 3, 2, 24, "fused", torch.float16),  # short kernel, vector rows
+    ("temporal", 2, 5, 3, 2, 24, "shift1", torch.float32),  # short kernel, misaligned by 4 bytes
+    ("spatial", 1, 3, 33, 1, 16, "dpad1", torch.bfloat16),  # odd row stride
+    ("spatial", 1, 2, 17, 1, 32, "scrambled", torch.float16),  # d stride != 1
+    ("temporal", 2, 5, 3, 2, 20, "fused", torch.float16),  # D = 20: no whole 8-element runs, all scalar
+    ("spatial", 1, 1, 45, 1, 20, "fused", torch.bfloat16),  # flash, D = 20: all scalar
+    ("joint", 1, 3, 11, 1, 3, "shift1", torch.float32),  # D = 3: all scalar
+]
+
+
+@pytest.mark.parametrize("case", VEC_CASES, ids=lambda c: "-".join(map(str, c)).replace("torch.", ""))
+def test_emulated_attention_vector_and_scalar_rows(emu, case):
+    axis, B, T, S, H, D, layout, dtype = case
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(case).encode()))
+    if layout == "scrambled":
+        q, k, v = _fused_qkv(B, T, S, H, D, "scrambled", dtype, gen).unbind(3)
+        grad_out = torch.randn((B, T, S, H, D), generator=gen, dtype=torch.float64).to(dtype)
+    else:
+        shift = {"shift1": 1, "shift8": 8}.get(layout, 0)
+        qkv = torch.randn((B, T, S, 3, H, D), generator=gen, dtype=torch.float64).to(dtype)
+        qkv = _shifted(qkv, shift, row_pad=1 if layout == "dpad1" else 0)
+        q, k, v = qkv.unbind(3)
+        grad_out = _shifted(torch.randn((B, T, S, H, D), generator=gen, dtype=torch.float64).to(dtype), shift)
+    if layout in ("shift1", "dpad1"):
+        assert q.data_ptr() % 16 != 0 or q.stride(2) * q.element_size() % 16 != 0
+    emu.emu_take_vector_accesses()
+    _check_attention(emu, q, k, v, grad_out, axis)
+    vector_accesses = emu.emu_take_vector_accesses()
+    width = 16 // q.element_size()
+    if D % width != 0:  # no tensor can take the vector path
+        assert vector_accesses == 0
+    else:  # at least the contiguous outputs (out, dq, dk, dv) do; misaligned inputs did not (the emulator aborts)
+        assert vector_accesses > 0
 
 
 def test_emulated_attention_peaked_softmax(emu):
@@ -337,3 +404,72 @@ def test_emulated_dmd_gradient_is_exactly_g_over_numel(emu):
     assert emu.emu_dmd_backward(0, _p(grad), _p(real), _p(fake), _p(norm), _p(weight), *_L(B, N), 132, _p(dx)) == 0
     g = reference.dmd_direction(x, real, fake, weight)
     assert torch.equal(dx, g / x.numel())
+
+
+# (shape, (pred, x0, noise, gradient) element shifts, dtype, sms): the 16-byte vector runs of losses.cu (taken when
+# every big tensor sits at the same offset from a 16-byte boundary: a scalar head, whole vectors, a scalar tail,
+# vectors that straddle two samples in the backward) and the scalar path (offsets differ).
+LOSS_VEC_CASES = [
+    ((3, 3001), (0, 0, 0, 0), torch.float16, 132),  # odd N: backward vectors cross samples
+    ((3, 3001), (1, 1, 1, 1), torch.bfloat16, 132),  # all misaligned alike: a scalar head aligns them all
+    ((2, 7, 5), (3, 3, 3, 3), torch.float32, 132),  # fp32, 12 bytes off
+    ((2, 3000), (5, 5, 5, 5), torch.bfloat16, 1),  # one chunk per sample
+    ((5, 1), (0, 0, 0, 0), torch.float32, 132),  # N = 1: a vector spans 4 samples
+    ((4, 2, 3), (2, 2, 2, 2), torch.float16, 132),  # N = 6 < 8
+    ((3, 3001), (1, 0, 0, 1), torch.float16, 132),  # offsets differ: scalar path
+    ((2, 7, 5), (0, 0, 0, 2), torch.float32, 132),  # gradient output offset differs: scalar backward
+]
+
+
+def _shifted_randn(shape, shift, dtype, gen):
+    return _shifted(torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype), shift)
+
+
+@pytest.mark.parametrize("case", LOSS_VEC_CASES, ids=lambda c: "-".join(map(str, c)).replace("torch.", ""))
+def test_emulated_losses_vector_and_scalar_runs(emu, case):
+    shape, shifts, dtype, sms = case
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(case).encode()))
+    pred, x0, noise = (_shifted_randn(shape, s, dtype, gen) for s in shifts[:3])
+    alpha, sigma, weight = _schedule(shape[0], gen)
+    a32, s32, w32 = alpha.float(), sigma.float(), weight.float()
+    B, N = shape[0], pred.numel() // shape[0]
+    code = DTYPE_CODE[dtype]
+    tol = TOLERANCE[dtype]
+    width = 16 // pred.element_size()
+    phases = [(t.data_ptr() % 16) for t in (pred, x0, noise)]
+    out_phase = (_shifted(torch.empty(shape, dtype=dtype), shifts[3]).data_ptr()) % 16
+
+    # denoising loss, v target: forward (pred, x0, noise), backward (pred, x0, noise, dpred)
+    emu.emu_take_vector_accesses()
+    loss = torch.empty((), dtype=torch.float32)
+    args = (code, _p(pred), _p(x0), _p(noise), _p(a32), _p(s32), _p(w32), 2, *_L(B, N), sms)
+    assert emu.emu_denoising_forward(*args, _p(loss)) == 0
+    forward_vectors = emu.emu_take_vector_accesses()
+    p64 = pred.double().requires_grad_()
+    ref = reference.denoising_loss(p64, x0.double(), noise.double(), alpha, sigma, weight, "v")
+    assert_rel_close(loss, ref, tol, "denoising loss")
+    dpred = _shifted(torch.empty(shape, dtype=dtype), shifts[3])
+    grad = torch.tensor([0.7], dtype=torch.float32)
+    assert emu.emu_denoising_backward(code, _p(grad), *args[1:], _p(dpred)) == 0
+    backward_vectors = emu.emu_take_vector_accesses()
+    (ref_grad,) = torch.autograd.grad(ref, p64, torch.tensor(0.7, dtype=torch.float64))
+    assert_rel_close(dpred, ref_grad, tol, "denoising gradient")
+    assert (forward_vectors > 0) == (len(set(phases)) == 1 and N >= 2 * width)
+    assert (backward_vectors > 0) == (len({*phases, out_phase}) == 1)
+
+    # DMD loss, weighted: forward (x, real, fake) = (noise, x0, pred), backward (real, fake, dx)
+    x, real, fake = noise, x0, pred
+    loss, norm = torch.empty((), dtype=torch.float32), torch.empty(B)
+    eps = ctypes.c_float(reference.DMD_NORM_EPS)
+    assert emu.emu_dmd_forward(code, _p(x), _p(real), _p(fake), _p(w32), eps, *_L(B, N), sms, _p(loss), _p(norm)) == 0
+    x64 = x.double().requires_grad_()
+    ref = reference.dmd_loss(x64, real.double(), fake.double(), weight)
+    assert_rel_close(loss, ref, tol, "dmd loss")
+    dx = _shifted(torch.empty(shape, dtype=dtype), shifts[3])
+    emu.emu_take_vector_accesses()
+    grad = torch.tensor([1.3], dtype=torch.float32)
+    assert emu.emu_dmd_backward(code, _p(grad), _p(real), _p(fake), _p(norm), _p(w32), *_L(B, N), sms, _p(dx)) == 0
+    dmd_backward_vectors = emu.emu_take_vector_accesses()
+    (ref_grad,) = torch.autograd.grad(ref, x64, torch.tensor(1.3, dtype=torch.float64))
+    assert_rel_close(dx, ref_grad, tol, "dmd gradient")
+    assert (dmd_backward_vectors > 0) == (len({phases[0], phases[1], out_phase}) == 1)

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "cuda/common.h"
 
@@ -64,32 +65,151 @@ inline AttnProblem make_attn_problem(int64_t B, int64_t T, int64_t S, int64_t H,
       p.L = T * S;
   }
   check(p.nseq <= kMaxGridX, "too many attention sequences for one grid");
+  check(p.L <= kMaxGridX, "attention sequence longer than 2^31 - 1 tokens");
   return p;
 }
 
-// Element offset of the first token of sequence `seq` in a tensor of strides `st`.
+// Element offset of the first token of sequence `seq` in a tensor of strides `st`. 32-bit index arithmetic (the
+// strides stay 64-bit): seq < nseq <= 2^31 - 1 and n < L <= 2^31 - 1 (make_attn_problem checks both).
 FASTVDM_HD int64_t seq_offset(const AttnProblem& p, const Strides5& st, int64_t seq) {
-  const int64_t h = seq % p.H, r = seq / p.H;
+  const uint32_t useq = static_cast<uint32_t>(seq), H = static_cast<uint32_t>(p.H);
+  const uint32_t h = useq % H, r = useq / H;
   switch (p.axis) {
-    case Axis::kSpatial:
-      return (r / p.T) * st.b + (r % p.T) * st.t + h * st.h;
-    case Axis::kTemporal:
-      return (r / p.S) * st.b + (r % p.S) * st.s + h * st.h;
+    case Axis::kSpatial: {
+      const uint32_t T = static_cast<uint32_t>(p.T);
+      return static_cast<int64_t>(r / T) * st.b + static_cast<int64_t>(r % T) * st.t + h * st.h;
+    }
+    case Axis::kTemporal: {
+      const uint32_t S = static_cast<uint32_t>(p.S);
+      return static_cast<int64_t>(r / S) * st.b + static_cast<int64_t>(r % S) * st.s + h * st.h;
+    }
     default:
       return r * st.b + h * st.h;
   }
 }
 
-// Element offset of token n of a sequence, relative to the sequence's first token.
-FASTVDM_HD int64_t token_offset(const AttnProblem& p, const Strides5& st, int64_t n) {
+// Token n of a sequence -> element offset (n / inner) * outer_stride + (n % inner) * inner_stride, relative to the
+// sequence's first token: spatial (inner = L, stride s), temporal (inner = L, stride t), joint (inner = S:
+// (t, s) = (n / S, n % S)).
+struct TokenMap {
+  int64_t inner, inner_stride, outer_stride;
+};
+
+// TokenMap::inner of every tensor of a problem.
+FASTVDM_HD int64_t token_inner(const AttnProblem& p) { return p.axis == Axis::kJoint ? p.S : p.L; }
+
+FASTVDM_HD TokenMap token_map(const AttnProblem& p, const Strides5& st) {
   switch (p.axis) {
     case Axis::kSpatial:
-      return n * st.s;
+      return TokenMap{p.L, st.s, 0};
     case Axis::kTemporal:
-      return n * st.t;
+      return TokenMap{p.L, st.t, 0};
     default:
-      return (n / p.S) * st.t + (n % p.S) * st.s;
+      return TokenMap{p.S, st.s, st.t};
   }
+}
+
+// Element offset of token n of a sequence, relative to the sequence's first token.
+FASTVDM_HD int64_t token_offset(const AttnProblem& p, const Strides5& st, int64_t n) {
+  const TokenMap m = token_map(p, st);
+  const uint32_t un = static_cast<uint32_t>(n), inner = static_cast<uint32_t>(m.inner);
+  return static_cast<int64_t>(un / inner) * m.outer_stride + static_cast<int64_t>(un % inner) * m.inner_stride;
+}
+
+// A token index n split as n = q * inner + s (TokenMap::inner; 32-bit: n < L <= 2^31 - 1).
+struct TokenIndex {
+  uint32_t q, s;
+};
+
+FASTVDM_HD TokenIndex token_index(int64_t n, int64_t inner) {
+  const uint32_t un = static_cast<uint32_t>(n), ui = static_cast<uint32_t>(inner);
+  return TokenIndex{un / ui, un % ui};
+}
+
+// The split of a + b from the splits of a and b, without a division.
+FASTVDM_HD TokenIndex token_add(TokenIndex a, TokenIndex b, int64_t inner) {
+  TokenIndex r{a.q + b.q, a.s + b.s};
+  if (r.s >= static_cast<uint32_t>(inner)) {
+    r.s -= static_cast<uint32_t>(inner);
+    ++r.q;
+  }
+  return r;
+}
+
+// A thread's share of a tile of `cols` columns (runs of elements) walked in row-major order, idx = start,
+// start + step, ...: its first position (r, c), the step (dr, dc) and r, dr as token indices. The same for every
+// tile a kernel loads with that shape, so it is computed once per kernel (the only divisions of the walk).
+struct RunPattern {
+  int r, c;          // first position: start = r * cols + c
+  int dr, dc, cols;  // step = dr * cols + dc, 0 <= dc < cols
+  TokenIndex r_tok, dr_tok;
+  FASTVDM_HD RunPattern(int cols_, int start, int step, int64_t inner)
+      : r(start / cols_),
+        c(start % cols_),
+        dr(step / cols_),
+        dc(step % cols_),
+        cols(cols_),
+        r_tok(token_index(start / cols_, inner)),
+        dr_tok(token_index(step / cols_, inner)) {}
+};
+
+// A thread's walk over a tile whose row r is token row0 + r of a sequence: keeps (r, c) and the element offset
+// of the row's token (token_offset(row0 + r)) up to date with adds and compares; no division (row0 comes split,
+// as a TokenIndex, and the pattern holds the rest). Rows at or past L get offsets that must not be dereferenced.
+struct TileWalk {
+  int r, c, dr, dc, cols;
+  uint32_t s, ds, inner;  // (row0 + r) % inner; dr % inner
+  int64_t off;            // token_offset(row0 + r)
+  int64_t doff;           // offset change of dr tokens, before the carry of s
+  int64_t inner_stride;
+  int64_t carry;          // offset change when s wraps: outer_stride - inner * inner_stride
+  FASTVDM_HD TileWalk(const TokenMap& m, const RunPattern& pat, TokenIndex row0)
+      : r(pat.r),
+        c(pat.c),
+        dr(pat.dr),
+        dc(pat.dc),
+        cols(pat.cols),
+        s(0),
+        ds(pat.dr_tok.s),
+        inner(static_cast<uint32_t>(m.inner)),
+        off(0),
+        doff(pat.dr_tok.q * m.outer_stride + pat.dr_tok.s * m.inner_stride),
+        inner_stride(m.inner_stride),
+        carry(m.outer_stride - m.inner * m.inner_stride) {
+    const TokenIndex n = token_add(row0, pat.r_tok, m.inner);
+    s = n.s;
+    off = n.q * m.outer_stride + n.s * m.inner_stride;
+  }
+  FASTVDM_HD void advance() {
+    r += dr;
+    c += dc;
+    s += ds;
+    off += doff;
+    if (s >= inner) {
+      s -= inner;
+      off += carry;
+    }
+    if (c >= cols) {  // one more row
+      c -= cols;
+      ++r;
+      ++s;
+      off += inner_stride;
+      if (s >= inner) {
+        s -= inner;
+        off += carry;
+      }
+    }
+  }
+};
+
+// Whether the rows (d = 0 .. D - 1) of a (B, T, S, H, D) tensor at `ptr` with strides `st` can move as 16-byte
+// vectors of 16 / elem_bytes elements: unit d stride, D a multiple of the vector width and every row start
+// 16-byte aligned (the base address and the strides of every dimension of size > 1 are multiples of 16 bytes).
+inline bool rows_vectorizable(const AttnProblem& p, const void* ptr, const Strides5& st, int elem_bytes) {
+  const int64_t w = 16 / elem_bytes;
+  if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0 || p.D % w != 0 || st.d != 1) return false;
+  auto ok = [w](int64_t size, int64_t stride) { return size == 1 || stride % w == 0; };
+  return ok(p.B, st.b) && ok(p.T, st.t) && ok(p.S, st.s) && ok(p.H, st.h);
 }
 
 FASTVDM_HD bool use_short_kernel(const AttnProblem& p) { return p.L <= kShortMaxL; }

@@ -5,6 +5,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
 #include "cuda/common.h"
 
 // Kernel launch and dynamic shared memory through macros, so that the kernels can also be compiled as plain C++
@@ -14,6 +18,10 @@
 #endif
 #ifndef FASTVDM_DYNAMIC_SMEM
 #define FASTVDM_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
+// Hook on every 16-byte vector access (the emulator checks the alignment and counts the accesses).
+#ifndef FASTVDM_VEC_ACCESS
+#define FASTVDM_VEC_ACCESS(ptr) ((void)0)
 #endif
 
 namespace fastvdm {
@@ -31,6 +39,85 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 template <>
 __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+
+// ------------------------------------------------------------------------------- 16-byte vector accesses
+// A run of W consecutive elements moved as one 16-byte access (ld/st.global.v4: 8 bf16 / fp16 or 4 fp32) when
+// W = kVecWidth<T>, as W scalar accesses when W = 1 (the fallback for misaligned pointers, odd sizes or strides).
+// The vector form needs a 16-byte aligned address; callers check that on the host (vec_aligned).
+template <typename T>
+constexpr int kVecWidth = static_cast<int>(16 / sizeof(T));
+
+// The run width as a type, for generic lambdas: f(RunWidth<W>{}) sees W as decltype(width)::value.
+template <int W>
+using RunWidth = std::integral_constant<int, W>;
+
+// f(RunWidth<kVecWidth<T>>{}) when `vec`, else f(RunWidth<1>{}).
+template <typename T, typename F>
+__device__ __forceinline__ void with_run_width(bool vec, F&& f) {
+  if (vec) {
+    f(RunWidth<kVecWidth<T>>{});
+  } else {
+    f(RunWidth<1>{});
+  }
+}
+
+FASTVDM_HD bool vec_aligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Elements of the address p (of T) that precede the next 16-byte boundary (0 when aligned).
+template <typename T>
+FASTVDM_HD int64_t vec_misalignment(const T* p) {
+  return static_cast<int64_t>(((16u - (reinterpret_cast<uintptr_t>(p) & 15u)) & 15u) / sizeof(T));
+}
+
+// v[0, W) = p[0, W) as fp32.
+template <int W, typename T>
+__device__ __forceinline__ void load_run(const T* __restrict__ p, float* v) {
+  if constexpr (W == 1) {
+    v[0] = to_f32(*p);
+  } else {
+    static_assert(W * sizeof(T) == 16, "a vector run is 16 bytes");
+    FASTVDM_VEC_ACCESS(p);
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+    T e[W];
+    memcpy(static_cast<void*>(e), &raw, 16);  // the 16 bytes as W elements
+#pragma unroll
+    for (int k = 0; k < W; ++k) v[k] = to_f32(e[k]);
+  }
+}
+
+// p[0, W) = v[0, W) rounded to T.
+template <int W, typename T>
+__device__ __forceinline__ void store_run(T* __restrict__ p, const float* v) {
+  if constexpr (W == 1) {
+    *p = from_f32<T>(v[0]);
+  } else {
+    static_assert(W * sizeof(T) == 16, "a vector run is 16 bytes");
+    FASTVDM_VEC_ACCESS(p);
+    T e[W];
+#pragma unroll
+    for (int k = 0; k < W; ++k) e[k] = from_f32<T>(v[k]);
+    uint4 raw;
+    memcpy(&raw, e, 16);
+    *reinterpret_cast<uint4*>(p) = raw;
+  }
+}
+
+// dst[0, W) = src[0, W) unchanged (zeros when src is null).
+template <int W, typename T>
+__device__ __forceinline__ void copy_run(T* __restrict__ dst, const T* __restrict__ src) {
+  if constexpr (W == 1) {
+    *dst = src ? *src : from_f32<T>(0.f);
+  } else {
+    static_assert(W * sizeof(T) == 16, "a vector run is 16 bytes");
+    FASTVDM_VEC_ACCESS(dst);
+    uint4 raw = make_uint4(0u, 0u, 0u, 0u);
+    if (src) {
+      FASTVDM_VEC_ACCESS(src);
+      raw = *reinterpret_cast<const uint4*>(src);
+    }
+    *reinterpret_cast<uint4*>(dst) = raw;
+  }
+}
 
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {

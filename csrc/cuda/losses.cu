@@ -1,12 +1,34 @@
 // Distillation-loss kernels (see losses.h for the math). Forward: one reduction pass over the inputs (grid of
 // B * blocks_per_sample chunk blocks writing double partials) and one single-thread finishing kernel that
 // combines them in a fixed order. Backward: one elementwise grid-stride pass writing the gradient.
+//
+// Memory access: every kernel is instantiated for a run width W. W = kVecWidth<T> (8 bf16 / fp16, 4 fp32) moves
+// 16-byte vectors (ld/st.global.v4); it is chosen when all the big tensors' base addresses share their offset
+// from a 16-byte boundary, so one scalar head (the elements before the first boundary) aligns every tensor at
+// once; a scalar tail follows the last whole vector. W = 1 (pointers at different offsets) is the scalar path.
+// Index math: a reduction block decodes (b, j) once; the elementwise pass tracks the sample of its element with
+// a SampleWalk (adds and a compare per step, no division per element).
+#include <initializer_list>
+
 #include "cuda/device_utils.cuh"
 #include "cuda/losses.h"
 
 namespace fastvdm {
 namespace cuda {
 namespace {
+
+// Calls f(RunWidth<w>{}, i) for the runs of [0, len) that thread t of nt (nt >= W) owns: with W > 1, the
+// `head` elements before the first 16-byte boundary one by one, then whole runs of W from i = head, then the
+// scalar tail; with W = 1, every element. No division: W is a power of two.
+template <int W, typename F>
+__device__ __forceinline__ void for_each_run(int64_t len, int64_t head, int64_t t, int64_t nt, F&& f) {
+  head = W > 1 ? min64(head, len) : 0;
+  const int64_t nvec = (len - head) / W;
+  const int64_t tail = head + nvec * W;
+  if (W > 1 && t < head) f(RunWidth<1>{}, t);
+  for (int64_t v = t; v < nvec; v += nt) f(RunWidth<W>{}, head + v * W);
+  if (W > 1 && t < len - tail) f(RunWidth<1>{}, tail + t);
+}
 
 // The regression target of element i of sample b (kind: 0 eps, 1 x0, 2 v).
 __device__ __forceinline__ float target_value(int kind, float x0, float noise, float alpha, float sigma) {
@@ -16,23 +38,34 @@ __device__ __forceinline__ float target_value(int kind, float x0, float noise, f
 }
 
 // Grid: plan.grid blocks; block (b, j) sums (pred - target)^2 over chunk j of sample b into partial[blk].
-template <typename T>
+template <typename T, int W>
 __global__ void denoising_sums_kernel(const T* __restrict__ pred, const T* __restrict__ x0,
                                       const T* __restrict__ noise, const float* __restrict__ alpha,
                                       const float* __restrict__ sigma, int kind, LossReducePlan plan,
                                       double* __restrict__ partial) {
   __shared__ double scratch[32];
   const int64_t blk = blockIdx.x;
-  const int64_t b = blk / plan.blocks_per_sample, j = blk % plan.blocks_per_sample;
-  int64_t begin, end;
+  int64_t b, j, begin, end;
+  loss_block_coords(plan, blk, &b, &j);
   loss_chunk_range(plan.N, plan.chunk, j, &begin, &end);
-  const int64_t base = b * plan.N;
+  const int64_t base = b * plan.N + begin;
+  const T* p = pred + base;
+  const T* x = x0 + base;
+  const T* n = noise + base;
   const float a = kind == 2 ? alpha[b] : 0.f, s = kind == 2 ? sigma[b] : 0.f;
   float acc = 0.f;
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    const float d = to_f32(pred[base + i]) - target_value(kind, to_f32(x0[base + i]), to_f32(noise[base + i]), a, s);
-    acc = fmaf(d, d, acc);
-  }
+  for_each_run<W>(end - begin, vec_misalignment(p), threadIdx.x, blockDim.x, [&](auto width, int64_t i) {
+    constexpr int w = decltype(width)::value;
+    float pv[w], xv[w], nv[w];
+    load_run<w>(p + i, pv);
+    load_run<w>(x + i, xv);
+    load_run<w>(n + i, nv);
+#pragma unroll
+    for (int k = 0; k < w; ++k) {
+      const float d = pv[k] - target_value(kind, xv[k], nv[k], a, s);
+      acc = fmaf(d, d, acc);
+    }
+  });
   const double total = block_sum(static_cast<double>(acc), scratch);
   if (threadIdx.x == 0) partial[blk] = total;
 }
@@ -50,7 +83,19 @@ __global__ void denoising_finish_kernel(const double* __restrict__ partial, cons
   *loss = static_cast<float>(total / static_cast<double>(plan.B * plan.N));
 }
 
-template <typename T>
+// Per-sample factors of the denoising gradient: dpred = coef * (pred - target(a, s)).
+struct DenoisingCoef {
+  float coef, a, s;
+};
+
+__device__ __forceinline__ DenoisingCoef denoising_coef(float base, const float* weight, const float* alpha,
+                                                        const float* sigma, int kind, int64_t b) {
+  return DenoisingCoef{weight ? __fmul_rn(base, weight[b]) : base, kind == 2 ? alpha[b] : 0.f,
+                       kind == 2 ? sigma[b] : 0.f};
+}
+
+// Grid-stride elementwise pass over the B * N elements (thread t of nt takes every nt-th run).
+template <typename T, int W>
 __global__ void denoising_backward_kernel(const float* __restrict__ grad, const T* __restrict__ pred,
                                           const T* __restrict__ x0, const T* __restrict__ noise,
                                           const float* __restrict__ alpha, const float* __restrict__ sigma,
@@ -58,33 +103,66 @@ __global__ void denoising_backward_kernel(const float* __restrict__ grad, const 
                                           T* __restrict__ dpred) {
   const int64_t total = B * N;
   const float base = __fdiv_rn(2.0f * grad[0], static_cast<float>(total));  // IEEE even under --use_fast_math
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = i / N;
-    const float coef = weight ? __fmul_rn(base, weight[b]) : base;
-    const float a = kind == 2 ? alpha[b] : 0.f, s = kind == 2 ? sigma[b] : 0.f;
-    const float d = to_f32(pred[i]) - target_value(kind, to_f32(x0[i]), to_f32(noise[i]), a, s);
-    dpred[i] = from_f32<T>(coef * d);
-  }
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t nt = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t head = W > 1 ? min64(vec_misalignment(pred), total) : 0;
+  // runs of W elements from `head`; the sample of a run's first element is tracked by a walk
+  SampleWalk walk(head + t * W, nt * W, N);
+  for_each_run<W>(total, head, t, nt, [&](auto width, int64_t i) {
+    constexpr int w = decltype(width)::value;
+    int64_t b, r;
+    if constexpr (w == W) {  // a run of the strided loop: walk's position
+      b = walk.b;
+      r = walk.r;
+      walk.advance();
+    } else {  // head or tail: at most one element per thread
+      b = i / N;
+      r = i - b * N;
+    }
+    float pv[w], xv[w], nv[w], out[w];
+    load_run<w>(pred + i, pv);
+    load_run<w>(x0 + i, xv);
+    load_run<w>(noise + i, nv);
+    DenoisingCoef c = denoising_coef(base, weight, alpha, sigma, kind, b);
+#pragma unroll
+    for (int k = 0; k < w; ++k) {
+      out[k] = c.coef * (pv[k] - target_value(kind, xv[k], nv[k], c.a, c.s));
+      if (w > 1 && ++r == N && k + 1 < w) {  // the run crosses into the next sample
+        r = 0;
+        c = denoising_coef(base, weight, alpha, sigma, kind, ++b);
+      }
+    }
+    store_run<w>(dpred + i, out);
+  });
 }
 
 // Block (b, j): partial[2 * blk] = sum |x - x0_real|, partial[2 * blk + 1] = sum (x0_fake - x0_real)^2.
-template <typename T>
+template <typename T, int W>
 __global__ void dmd_sums_kernel(const T* __restrict__ x, const T* __restrict__ real, const T* __restrict__ fake,
                                 LossReducePlan plan, double* __restrict__ partial) {
   __shared__ double scratch[32];
   const int64_t blk = blockIdx.x;
-  const int64_t b = blk / plan.blocks_per_sample, j = blk % plan.blocks_per_sample;
-  int64_t begin, end;
+  int64_t b, j, begin, end;
+  loss_block_coords(plan, blk, &b, &j);
   loss_chunk_range(plan.N, plan.chunk, j, &begin, &end);
-  const int64_t base = b * plan.N;
+  const int64_t base = b * plan.N + begin;
+  const T* xp = x + base;
+  const T* rp = real + base;
+  const T* fp = fake + base;
   float abs_acc = 0.f, sq_acc = 0.f;
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    const float r = to_f32(real[base + i]);
-    const float d = to_f32(fake[base + i]) - r;
-    abs_acc += fabsf(to_f32(x[base + i]) - r);
-    sq_acc = fmaf(d, d, sq_acc);
-  }
+  for_each_run<W>(end - begin, vec_misalignment(xp), threadIdx.x, blockDim.x, [&](auto width, int64_t i) {
+    constexpr int w = decltype(width)::value;
+    float xv[w], rv[w], fv[w];
+    load_run<w>(xp + i, xv);
+    load_run<w>(rp + i, rv);
+    load_run<w>(fp + i, fv);
+#pragma unroll
+    for (int k = 0; k < w; ++k) {
+      const float d = fv[k] - rv[k];
+      abs_acc += fabsf(xv[k] - rv[k]);
+      sq_acc = fmaf(d, d, sq_acc);
+    }
+  });
   const double a = block_sum(static_cast<double>(abs_acc), scratch);
   const double q = block_sum(static_cast<double>(sq_acc), scratch);
   if (threadIdx.x == 0) {
@@ -112,19 +190,56 @@ __global__ void dmd_finish_kernel(const double* __restrict__ partial, const floa
   *loss = static_cast<float>(0.5 * total / static_cast<double>(plan.B * plan.N));
 }
 
-template <typename T>
+template <typename T, int W>
 __global__ void dmd_backward_kernel(const float* __restrict__ grad, const T* __restrict__ real,
                                     const T* __restrict__ fake, const float* __restrict__ norm,
                                     const float* __restrict__ weight, int64_t B, int64_t N, T* __restrict__ dx) {
   const int64_t total = B * N;
   const float scale = __fdiv_rn(grad[0], static_cast<float>(total));
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = i / N;
-    float g = __fdiv_rn(to_f32(fake[i]) - to_f32(real[i]), norm[b]);  // the reference's rounding, bit for bit
-    if (weight) g = __fmul_rn(g, weight[b]);
-    dx[i] = from_f32<T>(__fmul_rn(g, scale));
-  }
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t nt = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t head = W > 1 ? min64(vec_misalignment(real), total) : 0;
+  SampleWalk walk(head + t * W, nt * W, N);
+  for_each_run<W>(total, head, t, nt, [&](auto width, int64_t i) {
+    constexpr int w = decltype(width)::value;
+    int64_t b, r;
+    if constexpr (w == W) {
+      b = walk.b;
+      r = walk.r;
+      walk.advance();
+    } else {
+      b = i / N;
+      r = i - b * N;
+    }
+    float rv[w], fv[w], out[w];
+    load_run<w>(real + i, rv);
+    load_run<w>(fake + i, fv);
+    float nb = norm[b], wb = weight ? weight[b] : 1.f;
+#pragma unroll
+    for (int k = 0; k < w; ++k) {
+      float g = __fdiv_rn(fv[k] - rv[k], nb);  // the reference's rounding, bit for bit
+      if (weight) g = __fmul_rn(g, wb);
+      out[k] = __fmul_rn(g, scale);
+      if (w > 1 && ++r == N && k + 1 < w) {
+        r = 0;
+        ++b;
+        nb = norm[b];
+        wb = weight ? weight[b] : 1.f;
+      }
+    }
+    store_run<w>(dx + i, out);
+  });
+}
+
+// The run width of a pass over `ptrs` (the big tensors of one call): the vector width when every pointer sits at
+// the same offset from a 16-byte boundary (one scalar head then aligns them all), else 1.
+template <typename T>
+bool vector_phase_shared(std::initializer_list<const void*> ptrs) {
+  const uintptr_t phase = reinterpret_cast<uintptr_t>(*ptrs.begin()) & 15u;
+  if (phase % sizeof(T) != 0) return false;
+  for (const void* p : ptrs)
+    if ((reinterpret_cast<uintptr_t>(p) & 15u) != phase) return false;
+  return true;
 }
 
 }  // namespace
@@ -134,8 +249,10 @@ cudaError_t denoising_loss_forward(DType dtype, const void* pred, const void* x0
                                    const LossReducePlan& plan, double* partial, float* loss, cudaStream_t stream) {
   const unsigned grid = static_cast<unsigned>(plan.grid);
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
-    FASTVDM_LAUNCH(denoising_sums_kernel<T>, grid, plan.threads, 0, stream, static_cast<const T*>(pred),
-                   static_cast<const T*>(x0), static_cast<const T*>(noise), alpha, sigma, target, plan, partial);
+    const auto kernel = vector_phase_shared<T>({pred, x0, noise}) ? denoising_sums_kernel<T, kVecWidth<T>>
+                                                                   : denoising_sums_kernel<T, 1>;
+    FASTVDM_LAUNCH(kernel, grid, plan.threads, 0, stream, static_cast<const T*>(pred), static_cast<const T*>(x0),
+                   static_cast<const T*>(noise), alpha, sigma, target, plan, partial);
   });
   FASTVDM_LAUNCH(denoising_finish_kernel, 1, 32, 0, stream, partial, weight, plan, loss);
   return cudaGetLastError();
@@ -147,9 +264,10 @@ cudaError_t denoising_loss_backward(DType dtype, const float* grad, const void* 
   const ElementwisePlan p = plan_elementwise(B * N, num_sms);
   const unsigned grid = static_cast<unsigned>(p.grid);
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
-    FASTVDM_LAUNCH(denoising_backward_kernel<T>, grid, p.threads, 0, stream, grad, static_cast<const T*>(pred),
-                   static_cast<const T*>(x0), static_cast<const T*>(noise), alpha, sigma, weight, target, B, N,
-                   static_cast<T*>(dpred));
+    const auto kernel = vector_phase_shared<T>({pred, x0, noise, dpred}) ? denoising_backward_kernel<T, kVecWidth<T>>
+                                                                          : denoising_backward_kernel<T, 1>;
+    FASTVDM_LAUNCH(kernel, grid, p.threads, 0, stream, grad, static_cast<const T*>(pred), static_cast<const T*>(x0),
+                   static_cast<const T*>(noise), alpha, sigma, weight, target, B, N, static_cast<T*>(dpred));
   });
   return cudaGetLastError();
 }
@@ -159,8 +277,10 @@ cudaError_t dmd_loss_forward(DType dtype, const void* x, const void* x0_real, co
                              float* loss, float* norm, cudaStream_t stream) {
   const unsigned grid = static_cast<unsigned>(plan.grid);
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
-    FASTVDM_LAUNCH(dmd_sums_kernel<T>, grid, plan.threads, 0, stream, static_cast<const T*>(x),
-                   static_cast<const T*>(x0_real), static_cast<const T*>(x0_fake), plan, partial);
+    const auto kernel =
+        vector_phase_shared<T>({x, x0_real, x0_fake}) ? dmd_sums_kernel<T, kVecWidth<T>> : dmd_sums_kernel<T, 1>;
+    FASTVDM_LAUNCH(kernel, grid, plan.threads, 0, stream, static_cast<const T*>(x), static_cast<const T*>(x0_real),
+                   static_cast<const T*>(x0_fake), plan, partial);
   });
   FASTVDM_LAUNCH(dmd_finish_kernel, 1, 32, 0, stream, partial, weight, norm_eps, plan, loss, norm);
   return cudaGetLastError();
@@ -172,7 +292,9 @@ cudaError_t dmd_loss_backward(DType dtype, const float* grad, const void* x0_rea
   const ElementwisePlan p = plan_elementwise(B * N, num_sms);
   const unsigned grid = static_cast<unsigned>(p.grid);
   FASTVDM_DISPATCH_DTYPE(dtype, T, {
-    FASTVDM_LAUNCH(dmd_backward_kernel<T>, grid, p.threads, 0, stream, grad, static_cast<const T*>(x0_real),
+    const auto kernel = vector_phase_shared<T>({x0_real, x0_fake, dx}) ? dmd_backward_kernel<T, kVecWidth<T>>
+                                                                        : dmd_backward_kernel<T, 1>;
+    FASTVDM_LAUNCH(kernel, grid, p.threads, 0, stream, grad, static_cast<const T*>(x0_real),
                    static_cast<const T*>(x0_fake), norm, weight, B, N, static_cast<T*>(dx));
   });
   return cudaGetLastError();

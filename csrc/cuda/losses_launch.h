@@ -39,11 +39,37 @@ inline LossReducePlan plan_loss_reduce(int64_t B, int64_t N, int num_sms) {
   return p;
 }
 
+// Sample b and chunk j of reduction block blk (32-bit arithmetic: grid <= 2^31 - 1, blocks_per_sample <= 1024).
+FASTVDM_HD void loss_block_coords(const LossReducePlan& p, int64_t blk, int64_t* b, int64_t* j) {
+  const uint32_t ublk = static_cast<uint32_t>(blk), bps = static_cast<uint32_t>(p.blocks_per_sample);
+  *b = ublk / bps;
+  *j = ublk - static_cast<uint32_t>(*b) * bps;
+}
+
 // [begin, end) of chunk j of a sample.
 FASTVDM_HD void loss_chunk_range(int64_t N, int64_t chunk, int64_t j, int64_t* begin, int64_t* end) {
   *begin = j * chunk;
   *end = min64(N, *begin + chunk);
 }
+
+// Walks the flat index i = start, start + step, start + 2 step, ... of a (B, N) array as (b, r), i = b * N + r,
+// with adds and one compare per step: the 64-bit divisions happen once, in the constructor (a thread's
+// grid-stride loop then needs none per element).
+struct SampleWalk {
+  int64_t b, r;    // current sample and position in it
+  int64_t db, dr;  // step = db * N + dr, 0 <= dr < N
+  int64_t N;
+  FASTVDM_HD SampleWalk(int64_t start, int64_t step, int64_t n)
+      : b(start / n), r(start % n), db(step / n), dr(step % n), N(n) {}
+  FASTVDM_HD void advance() {
+    b += db;
+    r += dr;
+    if (r >= N) {
+      r -= N;
+      ++b;
+    }
+  }
+};
 
 struct ElementwisePlan {
   int64_t grid;

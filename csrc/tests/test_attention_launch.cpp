@@ -54,6 +54,29 @@ static Strides5 scrambled(int64_t B, int64_t T, int64_t S, int64_t D) {
   return Strides5{sb, st, ss, sh, sd};
 }
 
+// A thread's TileWalk over every tile of a kernel's loop (row0 = 0, rows, 2 rows, ... advanced as a TokenIndex, the
+// pattern built once) visits exactly its share of each tile, idx = start, start + step, ..., with the offsets of
+// token_offset: the division-free walk of attention.cu against the plain formulas.
+static void check_walk(const AttnProblem& p, const Strides5& st, int rows, int cols, int step) {
+  const TokenMap m = token_map(p, st);
+  const int64_t inner = token_inner(p);
+  CHECK(m.inner == inner);
+  const TokenIndex rows_tok = token_index(rows, inner);
+  for (int start = 0; start < step; ++start) {
+    const RunPattern pat(cols, start, step, inner);
+    TokenIndex row0_tok{0, 0};
+    for (int64_t row0 = 0; row0 < p.L; row0 += rows, row0_tok = token_add(row0_tok, rows_tok, inner)) {
+      CHECK(row0_tok.q * inner + row0_tok.s == row0 && row0_tok.s < inner);
+      int idx = start;
+      for (TileWalk w(m, pat, row0_tok); w.r < rows; w.advance(), idx += step) {
+        CHECK(w.r == idx / cols && w.c == idx % cols);
+        if (row0 + w.r < p.L) CHECK(w.off == token_offset(p, st, row0 + w.r));
+      }
+      CHECK(idx >= rows * cols && idx - step < rows * cols);
+    }
+  }
+}
+
 int main() {
   struct Shape {
     int64_t B, T, S, H, D;
@@ -67,6 +90,44 @@ int main() {
       check_addressing(sh.B, sh.T, sh.S, sh.H, sh.D, axis, fused(sh.T, sh.S, sh.H, sh.D, 3));  // padded frames
       check_addressing(sh.B, sh.T, sh.S, sh.H, sh.D, axis, scrambled(sh.B, sh.T, sh.S, sh.D));
     }
+  }
+
+  // the division-free tile walks (flash tiles of 32 / 64 rows, 128 threads; short tiles, 32 lanes) for every axis
+  for (Axis axis : {Axis::kSpatial, Axis::kTemporal, Axis::kJoint}) {
+    for (const Shape& sh :
+         {Shape{1, 3, 17, 2, 40}, Shape{2, 70, 1, 1, 8}, Shape{1, 5, 7, 3, 16}, Shape{1, 2, 64, 1, 24}}) {
+      const AttnProblem p = make_attn_problem(sh.B, sh.T, sh.S, sh.H, sh.D, axis);
+      const Strides5 st = fused(sh.T, sh.S, sh.H, sh.D, 3);  // padded frames: t and s strides both matter
+      for (int cols : {1, 3, 5, 8, 16, 40}) {
+        check_walk(p, st, 32, cols, 128);
+        check_walk(p, st, 64, cols, 128);
+        check_walk(p, scrambled(sh.B, sh.T, sh.S, sh.D), 32, cols, 32);
+      }
+    }
+  }
+
+  // rows_vectorizable: 16-byte aligned base, unit d stride, D and every stride (of a dimension > 1) in whole vectors
+  {
+    alignas(16) static unsigned char buf[64];
+    const AttnProblem p = make_attn_problem(2, 3, 5, 2, 16, Axis::kJoint);
+    const Strides5 c = contiguous_strides(3, 5, 2, 16);
+    CHECK(rows_vectorizable(p, buf, c, 2) && rows_vectorizable(p, buf, c, 4));
+    CHECK(!rows_vectorizable(p, buf + 2, c, 2) && !rows_vectorizable(p, buf + 4, c, 4));  // misaligned base
+    CHECK(rows_vectorizable(p, buf + 16, c, 2));
+    CHECK(!rows_vectorizable(p, buf, scrambled(2, 3, 5, 16), 2));  // d stride != 1
+    CHECK(rows_vectorizable(p, buf, fused(3, 5, 2, 16, 0), 2));  // fused QKV rows: strides of 3 H D
+    Strides5 odd = c;
+    odd.s = 16 * 2 + 4;  // padded rows of 36 elements: not whole 8-element vectors, whole 4-float ones
+    CHECK(!rows_vectorizable(p, buf, odd, 2) && rows_vectorizable(p, buf, odd, 4));
+    const AttnProblem p1 = make_attn_problem(1, 1, 5, 1, 16, Axis::kSpatial);
+    Strides5 single = c;
+    single.b = 3;  // B = T = H = 1: their strides never move a row
+    single.t = 7;
+    single.h = 5;
+    CHECK(rows_vectorizable(p1, buf, single, 2));
+    const AttnProblem p20 = make_attn_problem(1, 1, 5, 1, 20, Axis::kSpatial);  // D = 20: 5 fp32, 2.5 bf16 vectors
+    CHECK(!rows_vectorizable(p20, buf, contiguous_strides(1, 5, 1, 20), 2));
+    CHECK(rows_vectorizable(p20, buf, contiguous_strides(1, 5, 1, 20), 4));
   }
 
   // sequence length and kernel choice per axis

@@ -27,9 +27,21 @@ static void check_plan(int64_t B, int64_t N, int sms) {
     expect = end;
   }
   CHECK(expect == N);
-  // the block id decodes back to (sample, chunk) as the kernels do
-  const int64_t last = p.grid - 1;
-  CHECK(last / p.blocks_per_sample == B - 1 && last % p.blocks_per_sample == p.blocks_per_sample - 1);
+  // the block id decodes back to (sample, chunk) as the kernels do (32-bit arithmetic)
+  for (int64_t blk : {int64_t(0), p.grid / 2, p.grid - 1}) {
+    int64_t b, j;
+    loss_block_coords(p, blk, &b, &j);
+    CHECK(b == blk / p.blocks_per_sample && j == blk % p.blocks_per_sample);
+  }
+}
+
+// SampleWalk visits start, start + step, ... as (i / N, i % N) without dividing per step.
+static void check_sample_walk(int64_t N, int64_t start, int64_t step, int steps) {
+  SampleWalk w(start, step, N);
+  for (int k = 0; k < steps; ++k, w.advance()) {
+    const int64_t i = start + k * step;
+    CHECK(w.b == i / N && w.r == i % N);
+  }
 }
 
 int main() {
@@ -38,6 +50,11 @@ int main() {
   for (int64_t B : Bs)
     for (int64_t N : Ns)
       for (int sms : {1, 108, 132}) check_plan(B, N, sms);
+
+  for (int64_t N : {int64_t(1), int64_t(3), int64_t(7), int64_t(8), int64_t(1000), int64_t(3001), int64_t(1) << 33})
+    for (int64_t start : {int64_t(0), int64_t(5), int64_t(1023), int64_t(1) << 31})
+      for (int64_t step : {int64_t(1), int64_t(8), int64_t(4224 * 8), (int64_t(1) << 34) + 3})
+        check_sample_walk(N, start, step, 50);
 
   // a huge batch of tiny samples: more than 65,535 blocks on grid.x (allowed up to 2^31 - 1)
   {

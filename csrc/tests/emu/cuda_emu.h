@@ -7,6 +7,9 @@
 // the threads of the one running block); dynamic shared memory is a per-block buffer filled with 0xFF bytes (NaN
 // as floats) so reads of uninitialized shared memory show up. "Device" pointers are host pointers.
 //
+// 16-byte vector accesses (FASTVDM_VEC_ACCESS, device_utils.cuh) abort unless the address is 16-byte aligned, as
+// the hardware would fault, and are counted (vec_accesses) so tests can tell the vector path from the scalar one.
+//
 // WMMA (nvcuda::wmma, 16x16x16) is emulated with whole tiles per thread (FASTVDM_EMULATE_WMMA makes the kernels
 // take their tensor-core path for bf16 / fp16): the emulation checks the pointer alignment (32 bytes) and ldm
 // rules of load/store_matrix_sync and computes the products in fp32 (exact products of bf16 / fp16 inputs, like
@@ -21,6 +24,7 @@
 #include <cuda_runtime_api.h>
 
 #include <array>
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -79,6 +83,16 @@ inline T shfl_xor(T v, int lane_mask) {
   return out;
 }
 
+inline std::atomic<long long>& vec_accesses() {
+  static std::atomic<long long> n{0};
+  return n;
+}
+
+inline void vec_access(const void* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) std::abort();  // a misaligned 16-byte access faults on a GPU
+  vec_accesses().fetch_add(1, std::memory_order_relaxed);
+}
+
 inline std::mutex& atomic_mutex() {
   static std::mutex m;
   return m;
@@ -126,6 +140,7 @@ void launch(Kernel kernel, dim3 grid, dim3 block, size_t smem_bytes, Args... arg
 #define FASTVDM_LAUNCH(kernel, grid, block, smem, stream, ...) \
   ((void)(stream), ::fastvdm_emu::launch(kernel, dim3(grid), dim3(block), static_cast<size_t>(smem), __VA_ARGS__))
 #define FASTVDM_DYNAMIC_SMEM(name) unsigned char* name = ::fastvdm_emu::tl_block->smem
+#define FASTVDM_VEC_ACCESS(ptr) ::fastvdm_emu::vec_access(ptr)
 
 inline void __syncthreads() { ::fastvdm_emu::syncthreads(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { ::fastvdm_emu::syncwarp(); }

@@ -15,6 +15,9 @@ fc::Strides5 strides5(const int64_t* s) { return fc::Strides5{s[0], s[1], s[2], 
 
 extern "C" {
 
+// 16-byte vector accesses made by the kernels since the last call (resets the count).
+long long emu_take_vector_accesses() { return fastvdm_emu::vec_accesses().exchange(0); }
+
 // Returns 0 on success, 1 for a planner error (unsupported input), 2 for a CUDA error.
 int emu_denoising_forward(int dtype, const void* pred, const void* x0, const void* noise, const float* alpha,
                           const float* sigma, const float* weight, int target, int64_t B, int64_t N, int num_sms,
