@@ -4,6 +4,7 @@
         [--frames 8 --size 32 --clips 1500 --cache runs/cache/train.safetensors] [--batch 4 --lr 2e-4]
     fastvdm train teacher --data CLIPS.safetensors|DIR --preset tiny --steps N --out DIR
     torchrun --nproc-per-node 2 -m fastvdm train teacher ...     # data parallel (gloo on CPU, nccl on GPU)
+    torchrun --nproc-per-node 8 -m fastvdm train teacher --preset base --fsdp ...   # parameters sharded (FSDP2)
 
 ``--data`` takes a clip cache written by ``fastvdm.data.dataset.cache_clips`` (or a folder of them; both read
 by ``fastvdm.data.open_clips``);
@@ -44,6 +45,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="LR after the warmup: constant, or cosine decay to 0 at --steps (default constant)")
     t.add_argument("--p-uncond", type=float, default=0.1, help="condition dropout probability (default 0.1)")
+    t.add_argument("--fsdp", action="store_true",
+                   help="under torchrun: shard the model, its EMA and the optimizer state over the ranks (FSDP2 "
+                        "fully_shard) instead of replicating them (DDP); checkpoints stay full, so a run resumes "
+                        "with or without it")
     add_run_args(t, ema=0.999, ckpt_every=100, keep=3, changed="--frames/--size/--preset/--data/--batch")
     t.set_defaults(func=main_teacher)
     from fastvdm.cli.distill import add_parser as add_distill_parser  # `fastvdm train distill` (issue 8)
@@ -81,6 +86,7 @@ def main_teacher(args: argparse.Namespace) -> int:
     run = RunConfig(out_dir=args.out, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
                     keep_last=args.keep, grad_clip=args.grad_clip, warmup_steps=args.warmup,
                     lr_schedule=args.lr_schedule, amp=not args.no_amp, allow_config_change=args.allow_config_change,
+                    parallel="fsdp" if args.fsdp else "ddp",
                     config={"stage": "teacher", "preset": args.preset, "batch": args.batch, "lr": args.lr,
                             "p_uncond": args.p_uncond, "data": args.data or "synthetic", "lr_schedule": args.lr_schedule,
                             "denoiser": args.denoiser, "weighting": args.weighting, "init": args.init,
@@ -88,7 +94,7 @@ def main_teacher(args: argparse.Namespace) -> int:
     if rank == 0:
         n = sum(p.numel() for p in model.parameters())
         print(f"teacher {args.preset}: {n / 1e6:.2f}M parameters, {len(dataset)} clips, batch {args.batch}, "
-              f"{world} process(es) on {device}", flush=True)
+              f"{world} process(es) on {device}{' (FSDP)' if args.fsdp and world > 1 else ''}", flush=True)
     batches = DatasetBatches(dataset, args.batch, args.seed, workers=args.workers)
     logs = train(run, state, TeacherStep(p_uncond=args.p_uncond, weighting=args.weighting), batches)
     if rank == 0 and logs:
