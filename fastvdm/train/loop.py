@@ -314,7 +314,10 @@ class StepContext:
     state, step (0-based index of this step), rank, world_size, device, amp (bf16 autocast on), run.
     ``generator(sample_id)``: a CPU torch.Generator seeded by (run seed, step, sample_id): draw each sample's
     noise/timestep from it and the randomness of a global batch does not depend on how it is split over ranks.
-    ``model(name)``: the model to call (under DDP its DistributedDataParallel wrapper).
+    ``step_generator()``: a CPU torch.Generator seeded by (run seed, step) alike on every rank: for draws the whole
+    global batch shares.
+    ``model(name)``: the model to call (under DDP its DistributedDataParallel wrapper); ``wrap(module)``: the
+    same for a registered model given as the module (any other module is returned as it is).
     ``backward_step(opt_name, loss)``: backward, gradient averaging over ranks (by DDP during the backward for
     models called through ``model(name)``, else one all-reduce), clip, warmup LR, optimizer step, zero grads;
     returns the pre-clip gradient norm (float).
@@ -343,8 +346,18 @@ class StepContext:
         self._ddp_params.update(id(p) for p in m.parameters())
         return wrapped
 
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``model(name)`` of the registered model that is ``module``; ``module`` itself when it is not one."""
+        for name, m in self.state.models.items():
+            if m is module:
+                return self.model(name)
+        return module
+
     def generator(self, sample_id: int) -> torch.Generator:
         return torch.Generator().manual_seed(_sample_seed(self.run.seed, self.step, int(sample_id)))
+
+    def step_generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(_sample_seed(self.run.seed, self.step, 2**64 - 1))  # no sample's id
 
     def backward_step(self, opt_name: str, loss: torch.Tensor, retain_graph: bool = False) -> float:
         opt = self.state.optimizers[opt_name]
