@@ -12,10 +12,10 @@ See :mod:`fastvdm.train` for the usage contract. The pieces:
 Data parallelism: under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs the same step on its shard of the
 global batch. A step function that calls its network through ``ctx.model(name)`` gets it wrapped in
 ``torch.nn.parallel.DistributedDataParallel``: its gradients are averaged over the ranks in buckets while the
-backward pass runs (overlapping communication with compute). ``backward_step`` averages, by one all-reduce,
-only the gradients DDP did not already reduce (models used directly, e.g. by the GAN and DMD stages, whose
-several forwards and backwards per step DDP's one-forward-one-backward contract does not fit), then clips and
-steps. Backend gloo on CPU, nccl on GPU.
+backward pass runs (overlapping communication with compute); ``ctx.wrap(module)`` does the same for a registered
+model given as the module (the distillation stages call every forward whose backward updates a model this way).
+``backward_step`` averages, by one all-reduce, only the gradients DDP did not already reduce (models called
+directly, e.g. a custom discriminator), then clips and steps. Backend gloo on CPU, nccl on GPU.
 
 Sharded data parallelism: ``RunConfig(parallel="fsdp")`` (``fastvdm train teacher --fsdp``) shards every model
 that has trainable parameters, and its EMA, with FSDP2 (``torch.distributed.fsdp.fully_shard``: each
