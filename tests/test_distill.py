@@ -269,7 +269,7 @@ def teacher():
         model.conv_out.weight.normal_(0, 0.1)
     return model
 
-def main(out, steps, batch):
+def main(out, steps, batch, parallel="ddp"):
     torch.set_num_threads(1)
     runs = {"gan": GANConfig(lr_g=1e-3, lr_d=1e-3, disc_steps=2),
             "kl": KLConfig(lr_g=1e-3, lr_fake=1e-3, lr_d=1e-3, fake_steps=2, disc_steps=1, gan_weight=0.5)}
@@ -283,20 +283,38 @@ def main(out, steps, batch):
             stage.optimizers[name] = state.optimizers[name] = torch.optim.SGD(params, lr=0.1)
             state.optimizers[name].param_groups[0]["base_lr"] = 0.1
         run = RunConfig(out_dir=os.path.join(out, kind), steps=steps, seed=2, ckpt_every=steps, amp=False,
-                        print_every=0)
+                        print_every=0, parallel=parallel)
         train(run, state, stage_step_fn(stage), DatasetBatches(clips(), batch, seed=4))
         if int(os.environ.get("RANK", "0")) == 0:
             with open(os.path.join(out, kind, "ddp.txt"), "w") as f:
                 f.write(" ".join(sorted(f"{k}:{type(v).__name__}" for k, v in state.ddp.items())))
+            with open(os.path.join(out, kind, "params.txt"), "w") as f:
+                f.write(" ".join(sorted(f"{k}:{type(p).__name__}" for k, m in state.models.items()
+                                        for p in list(m.parameters())[:1])))
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:])
 '''
 
 
-def test_two_process_gloo_distill_steps_equal_one_process_with_the_summed_batch(tmp_path):
+@pytest.fixture(scope="module")
+def distill_single(tmp_path_factory):
+    """The distill script's 1-process run: (script path, run folder)."""
+    import runpy
+
+    root = tmp_path_factory.mktemp("distill")
+    script = root / "distill_small.py"
+    script.write_text(DISTILL_SCRIPT)
+    n = torch.get_num_threads()
+    runpy.run_path(str(script))["main"](str(root / "single"), 2, 4)
+    torch.set_num_threads(n)
+    return script, root / "single"
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_process_gloo_distill_steps_equal_one_process_with_the_summed_batch(distill_single, parallel, tmp_path):
     """GAN stage (two head updates a step) then KL stage (fake-score and head updates, GAN term): 2 steps of
-    each under 2-process gloo DDP give the logs and weights of 1 process with the summed batch."""
+    each under 2-process gloo DDP (or FSDP2) give the logs and weights of 1 process with the summed batch."""
     import json
     import os
     import runpy
@@ -305,21 +323,20 @@ def test_two_process_gloo_distill_steps_equal_one_process_with_the_summed_batch(
 
     from fastvdm.train import latest_checkpoint, read_checkpoint
 
-    script = tmp_path / "distill_small.py"
-    script.write_text(DISTILL_SCRIPT)
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    runpy.run_path(str(script))["main"](str(single), 2, 4)
+    script, single = distill_single
+    ddp = tmp_path / parallel
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-           str(ddp), "2", "4"]
+           str(ddp), "2", "4", parallel]
     proc = subprocess.run(cmd, env=env, capture_output=True, timeout=400)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-    wrapped = {"gan": "disc_head:DistributedDataParallel unet:DistributedDataParallel",
-               "kl": "disc_head:DistributedDataParallel fake:DistributedDataParallel unet:DistributedDataParallel"}
+    names = {"gan": ["disc_head", "unet"], "kl": ["disc_head", "fake", "unet"]}  # the teacher is never wrapped
     init = runpy.run_path(str(script))["teacher"]().state_dict()
     for kind in ("gan", "kl"):
-        assert (ddp / kind / "ddp.txt").read_text() == wrapped[kind]  # the teacher is never wrapped
+        wrapper, param = ("DistributedDataParallel", "Parameter") if parallel == "ddp" else ("", "DTensor")
+        assert (ddp / kind / "ddp.txt").read_text() == " ".join(f"{n}:{wrapper}" for n in names[kind] if wrapper)
+        assert (ddp / kind / "params.txt").read_text() == " ".join(f"{n}:{param}" for n in names[kind])
         assert (single / kind / "ddp.txt").read_text() == ""
         logs = [[json.loads(ln) for ln in open(out / kind / "log.jsonl")] for out in (single, ddp)]
         assert len(logs[0]) == len(logs[1]) == 2

@@ -45,10 +45,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="LR after the warmup: constant, or cosine decay to 0 at --steps (default constant)")
     t.add_argument("--p-uncond", type=float, default=0.1, help="condition dropout probability (default 0.1)")
-    t.add_argument("--fsdp", action="store_true",
-                   help="under torchrun: shard the model, its EMA and the optimizer state over the ranks (FSDP2 "
-                        "fully_shard) instead of replicating them (DDP); checkpoints stay full, so a run resumes "
-                        "with or without it")
     add_run_args(t, ema=0.999, ckpt_every=100, keep=3, changed="--frames/--size/--preset/--data/--batch")
     t.set_defaults(func=main_teacher)
     from fastvdm.cli.distill import add_parser as add_distill_parser  # `fastvdm train distill` (issue 8)

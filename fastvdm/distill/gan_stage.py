@@ -15,13 +15,14 @@ update (two time-scale updates) with its own learning rate, optionally with an R
 Data parallel (inside :func:`fastvdm.train.train`, ``build_stage`` + ``stage_step_fn``): every forward whose
 backward updates a model runs through that model's ``DistributedDataParallel`` wrapper (``ctx.wrap``): the
 student's differentiable generation step, and the discriminator HEAD in its updates (``Discriminator(...,
-head=wrapper)``: the frozen teacher encoder is never wrapped). A head update runs two forwards (real, fake) and
-one backward: one autograd graph, in which each head parameter's gradient is ready once, so DDP's default mode
-(no ``find_unused_parameters``, no ``no_sync``) fits. Forwards without gradient (the no-grad sampler steps, regenerated clips) and the head under the generator's
-loss (whose gradients are discarded) call the plain modules. A discriminator that is not a
-:class:`fastvdm.models.Discriminator` (any callable) keeps the loop's one-all-reduce fallback. Randomness
-comes from :class:`fastvdm.distill.simulate.StepRng` (per-sample generators), so a 2-process step equals the
-1-process step on the summed batch.
+head=wrapper)``: the frozen teacher encoder is never wrapped). A head update runs two forwards (real, fake) and one
+backward: one autograd graph, in which each head parameter's gradient is ready once, so DDP's default mode (no
+``find_unused_parameters``, no ``no_sync``) fits. Forwards without gradient (the no-grad sampler steps, regenerated
+clips) and the head under the generator's loss (whose gradients are discarded) call the plain modules. A
+discriminator that is not a :class:`fastvdm.models.Discriminator` (any callable) keeps the loop's one-all-reduce
+fallback. Under ``RunConfig(parallel="fsdp")`` the same calls run the FSDP2-sharded modules (``ctx.wrap`` returns
+them as they are). Randomness comes from :class:`fastvdm.distill.simulate.StepRng` (per-sample generators), so a
+2-process step equals the 1-process step on the summed batch.
 """
 
 from __future__ import annotations

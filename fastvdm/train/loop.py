@@ -153,6 +153,11 @@ class TrainState:
     def update_emas(self) -> None:
         """ema = decay ema + (1 - decay) model, on each rank's shards when sharded (elementwise: the same values);
         buffers copied."""
+        from torch.distributed.fsdp import FSDPModule
+
+        for m in self.models.values():  # a root FSDP module keeps its parameters gathered after a no-grad forward
+            if isinstance(m, FSDPModule):
+                m.reshard()
         for name, ema in self.emas.items():
             d = self.ema_decay[name]
             for pe, p in zip(ema.parameters(), self.models[name].parameters()):
