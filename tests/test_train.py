@@ -249,3 +249,23 @@ def test_lr_factor_warmup_then_cosine():
     assert lr_factor(RunConfig(out_dir="unused", steps=10), 7) == 1.0
     with pytest.raises(ValueError, match="lr_schedule"):
         lr_factor(RunConfig(out_dir="unused", steps=10, lr_schedule="step"), 3)
+
+
+def test_parallel_refusals(tmp_path):
+    import torch.distributed as dist
+
+    from fastvdm.errors import UserError
+    from fastvdm.train import RunConfig, train
+
+    with pytest.raises(UserError, match="parallel must be one of"):
+        train(RunConfig(out_dir=str(tmp_path / "run"), steps=1, parallel="zero"), TrainState(), None, None)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        state = TrainState()
+        a = state.add_model("a", torch.nn.Linear(2, 2), config={})
+        b = state.add_model("b", torch.nn.Linear(2, 2), config={})
+        state.add_optimizer("ab", torch.optim.SGD(list(a.parameters()) + list(b.parameters()), lr=0.1))
+        with pytest.raises(UserError, match="optimizer 'ab' holds parameters of model 'a' and of other models"):
+            state.shard(torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
