@@ -216,9 +216,9 @@ def load_state_dict_checked(module: torch.nn.Module, sd: dict, what: str) -> Non
     if missing or unexpected or bad:
         raise CheckpointError(f"{what}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, "
                               f"shape mismatches {bad[:5]}")
-    from torch.distributed.tensor import DTensor
+    from torch.distributed.fsdp import FSDPModule
 
-    if any(isinstance(v, DTensor) for v in own.values()):
+    if isinstance(module, FSDPModule):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         set_model_state_dict(module, sd, options=StateDictOptions(full_state_dict=True, strict=True))

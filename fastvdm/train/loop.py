@@ -153,10 +153,8 @@ class TrainState:
     def update_emas(self) -> None:
         """ema = decay ema + (1 - decay) model, on each rank's shards when sharded (elementwise: the same values);
         buffers copied."""
-        from torch.distributed.fsdp import FSDPModule
-
         for m in self.models.values():  # a root FSDP module keeps its parameters gathered after a no-grad forward
-            if isinstance(m, FSDPModule):
+            if _is_fsdp(m):
                 m.reshard()
         for name, ema in self.emas.items():
             d = self.ema_decay[name]
@@ -258,6 +256,14 @@ def _is_sharded(t: torch.Tensor) -> bool:
     return isinstance(t, DTensor)
 
 
+def _is_fsdp(model: torch.nn.Module) -> bool:
+    """Whether ``model`` was sharded by ``fully_shard`` (its parameters are DTensors, except the root's while they
+    are gathered: after a forward without gradient, until ``reshard()``)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
 def _fully_shard(model: torch.nn.Module, mesh) -> None:
     from torch.distributed.fsdp import fully_shard
 
@@ -272,7 +278,7 @@ _FULL = dict(full_state_dict=True, cpu_offload=True)
 
 def _full_state(model: torch.nn.Module) -> dict:
     """``model.state_dict()``; of a sharded model the full tensors on rank 0's CPU (collective; {} elsewhere)."""
-    if not any(_is_sharded(p) for p in model.parameters()):
+    if not _is_fsdp(model):
         return model.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -340,7 +346,7 @@ class StepContext:
         the backward; buffers are not re-broadcast: ranks start from rank 0's), else the model itself."""
         m = self.state.models[name]
         if not _distributed() or not any(p.requires_grad for p in m.parameters()) or \
-                any(_is_sharded(p) for p in m.parameters()):  # FSDP2 reduces a sharded model's gradients itself
+                _is_fsdp(m):  # FSDP2 reduces a sharded model's gradients itself
             return m
         wrapped = self.state.ddp.get(name)
         if wrapped is None:
@@ -593,7 +599,7 @@ def train(run: RunConfig, state: TrainState, step_fn: Callable[[StepContext, Any
                 for t in list(m.parameters()) + list(m.buffers()):
                     if not _is_sharded(t):
                         dist.broadcast(t.data, 0)
-        if run.parallel == "fsdp" and not any(_is_sharded(p) for m in state.models.values() for p in m.parameters()):
+        if run.parallel == "fsdp" and not any(_is_fsdp(m) for m in state.models.values()):
             state.shard(device)
     latest = ckpt.latest_checkpoint(run.out_dir) if resume else None
     if latest is not None:
