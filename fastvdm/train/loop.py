@@ -183,7 +183,7 @@ class TrainState:
                 mine = [id(p) in old for g in opt.param_groups for p in g["params"]]
                 if not any(mine):
                     continue
-                if not all(mine) or oname in self.sharded:
+                if not all(mine):
                     raise UserError(f"FSDP: optimizer {oname!r} holds parameters of model {name!r} and of other "
                                     "models; give each sharded model its own optimizer (or use DDP)")
                 if opt.state:
