@@ -72,12 +72,12 @@ class MultiScaleDiscriminator(Discriminator):
         super().__init__(teacher, head=MultiScaleHead(channels, width, groups))
         self.hole_weighted, self.pixel_branch = hole_weighted, pixel_branch
 
-    def forward(self, x_t: Tensor, t: Tensor, cond: Any) -> Tensor:
+    def forward(self, x_t: Tensor, t: Tensor, cond: Any, head: Optional[nn.Module] = None) -> Tensor:
         feats = self.teacher.encode(x_t, t, cond, multiscale=True)
         if self.pixel_branch:
             feats = [x_t] + feats
         weights = hole_map(cond, x_t) if self.hole_weighted else None
-        return self.head(feats, weights).reshape(x_t.shape[0])
+        return (self.head if head is None else head)(feats, weights).reshape(x_t.shape[0])
 
 
 register_head_kind("multiscale", MultiScaleDiscriminator)

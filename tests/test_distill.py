@@ -239,3 +239,115 @@ def test_softened_weight_scales_the_dmd_gradient():
     w = torch.sigmoid(torch.tensor(-1.5))
     for gp, gs in zip(grads["plain"], grads["softened"]):
         assert gp.abs() > 0 and torch.allclose(gs, w * gp, rtol=1e-5)
+
+
+DISTILL_SCRIPT = r'''
+import os, sys
+import torch
+from fastvdm.distill import GANConfig, KLConfig, build_stage, stage_step_fn
+from fastvdm.models import VideoUNet, VideoUNetConfig
+from fastvdm.train import DatasetBatches, RunConfig, train
+
+def clips(n=8, T=4, H=8):
+    g = torch.Generator().manual_seed(11)
+    items = []
+    for i in range(n):
+        is_input = torch.zeros(T, dtype=torch.bool)
+        is_input[0] = True
+        items.append({"frames": torch.rand(3, T, H, H, generator=g) * 2 - 1,
+                      "cond_rgb": torch.rand(3, T, H, H, generator=g) * 2 - 1,
+                      "cond_mask": (torch.rand(1, T, H, H, generator=g) > 0.5).float(),
+                      "plucker": torch.randn(6, T, H, H, generator=g), "is_input": is_input, "scene_seed": i})
+    return items
+
+def teacher():
+    torch.manual_seed(0)
+    cfg = VideoUNetConfig(channels=(8, 16), num_res_blocks=1, attention_levels=(1,), head_dim=8, groups=4,
+                          temporal_kernel=1)
+    model = VideoUNet(cfg)
+    with torch.no_grad():  # the output conv starts at zero; give the model a non-trivial prediction
+        model.conv_out.weight.normal_(0, 0.1)
+    return model
+
+def main(out, steps, batch, parallel="ddp"):
+    torch.set_num_threads(1)
+    runs = {"gan": GANConfig(lr_g=1e-3, lr_d=1e-3, disc_steps=2),
+            "kl": KLConfig(lr_g=1e-3, lr_fake=1e-3, lr_d=1e-3, fake_steps=2, disc_steps=1, gan_weight=0.5)}
+    for kind, config in runs.items():
+        if kind == "gan":
+            stage, state = build_stage(kind, teacher(), config, head={"width": 8, "groups": 4})
+        else:  # the head trained by this world's GAN run
+            stage, state = build_stage(kind, teacher(), config, disc=os.path.join(out, "gan"))
+        for name, opt in stage.optimizers.items():  # SGD: Adam's first steps are lr * sign(gradient), which turns
+            params = opt.param_groups[0]["params"]   # fp rounding in a ~0 gradient into a jump of 2 lr
+            stage.optimizers[name] = state.optimizers[name] = torch.optim.SGD(params, lr=0.1)
+            state.optimizers[name].param_groups[0]["base_lr"] = 0.1
+        run = RunConfig(out_dir=os.path.join(out, kind), steps=steps, seed=2, ckpt_every=steps, amp=False,
+                        print_every=0, parallel=parallel)
+        train(run, state, stage_step_fn(stage), DatasetBatches(clips(), batch, seed=4))
+        if int(os.environ.get("RANK", "0")) == 0:
+            with open(os.path.join(out, kind, "ddp.txt"), "w") as f:
+                f.write(" ".join(sorted(f"{k}:{type(v).__name__}" for k, v in state.ddp.items())))
+            with open(os.path.join(out, kind, "params.txt"), "w") as f:
+                f.write(" ".join(sorted(f"{k}:{type(p).__name__}" for k, m in state.models.items()
+                                        for p in list(m.parameters())[:1])))
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:])
+'''
+
+
+@pytest.fixture(scope="module")
+def distill_single(tmp_path_factory):
+    """The distill script's 1-process run: (script path, run folder)."""
+    import runpy
+
+    root = tmp_path_factory.mktemp("distill")
+    script = root / "distill_small.py"
+    script.write_text(DISTILL_SCRIPT)
+    n = torch.get_num_threads()
+    runpy.run_path(str(script))["main"](str(root / "single"), 2, 4)
+    torch.set_num_threads(n)
+    return script, root / "single"
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_process_gloo_distill_steps_equal_one_process_with_the_summed_batch(distill_single, parallel, tmp_path):
+    """GAN stage (two head updates a step) then KL stage (fake-score and head updates, GAN term): 2 steps of
+    each under 2-process gloo DDP (or FSDP2) give the logs and weights of 1 process with the summed batch."""
+    import json
+    import os
+    import runpy
+    import subprocess
+    import sys
+
+    from fastvdm.train import latest_checkpoint, read_checkpoint
+
+    script, single = distill_single
+    ddp = tmp_path / parallel
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+           str(ddp), "2", "4", parallel]
+    proc = subprocess.run(cmd, env=env, capture_output=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    names = {"gan": ["disc_head", "unet"], "kl": ["disc_head", "fake", "unet"]}  # the teacher is never wrapped
+    init = runpy.run_path(str(script))["teacher"]().state_dict()
+    for kind in ("gan", "kl"):
+        wrapper, param = ("DistributedDataParallel", "Parameter") if parallel == "ddp" else ("", "DTensor")
+        assert (ddp / kind / "ddp.txt").read_text() == " ".join(f"{n}:{wrapper}" for n in names[kind] if wrapper)
+        assert (ddp / kind / "params.txt").read_text() == " ".join(f"{n}:{param}" for n in names[kind])
+        assert (single / kind / "ddp.txt").read_text() == ""
+        logs = [[json.loads(ln) for ln in open(out / kind / "log.jsonl")] for out in (single, ddp)]
+        assert len(logs[0]) == len(logs[1]) == 2
+        for a, b in zip(*logs):
+            assert sorted(a) == sorted(b)
+            for k in a:
+                if k != "time":
+                    assert b[k] == pytest.approx(a[k], rel=1e-4, abs=2e-6), (kind, b["step"], k)
+        ts, td = (read_checkpoint(latest_checkpoint(str(out / kind)))[0] for out in (single, ddp))
+        for k in ts:
+            if not k.startswith("rng/"):
+                torch.testing.assert_close(td[k], ts[k], rtol=1e-4, atol=1e-6, msg=f"{kind} {k}")
+        moved = max((ts[f"model/unet/{k}"] - v).abs().max().item() for k, v in init.items())
+        assert moved > 1e-4, kind  # the student did move (not a comparison of untouched weights)

@@ -4,6 +4,7 @@ checkpoint integrity and errors, EMA, deterministic sharded batches."""
 import json
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 
@@ -33,7 +34,7 @@ def clips(n=12, T=4, H=8):
                       "plucker": torch.randn(6, T, H, H, generator=g), "is_input": is_input, "scene_seed": i})
     return items
 
-def main(out, steps, batch, crash):
+def main(out, steps, batch, crash, parallel="ddp"):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     state = TrainState()
@@ -48,14 +49,16 @@ def main(out, steps, batch, crash):
         return teacher(ctx, batch)
 
     run = RunConfig(out_dir=out, steps=steps, seed=1, ckpt_every=2, keep_last=0, warmup_steps=5, amp=False,
-                    print_every=0)
+                    print_every=0, parallel=parallel)
     train(run, state, step_fn, DatasetBatches(clips(), batch, seed=3))
-    if int(os.environ.get("RANK", "0")) == 0:  # which models ran under DistributedDataParallel
+    if int(os.environ.get("RANK", "0")) == 0:  # which models ran under DistributedDataParallel / were sharded
         with open(os.path.join(out, "ddp.txt"), "w") as f:
             f.write(" ".join(f"{k}:{type(v).__name__}" for k, v in state.ddp.items()))
+        with open(os.path.join(out, "params.txt"), "w") as f:
+            f.write(" ".join(sorted({type(p).__name__ for m in (model, state.emas["unet"]) for p in m.parameters()})))
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:])
 '''
 
 
@@ -135,6 +138,55 @@ def test_two_process_gloo_ddp_equals_one_process_with_the_summed_batch(script, t
     assert (single / "ddp.txt").read_text() == ""  # one process: the plain model
 
 
+def _torchrun(script, out, steps, batch, *extra):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", script,
+           str(out), str(steps), str(batch), "-1", *extra]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+
+
+def _resume_copy(src, dst, step):
+    """A copy of run folder ``src`` cut back to its checkpoint of ``step`` (as if stopped there)."""
+    shutil.copytree(src, dst)
+    for s, path in list_checkpoints(str(dst)):
+        if s > step:
+            os.remove(path)
+
+
+def test_two_process_gloo_fsdp_equals_one_process_and_its_checkpoints_resume_anywhere(script, tmp_path):
+    single, fsdp = tmp_path / "single", tmp_path / "fsdp"
+    _in_process(script, single, 3, 4)
+    _torchrun(script, fsdp, 3, 4, "fsdp")
+    assert (fsdp / "params.txt").read_text() == "DTensor"  # model and EMA sharded (FSDP2)
+    assert (fsdp / "ddp.txt").read_text() == ""  # no DDP wrapper: FSDP reduces the gradients
+    ls, lf = _log(single), _log(fsdp)
+    assert [e["step"] for e in lf] == [1, 2, 3]
+    for a, b in zip(ls, lf):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    ts, tf = _final(single), _final(fsdp)  # full state dicts, in the unsharded format
+    assert sorted(k for k in ts if not k.startswith("rng/")) == sorted(k for k in tf if not k.startswith("rng/"))
+    for k in ts:
+        if not k.startswith("rng/"):
+            torch.testing.assert_close(tf[k], ts[k], rtol=1e-4, atol=1e-6, msg=k)
+    assert any(not torch.equal(tf[k], tf["model/" + k[4:]]) for k in tf if k.startswith("ema/"))  # EMA != model
+    # the FSDP run's step-2 checkpoint continues in ONE process like the single run
+    one = tmp_path / "one"
+    _resume_copy(fsdp, one, 2)
+    _in_process(script, one, 3, 4)
+    assert _log(one)[2]["loss"] == pytest.approx(ls[2]["loss"], rel=1e-5)
+    for k, v in _final(one).items():
+        if not k.startswith("rng/"):
+            torch.testing.assert_close(v, ts[k], rtol=1e-4, atol=1e-6, msg=k)
+    # and resumed under FSDP it reproduces the uninterrupted FSDP run exactly
+    again = tmp_path / "again"
+    _resume_copy(fsdp, again, 2)
+    _torchrun(script, again, 3, 4, "fsdp")
+    assert [(e["loss"], e["grad_norm"]) for e in _log(again)] == [(e["loss"], e["grad_norm"]) for e in lf]
+    for k, v in _final(again).items():
+        assert torch.equal(v, tf[k]), k
+
+
 def test_checkpoint_errors_and_load_model(script, tmp_path):
     out = tmp_path / "run"
     _in_process(script, out, 2, 2)
@@ -197,3 +249,23 @@ def test_lr_factor_warmup_then_cosine():
     assert lr_factor(RunConfig(out_dir="unused", steps=10), 7) == 1.0
     with pytest.raises(ValueError, match="lr_schedule"):
         lr_factor(RunConfig(out_dir="unused", steps=10, lr_schedule="step"), 3)
+
+
+def test_parallel_refusals(tmp_path):
+    import torch.distributed as dist
+
+    from fastvdm.errors import UserError
+    from fastvdm.train import RunConfig, train
+
+    with pytest.raises(UserError, match="parallel must be one of"):
+        train(RunConfig(out_dir=str(tmp_path / "run"), steps=1, parallel="zero"), TrainState(), None, None)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        state = TrainState()
+        a = state.add_model("a", torch.nn.Linear(2, 2), config={})
+        b = state.add_model("b", torch.nn.Linear(2, 2), config={})
+        state.add_optimizer("ab", torch.optim.SGD(list(a.parameters()) + list(b.parameters()), lr=0.1))
+        with pytest.raises(UserError, match="optimizer 'ab' holds parameters of model 'a' and of other models"):
+            state.shard(torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()

@@ -30,7 +30,7 @@ def open_clips_from_args(args: argparse.Namespace):
 
 def add_run_args(p: argparse.ArgumentParser, ema: float, ckpt_every: int, keep: int, ema_what: str = "EMA",
                  clip_what: str = "max gradient norm", changed: str = "--frames/--size/--data/--batch") -> None:
-    """--ema, --grad-clip, --seed, --ckpt-every, --keep, --threads, --no-amp, --allow-config-change (the
+    """--ema, --grad-clip, --seed, --ckpt-every, --keep, --threads, --no-amp, --allow-config-change, --fsdp (the
     training loop's options; defaults per command)."""
     p.add_argument("--ema", type=float, default=ema, help=f"{ema_what} decay (default {ema:g})")
     p.add_argument("--grad-clip", type=float, default=1.0, help=f"{clip_what} (default 1)")
@@ -41,3 +41,7 @@ def add_run_args(p: argparse.ArgumentParser, ema: float, ckpt_every: int, keep: 
     p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--allow-config-change", action="store_true",
                    help=f"resume a run folder even though {changed} differ from it")
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun: shard the trained models, their EMA and optimizer states over the ranks "
+                        "(FSDP2 fully_shard) instead of replicating them (DDP); checkpoints stay full, so a run "
+                        "resumes with or without it")

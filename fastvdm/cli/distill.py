@@ -91,11 +91,12 @@ def main(args: argparse.Namespace) -> int:
     config = {k: v for k, v in vars(args).items() if k != "func"}
     run = RunConfig(out_dir=args.out, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
                     keep_last=args.keep, grad_clip=args.grad_clip, amp=not args.no_amp,
-                    allow_config_change=args.allow_config_change,
+                    allow_config_change=args.allow_config_change, parallel="fsdp" if args.fsdp else "ddp",
                     config={"stage": f"distill-{args.stage}", **config, "world_size": world})
     if rank == 0:
         print(f"distill {args.stage}: student from {args.init or args.teacher}, {len(dataset)} clips, batch "
-              f"{args.batch}, {world} process(es) on {device}", flush=True)
+              f"{args.batch}, {world} process(es) on {device}{' (FSDP)' if args.fsdp and world > 1 else ''}",
+              flush=True)
     logs = train(run, state, stage_step_fn(stage), DatasetBatches(dataset, args.batch, args.seed,
                                                                         workers=args.workers))
     if rank == 0 and logs:

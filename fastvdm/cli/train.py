@@ -4,6 +4,7 @@
         [--frames 8 --size 32 --clips 1500 --cache runs/cache/train.safetensors] [--batch 4 --lr 2e-4]
     fastvdm train teacher --data CLIPS.safetensors|DIR --preset tiny --steps N --out DIR
     torchrun --nproc-per-node 2 -m fastvdm train teacher ...     # data parallel (gloo on CPU, nccl on GPU)
+    torchrun --nproc-per-node 8 -m fastvdm train teacher --preset base --fsdp ...   # parameters sharded (FSDP2)
 
 ``--data`` takes a clip cache written by ``fastvdm.data.dataset.cache_clips`` (or a folder of them; both read
 by ``fastvdm.data.open_clips``);
@@ -81,6 +82,7 @@ def main_teacher(args: argparse.Namespace) -> int:
     run = RunConfig(out_dir=args.out, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
                     keep_last=args.keep, grad_clip=args.grad_clip, warmup_steps=args.warmup,
                     lr_schedule=args.lr_schedule, amp=not args.no_amp, allow_config_change=args.allow_config_change,
+                    parallel="fsdp" if args.fsdp else "ddp",
                     config={"stage": "teacher", "preset": args.preset, "batch": args.batch, "lr": args.lr,
                             "p_uncond": args.p_uncond, "data": args.data or "synthetic", "lr_schedule": args.lr_schedule,
                             "denoiser": args.denoiser, "weighting": args.weighting, "init": args.init,
@@ -88,7 +90,7 @@ def main_teacher(args: argparse.Namespace) -> int:
     if rank == 0:
         n = sum(p.numel() for p in model.parameters())
         print(f"teacher {args.preset}: {n / 1e6:.2f}M parameters, {len(dataset)} clips, batch {args.batch}, "
-              f"{world} process(es) on {device}", flush=True)
+              f"{world} process(es) on {device}{' (FSDP)' if args.fsdp and world > 1 else ''}", flush=True)
     batches = DatasetBatches(dataset, args.batch, args.seed, workers=args.workers)
     logs = train(run, state, TeacherStep(p_uncond=args.p_uncond, weighting=args.weighting), batches)
     if rank == 0 and logs:

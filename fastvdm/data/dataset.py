@@ -384,6 +384,12 @@ class CachedClips(Dataset):
     def __len__(self) -> int:
         return self._data["frames"].shape[0]
 
+    def __getstate__(self) -> dict:  # pickled by path (DataLoader workers started by spawn/forkserver): the
+        return {"path": self.path}    # default would copy the whole memory-mapped cache into every worker
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])
+
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f"clip {index} of a cache of {len(self)}")
@@ -434,15 +440,17 @@ def cache_shards(dataset: Dataset, folder: str, clips_per_shard: int = 1024, ran
 
 
 def open_clips(data: str | None = None, *, frames: int = 8, size: int = 32, clips: int | None = None, seed: int = 0,
-               cache: str | None = None) -> Dataset:
+               cache: str | None = None, clips_per_shard: int = 1024) -> Dataset:
     """The training clips the teacher and distillation stages read.
 
     data: a clip cache file written by :func:`cache_clips`, or a folder of ``*.safetensors`` caches (concatenated
     in name order). Without ``data``: procedural clips (``ClipDataset("train", num_frames=frames, size=size,
     num_clips=clips, seed=seed)``) rendered on the fly or, with ``cache``, rendered once into that file first
     (written to a temporary file and renamed, so an interrupted run leaves no half-written cache) and read from it.
-    A ``cache`` that does not end in ``.safetensors`` is a folder of shards (:func:`cache_shards`): under
-    torch.distributed every rank writes its share of the shards, then all read all of them, memory-mapped.
+    A ``cache`` that does not end in ``.safetensors`` is a folder of shards (:func:`cache_shards`, of
+    ``clips_per_shard`` clips): under torch.distributed every rank writes its share of the shards (rank r the
+    shards r, r + world_size, ...), waits for the others' (a barrier once the process group exists), then all
+    read all of them, memory-mapped.
     Raises FileNotFoundError naming ``data`` when it holds no cache.
     """
     import glob
@@ -471,8 +479,10 @@ def open_clips(data: str | None = None, *, frames: int = 8, size: int = 32, clip
             rank, world = dist.get_rank(), dist.get_world_size()
         else:  # under torchrun before the process group exists
             rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-        cache_shards(ds, cache, rank=rank, world_size=world, progress=rank == 0)
-        count = -(-len(ds) // 1024)
+        cache_shards(ds, cache, clips_per_shard, rank=rank, world_size=world, progress=rank == 0)
+        count = -(-len(ds) // clips_per_shard)
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every rank's shards are in place
         while len(glob.glob(os.path.join(cache, "clips-*.safetensors"))) < count:  # the other ranks' shards
             time.sleep(1.0)
         return open_clips(cache)

@@ -126,12 +126,15 @@ def build_stage(kind: str, teacher: nn.Module, config: Union[GANConfig, KLConfig
 
 
 def stage_step_fn(stage):
-    """The training loop's ``step_fn(ctx, batch)`` for a stage: the batch's condition, then ``stage.step``."""
+    """The training loop's ``step_fn(ctx, batch)`` for a stage: the batch's condition, then ``stage.step`` with
+    the step's per-sample generators (so its randomness does not depend on how the batch is split over ranks;
+    under torch.distributed the trainable models run through DistributedDataParallel, see the stages)."""
+    from fastvdm.distill.simulate import StepRng
     from fastvdm.models import make_cond
 
     def step_fn(ctx, batch):
         x0, cond = make_cond(batch, ctx.device)
-        return stage.step(x0, cond, ctx)
+        return stage.step(x0, cond, ctx, StepRng.of(ctx, batch))
 
     return step_fn
 

@@ -11,6 +11,18 @@ update (two time-scale updates) with its own learning rate, optionally with an R
     stage = GANStage(student, disc, FewStepSampler(VSchedule()), GANConfig())
     for x0, cond in loader:
         logs = stage.step(x0, cond)         # {"loss_g": ..., "loss_d": ..., "d_real": ..., "d_fake": ...}
+
+Data parallel (inside :func:`fastvdm.train.train`, ``build_stage`` + ``stage_step_fn``): every forward whose
+backward updates a model runs through that model's ``DistributedDataParallel`` wrapper (``ctx.wrap``): the
+student's differentiable generation step, and the discriminator HEAD in its updates (``Discriminator(...,
+head=wrapper)``: the frozen teacher encoder is never wrapped). A head update runs two forwards (real, fake) and one
+backward: one autograd graph, in which each head parameter's gradient is ready once, so DDP's default mode (no
+``find_unused_parameters``, no ``no_sync``) fits. Forwards without gradient (the no-grad sampler steps, regenerated
+clips) and the head under the generator's loss (whose gradients are discarded) call the plain modules. A
+discriminator that is not a :class:`fastvdm.models.Discriminator` (any callable) keeps the loop's one-all-reduce
+fallback. Under ``RunConfig(parallel="fsdp")`` the same calls run the FSDP2-sharded modules (``ctx.wrap`` returns
+them as they are). Randomness comes from :class:`fastvdm.distill.simulate.StepRng` (per-sample generators), so a
+2-process step equals the 1-process step on the summed batch.
 """
 
 from __future__ import annotations
@@ -23,7 +35,9 @@ from torch import Tensor, nn
 
 from fastvdm.distill.losses import gan_discriminator_loss, gan_generator_loss, r1_penalty
 from fastvdm.distill.simulate import backward_simulation, randn_like, sample_t
+from fastvdm.distill.simulate import StepRng
 from fastvdm.diffusion import FewStepSampler
+from fastvdm.models.discriminator import Discriminator
 
 
 @dataclass
@@ -49,19 +63,32 @@ def adam(params, lr: float, cfg) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
-def disc_logits(disc: Callable, schedule, x0: Tensor, cond: Any, t_range) -> Tensor:
-    """Discriminator logits (B,) of clean clips x0, noised (fresh noise) to t uniform in ``t_range``."""
-    t = sample_t(x0.shape[0], t_range, x0.device)
-    return disc(schedule.add_noise(x0, randn_like(x0), t), t, cond).reshape(x0.shape[0])
+def disc_logits(disc: Callable, schedule, x0: Tensor, cond: Any, t_range, generator=None) -> Tensor:
+    """Discriminator logits (B,) of clean clips x0, noised (fresh noise) to t uniform in ``t_range``.
+    generator: see :mod:`fastvdm.distill.simulate` (None, one, or one per sample)."""
+    t = sample_t(x0.shape[0], t_range, x0.device, generator)
+    return disc(schedule.add_noise(x0, randn_like(x0, generator), t), t, cond).reshape(x0.shape[0])
 
 
-def disc_update(stage, x0_real: Tensor, x0_fake: Tensor, cond: Any, cfg, ctx=None) -> dict:
+def trained_disc(disc: Callable, ctx=None) -> Callable:
+    """``disc`` for a forward whose backward updates its head: a :class:`Discriminator` whose head is a
+    registered model of the loop runs that head through its DistributedDataParallel wrapper (under
+    torch.distributed); anything else is ``disc`` itself."""
+    if ctx is None or not isinstance(disc, Discriminator):
+        return disc
+    head = ctx.wrap(disc.head)
+    return disc if head is disc.head else (lambda x_t, t, cond: disc(x_t, t, cond, head=head))
+
+
+def disc_update(stage, x0_real: Tensor, x0_fake: Tensor, cond: Any, cfg, ctx=None, rng: StepRng = None) -> dict:
     """One head update of ``stage.disc`` (optimizer "disc") on real and detached generated clips, both noised
-    to the same t per sample. cfg: anything with ``t_range``, ``gan_kind`` and ``r1_gamma``."""
-    disc, schedule = stage.disc, stage.schedule
-    t = sample_t(x0_real.shape[0], cfg.t_range, x0_real.device)
-    x_real = schedule.add_noise(x0_real, randn_like(x0_real), t)
-    x_fake = schedule.add_noise(x0_fake.detach(), randn_like(x0_real), t)
+    to the same t per sample. cfg: anything with ``t_range``, ``gan_kind`` and ``r1_gamma``; ctx: the training
+    loop's StepContext or None; rng: the step's per-sample generators or None (the global generator)."""
+    disc, schedule = trained_disc(stage.disc, ctx), stage.schedule
+    gens = rng.samples if rng is not None else None
+    t = sample_t(x0_real.shape[0], cfg.t_range, x0_real.device, gens)
+    x_real = schedule.add_noise(x0_real, randn_like(x0_real, gens), t)
+    x_fake = schedule.add_noise(x0_fake.detach(), randn_like(x0_real, gens), t)
     if cfg.r1_gamma > 0:
         x_real.requires_grad_(True)
     real, fake = disc(x_real, t, cond).flatten(), disc(x_fake, t, cond).flatten()
@@ -118,28 +145,34 @@ class GANStage(Stage):
         self.models = {"student": student, "disc": disc}
         self.optimizers = {"student": self.opt_g, "disc": self.opt_d}
 
-    def generate(self, x0_real: Tensor, cond: Any) -> Tensor:
+    def generate(self, x0_real: Tensor, cond: Any, rng: StepRng = None) -> Tensor:
         """A student clip by backward simulation from a random number k of simulated steps; (B, ...)."""
-        return generate(self.student, self.sampler, x0_real, cond)
+        return generate(self.student, self.sampler, x0_real, cond, rng)
 
-    def step(self, x0_real: Tensor, cond: Any = None, ctx=None) -> dict:
+    def step(self, x0_real: Tensor, cond: Any = None, ctx=None, rng: StepRng = None) -> dict:
         """One student update, then ``disc_steps`` head updates (the first on the student's own clip).
-        x0_real: (B, ...) real clips; ctx: the training loop's :class:`fastvdm.train.StepContext` or None."""
+        x0_real: (B, ...) real clips; ctx: the training loop's :class:`fastvdm.train.StepContext` or None;
+        rng: the step's generators (``StepRng.of(ctx, batch)``) or None (the global generator)."""
         cfg = self.cfg
-        x0_fake = self.generate(x0_real, cond)
-        loss = gan_generator_loss(disc_logits(self.disc, self.schedule, x0_fake, cond, cfg.t_range), cfg.gan_kind)
+        gens = rng.samples if rng is not None else None
+        student = ctx.wrap(self.student) if ctx is not None else self.student
+        x0_fake = generate(student, self.sampler, x0_real, cond, rng)
+        logits = disc_logits(self.disc, self.schedule, x0_fake, cond, cfg.t_range, gens)
+        loss = gan_generator_loss(logits, cfg.gan_kind)
         logs = {"loss_g": loss.item(), "grad_norm_g": self.update("student", loss, ctx)}
         x0_fake = x0_fake.detach()
         for i in range(cfg.disc_steps):
             if i > 0:
                 with torch.no_grad():
-                    x0_fake = self.generate(x0_real, cond)
-            logs.update(disc_update(self, x0_real, x0_fake, cond, cfg, ctx))
+                    x0_fake = self.generate(x0_real, cond, rng)
+            logs.update(disc_update(self, x0_real, x0_fake, cond, cfg, ctx, rng))
         return logs
 
 
-def generate(student: nn.Module, sampler: FewStepSampler, like: Tensor, cond: Any) -> Tensor:
-    """Backward simulation from fresh noise shaped like ``like`` with k uniform in [0, num_steps - 1]."""
-    k = int(torch.randint(len(sampler.timesteps), ()).item())
-    x0, _ = backward_simulation(student, sampler, randn_like(like), cond, k)
+def generate(student: nn.Module, sampler: FewStepSampler, like: Tensor, cond: Any, rng: StepRng = None) -> Tensor:
+    """Backward simulation from fresh noise shaped like ``like`` with k uniform in [0, num_steps - 1] (k from
+    ``rng.shared``, noise from ``rng.samples``; the global generator without ``rng``)."""
+    k = int(torch.randint(len(sampler.timesteps), (), generator=rng.shared if rng is not None else None).item())
+    gens = rng.samples if rng is not None else None
+    x0, _ = backward_simulation(student, sampler, randn_like(like, gens), cond, k, gens)
     return x0

@@ -18,6 +18,12 @@ an extra non-saturating GAN term ``gan_weight * L_G`` and ``disc_steps`` head up
 
     stage = KLStage(student, teacher, fake, sampler, disc, KLConfig(weighting="softened"))
     logs = stage.step(x0, cond)
+
+Data parallel (inside :func:`fastvdm.train.train`): as the GAN stage (see :mod:`fastvdm.distill.gan_stage`),
+every forward whose backward updates a model runs through its DistributedDataParallel wrapper: the student's
+differentiable generation step, each fake-score update's one forward (one forward, one backward), the head in
+its updates. The teacher (frozen), and the fake model and discriminator where they only score the student's
+clip (no gradient), run as plain modules.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from torch import Tensor, nn
 
 from fastvdm.distill.gan_stage import Stage, adam, disc_logits, disc_update, generate, trainable
 from fastvdm.distill.losses import gan_generator_loss, softened_kl_weight
-from fastvdm.distill.simulate import guided_x0, predict_x0, randn_like, sample_t
+from fastvdm.distill.simulate import StepRng, guided_x0, predict_x0, randn_like, sample_t
 from fastvdm.diffusion import FewStepSampler
 from fastvdm.ops import denoising_loss, dmd_loss
 
@@ -96,11 +102,12 @@ class KLStage(Stage):
                 self.opt_d = adam(trainable(disc), config.lr_d, config)
                 self.optimizers["disc"] = self.opt_d
 
-    def student_loss(self, x: Tensor, cond: Any) -> tuple[Tensor, dict]:
-        """The student's loss on its generated clips x (B, ...) (with autograd history) and its logs."""
+    def student_loss(self, x: Tensor, cond: Any, generator=None) -> tuple[Tensor, dict]:
+        """The student's loss on its generated clips x (B, ...) (with autograd history) and its logs.
+        generator: None, one, or one per sample (:mod:`fastvdm.distill.simulate`)."""
         cfg, sched = self.cfg, self.schedule
-        t = sample_t(x.shape[0], cfg.t_range, x.device)
-        x_t = sched.add_noise(x.detach(), randn_like(x), t)
+        t = sample_t(x.shape[0], cfg.t_range, x.device, generator)
+        x_t = sched.add_noise(x.detach(), randn_like(x, generator), t)
         with torch.no_grad():
             uncond = self.uncond(cond) if (self.uncond is not None and cfg.guidance != 1.0) else None
             x0_real = guided_x0(self.teacher, sched, x_t, t, cond, cfg.guidance, uncond)
@@ -113,42 +120,46 @@ class KLStage(Stage):
         if weight is not None:
             logs["kl_weight"] = weight.mean().item()
         if cfg.gan_weight > 0:
-            loss_gan = gan_generator_loss(disc_logits(self.disc, sched, x, cond, cfg.disc_t_range), cfg.gan_kind)
+            logits = disc_logits(self.disc, sched, x, cond, cfg.disc_t_range, generator)
+            loss_gan = gan_generator_loss(logits, cfg.gan_kind)
             loss = loss + cfg.gan_weight * loss_gan
             logs["loss_g"] = loss_gan.item()
         return loss, logs
 
-    def fake_loss(self, x0: Tensor, cond: Any) -> Tensor:
-        """Denoising (v) loss of the fake-score model on student clips x0 (detached) at random t."""
-        t = sample_t(x0.shape[0], self.cfg.fake_t_range, x0.device)
-        noise = randn_like(x0)
+    def fake_loss(self, x0: Tensor, cond: Any, generator=None, ctx=None) -> Tensor:
+        """Denoising (v) loss of the fake-score model on student clips x0 (detached) at random t (the fake model
+        through its DistributedDataParallel wrapper under the training loop's torch.distributed)."""
+        t = sample_t(x0.shape[0], self.cfg.fake_t_range, x0.device, generator)
+        noise = randn_like(x0, generator)
         x_t = self.schedule.add_noise(x0, noise, t)
-        pred = self.fake(x_t, t, cond)
+        pred = (ctx.wrap(self.fake) if ctx is not None else self.fake)(x_t, t, cond)
         if isinstance(cond, dict) and "is_input" in cond:  # clean input frames: given, not predicted (as the teacher)
             given = cond["is_input"].to(pred.device)[:, None, :, None, None]
             pred = torch.where(given, self.schedule.v_target(x0, noise, t).to(pred.dtype), pred)
         return denoising_loss(pred, x0.to(pred.dtype), noise.to(pred.dtype), self.schedule.alpha(t),
                               self.schedule.sigma(t), target="v")
 
-    def step(self, x0_real: Tensor, cond: Any = None, ctx=None) -> dict:
+    def step(self, x0_real: Tensor, cond: Any = None, ctx=None, rng: StepRng = None) -> dict:
         """One student update, ``fake_steps`` fake-score updates (the first on the student's clip, the others
         on fresh ones) and ``disc_steps`` head updates. x0_real (B, ...) is only used by the head updates
-        and for the shape of the generated clips; ctx: the training loop's StepContext or None."""
+        and for the shape of the generated clips; ctx: the training loop's StepContext or None; rng: the step's
+        generators (``StepRng.of(ctx, batch)``) or None (the global generator)."""
         cfg = self.cfg
-        x = generate(self.student, self.sampler, x0_real, cond)
-        loss, logs = self.student_loss(x, cond)
+        gens = rng.samples if rng is not None else None
+        x = generate(ctx.wrap(self.student) if ctx is not None else self.student, self.sampler, x0_real, cond, rng)
+        loss, logs = self.student_loss(x, cond, gens)
         logs["grad_norm_g"] = self.update("student", loss, ctx)
         x = x.detach()
         for i in range(cfg.fake_steps):
-            x_i = x if i == 0 else self._sample(x0_real, cond)
-            loss_fake = self.fake_loss(x_i, cond)
+            x_i = x if i == 0 else self._sample(x0_real, cond, rng)
+            loss_fake = self.fake_loss(x_i, cond, gens, ctx)
             logs["grad_norm_fake"] = self.update("fake", loss_fake, ctx)
             logs["loss_fake"] = loss_fake.item()
         for i in range(cfg.disc_steps):
-            x_i = x if i == 0 else self._sample(x0_real, cond)
-            logs.update(disc_update(self, x0_real, x_i, cond, _DiscCfg(cfg), ctx))
+            x_i = x if i == 0 else self._sample(x0_real, cond, rng)
+            logs.update(disc_update(self, x0_real, x_i, cond, _DiscCfg(cfg), ctx, rng))
         return logs
 
     @torch.no_grad()
-    def _sample(self, like: Tensor, cond: Any) -> Tensor:
-        return generate(self.student, self.sampler, like, cond)
+    def _sample(self, like: Tensor, cond: Any, rng: StepRng = None) -> Tensor:
+        return generate(self.student, self.sampler, like, cond, rng)

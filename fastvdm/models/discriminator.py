@@ -80,8 +80,10 @@ class Discriminator(nn.Module):
         self.teacher.eval()  # frozen: no dropout, whatever the stage does
         return self
 
-    def forward(self, x_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        return self.head(self.teacher.encode(x_t, t, cond)).reshape(x_t.shape[0])
+    def forward(self, x_t: Tensor, t: Tensor, cond: Any, head: Optional[nn.Module] = None) -> Tensor:
+        """(B,) logits. head: the module to run as the head (default ``self.head``; e.g. its
+        DistributedDataParallel wrapper, so that only the trainable head is wrapped, never the teacher)."""
+        return (self.head if head is None else head)(self.teacher.encode(x_t, t, cond)).reshape(x_t.shape[0])
 
     def trainable_state_dict(self) -> dict:
         """The head's weights (the teacher's are the teacher checkpoint's), keyed as in ``state_dict``."""

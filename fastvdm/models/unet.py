@@ -178,7 +178,10 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """A ResBlock optionally followed by spatial and temporal attention."""
+    """A ResBlock optionally followed by spatial and temporal attention. One FSDP2 unit when the training loop
+    shards the model (its parameters are gathered for its forward and backward only)."""
+
+    fsdp_unit = True
 
     def __init__(self, cin: int, cout: int, cfg: VideoUNetConfig, attention: bool):
         super().__init__()

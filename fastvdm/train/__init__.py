@@ -20,8 +20,10 @@ Contract (how a stage plugs in)::
     run = RunConfig(out_dir="runs/x", steps=1000, seed=0, ckpt_every=100, config={...})
     train(run, state, step_fn, DatasetBatches(dataset, batch_size=8, seed=0))
 
-What the loop owns: ``torch.distributed`` setup (``init_distributed``) and gradient averaging over ranks in
-``ctx.backward_step`` (DDP semantics for any number of models/optimizers/backward passes); bf16 autocast on
+What the loop owns: ``torch.distributed`` setup (``init_distributed``) and gradient averaging over ranks
+(``ctx.model(name)``/``ctx.wrap(module)``: DistributedDataParallel; ``ctx.backward_step``: one all-reduce for
+the rest), or, with ``RunConfig(parallel="fsdp")``, FSDP2 sharding of the trained models, their EMAs and
+optimizer states (full-state checkpoints in the same format); bf16 autocast on
 CUDA around ``step_fn`` (``run.amp``); gradient clipping; linear LR warmup; EMA updates after every step;
 ``OUT/log.jsonl`` (one JSON line per step: the step_fn's scalars, averaged over ranks, and wall time);
 checkpoints ``OUT/checkpoints/step_XXXXXXXX.safetensors`` every ``ckpt_every`` steps and at the end (all

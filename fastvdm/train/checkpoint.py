@@ -207,14 +207,23 @@ def prefixed(tensors: dict, prefix: str) -> dict:
 
 
 def load_state_dict_checked(module: torch.nn.Module, sd: dict, what: str) -> None:
-    """``module.load_state_dict(sd)`` with a CheckpointError naming missing/unexpected/mis-shaped keys."""
+    """``module.load_state_dict(sd)`` with a CheckpointError naming missing/unexpected/mis-shaped keys. A module
+    sharded by FSDP2 (``fully_shard``: DTensor parameters) gets the full tensors of ``sd`` scattered to its shards
+    (``torch.distributed.checkpoint.state_dict.set_model_state_dict``; every rank passes the same ``sd``)."""
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     bad = [k for k in own if k in sd and own[k].shape != sd[k].shape]
     if missing or unexpected or bad:
         raise CheckpointError(f"{what}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, "
                               f"shape mismatches {bad[:5]}")
-    module.load_state_dict(sd)
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(module, FSDPModule):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(module, sd, options=StateDictOptions(full_state_dict=True, strict=True))
+    else:
+        module.load_state_dict(sd)
 
 
 def load_model(path: str, name: Optional[str] = None, ema: bool = True, device="cpu"):

@@ -12,10 +12,19 @@ See :mod:`fastvdm.train` for the usage contract. The pieces:
 Data parallelism: under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs the same step on its shard of the
 global batch. A step function that calls its network through ``ctx.model(name)`` gets it wrapped in
 ``torch.nn.parallel.DistributedDataParallel``: its gradients are averaged over the ranks in buckets while the
-backward pass runs (overlapping communication with compute). ``backward_step`` averages, by one all-reduce,
-only the gradients DDP did not already reduce (models used directly, e.g. by the GAN and DMD stages, whose
-several forwards and backwards per step DDP's one-forward-one-backward contract does not fit), then clips and
-steps. Backend gloo on CPU, nccl on GPU.
+backward pass runs (overlapping communication with compute); ``ctx.wrap(module)`` does the same for a registered
+model given as the module (the distillation stages call every forward whose backward updates a model this way).
+``backward_step`` averages, by one all-reduce, only the gradients DDP did not already reduce (models called
+directly, e.g. a custom discriminator), then clips and steps. Backend gloo on CPU, nccl on GPU.
+
+Sharded data parallelism: ``RunConfig(parallel="fsdp")`` (``fastvdm train teacher --fsdp``) shards every model
+that has trainable parameters, and its EMA, with FSDP2 (``torch.distributed.fsdp.fully_shard``: each
+``fsdp_unit`` submodule, e.g. the U-Net's blocks, then the whole model) over the ranks: parameters, gradients
+and optimizer states become DTensors of which each rank holds 1/world_size; gradients are reduce-scattered
+(averaged) during the backward. The EMA is updated on the local shards. Checkpoints hold the FULL state
+(``get_model_state_dict``/``get_optimizer_state_dict`` with ``full_state_dict=True, cpu_offload=True``: a
+collective, rank 0 writes), in the same format as unsharded runs: a FSDP run resumes in one process or under DDP
+and back, exactly. With one process there is nothing to shard and the run is the plain one.
 """
 
 from __future__ import annotations
@@ -70,7 +79,9 @@ class RunConfig:
     optimizer (0 = off); warmup_steps: linear LR warmup; lr_schedule: "constant" after the warmup, or "cosine"
     (from the base LR at the end of the warmup down to min_lr_ratio x base LR at ``steps``); amp: bf16 autocast on CUDA; print_every: terminal
     line every N steps (0 = never); config: extra JSON saved in config.json and every checkpoint; resume_keys:
-    entries of ``config`` a resumed run must not change (refused unless ``allow_config_change``)."""
+    entries of ``config`` a resumed run must not change (refused unless ``allow_config_change``); parallel:
+    with several ranks, "ddp" (every rank holds every model; DistributedDataParallel) or "fsdp" (models with
+    trainable parameters sharded by FSDP2, see the module docstring)."""
 
     out_dir: str
     steps: int
@@ -87,6 +98,10 @@ class RunConfig:
     resume_keys: tuple = ("stage", "preset", "frames", "size", "data", "clips", "batch", "teacher", "init",
                           "p_uncond")
     allow_config_change: bool = False
+    parallel: str = "ddp"
+
+
+PARALLEL = ("ddp", "fsdp")
 
 
 def lr_factor(run: "RunConfig", step: int) -> float:
@@ -113,6 +128,7 @@ class TrainState:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.step = 0
         self.ddp: dict[str, torch.nn.Module] = {}  # DistributedDataParallel wrappers (not checkpointed)
+        self.sharded: dict[str, torch.nn.Module] = {}  # optimizer name -> the FSDP2-sharded model it updates
 
     def add_model(self, name: str, model: torch.nn.Module, ema_decay: Optional[float] = None,
                   config: Optional[dict] = None) -> torch.nn.Module:
@@ -135,23 +151,59 @@ class TrainState:
 
     @torch.no_grad()
     def update_emas(self) -> None:
+        """ema = decay ema + (1 - decay) model, on each rank's shards when sharded (elementwise: the same values);
+        buffers copied."""
+        for m in self.models.values():  # a root FSDP module keeps its parameters gathered after a no-grad forward
+            if _is_fsdp(m):
+                m.reshard()
         for name, ema in self.emas.items():
             d = self.ema_decay[name]
             for pe, p in zip(ema.parameters(), self.models[name].parameters()):
-                pe.lerp_(p.detach(), 1.0 - d)
+                _local(pe).lerp_(_local(p.detach()), 1.0 - d)
             for be, b in zip(ema.buffers(), self.models[name].buffers()):
                 be.copy_(b)
 
+    def shard(self, device: torch.device) -> None:
+        """FSDP2: shard, over all ranks, every model with trainable parameters and its EMA (``fully_shard`` on
+        each submodule whose class sets ``fsdp_unit = True``, then on the model), and point the optimizers at the
+        sharded parameters. Call before any optimizer step. Collective. Raises UserError when an optimizer mixes a
+        sharded model's parameters with others (its state could not be gathered per model)."""
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+        for name, m in self.models.items():
+            if not any(p.requires_grad for p in m.parameters()):
+                continue
+            old = {id(p): n for n, p in m.named_parameters()}
+            _fully_shard(m, mesh)
+            new = dict(m.named_parameters())
+            if name in self.emas:
+                _fully_shard(self.emas[name], mesh)
+            for oname, opt in self.optimizers.items():
+                mine = [id(p) in old for g in opt.param_groups for p in g["params"]]
+                if not any(mine):
+                    continue
+                if not all(mine):
+                    raise UserError(f"FSDP: optimizer {oname!r} holds parameters of model {name!r} and of other "
+                                    "models; give each sharded model its own optimizer (or use DDP)")
+                if opt.state:
+                    raise UserError(f"FSDP: optimizer {oname!r} has already stepped; shard before training")
+                for g in opt.param_groups:
+                    g["params"] = [new[old[id(p)]] for p in g["params"]]
+                self.sharded[oname] = m
+
     # ------------------------------------------------------------------ checkpoint
     def tensors_and_meta(self) -> tuple[dict, dict]:
+        """(tensors, meta) of a checkpoint: full (unsharded) tensors on the CPU. Collective when models are sharded
+        (every rank calls it; only rank 0's result is complete)."""
         tensors, meta = {}, {"step": self.step, "model_configs": self.model_configs, "ema_decay": self.ema_decay,
                              "optimizers": {}}
         for name, m in self.models.items():
-            tensors.update({f"model/{name}/{k}": v for k, v in m.state_dict().items()})
+            tensors.update({f"model/{name}/{k}": v for k, v in _full_state(m).items()})
         for name, m in self.emas.items():
-            tensors.update({f"ema/{name}/{k}": v for k, v in m.state_dict().items()})
+            tensors.update({f"ema/{name}/{k}": v for k, v in _full_state(m).items()})
         for name, opt in self.optimizers.items():
-            sd = opt.state_dict()
+            sd = _full_optimizer_state(self.sharded[name], opt) if name in self.sharded else opt.state_dict()
             scalars = {}
             for pid, st in sd["state"].items():
                 for k, v in st.items():
@@ -179,12 +231,87 @@ class TrainState:
                 state.setdefault(int(pid), {}).update(st)
             base = [g["base_lr"] for g in opt.param_groups]  # the LR comes from the code/CLI, not the file
             try:
-                opt.load_state_dict({"state": state, "param_groups": om["param_groups"]})
+                sd = {"state": state, "param_groups": om["param_groups"]}
+                if name in self.sharded:
+                    _load_full_optimizer_state(self.sharded[name], opt, sd)
+                else:
+                    opt.load_state_dict(sd)
             except (ValueError, KeyError) as e:
                 raise ckpt.CheckpointError(f"{where} optimizer {name!r} does not match: {e}") from None
             for g, b in zip(opt.param_groups, base):
                 g["base_lr"] = b
         self.step = int(meta["step"])
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (a view: writes go to the parameter), else ``t``."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def _is_sharded(t: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def _is_fsdp(model: torch.nn.Module) -> bool:
+    """Whether ``model`` was sharded by ``fully_shard`` (its parameters are DTensors, except the root's while they
+    are gathered: after a forward without gradient, until ``reshard()``)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def _fully_shard(model: torch.nn.Module, mesh) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    for sub in model.modules():
+        if sub is not model and getattr(type(sub), "fsdp_unit", False):
+            fully_shard(sub, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+_FULL = dict(full_state_dict=True, cpu_offload=True)
+
+
+def _full_state(model: torch.nn.Module) -> dict:
+    """``model.state_dict()``; of a sharded model the full tensors on rank 0's CPU (collective; {} elsewhere)."""
+    if not _is_fsdp(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(**_FULL))
+
+
+def _full_optimizer_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """The full state of the optimizer of a sharded model in ``opt.state_dict()``'s format (parameters numbered
+    in param_groups order), on rank 0's CPU (collective; empty elsewhere)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    sd = get_optimizer_state_dict(model, opt, options=StateDictOptions(**_FULL))
+    if not sd:
+        return {"state": {}, "param_groups": []}
+    ids, groups = {}, []
+    for g in sd["param_groups"]:
+        groups.append({**g, "params": [ids.setdefault(fqn, len(ids)) for fqn in g["params"]]})
+    return {"state": {ids[fqn]: st for fqn, st in sd["state"].items()}, "param_groups": groups}
+
+
+def _load_full_optimizer_state(model: torch.nn.Module, opt: torch.optim.Optimizer, sd: dict) -> None:
+    """Load ``opt.state_dict()``-format full state ``sd`` into the optimizer of a sharded model (every rank)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    fqns = [names[id(p)] for g in opt.param_groups for p in g["params"]]
+    saved = [pid for g in sd["param_groups"] for pid in g["params"]]
+    if len(saved) != len(fqns):
+        raise ValueError(f"the file has {len(saved)} parameters, the optimizer {len(fqns)}")
+    fqn = dict(zip(saved, fqns))
+    groups = [{**g, "params": [fqn[pid] for pid in g["params"]]} for g in sd["param_groups"]]
+    set_optimizer_state_dict(model, opt, {"state": {fqn[pid]: st for pid, st in sd["state"].items()},
+                                          "param_groups": groups}, options=StateDictOptions(full_state_dict=True))
 
 
 # ------------------------------------------------------------------------------------------- step context
@@ -198,7 +325,10 @@ class StepContext:
     state, step (0-based index of this step), rank, world_size, device, amp (bf16 autocast on), run.
     ``generator(sample_id)``: a CPU torch.Generator seeded by (run seed, step, sample_id): draw each sample's
     noise/timestep from it and the randomness of a global batch does not depend on how it is split over ranks.
-    ``model(name)``: the model to call (under DDP its DistributedDataParallel wrapper).
+    ``step_generator()``: a CPU torch.Generator seeded by (run seed, step) alike on every rank: for draws the whole
+    global batch shares.
+    ``model(name)``: the model to call (under DDP its DistributedDataParallel wrapper); ``wrap(module)``: the
+    same for a registered model given as the module (any other module is returned as it is).
     ``backward_step(opt_name, loss)``: backward, gradient averaging over ranks (by DDP during the backward for
     models called through ``model(name)``, else one all-reduce), clip, warmup LR, optimizer step, zero grads;
     returns the pre-clip gradient norm (float).
@@ -215,7 +345,8 @@ class StepContext:
         ``DistributedDataParallel`` wrapper, created on first use (bucketed gradient all-reduce overlapped with
         the backward; buffers are not re-broadcast: ranks start from rank 0's), else the model itself."""
         m = self.state.models[name]
-        if not _distributed() or not any(p.requires_grad for p in m.parameters()):
+        if not _distributed() or not any(p.requires_grad for p in m.parameters()) or \
+                _is_fsdp(m):  # FSDP2 reduces a sharded model's gradients itself
             return m
         wrapped = self.state.ddp.get(name)
         if wrapped is None:
@@ -226,14 +357,24 @@ class StepContext:
         self._ddp_params.update(id(p) for p in m.parameters())
         return wrapped
 
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``model(name)`` of the registered model that is ``module``; ``module`` itself when it is not one."""
+        for name, m in self.state.models.items():
+            if m is module:
+                return self.model(name)
+        return module
+
     def generator(self, sample_id: int) -> torch.Generator:
         return torch.Generator().manual_seed(_sample_seed(self.run.seed, self.step, int(sample_id)))
+
+    def step_generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(_sample_seed(self.run.seed, self.step, 2**64 - 1))  # no sample's id
 
     def backward_step(self, opt_name: str, loss: torch.Tensor, retain_graph: bool = False) -> float:
         opt = self.state.optimizers[opt_name]
         params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
         loss.backward(retain_graph=retain_graph)
-        manual = [p for p in params if id(p) not in self._ddp_params]  # DDP averaged the others already
+        manual = [p for p in params if id(p) not in self._ddp_params and not _is_sharded(p)]  # DDP, FSDP: reduced
         if _distributed() and manual:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in manual]
             flat = torch.cat([g.reshape(-1).float() for g in grads])
@@ -247,7 +388,9 @@ class StepContext:
         if self.run.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.run.grad_clip)
         else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if _is_sharded(norm):
+            norm = norm.full_tensor()
         f = lr_factor(self.run, self.step)
         for g in opt.param_groups:  # the LR is a function of (base LR, step): a resumed run may change it
             g["lr"] = g["base_lr"] * f
@@ -377,15 +520,15 @@ def _set_rng(tensors: dict, meta: list, rank: int) -> None:
 
 # ------------------------------------------------------------------------------------------- the loop
 def save_checkpoint(run: RunConfig, state: TrainState, rank: int = 0) -> Optional[str]:
-    """Collective: every rank contributes its RNG state; rank 0 writes the file atomically. Returns the path
-    (rank 0) or None."""
+    """Collective: every rank contributes its RNG state (and, under FSDP, its shards); rank 0 writes the file
+    atomically. Returns the path (rank 0) or None."""
     states = [_rng_state()]
     if _distributed():
         states = [None] * dist.get_world_size()
         dist.all_gather_object(states, _rng_state())
     path = None
+    tensors, meta = state.tensors_and_meta()  # collective when models are sharded
     if rank == 0:
-        tensors, meta = state.tensors_and_meta()
         rt, rm = _rng_tensors_meta(states)
         tensors.update(rt)
         meta.update(rng=rm, run=_run_json(run))
@@ -443,11 +586,21 @@ def train(run: RunConfig, state: TrainState, step_fn: Callable[[StepContext, Any
     dict (averaged over ranks). Logs one JSON line per step to ``OUT/log.jsonl`` (rank 0).
     """
     rank, world, device = init_distributed()
+    if run.parallel not in PARALLEL:
+        raise UserError(f"parallel must be one of {PARALLEL}, got {run.parallel!r}")
     amp = bool(run.amp) and device.type == "cuda"
     os.makedirs(run.out_dir, exist_ok=True)
     log_path = os.path.join(run.out_dir, "log.jsonl")
     if rank == 0:
         ckpt.sweep_stale_temps(run.out_dir)
+    if _distributed():  # every rank starts from rank 0's weights (a resume then loads the same file everywhere)
+        with torch.no_grad():
+            for m in list(state.models.values()) + list(state.emas.values()):
+                for t in list(m.parameters()) + list(m.buffers()):
+                    if not _is_sharded(t):
+                        dist.broadcast(t.data, 0)
+        if run.parallel == "fsdp" and not any(_is_fsdp(m) for m in state.models.values()):
+            state.shard(device)
     latest = ckpt.latest_checkpoint(run.out_dir) if resume else None
     if latest is not None:
         tensors, meta = ckpt.read_checkpoint(latest)
@@ -466,11 +619,6 @@ def train(run: RunConfig, state: TrainState, step_fn: Callable[[StepContext, Any
                 {"run": _run_json(run), "model_configs": state.model_configs}, indent=2))
             if os.path.exists(log_path) and state.step == 0:
                 _trim_log(log_path, 0)
-    if _distributed():  # every rank starts from rank 0's weights
-        with torch.no_grad():
-            for m in list(state.models.values()) + list(state.emas.values()):
-                for t in list(m.parameters()) + list(m.buffers()):
-                    dist.broadcast(t.data, 0)
     logs: dict = {}
     t_start = time.time()
     start = state.step
