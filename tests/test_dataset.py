@@ -142,21 +142,28 @@ def test_one_thread_restores_thread_count():
 
 
 # ------------------------------------------------------------------------------------- extrapolating clips
-HELD_OUT_SHA256 = "1b8d798be921e0be6c1f7a121dcf71eed260a0e4a42f3f0f6e25ef382d4ad8f4"
+# Clips 0, 1, 57 of the held-out split (paths="interp"): float64 sums of frames, cond_rgb, c2w, the count of seen
+# render pixels (cond_mask) and the sum of squared frames. Until 2026-11-30 this was a sha256 of the clips' bytes
+# (recorded with the code of commit 7ffe800); on a fresh install of the same requirements (numpy 2.4.6, torch 2.13.0)
+# the bytes differ in the last bits while every statistic of the split is unchanged (mean hole fraction 0.0907,
+# percentiles 0 / 0.0061 / 0.0297 / 0.1536 / 0.2583, 26% of clips >= 15%: bench/logs/teacher_v2_data_stats.json),
+# so the check is now on values, to a relative 1e-5.
+HELD_OUT_SUMS = {
+    0: ((-12889.106, -12424.8589, 31.8814), 8009, 9248.7681),
+    1: ((-10182.4547, -9355.7331, 29.7108), 7942, 6802.7582),
+    57: ((-10593.7254, -9363.047, 30.2064), 7209, 6734.8036),
+}
 
 
 def test_fixed_held_out_split_is_unchanged():
-    """The original held-out split (paths="interp") is byte-identical to the one every earlier evaluation used
-    (hash recorded with the code of commit 7ffe800, before extrapolating clips and structured materials)."""
-    import hashlib
-
-    h = hashlib.sha256()
+    """The original held-out split (paths="interp") is the one every earlier evaluation used (see HELD_OUT_SUMS)."""
     ds = ClipDataset("test", 8, 32, 100)
-    for i in (0, 1, 57):
+    for i, (sums, seen, frames_sq) in HELD_OUT_SUMS.items():
         it = ds[i]
-        for k in ("frames", "cond_rgb", "cond_mask", "c2w"):
-            h.update(it[k].numpy().tobytes())
-    assert h.hexdigest() == HELD_OUT_SHA256
+        got = [float(it[k].double().sum()) for k in ("frames", "cond_rgb", "c2w")]
+        assert got == pytest.approx(sums, rel=1e-5, abs=1e-3), (i, got)
+        assert int(it["cond_mask"].sum()) == seen, i
+        assert float(it["frames"].double().square().sum()) == pytest.approx(frames_sq, rel=1e-5), i
 
 
 def test_extrapolating_clips():
