@@ -25,6 +25,7 @@ import fastvdm.ops as ops  # noqa: E402
 from diffusers_models import MODEL_NAMES, build, inputs, to_double  # noqa: E402
 from fastvdm.integrations.diffusers import (  # noqa: E402
     FastvdmAttnProcessor,
+    SingleKeyCrossAttnProcessor,
     UnsupportedModelError,
     apply_fastvdm,
     is_patched,
@@ -164,9 +165,56 @@ def test_report_lists_patched_and_left_modules(capsys):
     n_resnets = sum(type(m).__name__ == "ResnetBlock2D" for m in model.modules())
     assert report.count("ResnetBlock2D") == n_resnets > 0
     assert report.count("TemporalResnetBlock") > 0
-    cross = [path for path, why in report.left if why.startswith("cross-attention")]
-    assert cross and all(path.endswith("attn2") for path in cross)
-    assert not any(path.endswith("attn2") for path, _ in report.patched)
+    # SVD: every cross-attention attends to one image embedding (the single-key processor)
+    cross = [path for path, why in report.patched if why.startswith("cross-attention to one conditioning token")]
+    n_cross = sum(isinstance(getattr(m, "processor", None), SingleKeyCrossAttnProcessor) for m in model.modules())
+    assert cross and all(path.endswith("attn2") for path in cross) and len(cross) == n_cross
+    # text-conditioned U-Nets: cross-attention stays on diffusers' processor
+    model = build("unet3d")
+    report = apply_fastvdm(model)
+    left = [path for path, why in report.left if why.startswith("cross-attention")]
+    assert left and all(path.endswith("attn2") for path in left)
+    assert not any(why.startswith("cross-attention") for _, why in report.patched)
+    assert not any(isinstance(getattr(m, "processor", None), SingleKeyCrossAttnProcessor) for m in model.modules())
+
+
+def test_single_key_cross_attention_is_exact_and_falls_back():
+    """SingleKeyCrossAttnProcessor against diffusers' processor in float64: output and the gradients of every
+    parameter and input (the queries' and the q/k projections' exactly zero); calls it does not cover (two
+    conditioning tokens, a mask, dropout in training) run diffusers' processor unchanged."""
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, cross_attention_dim=12, heads=2, dim_head=8, dropout=0.1).double().eval()
+    stock = attn.processor
+    x, ctx = torch.randn(3, 5, 16, dtype=torch.float64), torch.randn(3, 1, 12, dtype=torch.float64)
+    r = torch.randn(3, 5, 16, dtype=torch.float64)
+
+    def run():
+        attn.zero_grad(set_to_none=True)
+        xs, cs = x.clone().requires_grad_(), ctx.clone().requires_grad_()
+        y = attn(xs, encoder_hidden_states=cs)
+        (y * r).sum().backward()
+        return y.detach(), [xs.grad, cs.grad] + [p.grad for p in attn.parameters()]
+
+    y_ref, g_ref = run()
+    attn.set_processor(SingleKeyCrossAttnProcessor(stock))
+    y, g = run()
+    assert rel_error(y, y_ref) < 1e-12
+    assert all(a is not None for a in g)
+    for a, b in zip(g, g_ref):
+        assert (a - b).norm() <= 1e-12 * (1 + b.norm())
+    assert g[0].abs().max() == 0 and attn.to_q.weight.grad.abs().max() == 0  # the queries do not contribute
+    # not covered: the stock processor, bit for bit
+    ctx2, mask = torch.randn(3, 2, 12, dtype=torch.float64), torch.zeros(3, 1, 1, dtype=torch.float64)
+    for kwargs in (dict(encoder_hidden_states=ctx2), dict(encoder_hidden_states=ctx, attention_mask=mask)):
+        want = stock(attn, x, **kwargs)
+        assert torch.equal(attn(x, **kwargs), want)
+    attn.train()  # dropout 0.1 active: per-token masks, so the stock path
+    torch.manual_seed(1)
+    want = stock(attn, x, ctx)
+    torch.manual_seed(1)
+    assert torch.equal(attn(x, encoder_hidden_states=ctx), want)
 
 
 def test_options_patch_only_what_is_asked():

@@ -22,7 +22,10 @@ processor) get :class:`FastvdmAttnProcessor`: spatial (tokens of a frame) or tem
 attention by ``fastvdm.ops.video_attention`` on zero-copy (N, 1, L, heads, D) / (N, L, 1, heads, D) views of
 the q, k, v projections, and an output that is already the (N, L, heads * D) input of ``to_out`` (diffusers'
 processor makes transposed views for SDPA and copies the result back with a transpose + reshape).
-Cross-attention, attention with masks, spatial/group norms, q/k norms or added KV projections, and custom
+For Stable Video Diffusion, whose every cross-attention attends to one image embedding, the cross-attentions
+get :class:`SingleKeyCrossAttnProcessor` (a softmax over one key is 1: out = to_out(to_v(c)) per sample, broadcast;
+exact, and the q/k projections and SDPA over all tokens are skipped). Other cross-attention (text tokens),
+attention with masks, spatial/group norms, q/k norms or added KV projections, and custom
 (e.g. LoRA, IP-Adapter) processors stay on diffusers' path; a patched processor falls back to the stock one for
 any call it does not cover (encoder states or a mask passed at call time).
 
@@ -58,6 +61,7 @@ __all__ = [
     "is_patched",
     "PatchReport",
     "FastvdmAttnProcessor",
+    "SingleKeyCrossAttnProcessor",
     "UnsupportedModelError",
     "SUPPORTED_MODELS",
 ]
@@ -254,9 +258,72 @@ class FastvdmAttnProcessor:
         return out / attn.rescale_output_factor
 
 
-def _attention_blocker(attn: Attention) -> Optional[str]:
-    """Why ``attn`` stays on diffusers' path, or None if FastvdmAttnProcessor covers it."""
-    if attn.is_cross_attention:
+class _ZeroGrads(torch.autograd.Function):
+    """Identity on ``x``; in the backward, exact zero gradients for ``params`` (projections whose contribution is
+    zero in exact arithmetic, so that an optimizer sees a gradient for them as with the stock module)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, *params: Tensor) -> Tensor:
+        ctx.like = [(p.shape, p.dtype, p.device) for p in params]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return (grad, *(torch.zeros(shape, dtype=dtype, device=device) for shape, dtype, device in ctx.like))
+
+
+def _dropout_active(attn: Attention) -> bool:
+    return attn.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in attn.to_out)
+
+
+class SingleKeyCrossAttnProcessor:
+    """Cross-attention to a single conditioning token, the case of Stable Video Diffusion (every cross-attention
+    attends to one CLIP image embedding per clip).
+
+    A softmax over one key is exactly 1, so every query's output is that key's value: out = to_out(to_v(c)) for
+    the (N, 1, C') conditioning c, computed once per sample and broadcast over the L queries (an expanded view;
+    diffusers' processor computes to_q and to_out for all N * L tokens and runs SDPA). The queries and the q and k
+    projections do not contribute (their stock gradients are zero up to rounding): they get exact zero gradients,
+    so that every parameter still has a gradient, as with the stock module. Calls it does not
+    cover (more than one conditioning token, a mask, 4-D input, dropout active in training, extra arguments) go
+    to ``fallback``, the processor it replaced.
+    """
+
+    def __init__(self, fallback: Callable):
+        self.fallback = fallback
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: Tensor,
+        encoder_hidden_states: Optional[Tensor] = None,
+        attention_mask: Optional[Tensor] = None,
+        temb: Optional[Tensor] = None,
+        *args,
+        **kwargs,
+    ) -> Tensor:
+        context = encoder_hidden_states
+        if (context is None or context.ndim != 3 or context.shape[1] != 1 or hidden_states.ndim != 3
+                or context.shape[0] != hidden_states.shape[0] or attention_mask is not None or args or kwargs
+                or _dropout_active(attn)):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        out = attn.to_out[1](attn.to_out[0](attn.to_v(context).to(hidden_states.dtype)))  # (N, 1, C)
+        if attn.residual_connection:
+            out = out + hidden_states
+        else:
+            out = out.expand_as(hidden_states)
+        out = out / attn.rescale_output_factor
+        # the queries (hidden_states, e.g. a LayerNorm's output) and the q, k projections get exact zeros
+        unused = [t for t in (hidden_states, *attn.to_q.parameters(), *attn.to_k.parameters()) if t.requires_grad]
+        return _ZeroGrads.apply(out, *unused) if unused and torch.is_grad_enabled() else out
+
+
+def _attention_blocker(attn: Attention, single_key_cross: bool = False) -> Optional[str]:
+    """Why ``attn`` stays on diffusers' path, or None if FastvdmAttnProcessor (self-attention) or, with
+    ``single_key_cross``, SingleKeyCrossAttnProcessor (cross-attention) covers it."""
+    if attn.is_cross_attention and not single_key_cross:
         return "cross-attention (keys/values from the conditioning): diffusers' processor"
     if not isinstance(attn.processor, _STOCK_PROCESSORS):
         return f"custom processor {type(attn.processor).__name__} (LoRA, IP-Adapter, ...): kept"
@@ -311,7 +378,8 @@ def apply_fastvdm(unet, group_norm: bool = True, attention=True, verbose: bool =
     unet: one of :data:`SUPPORTED_MODELS` (else :class:`UnsupportedModelError`, nothing patched).
     group_norm: fuse the ResNet blocks' GroupNorm + time embedding + SiLU (and route every other GroupNorm
     through fastvdm's kernel). attention: self-attention processors on ``fastvdm.ops.video_attention``: True
-    (spatial and temporal), "temporal" or "spatial" (only that axis), False (none).
+    (spatial and temporal; for SVD also its single-token cross-attentions, :class:`SingleKeyCrossAttnProcessor`),
+    "temporal" or "spatial" (only that axis's self-attention), False (none).
     verbose: print the report. Returns a :class:`PatchReport` (what was patched, what was left and why).
     A model that is already patched raises ValueError (call :func:`remove_fastvdm` first).
     """
@@ -371,12 +439,23 @@ def apply_fastvdm(unet, group_norm: bool = True, attention=True, verbose: bool =
                 report.patched.append((path, "GroupNorm (no activation follows): fastvdm group_norm"))
 
     if axes[attention]:
+        # SVD conditions every cross-attention on one image embedding; the text-conditioned U-Nets on many tokens
+        single_key_cross = attention is True and type(unet).__name__ == "UNetSpatioTemporalConditionModel"
         temporal_ids = set()
         for path, m in modules.items():
             if type(m).__name__ in _TEMPORAL_CONTAINERS:
                 temporal_ids.update(id(a) for a in m.modules() if isinstance(a, Attention))
         for path, m in modules.items():
             if not isinstance(m, Attention):
+                continue
+            if m.is_cross_attention and single_key_cross:
+                why = _attention_blocker(m, single_key_cross=True)
+                if why:
+                    report.left.append((path, why))
+                    continue
+                undo.append((m, "processor", m.processor))
+                m.set_processor(SingleKeyCrossAttnProcessor(m.processor))
+                report.patched.append((path, "cross-attention to one conditioning token: to_out(to_v(c)) broadcast"))
                 continue
             why = _attention_blocker(m)
             if why:
