@@ -325,3 +325,27 @@ def test_convergence_matches_stock():
     # 1e-3, not 1e-4: Adam turns the rounding noise of analytically-zero gradients (biases feeding 1-channel
     # GroupNorm groups) into full-size steps of random sign, in both runs alike
     assert rel_error(p_patched, p_stock) < 1e-3
+
+
+def test_svd_temporal_blocks_keep_the_frames_major_layout(monkeypatch):
+    """Patched SVD: the temporal self-attention reads (B, T, S, heads, D) views of the frames-major tokens (the
+    stock block's (B * S, T, C) permute copy would show up as S = 1), and the output matches the float64 stock
+    model (test_patched_matches_stock checks the gradients)."""
+    calls = []
+    real = ops.video_attention
+
+    def spy(q, k, v, axis, *args, **kwargs):
+        calls.append((tuple(q.shape), axis))
+        return real(q, k, v, axis, *args, **kwargs)
+
+    model = build("svd")
+    inp = inputs("svd")
+    report = apply_fastvdm(model)
+    assert report.count("TemporalBasicTransformerBlock") > 0
+    monkeypatch.setattr(ops, "video_attention", spy)
+    with torch.no_grad():
+        y = model(**inp).sample
+    temporal = [shape for shape, axis in calls if axis == "temporal"]
+    assert temporal and all(shape[2] > 1 for shape in temporal), temporal
+    y_ref, _ = _oracle("svd", _shape("svd", "reference"))
+    assert rel_error(y, y_ref) <= OUT_TOL

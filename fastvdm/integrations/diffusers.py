@@ -47,6 +47,7 @@ from torch import Tensor, nn
 try:
     import diffusers
     from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+    from diffusers.models.attention import TemporalBasicTransformerBlock
     from diffusers.models.resnet import ResnetBlock2D, TemporalConvLayer, TemporalResnetBlock
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -241,21 +242,29 @@ class FastvdmAttnProcessor:
     ) -> Tensor:
         if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3 or args or kwargs:
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
-        residual = hidden_states
         n, length, _ = hidden_states.shape
-        q = attn.to_q(hidden_states)
-        k = attn.to_k(hidden_states)
-        v = attn.to_v(hidden_states)
-        heads = attn.heads
-        d = k.shape[-1] // heads
-        shape = (n, 1, length, heads, d) if self.axis == "spatial" else (n, length, 1, heads, d)
-        out = ops.video_attention(q.view(shape), k.view(shape), v.view(shape), self.axis)
-        out = out.view(n, length, heads * d).to(q.dtype)
-        out = attn.to_out[0](out)
-        out = attn.to_out[1](out)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        video = (n, 1, length) if self.axis == "spatial" else (n, length, 1)
+        return _video_self_attention(attn, hidden_states, video, self.axis)
+
+
+def _video_self_attention(attn: Attention, hidden_states: Tensor, video: tuple, axis: str) -> Tensor:
+    """``attn``'s self-attention (stock processor semantics) by ``fastvdm.ops.video_attention``.
+
+    hidden_states: (N, L, C) tokens; video: (B, T, S) with B * T * S = N * L, the video layout those tokens are
+    in (the q, k, v projections are viewed as (B, T, S, heads, D) without a copy); axis: "spatial" or "temporal".
+    Returns (N, L, C)."""
+    q = attn.to_q(hidden_states)
+    k = attn.to_k(hidden_states)
+    v = attn.to_v(hidden_states)
+    heads = attn.heads
+    shape = (*video, heads, k.shape[-1] // heads)
+    out = ops.video_attention(q.view(shape), k.view(shape), v.view(shape), axis)
+    out = out.view(q.shape).to(q.dtype)
+    out = attn.to_out[0](out)
+    out = attn.to_out[1](out)
+    if attn.residual_connection:
+        out = out + hidden_states
+    return out / attn.rescale_output_factor
 
 
 class _ZeroGrads(torch.autograd.Function):
@@ -318,6 +327,50 @@ class SingleKeyCrossAttnProcessor:
         # the queries (hidden_states, e.g. a LayerNorm's output) and the q, k projections get exact zeros
         unused = [t for t in (hidden_states, *attn.to_q.parameters(), *attn.to_k.parameters()) if t.requires_grad]
         return _ZeroGrads.apply(out, *unused) if unused and torch.is_grad_enabled() else out
+
+
+def _temporal_block_forward(self: TemporalBasicTransformerBlock, hidden_states: Tensor, num_frames: int,
+                            encoder_hidden_states: Optional[Tensor] = None) -> Tensor:
+    """TemporalBasicTransformerBlock.forward (SVD) without its two layout copies.
+
+    The stock block turns the frames-major (B * T, S, C) tokens into (B * S, T, C) (a permute + copy) so that
+    its self-attention runs over the frames of each position, and back at the end. Every other layer (norms,
+    feed-forwards, projections) acts on each token alone, so here the block stays in the (B * T, S, C) layout
+    and its self-attention reads the frames of each position in place (``video_attention`` axis "temporal" on
+    (B, T, S, heads, D) views); the cross-attention to one token per position (SVD's image embedding repeated
+    over the S positions) is that token's to_out(to_v(c)), added per position. Calls this does not cover
+    (processors other than fastvdm's, chunked feed-forward, a conditioning of several tokens or none) run the
+    stock forward."""
+    bt, length, channels = hidden_states.shape
+    batch = bt // num_frames
+    ctx, attn2 = encoder_hidden_states, self.attn2
+    covered = (
+        self._chunk_size is None
+        and isinstance(self.attn1.processor, FastvdmAttnProcessor)
+        and (attn2 is None or (
+            isinstance(attn2.processor, SingleKeyCrossAttnProcessor) and ctx is not None and ctx.ndim == 3
+            and tuple(ctx.shape[:2]) == (batch * length, 1) and not attn2.norm_cross
+            and not attn2.residual_connection and not _dropout_active(attn2)))
+    )
+    if not covered:
+        return type(self).forward(self, hidden_states, num_frames, encoder_hidden_states)
+    residual = hidden_states
+    hidden_states = self.ff_in(self.norm_in(hidden_states))
+    if self.is_res:
+        hidden_states = hidden_states + residual
+    attn_output = _video_self_attention(self.attn1, self.norm1(hidden_states), (batch, num_frames, length), "temporal")
+    hidden_states = attn_output + hidden_states
+    if attn2 is not None:
+        queries = self.norm2(hidden_states)  # unused by a one-key attention: exact zero gradients, as in the processor
+        per_position = attn2.to_out[1](attn2.to_out[0](attn2.to_v(ctx).to(hidden_states.dtype)))  # (B * S, 1, C)
+        per_position = per_position.view(batch, 1, length, channels) / attn2.rescale_output_factor
+        unused = [t for t in (queries, *attn2.to_q.parameters(), *attn2.to_k.parameters()) if t.requires_grad]
+        if unused and torch.is_grad_enabled():
+            per_position = _ZeroGrads.apply(per_position, *unused)
+        hidden_states = (hidden_states.view(batch, num_frames, length, channels) + per_position).view(bt, length,
+                                                                                                      channels)
+    ff_output = self.ff(self.norm3(hidden_states))
+    return ff_output + hidden_states if self.is_res else ff_output
 
 
 def _attention_blocker(attn: Attention, single_key_cross: bool = False) -> Optional[str]:
@@ -469,6 +522,12 @@ def apply_fastvdm(unet, group_norm: bool = True, attention=True, verbose: bool =
             m.set_processor(FastvdmAttnProcessor(axis, m.processor))
             what = "frames of a position" if axis == "temporal" else "tokens of a frame"
             report.patched.append((path, f"self-attention ({axis}: {what}): fastvdm video_attention"))
+        if "temporal" in axes[attention]:
+            for path, m in modules.items():
+                if isinstance(m, TemporalBasicTransformerBlock):
+                    patch_forward(m, _temporal_block_forward)
+                    report.patched.append(
+                        (path, "TemporalBasicTransformerBlock: frames-major layout kept (no permute copies)"))
 
     setattr(unet, _STATE, undo)
     if verbose:
