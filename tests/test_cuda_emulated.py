@@ -316,6 +316,115 @@ def test_emulated_group_norm_matches_reference(emu, dtype, layout, shape, groups
             assert_rel_close(g, want, tol, name)
 
 
+def _gn_tensor(t, layout, shift):
+    """A (B, C, S) copy of t in `layout`: "contiguous", "shift" (contiguous, `shift` elements into a fresh buffer),
+    "padded" (rows of S + 2 elements: not dense), "channels_last" (memory (B, S, C))."""
+    if layout == "padded":
+        return _shifted(t, shift, row_pad=2)
+    if layout == "channels_last":
+        return t.transpose(1, 2).contiguous().transpose(1, 2)
+    return _shifted(t, shift)
+
+
+def _gn_vectors(t, groups, width):
+    """16-byte vectors of one pass over t (B, C, S) on the vector path: per group (a dense run of Cg * S elements
+    at t's group base), the whole vectors after the elements before its first 16-byte boundary."""
+    B, C, S = t.shape
+    N, total = C // groups * S, 0
+    for n in range(B):
+        for g in range(groups):
+            addr = t.data_ptr() + (n * t.stride(0) + g * (C // groups) * t.stride(1)) * t.element_size()
+            lead = min((16 - addr % 16) % 16 // t.element_size(), N)
+            total += (N - lead) // width
+    return total
+
+
+# (B, C, S, groups, layout, shift, dtype, sms, modulated, vector): the 16-byte vector runs and the scalar fallback
+# of group_norm.cu. "shift" > 0 offsets every tensor (x, y, dy, dx) by that many elements (misaligned bases, one
+# shared 16-byte phase: vector path with scalar heads); "x_only" offsets x alone (phases differ: scalar path).
+# Odd S (1, 3, 7, 33) gives groups at different phases and vectors spanning two channels.
+GN_VEC_CASES = [
+    (2, 24, 1, 2, "contiguous", 0, torch.float16, 132, True, True),  # S = 1: runs of channels, group 2 at phase 8
+    (2, 6, 1, 2, "shift", 1, torch.float32, 132, True, True),  # S = 1, N = 3 < 4: no whole vector
+    (2, 4, 3, 2, "shift", 1, torch.bfloat16, 132, True, True),  # S = 3, N = 6 < 8: scalar heads and tails only
+    (2, 6, 7, 3, "contiguous", 0, torch.float32, 132, "input_bias", True),  # S = 7: sample 2 at phase 8
+    (2, 4, 33, 2, "shift", 3, torch.float16, 132, True, True),  # S = 33, misaligned by 6 bytes
+    (1, 8, 33, 8, "shift", 1, torch.float32, 132, False, True),  # Cg = 1, S = 33
+    (3, 12, 7, 4, "shift", 5, torch.bfloat16, 132, "input_bias", True),
+    (2, 12, 35, 4, "x_only", 1, torch.bfloat16, 132, True, False),  # x misaligned, y aligned: scalar
+    (2, 12, 33, 4, "padded", 0, torch.float16, 132, True, False),  # rows of S + 2: not dense, scalar
+    (2, 16, 33, 1, "channels_last", 0, torch.float16, 132, True, True),  # one group: dense
+    (2, 16, 7, 4, "channels_last", 0, torch.float32, 132, "input_bias", False),  # several groups: scalar
+    (1, 2, 8281, 2, "shift", 1, torch.bfloat16, 132, True, True),  # split path: Cg = 1, S = 91^2 (9 chunks)
+    (1, 4, 4225, 2, "shift", 3, torch.float32, 132, "input_bias", True),  # split path, N = 8450, odd S
+    (2, 4, 4225, 2, "contiguous", 0, torch.float16, 1, False, True),  # split path, one chunk per group
+    (1, 4, 4225, 2, "padded", 1, torch.float32, 132, True, False),  # split path, not dense: scalar
+]
+
+
+@pytest.mark.parametrize("case", GN_VEC_CASES, ids=lambda c: "-".join(map(str, c)).replace("torch.", ""))
+def test_emulated_group_norm_vector_and_scalar_runs(emu, case):
+    B, C, S, groups, layout, shift, dtype, sms, modulated, vector = case
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(case).encode()))
+    width = 16 // torch.empty((), dtype=dtype).element_size()
+    x_layout = "shift" if layout == "x_only" else layout
+    out_layout, out_shift = ("contiguous", 0) if layout == "x_only" else (layout, shift)
+    x = _gn_tensor((torch.randn(B, C, S, generator=gen, dtype=torch.float64) * 2 + 3).to(dtype), x_layout, shift)
+    y = _gn_tensor(torch.empty(B, C, S, dtype=dtype), out_layout, out_shift)
+    assert y.stride() == x.stride()
+    if layout == "x_only":
+        assert x.data_ptr() % 16 != y.data_ptr() % 16
+    weight = bias = scale = shift_t = input_bias = None
+    if modulated:
+        weight, bias = (torch.randn(C, generator=gen, dtype=torch.float64) for _ in range(2))
+        scale, shift_t = (torch.randn(B, C, generator=gen, dtype=torch.float64) * 0.5 for _ in range(2))
+    if modulated == "input_bias":
+        input_bias = torch.randn(B, C, generator=gen, dtype=torch.float64) * 2 - 5
+    keep = [None if t is None else t.float().contiguous() for t in (weight, bias, scale, shift_t, input_bias)]
+    params = [_p(t) for t in keep[:4]]
+    mean, rstd = torch.empty(B, groups), torch.empty(B, groups)
+    emu.emu_take_vector_accesses()
+    rc = emu.emu_group_norm_forward(
+        DTYPE_CODE[dtype], _p(x), _i64(x.stride()), *_L(B, C, S, groups), *params, ctypes.c_float(1e-5),
+        int(bool(modulated)), sms, _p(y), _p(mean), _p(rstd), _p(keep[4]),
+    )  # fmt: skip
+    assert rc == 0
+    forward_vectors = emu.emu_take_vector_accesses()
+    x64 = x.double().requires_grad_()
+    p64 = [None if t is None else t.double().requires_grad_() for t in (weight, bias, scale, shift_t, input_bias)]
+    act = "silu" if modulated else None
+    ref = reference.group_norm(x64, groups, p64[0], p64[1], 1e-5, p64[2], p64[3], act, p64[4])
+    tol = TOLERANCE[dtype]
+    assert_rel_close(y, ref, tol, "output")
+
+    dy = _gn_tensor(torch.randn(B, C, S, generator=gen, dtype=torch.float64).to(dtype), out_layout, out_shift)
+    dx = _gn_tensor(torch.empty(B, C, S, dtype=dtype), out_layout, out_shift)
+    sum_dz, sum_dzx = torch.empty(B, C), torch.empty(B, C)
+    rc = emu.emu_group_norm_backward(
+        DTYPE_CODE[dtype], _p(dy), _p(x), _i64(x.stride()), *_L(B, C, S, groups), _p(mean), _p(rstd), *params,
+        int(bool(modulated)), sms, _p(dx), _p(sum_dz), _p(sum_dzx), _p(keep[4]),
+    )  # fmt: skip
+    assert rc == 0
+    backward_vectors = emu.emu_take_vector_accesses()
+    wrt = [x64] + [t for t in p64 if t is not None]
+    ref_grads = torch.autograd.grad(ref, wrt, dy.double())
+    assert_rel_close(dx, ref_grads[0], tol, "dx")
+    if modulated:
+        got = list(_gn_param_grads(sum_dz, sum_dzx, *keep[:3]))
+        if input_bias is not None:
+            got.append(dx.double().sum(-1))
+        for g, want, name in zip(got, ref_grads[1:], ["dw", "db", "dscale", "dshift", "dinput_bias"]):
+            assert_rel_close(g, want, tol, name)
+
+    # which path ran: every vector of x (and y / dy, dx) exactly once per pass, or none at all
+    per_pass = _gn_vectors(x, groups, width) if vector else 0
+    fused = C // groups * S <= 8192
+    assert forward_vectors == (2 if fused else 3) * per_pass  # fused: x, y; split: x twice, y
+    assert backward_vectors == 5 * per_pass  # sums: x, dy; dx: x, dy, dx
+    if vector and C // groups * S >= 2 * width:
+        assert per_pass > 0
+
+
 # ---------------------------------------------------------------------------------------------- losses
 def _schedule(B, gen):
     t = torch.rand(B, generator=gen, dtype=torch.float64)

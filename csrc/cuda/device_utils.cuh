@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <type_traits>
 
 #include "cuda/common.h"
@@ -117,6 +118,30 @@ __device__ __forceinline__ void copy_run(T* __restrict__ dst, const T* __restric
     }
     *reinterpret_cast<uint4*>(dst) = raw;
   }
+}
+
+// Calls f(RunWidth<w>{}, i) for the runs of [0, len) that thread t of nt (nt >= W) owns: with W > 1, the
+// `head` elements before the first 16-byte boundary one by one, then whole runs of W from i = head, then the
+// scalar tail; with W = 1, every element. No division: W is a power of two.
+template <int W, typename F>
+__device__ __forceinline__ void for_each_run(int64_t len, int64_t head, int64_t t, int64_t nt, F&& f) {
+  head = W > 1 ? min64(head, len) : 0;
+  const int64_t nvec = (len - head) / W;
+  const int64_t tail = head + nvec * W;
+  if (W > 1 && t < head) f(RunWidth<1>{}, t);
+  for (int64_t v = t; v < nvec; v += nt) f(RunWidth<W>{}, head + v * W);
+  if (W > 1 && t < len - tail) f(RunWidth<1>{}, tail + t);
+}
+
+// The run width of a pass over `ptrs` (the big tensors of one call): the vector width when every pointer sits at
+// the same offset from a 16-byte boundary (one scalar head then aligns them all), else 1.
+template <typename T>
+inline bool vector_phase_shared(std::initializer_list<const void*> ptrs) {
+  const uintptr_t phase = reinterpret_cast<uintptr_t>(*ptrs.begin()) & 15u;
+  if (phase % sizeof(T) != 0) return false;
+  for (const void* p : ptrs)
+    if ((reinterpret_cast<uintptr_t>(p) & 15u) != phase) return false;
+  return true;
 }
 
 template <typename T>

@@ -133,6 +133,12 @@ struct GroupWalk {
   }
 };
 
+// Whether every group is one dense run of memory: element e at offset e from the group's base (unit inner stride
+// and rows back to back, or a single row). Such groups can move as 16-byte vectors (group_norm.cu).
+FASTVDM_HD bool group_is_dense(const GroupNormPlan& p) {
+  return p.inner_stride == 1 && (p.outer_stride == p.inner || p.N == p.inner);
+}
+
 FASTVDM_HD void group_chunk_range(const GroupNormPlan& p, int64_t split_index, int64_t* begin, int64_t* end) {
   *begin = split_index * p.chunk;
   *end = min64(p.N, *begin + p.chunk);

@@ -70,6 +70,17 @@ int main() {
     const GroupNormPlan cl = plan_group_norm(2, 64, 1000, 32, 64000, 1, 64, 132);
     CHECK(cl.channel_inner && cl.inner_stride == 1 && cl.inner == 2);
   }
+  // dense groups (one run of memory each: the vector path of group_norm.cu): contiguous, channels-last with one
+  // group or S = 1, Cg = 1 with unit S stride; not channels-last with several groups, not padded rows
+  {
+    CHECK(group_is_dense(plan_group_norm(2, 64, 1000, 32, 64000, 1000, 1, 132)));
+    CHECK(group_is_dense(plan_group_norm(2, 64, 1000, 1, 64000, 1, 64, 132)));
+    CHECK(group_is_dense(plan_group_norm(2, 64, 1, 32, 64, 1, 1, 132)));
+    CHECK(group_is_dense(plan_group_norm(2, 8, 7, 8, 100, 9, 1, 132)));  // Cg = 1: rows of S, any C stride
+    CHECK(!group_is_dense(plan_group_norm(2, 64, 1000, 32, 64000, 1, 64, 132)));
+    CHECK(!group_is_dense(plan_group_norm(2, 64, 1000, 32, 64 * 1008, 1008, 1, 132)));
+    CHECK(!group_is_dense(plan_group_norm(2, 64, 1000, 32, 128000, 2000, 2, 132)));
+  }
   // fused (one read) path exactly for groups of at most 8192 elements, with one chunk
   {
     const GroupNormPlan small = plan_group_norm(2, 64, 4096, 32, 64 * 4096, 4096, 1, 132);  // N = 8192
