@@ -400,3 +400,21 @@ def test_out_validation(bad, match):
     x = torch.randn(2, 8, 3, 5)
     with pytest.raises((ValueError, TypeError), match=match):
         ops.group_norm(x, 4, out=bad(x))
+
+
+def test_cpu_output_past_the_huge_page_size():
+    """y and dx of >= 32 MiB, the size from which the cpu binding advises huge pages for a fresh output
+    (csrc/torch/cpu_output.h): the reference's values, and out= on the same size."""
+    if "cpu" not in all_backends("group_norm"):
+        pytest.skip("the CPU extension is not built")
+    x, params = _make_inputs((1, 32, 4, 256, 260), ALL_PARAMS, torch.float32, "cpu", None, 0.1)  # 33 MiB
+    grad_out = torch.randn(x.shape, dtype=torch.float64)
+    y, grads = _run("cpu", x, 8, params, "silu", grad_out)
+    y_ref, grads_ref = _run(None, x.double(), 8, {k: (None if v is None else v.double()) for k, v in params.items()},
+                            "silu", grad_out)
+    assert_rel_close(y, y_ref, TOLERANCE[torch.float32], "output")
+    assert_rel_close(grads[0], grads_ref[0], TOLERANCE[torch.float32], "dx")
+    out = torch.full_like(x, float("nan"))
+    with torch.no_grad(), ops.use_backend("cpu"):
+        ops.group_norm(x, 8, params["weight"], params["bias"], 1e-5, params["scale"], params["shift"], "silu", out=out)
+    assert torch.equal(out, y.detach())

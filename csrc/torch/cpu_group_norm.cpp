@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "cpu/group_norm.h"
+#include "cpu_output.h"  // csrc/torch/cpu_output.h (same directory)
 
 namespace {
 
@@ -78,7 +79,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_forward(
     at::assert_no_partial_overlap(*out, x);
     y = *out;
   } else {
-    y = at::empty_strided(x.sizes(), x.strides(), x.options());
+    y = fastvdm_cpu_output::empty_output(x.sizes(), x.strides(), x.options());
   }
   at::Tensor mean = at::empty({geo.B, geo.G}, x.options().dtype(at::kFloat));
   at::Tensor rstd = at::empty({geo.B, geo.G}, x.options().dtype(at::kFloat));
@@ -124,7 +125,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward(
   const GroupNormParams p{ptr_or_null(weight), ptr_or_null(bias), ptr_or_null(scale), ptr_or_null(shift),
                           ptr_or_null(input_bias)};
 
-  at::Tensor dx = at::empty_strided(x.sizes(), x.strides(), x.options());
+  at::Tensor dx = fastvdm_cpu_output::empty_output(x.sizes(), x.strides(), x.options());
   at::Tensor sum_dz = at::empty({geo.B, geo.C}, x.options().dtype(at::kFloat));
   at::Tensor sum_dzx = at::empty({geo.B, geo.C}, x.options().dtype(at::kFloat));
   const float* m = mean.data_ptr<float>();

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/losses.h"
+#include "cpu_output.h"  // csrc/torch/cpu_output.h (same directory)
 
 namespace {
 
@@ -99,6 +100,7 @@ at::Tensor denoising_loss_backward(const at::Tensor& grad, const at::Tensor& pre
   std::vector<float> coef(B);
   for (int64_t b = 0; b < B; ++b) coef[b] = w ? base * w[b] : base;
   at::Tensor dpred = at::empty_like(pred, at::MemoryFormat::Contiguous);
+  fastvdm_cpu_output::advise_huge_pages(dpred);
   if (pred.scalar_type() == at::kFloat) {
     fastvdm::cpu::denoising_loss_backward(data<float>(pred), data<float>(x0), data<float>(noise),
                                           alpha.data_ptr<float>(), sigma.data_ptr<float>(), coef.data(), B, N,
@@ -155,6 +157,7 @@ at::Tensor dmd_loss_backward(const at::Tensor& grad, const at::Tensor& real_in, 
   const at::Tensor norm = per_sample(norm_in, B, "norm"), weight = per_sample(weight_in, B, "weight");
   const float scale = grad.to(at::kFloat).item<float>() / static_cast<float>(real.numel());
   at::Tensor dx = at::empty_like(real, at::MemoryFormat::Contiguous);
+  fastvdm_cpu_output::advise_huge_pages(dx);
   if (real.scalar_type() == at::kFloat) {
     fastvdm::cpu::dmd_loss_backward(data<float>(real), data<float>(fake), norm.data_ptr<float>(), ptr_or_null(weight),
                                     scale, B, N, mutable_data<float>(dx));
