@@ -175,11 +175,11 @@ constexpr int64_t kParts = 64;
 // floats). Deterministic and independent of the thread count: the positions of each sample are cut into a
 // fixed number of parts, each summed in order (fp32 over kRowsPerTask rows, then fp64), parts added in order.
 template <typename RowFn>
-void channels_last_sums(int64_t B, int64_t C, int64_t S, std::vector<double>& s1, std::vector<double>& s2,
-                        RowFn row_fn) {
+void channels_last_sums(int64_t B, int64_t C, int64_t S, bool parallel, std::vector<double>& s1,
+                        std::vector<double>& s2, RowFn row_fn) {
   const int64_t parts = std::min(kParts, S);
   std::vector<double> p1(B * parts * C, 0.0), p2(B * parts * C, 0.0);
-#pragma omp parallel
+#pragma omp parallel if (parallel)
   {
     std::vector<float> acc1(C), acc2(C), scratch(2 * C);
 #pragma omp for schedule(static)
@@ -210,11 +210,16 @@ void channels_last_sums(int64_t B, int64_t C, int64_t S, std::vector<double>& s1
 
 }  // namespace
 
-// Rows path: whole (n, g) groups per OpenMP task when there are enough of them for the threads, so that the
-// second pass over a group re-reads it from cache, not memory (one memory read and one write per element).
-static bool group_major(int64_t groups) {
+// Below this many elements a call runs on the calling thread: no OpenMP region, whose fork/join (and, on a
+// loaded machine, the wait for a second core) costs more than the work it would share.
+constexpr int64_t kParallelMin = int64_t{1} << 16;
+
+// Rows path: whole (n, g) groups per OpenMP task when there are enough of them for the threads (or one
+// thread), so that the second pass over a group re-reads it from cache, not memory (one memory read and one
+// write per element). Both orders give bitwise the same results.
+static bool group_major(int64_t groups, bool parallel) {
 #ifdef _OPENMP
-  return groups >= 4 * static_cast<int64_t>(omp_get_max_threads());
+  return !parallel || groups >= 4 * static_cast<int64_t>(omp_get_max_threads());
 #else
   return true;
 #endif
@@ -228,6 +233,7 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
   const int64_t sb = geo.stride_b, sc = geo.stride_c, ss = geo.stride_s;
   const bool cl = channels_last_path(geo);
   const Leaves& L = leaves();
+  const bool parallel = B * C * S >= kParallelMin;
   std::vector<float> a, b;
   modulation(geo, params, a, b);
 
@@ -284,8 +290,8 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
     }
   };
 
-  if (!cl && group_major(B * G)) {
-#pragma omp parallel for schedule(static)
+  if (!cl && group_major(B * G, parallel)) {
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t ng = 0; ng < B * G; ++ng) {
       const int64_t c0 = (ng / G) * C + (ng % G) * Cg;
       for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_sums(nc);
@@ -297,13 +303,13 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
 
   // 1. per-(n, c) shifted sums.
   if (!cl) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t nc = 0; nc < B * C; ++nc) row_sums(nc);
   } else {
     std::vector<float> kc(B * C);  // shift per channel
     for (int64_t nc = 0; nc < B * C; ++nc)
       kc[nc] = shift_k[(nc / C) * G + (nc % C) / Cg] - input_bias_at(params, nc);
-    channels_last_sums(B, C, S, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
+    channels_last_sums(B, C, S, parallel, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
       L.channel_sums(load_chunk(x + n * sb + s * ss, 1, C, scratch), C, kc.data() + n * C, acc1, acc2);
     });
   }
@@ -311,7 +317,7 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
   for (int64_t ng = 0; ng < B * G; ++ng) group_stats(ng);
   // 3. y = act(a * rstd * (x - mean) + b).
   if (!cl) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t nc = 0; nc < B * C; ++nc) row_apply(nc);
   } else {
     std::vector<float> mc(B * C), ac(B * C);  // per-channel mean and a * rstd
@@ -321,7 +327,7 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
       ac[nc] = a[nc] * rstd[ng];
     }
     const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
-#pragma omp parallel
+#pragma omp parallel if (parallel)
     {
       std::vector<float> xbuf(C), ybuf(C);
 #pragma omp for schedule(static)
@@ -348,6 +354,7 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
   const int64_t sb = geo.stride_b, sc = geo.stride_c, ss = geo.stride_s;
   const bool cl = channels_last_path(geo);
   const Leaves& L = leaves();
+  const bool parallel = B * C * S >= kParallelMin;
   std::vector<float> a, b;
   modulation(geo, params, a, b);
   // per-channel copies of the group statistics (mc: the mean of u = x + input_bias, minus input_bias)
@@ -407,8 +414,8 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
     }
   };
 
-  if (!cl && group_major(B * G)) {
-#pragma omp parallel for schedule(static)
+  if (!cl && group_major(B * G, parallel)) {
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t ng = 0; ng < B * G; ++ng) {
       const int64_t c0 = (ng / G) * C + (ng % G) * Cg;
       for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_grad_sums(nc);
@@ -420,10 +427,10 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
 
   // 1. per-(n, c) sums of dz and dz * xhat.
   if (!cl) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t nc = 0; nc < B * C; ++nc) row_grad_sums(nc);
   } else {
-    channels_last_sums(B, C, S, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
+    channels_last_sums(B, C, S, parallel, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
       const int64_t off = n * sb + s * ss, k = n * C;
       L.channel_grad_sums(load_chunk(dy + off, 1, C, scratch), load_chunk(x + off, 1, C, scratch + C), C,
                         mc.data() + k, rc.data() + k, a.data() + k, b.data() + k, silu, acc1, acc2);
@@ -433,11 +440,11 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
   for (int64_t ng = 0; ng < B * G; ++ng) group_coefficients(ng);
   // 3. dx.
   if (!cl) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t nc = 0; nc < B * C; ++nc) row_dx(nc);
   } else {
     const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
-#pragma omp parallel
+#pragma omp parallel if (parallel)
     {
       std::vector<float> xbuf(C), gbuf(C), obuf(C);
 #pragma omp for schedule(static)
