@@ -78,9 +78,9 @@ std::tuple<at::Tensor, at::Tensor> denoising_forward(const at::Tensor& pred_in, 
       diff = at::empty_like(pred, at::MemoryFormat::Contiguous);
       fastvdm_cpu_output::advise_huge_pages(diff);
     }
-    fastvdm::cpu::denoising_loss_forward(data<float>(pred), data<float>(x0), data<float>(noise), alpha.data_ptr<float>(),
-                                         sigma.data_ptr<float>(), B, N, to_target(target), sq.data(),
-                                         residual ? mutable_data<float>(diff) : nullptr);
+    fastvdm::cpu::denoising_loss_forward(data<float>(pred), data<float>(x0), data<float>(noise),
+                                         alpha.data_ptr<float>(), sigma.data_ptr<float>(), B, N, to_target(target),
+                                         sq.data(), residual ? mutable_data<float>(diff) : nullptr);
   } else {
     TORCH_CHECK(!residual, "fastvdm_cpu losses: the residual output is float32 only");
     fastvdm::cpu::denoising_loss_forward(data<bf16>(pred), data<bf16>(x0), data<bf16>(noise), alpha.data_ptr<float>(),

@@ -9,6 +9,9 @@ the sum of dx over positions).
 Layouts: x is seen as (B, C, S) through a view; contiguous and channels-last (channels_last /
 channels_last_3d) inputs are read in place, any other layout is copied to contiguous first. y and dx have
 x's layout (the copy's, for other layouts). Dtypes: fp32, bf16, fp16 (fp32 statistics and arithmetic).
+
+``fastvdm.ops.group_norm(..., out=t)`` reaches :func:`group_norm_out`: the forward kernel writes into t (no
+output allocation; t may be x itself), without autograd.
 """
 
 from __future__ import annotations
