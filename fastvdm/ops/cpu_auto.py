@@ -33,8 +33,9 @@ def _video_attention(q, k, v, axis, scale) -> Optional[str]:
     # S = 256 and 1024, forward and forward+backward; temporal T = 16 level to 1.45x (forward+backward ahead);
     # faster than the reference everywhere (bench_attention.py; RESULTS "cpu attention on GEMM micro-kernels").
     # The tiny model's shapes (S = 64 or T = 8, 2 heads, D = 32), re-measured 2026-11-30 with --tiny
-    # --repeats 15: cpu 1.11-1.66x the best peer at 1 thread and 7-27x at 2 threads (no OpenMP region below
-    # 32 MFLOP, while the peers' regions wait for the second core), so no shape class goes to "torch".
+    # --repeats 15: cpu 1.05-1.66x the best peer at 1 thread; at 2 threads 7-27x on the loaded machine (no OpenMP
+    # region below 32 MFLOP, while the peers' regions wait for the second core) but spatial 0.73x fwd / 0.93x
+    # fwd+bwd against SDPA flash when both cores are idle (RESULTS: open, no rule measured through auto yet).
     return "cpu" if q.dtype in _KERNEL_DTYPES else None
 
 
