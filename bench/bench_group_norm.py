@@ -6,7 +6,9 @@
 Compared on each shape, in one run (ratios are within the run):
 - ``eager``: F.group_norm, then x * (1 + scale) + shift, then F.silu (what a video U-Net does today);
 - ``compile``: torch.compile of that same eager function (inductor; skipped with --no-compile);
-- every fastvdm kernel backend available on the device (CPU: ``cpu``; GPU: ``triton``, ``cuda``).
+- every fastvdm kernel backend available on the device (CPU: ``cpu``; GPU: ``triton``, ``cuda``);
+- forward only, ``<backend> out=``: the same backend writing into a preallocated output (``out=``): the
+  saving of not allocating (and first-touching) a fresh output on every call.
 All variants compute with weight, bias, scale and shift, SiLU on, and (fwd+bwd) gradients of x and of all
 four parameters through autograd.
 
@@ -26,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastvdm.ops as ops  # noqa: E402
 from bench.timing import format_table, gbps, machine_name, median_seconds  # noqa: E402
+from bench.timing import interleaved_medians as cpu_interleaved_medians  # noqa: E402
 
 SHAPES = [(2, 128, 16, 64, 64), (2, 512, 16, 16, 16)]
 # CPU default: also the tiny model's own (one clip, 8 frames at 32x32 and 16x16): per-call overhead and SiLU bound
@@ -61,9 +62,21 @@ def fastvdm_group_norm(backend):
     return fn
 
 
+def fastvdm_group_norm_out(backend, like):
+    """The backend's forward into one preallocated output (``out=``, no autograd)."""
+    out = torch.empty_like(like)
+
+    def fn(x, weight, bias, scale, shift):
+        with ops.use_backend(backend), torch.no_grad():
+            return ops.group_norm(x, GROUPS, weight, bias, EPS, scale, shift, "silu", out=out)
+
+    return fn
+
+
 def interleaved_medians(fns: dict, device: str, repeats: int, warmup: int = 2, graph: bool = False) -> dict:
-    """Median seconds of each fn. On the CPU the fns are timed in interleaved rounds (one call of each per
-    round), so that load from other processes on a shared machine hits every variant alike. On CUDA:
+    """Median seconds of each fn. On the CPU the fns are timed in interleaved rounds (``bench.timing``: every
+    fn once per round, each sample repeating its call for >= 20 ms), so that load from other processes on a
+    shared machine hits every variant alike. On CUDA:
     ``triton.testing.do_bench``, or with ``graph`` ``do_bench_cudagraph`` (fn captured in a CUDA graph and
     replayed: device time without the Python/launch overhead; a fn that cannot be captured is left out)."""
     if device == "cuda" and graph:
@@ -78,16 +91,7 @@ def interleaved_medians(fns: dict, device: str, repeats: int, warmup: int = 2, g
         return out
     if device == "cuda":
         return {name: median_seconds(fn, device="cuda") for name, fn in fns.items()}
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return cpu_interleaved_medians(fns, rounds=repeats, warmup=warmup)
 
 
 def make_inputs(shape, dtype, device):
@@ -171,7 +175,10 @@ def main(argv=None):
             if device == "cuda":  # device time of the forward, without Python and launch overhead
                 passes.insert(1, ("fwd graph", forward_fn, 2, True))
             for pass_name, make, traffic, graph in passes:
-                fns = {impl_name: make(fn, inputs) for impl_name, fn in impls}
+                pass_impls = list(impls)
+                if pass_name == "fwd":
+                    pass_impls += [(f"{b} out=", fastvdm_group_norm_out(b, x)) for b in backends]
+                fns = {impl_name: make(fn, inputs) for impl_name, fn in pass_impls}
                 if pass_name.startswith("fwd") and pass_name != "fwd+bwd":
                     fns = {"copy": lambda: x.clone(), **fns}
                 med = interleaved_medians(fns, device, args.repeats, graph=graph)
@@ -180,7 +187,7 @@ def main(argv=None):
                     rows.append({"shape dtype": name, "pass": pass_name, "impl": "copy (x.clone())",
                                  "ms": f"{med['copy'] * 1e3:.3f}", "GB/s": f"{copy_gbps:.1f}", "% copy": "100",
                                  "vs eager": ""})
-                for impl_name, _ in impls:
+                for impl_name, _ in pass_impls:
                     if impl_name not in med:
                         continue
                     t = med[impl_name]

@@ -294,10 +294,11 @@ def test_triton_kernels_compile_for_sm90_bf16():
 @pytest.mark.parametrize("memory_format", [None, torch.channels_last_3d], ids=["contiguous", "channels_last_3d"])
 def test_cpu_results_do_not_depend_on_thread_count(memory_format):
     """The OpenMP kernels reduce in a fixed order: bitwise identical results with 1 and 2 threads (B * G = 6
-    groups: the contiguous case runs group by group on 1 thread and pass by pass on 2)."""
+    groups: the contiguous case runs group by group on 1 thread and pass by pass on 2; 157k elements, above
+    the size from which the kernels open an OpenMP region)."""
     if "cpu" not in all_backends("group_norm"):
         pytest.skip("the CPU extension is not built")
-    x, params = _make_inputs((2, 12, 3, 8, 9), ALL_PARAMS, torch.float32, "cpu", memory_format, 0.3)
+    x, params = _make_inputs((2, 12, 4, 40, 41), ALL_PARAMS, torch.float32, "cpu", memory_format, 0.3)
     grad_out = torch.randn(x.shape, dtype=torch.float64)
     threads = torch.get_num_threads()
     results = []
@@ -311,3 +312,110 @@ def test_cpu_results_do_not_depend_on_thread_count(memory_format):
     assert torch.equal(y1, y2)
     for a, b in zip(g1, g2):
         assert torch.equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # the Triton interpreter's numpy
+def test_silu_far_into_saturation():
+    """z = a * xhat + b out to |z| ~ 300 (weight ~ 60): the vectorized exp's clamp (|arg| <= 80), both tails
+    of the SiLU and of its derivative against float64, on every backend, fwd and grads."""
+    for backend in all_backends("group_norm"):
+        device = device_for(backend)
+        x, params = _make_inputs((2, 16, 3, 5, 7), ALL_PARAMS, torch.float32, device, None, 0.0)
+        params["weight"] = params["weight"] * 60.0
+        grad_out = torch.randn(x.shape, dtype=torch.float64, device=device)
+        y, grads = _run(backend, x, 4, params, "silu", grad_out)
+        y_ref, grads_ref = _run(None, x.double(), 4, {k: (None if v is None else v.double())
+                                                       for k, v in params.items()}, "silu", grad_out)
+        assert y.abs().max() > 100 and torch.isfinite(y).all()
+        assert_rel_close(y, y_ref, TOLERANCE[torch.float32], f"{backend} output")
+        for name, g, g_ref in zip(("x",) + ALL_PARAMS, grads, grads_ref):
+            assert_rel_close(g, g_ref, TOLERANCE[torch.float32], f"{backend} d{name}")
+
+
+# ---------------------------------------------------------------------------------------------- out=
+OUT_CASES = {
+    "contiguous_silu": ((2, 16, 3, 5, 7), ALL_PARAMS, "silu", None),
+    "channels_last_3d": ((2, 12, 2, 3, 5), WITH_IB, "silu", torch.channels_last_3d),
+    "image_no_act": ((3, 12, 5, 6), ("weight", "bias"), None, None),
+}
+
+
+@pytest.mark.parametrize("backend,dtype", [p for p in _backend_dtypes() if p.values[1] != torch.float16])
+@pytest.mark.parametrize("case", list(OUT_CASES))
+def test_out_matches_reference(backend, dtype, case):
+    """out= (a NaN-filled buffer, and x itself: in place) gives the reference's result, returned as out."""
+    shape, present, activation, memory_format = OUT_CASES[case]
+    device = device_for(backend)
+    x, params = _make_inputs(shape, present, dtype, device, memory_format, 0.2)
+    args = (4 if shape[1] % 4 == 0 else 3, params["weight"], params["bias"], 1e-5, params["scale"], params["shift"],
+            activation, params["input_bias"])
+    y_ref = reference.group_norm(x.double(), args[0], *[None if t is None else t.double() for t in args[1:3]], 1e-5,
+                                 *[None if t is None else t.double() for t in args[4:6]], activation,
+                                 None if args[7] is None else args[7].double())
+    out = torch.full_like(x, float("nan"))
+    with ops.use_backend(backend), torch.no_grad():
+        got = ops.group_norm(x, *args, out=out)
+        assert got is out and got.stride() == x.stride()
+        assert_rel_close(out, y_ref, TOLERANCE[dtype], "out")
+        x_inplace = x.clone()
+        ops.group_norm(x_inplace, *args, out=x_inplace)
+    assert_rel_close(x_inplace, y_ref, TOLERANCE[dtype], "in place (out=x)")
+
+
+def test_out_of_a_non_dense_input_is_contiguous():
+    x = torch.randn(2, 8, 3, 4, 10)[..., ::2]
+    out = torch.empty(x.shape)
+    with torch.no_grad():
+        ops.group_norm(x, 4, activation="silu", out=out)
+    assert_rel_close(out, reference.group_norm(x.double(), 4, activation="silu"), TOLERANCE[torch.float32], "out")
+    with pytest.raises(ValueError, match="contiguous"):
+        ops.group_norm(x, 4, out=out.transpose(3, 4).contiguous().transpose(3, 4))
+
+
+def test_out_is_refused_under_autograd_and_gradients_still_work_without_it():
+    x = torch.randn(2, 8, 3, 5, requires_grad=True)
+    w = torch.randn(8, requires_grad=True)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        ops.group_norm(x, 4, w, out=torch.empty(x.shape))
+    with pytest.raises(RuntimeError, match="not differentiable"):  # an out that requires grad counts too
+        ops.group_norm(x.detach(), 4, out=torch.empty(x.shape, requires_grad=True))
+    y = ops.group_norm(x, 4, w, activation="silu")  # the same call without out= is differentiable
+    gx, gw = torch.autograd.grad(y.square().sum(), (x, w))
+    xr, wr = x.detach().double().requires_grad_(True), w.detach().double().requires_grad_(True)
+    gx_ref, gw_ref = torch.autograd.grad(reference.group_norm(xr, 4, wr, activation="silu").square().sum(), (xr, wr))
+    assert_rel_close(gx, gx_ref, TOLERANCE[torch.float32], "dx")
+    assert_rel_close(gw, gw_ref, TOLERANCE[torch.float32], "dweight")
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (lambda x: torch.empty(2, 8, 3, 4), "shape"),
+        (lambda x: torch.empty(x.shape, dtype=torch.float64), "dtype"),
+        (lambda x: torch.empty(x.shape).contiguous(memory_format=torch.channels_last), "strides"),
+        (lambda x: x.numpy(), "torch.Tensor"),
+    ],
+    ids=["shape", "dtype", "layout", "not_a_tensor"],
+)
+def test_out_validation(bad, match):
+    x = torch.randn(2, 8, 3, 5)
+    with pytest.raises((ValueError, TypeError), match=match):
+        ops.group_norm(x, 4, out=bad(x))
+
+
+def test_cpu_output_past_the_huge_page_size():
+    """y and dx of >= 32 MiB, the size from which the cpu binding advises huge pages for a fresh output
+    (csrc/torch/cpu_output.h): the reference's values, and out= on the same size."""
+    if "cpu" not in all_backends("group_norm"):
+        pytest.skip("the CPU extension is not built")
+    x, params = _make_inputs((1, 32, 4, 256, 260), ALL_PARAMS, torch.float32, "cpu", None, 0.1)  # 33 MiB
+    grad_out = torch.randn(x.shape, dtype=torch.float64)
+    y, grads = _run("cpu", x, 8, params, "silu", grad_out)
+    y_ref, grads_ref = _run(None, x.double(), 8, {k: (None if v is None else v.double()) for k, v in params.items()},
+                            "silu", grad_out)
+    assert_rel_close(y, y_ref, TOLERANCE[torch.float32], "output")
+    assert_rel_close(grads[0], grads_ref[0], TOLERANCE[torch.float32], "dx")
+    out = torch.full_like(x, float("nan"))
+    with torch.no_grad(), ops.use_backend("cpu"):
+        ops.group_norm(x, 8, params["weight"], params["bias"], 1e-5, params["scale"], params["shift"], "silu", out=out)
+    assert torch.equal(out, y.detach())

@@ -504,3 +504,41 @@ def test_triton_losses_compile_on_gpu():
     (ref_grad,) = torch.autograd.grad(ref, xd)
     assert_rel_close(loss, ref, TOLERANCE[torch.float32], "compiled loss")
     assert_rel_close(grad, ref_grad, TOLERANCE[torch.float32], "compiled gradient")
+
+
+@pytest.mark.skipif("cpu" not in all_backends("dmd_loss"), reason="the cpu extension is not built")
+def test_cpu_losses_gradients_of_outputs_past_the_huge_page_size():
+    """Gradients of >= 32 MiB, the size from which the cpu bindings advise huge pages for a fresh output
+    (csrc/torch/cpu_output.h): still the reference's values, both losses."""
+    shape = (2, 4, 4, 1024, 264)  # 8.65 M elements, 33 MiB in fp32
+    pred, x0, noise = (_rand(shape, torch.float32, "cpu") for _ in range(3))
+    alpha, sigma, weight = _schedule(shape[0], "cpu")
+    gout = torch.tensor(1.3, dtype=torch.float64)
+    loss, grad = _loss_and_grad("cpu", ops.denoising_loss, pred, [WRT, x0, noise, alpha, sigma, weight, "v"], gout)
+    ref_loss, ref_grad = _loss_and_grad("reference", reference.denoising_loss, pred.double(),
+                                        [WRT, x0.double(), noise.double(), alpha.double(), sigma.double(),
+                                         weight.double(), "v"], gout)
+    assert_rel_close(loss, ref_loss, TOLERANCE[torch.float32], "denoising loss")
+    assert_rel_close(grad, ref_grad, TOLERANCE[torch.float32], "d denoising / d pred")
+    del grad, ref_grad
+    _dmd_check("cpu", torch.float32, pred, x0, noise, weight, gout)
+
+
+@pytest.mark.skipif("cpu" not in all_backends("denoising_loss"), reason="the cpu extension is not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_cpu_denoising_backward_twice_through_one_graph(dtype):
+    """fp32 eager: the first backward scales the forward's saved residual in place into the gradient; a
+    second backward through the same graph (retain_graph) must recompute it, not scale the first gradient."""
+    shape = (3, 2, 5, 7)
+    pred, x0, noise = (_rand(shape, dtype, "cpu") for _ in range(3))
+    alpha, sigma, weight = _schedule(shape[0], "cpu")
+    p = pred.detach().requires_grad_(True)
+    with ops.use_backend("cpu"):
+        loss = ops.denoising_loss(p, x0, noise, alpha, sigma, weight, "v")
+    (g1,) = torch.autograd.grad(loss, p, torch.tensor(0.7), retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, p, torch.tensor(1.9))
+    _, ref = _loss_and_grad("reference", reference.denoising_loss, pred.double(),
+                            [WRT, x0.double(), noise.double(), alpha.double(), sigma.double(), weight.double(), "v"],
+                            torch.tensor(1.0, dtype=torch.float64))
+    assert_rel_close(g1, 0.7 * ref, TOLERANCE[dtype], "first backward")
+    assert_rel_close(g2, 1.9 * ref, TOLERANCE[dtype], "second backward")

@@ -1,17 +1,10 @@
 // Fused GroupNorm + affine + modulation + SiLU, CPU (OpenMP). See group_norm.h for the math and layout.
 //
 // Structure: the OpenMP loops (this file's templates) walk rows of the tensor and hand fp32 chunks to small
-// leaf functions (the `chunk_*` below) that hold all the arithmetic. The leaves are compiled twice
-// (target_clones: AVX2+FMA and baseline x86-64, picked at load time) and their loops auto-vectorize, SiLU
-// included (exp_approx is branch-free). bf16/fp16 and strided rows are converted to/from an fp32 stack
-// buffer per chunk; contiguous fp32 rows are used in place.
-//
-// Floating-point trapping is off for this file only: with -ftrapping-math (the default) GCC refuses to
-// if-convert the clamp in exp_approx and leaves every loop scalar. The kernels never rely on FP traps.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
-
+// leaf functions that hold all the arithmetic (group_norm_leaves.inc: explicit vectors, vectorized exp).
+// The leaves are compiled three times, AVX-512 (16 floats a vector), AVX2+FMA and baseline x86-64 (8), each
+// under its own `#pragma GCC target`, and one set is chosen once at run time. bf16/fp16 and strided rows are
+// converted to/from an fp32 stack buffer per chunk; contiguous fp32 rows are used in place.
 #include "cpu/group_norm.h"
 #include "cpu/vec_math.h"
 
@@ -31,145 +24,65 @@ namespace {
 
 constexpr int64_t kChunk = 2048;  // fp32 elements per leaf call (8 KiB: stays in L1 with its output)
 
-inline float sigmoid(float z) { return 1.0f / (1.0f + exp_approx(-z)); }
+// ------------------------------------------------------------------------------------------ the leaves
+#define FASTVDM_GN_INLINE inline __attribute__((always_inline))
+#define FASTVDM_GN_LAMBDA __attribute__((always_inline))
+// The leaves pass W-float vectors only between always-inlined helpers: no vector crosses a call boundary.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FASTVDM_GN_X86 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
+namespace avx512 {
+constexpr int W = 16;
+#include "cpu/group_norm_leaves.inc"
+}  // namespace avx512
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+constexpr int W = 8;
+#include "cpu/group_norm_leaves.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+#endif
+namespace baseline {
+constexpr int W = 8;
+#include "cpu/group_norm_leaves.inc"
+}  // namespace baseline
 
-// d silu(z) / dz = sigmoid(z) * (1 + z * (1 - sigmoid(z))).
-inline float silu_grad(float z) {
-  const float s = sigmoid(z);
-  return s * (1.0f + z * (1.0f - s));
-}
-
-// ------------------------------------------------------------------------------------------ fp32 leaves
-// Shifted sums of one chunk: s1 += sum(x - k), s2 += sum((x - k)^2) (fp32 within the chunk).
-FASTVDM_MULTIVERSION
-void chunk_sums(const float* __restrict x, int64_t n, float k, double* s1, double* s2) {
-  float a1 = 0.0f, a2 = 0.0f;
-#pragma omp simd reduction(+ : a1, a2)
-  for (int64_t i = 0; i < n; ++i) {
-    const float d = x[i] - k;
-    a1 += d;
-    a2 += d * d;
+// One instruction set's leaves.
+struct Leaves {
+  decltype(&baseline::chunk_sums) chunk_sums;
+  decltype(&baseline::chunk_apply) chunk_apply;
+  decltype(&baseline::chunk_grad_sums) chunk_grad_sums;
+  decltype(&baseline::chunk_dx) chunk_dx;
+  decltype(&baseline::channel_sums) channel_sums;
+  decltype(&baseline::channel_apply) channel_apply;
+  decltype(&baseline::channel_grad_sums) channel_grad_sums;
+  decltype(&baseline::channel_dx) channel_dx;
+};
+#define FASTVDM_GN_LEAVES(ns)                                                                                 \
+  Leaves {                                                                                                    \
+    ns::chunk_sums, ns::chunk_apply, ns::chunk_grad_sums, ns::chunk_dx, ns::channel_sums, ns::channel_apply, \
+        ns::channel_grad_sums, ns::channel_dx                                                                 \
   }
-  *s1 += a1;
-  *s2 += a2;
-}
 
-// Per-channel shifted sums of one channels-last row of C channels: acc1[c] += x[c] - k[c], acc2[c] += ^2.
-FASTVDM_MULTIVERSION
-void channel_sums(const float* __restrict x, int64_t C, const float* __restrict k, float* __restrict acc1,
-                  float* __restrict acc2) {
-  for (int64_t c = 0; c < C; ++c) {
-    const float d = x[c] - k[c];
-    acc1[c] += d;
-    acc2[c] += d * d;
-  }
+// The widest set this CPU runs, chosen once.
+const Leaves& leaves() {
+  static const Leaves chosen = [] {
+#if defined(FASTVDM_GN_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+      return FASTVDM_GN_LEAVES(avx512);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return FASTVDM_GN_LEAVES(avx2);
+#endif
+    return FASTVDM_GN_LEAVES(baseline);
+  }();
+  return chosen;
 }
-
-// y = act(a * (x - mean) + b) with mean, a, b folded per channel: a = coef * rstd.
-FASTVDM_MULTIVERSION
-void chunk_apply(const float* __restrict x, int64_t n, float mean, float a, float b, bool silu,
-                 float* __restrict y) {
-  if (silu) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float z = a * (x[i] - mean) + b;
-      y[i] = z * sigmoid(z);
-    }
-  } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = a * (x[i] - mean) + b;
-  }
-}
-
-// The same for one channels-last row, with per-channel mean, a, b.
-FASTVDM_MULTIVERSION
-void channel_apply(const float* __restrict x, int64_t C, const float* __restrict mean, const float* __restrict a,
-                   const float* __restrict b, bool silu, float* __restrict y) {
-  if (silu) {
-    for (int64_t c = 0; c < C; ++c) {
-      const float z = a[c] * (x[c] - mean[c]) + b[c];
-      y[c] = z * sigmoid(z);
-    }
-  } else {
-    for (int64_t c = 0; c < C; ++c) y[c] = a[c] * (x[c] - mean[c]) + b[c];
-  }
-}
-
-// Backward sums of one chunk: sdz += sum(dz), sdzx += sum(dz * xhat); xhat = (x - mean) * rstd,
-// z = a * xhat + b, dz = dy * act'(z).
-FASTVDM_MULTIVERSION
-void chunk_grad_sums(const float* __restrict dy, const float* __restrict x, int64_t n, float mean, float rstd,
-                     float a, float b, bool silu, double* sdz, double* sdzx) {
-  float a1 = 0.0f, a2 = 0.0f;
-  if (silu) {
-#pragma omp simd reduction(+ : a1, a2)
-    for (int64_t i = 0; i < n; ++i) {
-      const float xh = (x[i] - mean) * rstd;
-      const float dz = dy[i] * silu_grad(a * xh + b);
-      a1 += dz;
-      a2 += dz * xh;
-    }
-  } else {
-#pragma omp simd reduction(+ : a1, a2)
-    for (int64_t i = 0; i < n; ++i) {
-      const float xh = (x[i] - mean) * rstd;
-      a1 += dy[i];
-      a2 += dy[i] * xh;
-    }
-  }
-  *sdz += a1;
-  *sdzx += a2;
-}
-
-// Channels-last row version: acc1[c] += dz, acc2[c] += dz * xhat, per-channel mean/rstd/a/b.
-FASTVDM_MULTIVERSION
-void channel_grad_sums(const float* __restrict dy, const float* __restrict x, int64_t C,
-                       const float* __restrict mean, const float* __restrict rstd, const float* __restrict a,
-                       const float* __restrict b, bool silu, float* __restrict acc1, float* __restrict acc2) {
-  if (silu) {
-    for (int64_t c = 0; c < C; ++c) {
-      const float xh = (x[c] - mean[c]) * rstd[c];
-      const float dz = dy[c] * silu_grad(a[c] * xh + b[c]);
-      acc1[c] += dz;
-      acc2[c] += dz * xh;
-    }
-  } else {
-    for (int64_t c = 0; c < C; ++c) {
-      const float xh = (x[c] - mean[c]) * rstd[c];
-      acc1[c] += dy[c];
-      acc2[c] += dy[c] * xh;
-    }
-  }
-}
-
-// dx = p * dz + q * (x - mean) + r, with p = rstd * a, q = -rstd^2 * m2, r = -rstd * m1 (see the header).
-FASTVDM_MULTIVERSION
-void chunk_dx(const float* __restrict dy, const float* __restrict x, int64_t n, float mean, float rstd, float a,
-              float b, float p, float q, float r, bool silu, float* __restrict dx) {
-  if (silu) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float xc = x[i] - mean;
-      const float dz = dy[i] * silu_grad(a * (xc * rstd) + b);
-      dx[i] = p * dz + q * xc + r;
-    }
-  } else {
-    for (int64_t i = 0; i < n; ++i) dx[i] = p * dy[i] + q * (x[i] - mean) + r;
-  }
-}
-
-FASTVDM_MULTIVERSION
-void channel_dx(const float* __restrict dy, const float* __restrict x, int64_t C, const float* __restrict mean,
-                const float* __restrict rstd, const float* __restrict a, const float* __restrict b,
-                const float* __restrict p, const float* __restrict q, const float* __restrict r, bool silu,
-                float* __restrict dx) {
-  if (silu) {
-    for (int64_t c = 0; c < C; ++c) {
-      const float xc = x[c] - mean[c];
-      const float dz = dy[c] * silu_grad(a[c] * (xc * rstd[c]) + b[c]);
-      dx[c] = p[c] * dz + q[c] * xc + r[c];
-    }
-  } else {
-    for (int64_t c = 0; c < C; ++c) dx[c] = p[c] * dy[c] + q[c] * (x[c] - mean[c]) + r[c];
-  }
-}
+#undef FASTVDM_GN_LEAVES
 
 // ------------------------------------------------------------------------------------------ load / store
 // Contiguous 16-bit <-> fp32 conversions, multiversioned so that they vectorize like the leaves.
@@ -262,11 +175,11 @@ constexpr int64_t kParts = 64;
 // floats). Deterministic and independent of the thread count: the positions of each sample are cut into a
 // fixed number of parts, each summed in order (fp32 over kRowsPerTask rows, then fp64), parts added in order.
 template <typename RowFn>
-void channels_last_sums(int64_t B, int64_t C, int64_t S, std::vector<double>& s1, std::vector<double>& s2,
-                        RowFn row_fn) {
+void channels_last_sums(int64_t B, int64_t C, int64_t S, bool parallel, std::vector<double>& s1,
+                        std::vector<double>& s2, RowFn row_fn) {
   const int64_t parts = std::min(kParts, S);
   std::vector<double> p1(B * parts * C, 0.0), p2(B * parts * C, 0.0);
-#pragma omp parallel
+#pragma omp parallel if (parallel)
   {
     std::vector<float> acc1(C), acc2(C), scratch(2 * C);
 #pragma omp for schedule(static)
@@ -297,11 +210,16 @@ void channels_last_sums(int64_t B, int64_t C, int64_t S, std::vector<double>& s1
 
 }  // namespace
 
-// Rows path: whole (n, g) groups per OpenMP task when there are enough of them for the threads, so that the
-// second pass over a group re-reads it from cache, not memory (one memory read and one write per element).
-static bool group_major(int64_t groups) {
+// Below this many elements a call runs on the calling thread: no OpenMP region, whose fork/join (and, on a
+// loaded machine, the wait for a second core) costs more than the work it would share.
+constexpr int64_t kParallelMin = int64_t{1} << 16;
+
+// Rows path: whole (n, g) groups per OpenMP task when there are enough of them for the threads (or one
+// thread), so that the second pass over a group re-reads it from cache, not memory (one memory read and one
+// write per element). Both orders give bitwise the same results.
+static bool group_major(int64_t groups, bool parallel) {
 #ifdef _OPENMP
-  return groups >= 4 * static_cast<int64_t>(omp_get_max_threads());
+  return !parallel || groups >= 4 * static_cast<int64_t>(omp_get_max_threads());
 #else
   return true;
 #endif
@@ -314,6 +232,8 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
   const int64_t B = geo.B, C = geo.C, S = geo.S, G = geo.G, Cg = C / G;
   const int64_t sb = geo.stride_b, sc = geo.stride_c, ss = geo.stride_s;
   const bool cl = channels_last_path(geo);
+  const Leaves& L = leaves();
+  const bool parallel = B * C * S >= kParallelMin;
   std::vector<float> a, b;
   modulation(geo, params, a, b);
 
@@ -334,7 +254,7 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
     double a1 = 0.0, a2 = 0.0;
     for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
       const int64_t len = std::min(kChunk, S - s0);
-      chunk_sums(load_chunk(row + s0 * ss, ss, len, buf), len, k, &a1, &a2);
+      L.chunk_sums(load_chunk(row + s0 * ss, ss, len, buf), len, k, &a1, &a2);
     }
     s1[nc] = a1;
     s2[nc] = a2;
@@ -364,14 +284,14 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
     for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
       const int64_t len = std::min(kChunk, S - s0);
       float* out = out_chunk(yrow + s0 * ss, ss, ybuf);
-      chunk_apply(load_chunk(xrow + s0 * ss, ss, len, xbuf), len, mean[ng] - input_bias_at(params, nc),
+      L.chunk_apply(load_chunk(xrow + s0 * ss, ss, len, xbuf), len, mean[ng] - input_bias_at(params, nc),
                   a[nc] * rstd[ng], b[nc], silu, out);
       store_chunk(out, yrow + s0 * ss, ss, len);
     }
   };
 
-  if (!cl && group_major(B * G)) {
-#pragma omp parallel for schedule(static)
+  if (!cl && group_major(B * G, parallel)) {
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t ng = 0; ng < B * G; ++ng) {
       const int64_t c0 = (ng / G) * C + (ng % G) * Cg;
       for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_sums(nc);
@@ -383,21 +303,21 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
 
   // 1. per-(n, c) shifted sums.
   if (!cl) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t nc = 0; nc < B * C; ++nc) row_sums(nc);
   } else {
     std::vector<float> kc(B * C);  // shift per channel
     for (int64_t nc = 0; nc < B * C; ++nc)
       kc[nc] = shift_k[(nc / C) * G + (nc % C) / Cg] - input_bias_at(params, nc);
-    channels_last_sums(B, C, S, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
-      channel_sums(load_chunk(x + n * sb + s * ss, 1, C, scratch), C, kc.data() + n * C, acc1, acc2);
+    channels_last_sums(B, C, S, parallel, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
+      L.channel_sums(load_chunk(x + n * sb + s * ss, 1, C, scratch), C, kc.data() + n * C, acc1, acc2);
     });
   }
   // 2. group statistics.
   for (int64_t ng = 0; ng < B * G; ++ng) group_stats(ng);
   // 3. y = act(a * rstd * (x - mean) + b).
   if (!cl) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t nc = 0; nc < B * C; ++nc) row_apply(nc);
   } else {
     std::vector<float> mc(B * C), ac(B * C);  // per-channel mean and a * rstd
@@ -407,7 +327,7 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
       ac[nc] = a[nc] * rstd[ng];
     }
     const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
-#pragma omp parallel
+#pragma omp parallel if (parallel)
     {
       std::vector<float> xbuf(C), ybuf(C);
 #pragma omp for schedule(static)
@@ -417,7 +337,7 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
         for (int64_t s = s_begin; s < s_end; ++s) {
           T* yrow = y + n * sb + s * ss;
           float* out = out_chunk(yrow, 1, ybuf.data());
-          channel_apply(load_chunk(x + n * sb + s * ss, 1, C, xbuf.data()), C, mc.data() + n * C,
+          L.channel_apply(load_chunk(x + n * sb + s * ss, 1, C, xbuf.data()), C, mc.data() + n * C,
                         ac.data() + n * C, b.data() + n * C, silu, out);
           store_chunk(out, yrow, 1, C);
         }
@@ -433,6 +353,8 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
   const int64_t B = geo.B, C = geo.C, S = geo.S, G = geo.G, Cg = C / G;
   const int64_t sb = geo.stride_b, sc = geo.stride_c, ss = geo.stride_s;
   const bool cl = channels_last_path(geo);
+  const Leaves& L = leaves();
+  const bool parallel = B * C * S >= kParallelMin;
   std::vector<float> a, b;
   modulation(geo, params, a, b);
   // per-channel copies of the group statistics (mc: the mean of u = x + input_bias, minus input_bias)
@@ -452,7 +374,7 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
     double a1 = 0.0, a2 = 0.0;
     for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
       const int64_t len = std::min(kChunk, S - s0);
-      chunk_grad_sums(load_chunk(dy + off + s0 * ss, ss, len, gbuf), load_chunk(x + off + s0 * ss, ss, len, xbuf),
+      L.chunk_grad_sums(load_chunk(dy + off + s0 * ss, ss, len, gbuf), load_chunk(x + off + s0 * ss, ss, len, xbuf),
                       len, mc[nc], rc[nc], a[nc], b[nc], silu, &a1, &a2);
     }
     s1[nc] = a1;
@@ -486,14 +408,14 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
       const int64_t len = std::min(kChunk, S - s0);
       T* dst = dx + off + s0 * ss;
       float* out = out_chunk(dst, ss, obuf);
-      chunk_dx(load_chunk(dy + off + s0 * ss, ss, len, gbuf), load_chunk(x + off + s0 * ss, ss, len, xbuf), len,
+      L.chunk_dx(load_chunk(dy + off + s0 * ss, ss, len, gbuf), load_chunk(x + off + s0 * ss, ss, len, xbuf), len,
                mc[nc], rc[nc], a[nc], b[nc], p[nc], q[nc], r[nc], silu, out);
       store_chunk(out, dst, ss, len);
     }
   };
 
-  if (!cl && group_major(B * G)) {
-#pragma omp parallel for schedule(static)
+  if (!cl && group_major(B * G, parallel)) {
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t ng = 0; ng < B * G; ++ng) {
       const int64_t c0 = (ng / G) * C + (ng % G) * Cg;
       for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_grad_sums(nc);
@@ -505,12 +427,12 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
 
   // 1. per-(n, c) sums of dz and dz * xhat.
   if (!cl) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t nc = 0; nc < B * C; ++nc) row_grad_sums(nc);
   } else {
-    channels_last_sums(B, C, S, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
+    channels_last_sums(B, C, S, parallel, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
       const int64_t off = n * sb + s * ss, k = n * C;
-      channel_grad_sums(load_chunk(dy + off, 1, C, scratch), load_chunk(x + off, 1, C, scratch + C), C,
+      L.channel_grad_sums(load_chunk(dy + off, 1, C, scratch), load_chunk(x + off, 1, C, scratch + C), C,
                         mc.data() + k, rc.data() + k, a.data() + k, b.data() + k, silu, acc1, acc2);
     });
   }
@@ -518,11 +440,11 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
   for (int64_t ng = 0; ng < B * G; ++ng) group_coefficients(ng);
   // 3. dx.
   if (!cl) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t nc = 0; nc < B * C; ++nc) row_dx(nc);
   } else {
     const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
-#pragma omp parallel
+#pragma omp parallel if (parallel)
     {
       std::vector<float> xbuf(C), gbuf(C), obuf(C);
 #pragma omp for schedule(static)
@@ -533,7 +455,7 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
           const int64_t off = n * sb + s * ss;
           float* out = out_chunk(dx + off, 1, obuf.data());
           const int64_t k = n * C;
-          channel_dx(load_chunk(dy + off, 1, C, gbuf.data()), load_chunk(x + off, 1, C, xbuf.data()), C,
+          L.channel_dx(load_chunk(dy + off, 1, C, gbuf.data()), load_chunk(x + off, 1, C, xbuf.data()), C,
                      mc.data() + k, rc.data() + k, a.data() + k, b.data() + k, p.data() + k, q.data() + k,
                      r.data() + k, silu, out);
           store_chunk(out, dx + off, 1, C);

@@ -51,14 +51,15 @@ namespace avx2 = baseline;  // never taken: use_avx2() is false
 }  // namespace
 
 void denoising_loss_forward(const float* pred, const float* x0, const float* noise, const float* alpha,
-                            const float* sigma, int64_t B, int64_t N, DenoisingTarget target, double* sq_sum) {
-  if (use_avx2()) return avx2::denoising_forward(pred, x0, noise, alpha, sigma, B, N, target, sq_sum);
-  baseline::denoising_forward(pred, x0, noise, alpha, sigma, B, N, target, sq_sum);
+                            const float* sigma, int64_t B, int64_t N, DenoisingTarget target, double* sq_sum,
+                            float* residual) {
+  if (use_avx2()) return avx2::denoising_forward(pred, x0, noise, alpha, sigma, B, N, target, sq_sum, residual);
+  baseline::denoising_forward(pred, x0, noise, alpha, sigma, B, N, target, sq_sum, residual);
 }
 void denoising_loss_forward(const bf16* pred, const bf16* x0, const bf16* noise, const float* alpha,
                             const float* sigma, int64_t B, int64_t N, DenoisingTarget target, double* sq_sum) {
-  if (use_avx2()) return avx2::denoising_forward(pred, x0, noise, alpha, sigma, B, N, target, sq_sum);
-  baseline::denoising_forward(pred, x0, noise, alpha, sigma, B, N, target, sq_sum);
+  if (use_avx2()) return avx2::denoising_forward(pred, x0, noise, alpha, sigma, B, N, target, sq_sum, nullptr);
+  baseline::denoising_forward(pred, x0, noise, alpha, sigma, B, N, target, sq_sum, nullptr);
 }
 
 void denoising_loss_backward(const float* pred, const float* x0, const float* noise, const float* alpha,

@@ -6,8 +6,8 @@
 // number of threads. Per-sample vectors (alpha, sigma, weight, norm) are float32; weight may be null (= 1).
 //
 // Each loss is one reduction pass (forward: per-sample sums) plus one elementwise pass (backward: writes the
-// gradient directly). No full-size temporary is allocated; the forward's only scratch is B * ceil(N / chunk)
-// doubles.
+// gradient directly). No full-size temporary is allocated (except the optional float32 residual of the
+// denoising forward, see below); the forward's only scratch is B * ceil(N / chunk) doubles.
 //
 //   denoising loss  L = sum_b weight_b * S_b / (B * N),    S_b = sum_i (pred - target)^2
 //                   target = noise ("eps"), x0 ("x0") or alpha_b * noise - sigma_b * x0 ("v")
@@ -29,8 +29,11 @@ namespace cpu {
 enum class DenoisingTarget : int { kEps = 0, kX0 = 1, kV = 2 };
 
 // sq_sum[b] = sum_i (pred - target)^2 over sample b.  alpha, sigma: B floats (read only for kV).
+// float32: when residual is not null, also residual[i] = pred - target (B * N floats; the eager training path
+// keeps it for the backward, which then scales it in place instead of reading the three inputs again).
 void denoising_loss_forward(const float* pred, const float* x0, const float* noise, const float* alpha,
-                            const float* sigma, int64_t B, int64_t N, DenoisingTarget target, double* sq_sum);
+                            const float* sigma, int64_t B, int64_t N, DenoisingTarget target, double* sq_sum,
+                            float* residual = nullptr);
 void denoising_loss_forward(const bf16* pred, const bf16* x0, const bf16* noise, const float* alpha,
                             const float* sigma, int64_t B, int64_t N, DenoisingTarget target, double* sq_sum);
 

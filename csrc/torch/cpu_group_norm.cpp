@@ -4,14 +4,17 @@
 // and channels-last ((B, S, C) in memory) inputs are used in place; any other layout is copied to contiguous
 // first. The (C,) and (B, C) parameters are converted to contiguous float32 here (tiny). The autograd
 // wrapper, which turns the backward's per-(n, c) sums into the parameter gradients, is
-// fastvdm/ops/cpu/group_norm.py.
+// fastvdm/ops/cpu/group_norm.py. The forward writes into `out` when one is given (fastvdm.ops.group_norm's out=):
+// it must have the strides of the x the kernel reads (x's own, or contiguous when x had to be copied).
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <tuple>
 
 #include "cpu/group_norm.h"
+#include "cpu_output.h"  // csrc/torch/cpu_output.h (same directory)
 
 namespace {
 
@@ -55,7 +58,8 @@ T* ptr(const at::Tensor& t) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_forward(
     const at::Tensor& x_in, int64_t num_groups, const std::optional<at::Tensor>& weight_in,
     const std::optional<at::Tensor>& bias_in, double eps, const std::optional<at::Tensor>& scale_in,
-    const std::optional<at::Tensor>& shift_in, bool silu, const std::optional<at::Tensor>& input_bias_in) {
+    const std::optional<at::Tensor>& shift_in, bool silu, const std::optional<at::Tensor>& input_bias_in,
+    const std::optional<at::Tensor>& out) {
   check_x(x_in, "x");
   const at::Tensor x = dense_layout(x_in) ? x_in : x_in.contiguous();
   const GroupNormGeometry geo = geometry(x, num_groups);
@@ -66,7 +70,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_forward(
   const GroupNormParams p{ptr_or_null(weight), ptr_or_null(bias), ptr_or_null(scale), ptr_or_null(shift),
                           ptr_or_null(input_bias)};
 
-  at::Tensor y = at::empty_strided(x.sizes(), x.strides(), x.options());
+  at::Tensor y;
+  if (out.has_value()) {  // the caller's buffer (x itself is allowed: every element is read before it is written)
+    TORCH_CHECK(out->device().is_cpu() && out->scalar_type() == x.scalar_type() && out->sizes() == x.sizes() &&
+                    out->strides() == x.strides(),
+                "fastvdm_cpu group_norm: out must be a CPU tensor with x's shape, dtype and strides");
+    at::assert_no_internal_overlap(*out);
+    at::assert_no_partial_overlap(*out, x);
+    y = *out;
+  } else {
+    y = fastvdm_cpu_output::empty_output(x.sizes(), x.strides(), x.options());
+  }
   at::Tensor mean = at::empty({geo.B, geo.G}, x.options().dtype(at::kFloat));
   at::Tensor rstd = at::empty({geo.B, geo.G}, x.options().dtype(at::kFloat));
   const float e = static_cast<float>(eps);
@@ -111,7 +125,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward(
   const GroupNormParams p{ptr_or_null(weight), ptr_or_null(bias), ptr_or_null(scale), ptr_or_null(shift),
                           ptr_or_null(input_bias)};
 
-  at::Tensor dx = at::empty_strided(x.sizes(), x.strides(), x.options());
+  at::Tensor dx = fastvdm_cpu_output::empty_output(x.sizes(), x.strides(), x.options());
   at::Tensor sum_dz = at::empty({geo.B, geo.C}, x.options().dtype(at::kFloat));
   at::Tensor sum_dzx = at::empty({geo.B, geo.C}, x.options().dtype(at::kFloat));
   const float* m = mean.data_ptr<float>();
@@ -139,7 +153,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward(
 TORCH_LIBRARY_FRAGMENT(fastvdm_cpu, m) {
   m.def(
       "group_norm_forward(Tensor x, int num_groups, Tensor? weight, Tensor? bias, float eps, Tensor? scale, "
-      "Tensor? shift, bool silu, Tensor? input_bias=None) -> (Tensor, Tensor, Tensor)");
+      "Tensor? shift, bool silu, Tensor? input_bias=None, Tensor(a!)? out=None) -> (Tensor, Tensor, Tensor)");
   m.def(
       "group_norm_backward(Tensor grad, Tensor x, Tensor mean, Tensor rstd, int num_groups, Tensor? weight, "
       "Tensor? bias, Tensor? scale, Tensor? shift, bool silu, Tensor? input_bias=None) -> (Tensor, Tensor, Tensor)");

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/losses.h"
+#include "cpu_output.h"  // csrc/torch/cpu_output.h (same directory)
 
 namespace {
 
@@ -56,10 +57,13 @@ DenoisingTarget to_target(int64_t target) {
   return static_cast<DenoisingTarget>(target);
 }
 
-// loss = sum_b weight_b * S_b / numel, S_b = sum (pred - target)^2 over sample b.
-at::Tensor denoising_loss_forward(const at::Tensor& pred_in, const at::Tensor& x0_in, const at::Tensor& noise_in,
-                                  const at::Tensor& alpha_in, const at::Tensor& sigma_in,
-                                  const std::optional<at::Tensor>& weight_in, int64_t target) {
+// loss = sum_b weight_b * S_b / numel, S_b = sum (pred - target)^2 over sample b. With `residual` (float32
+// inputs only), also returns pred - target, else an undefined tensor.
+std::tuple<at::Tensor, at::Tensor> denoising_forward(const at::Tensor& pred_in, const at::Tensor& x0_in,
+                                                     const at::Tensor& noise_in, const at::Tensor& alpha_in,
+                                                     const at::Tensor& sigma_in,
+                                                     const std::optional<at::Tensor>& weight_in, int64_t target,
+                                                     bool residual) {
   check_big(pred_in, "pred", pred_in);
   check_big(x0_in, "x0", pred_in);
   check_big(noise_in, "noise", pred_in);
@@ -68,17 +72,39 @@ at::Tensor denoising_loss_forward(const at::Tensor& pred_in, const at::Tensor& x
   const at::Tensor alpha = per_sample(alpha_in, B, "alpha"), sigma = per_sample(sigma_in, B, "sigma");
   const at::Tensor weight = per_sample(weight_in, B, "weight");
   std::vector<double> sq(B);
+  at::Tensor diff;
   if (pred.scalar_type() == at::kFloat) {
-    fastvdm::cpu::denoising_loss_forward(data<float>(pred), data<float>(x0), data<float>(noise), alpha.data_ptr<float>(),
-                                         sigma.data_ptr<float>(), B, N, to_target(target), sq.data());
+    if (residual) {
+      diff = at::empty_like(pred, at::MemoryFormat::Contiguous);
+      fastvdm_cpu_output::advise_huge_pages(diff);
+    }
+    fastvdm::cpu::denoising_loss_forward(data<float>(pred), data<float>(x0), data<float>(noise),
+                                         alpha.data_ptr<float>(), sigma.data_ptr<float>(), B, N, to_target(target),
+                                         sq.data(), residual ? mutable_data<float>(diff) : nullptr);
   } else {
+    TORCH_CHECK(!residual, "fastvdm_cpu losses: the residual output is float32 only");
     fastvdm::cpu::denoising_loss_forward(data<bf16>(pred), data<bf16>(x0), data<bf16>(noise), alpha.data_ptr<float>(),
                                          sigma.data_ptr<float>(), B, N, to_target(target), sq.data());
   }
   const float* w = ptr_or_null(weight);
   double total = 0.0;
   for (int64_t b = 0; b < B; ++b) total += (w ? static_cast<double>(w[b]) : 1.0) * sq[b];
-  return at::scalar_tensor(total / static_cast<double>(pred.numel()), at::TensorOptions().dtype(at::kFloat));
+  return {at::scalar_tensor(total / static_cast<double>(pred.numel()), at::TensorOptions().dtype(at::kFloat)), diff};
+}
+
+at::Tensor denoising_loss_forward(const at::Tensor& pred, const at::Tensor& x0, const at::Tensor& noise,
+                                  const at::Tensor& alpha, const at::Tensor& sigma,
+                                  const std::optional<at::Tensor>& weight, int64_t target) {
+  return std::get<0>(denoising_forward(pred, x0, noise, alpha, sigma, weight, target, false));
+}
+
+// (loss, pred - target): float32 only (the eager training path of fastvdm/ops/cpu/losses.py).
+std::tuple<at::Tensor, at::Tensor> denoising_loss_forward_residual(const at::Tensor& pred, const at::Tensor& x0,
+                                                                   const at::Tensor& noise, const at::Tensor& alpha,
+                                                                   const at::Tensor& sigma,
+                                                                   const std::optional<at::Tensor>& weight,
+                                                                   int64_t target) {
+  return denoising_forward(pred, x0, noise, alpha, sigma, weight, target, true);
 }
 
 // dpred = coef_b * (pred - target), coef_b = (2 * grad / numel) * weight_b in float32 (the reference's order).
@@ -99,6 +125,7 @@ at::Tensor denoising_loss_backward(const at::Tensor& grad, const at::Tensor& pre
   std::vector<float> coef(B);
   for (int64_t b = 0; b < B; ++b) coef[b] = w ? base * w[b] : base;
   at::Tensor dpred = at::empty_like(pred, at::MemoryFormat::Contiguous);
+  fastvdm_cpu_output::advise_huge_pages(dpred);
   if (pred.scalar_type() == at::kFloat) {
     fastvdm::cpu::denoising_loss_backward(data<float>(pred), data<float>(x0), data<float>(noise),
                                           alpha.data_ptr<float>(), sigma.data_ptr<float>(), coef.data(), B, N,
@@ -155,6 +182,7 @@ at::Tensor dmd_loss_backward(const at::Tensor& grad, const at::Tensor& real_in, 
   const at::Tensor norm = per_sample(norm_in, B, "norm"), weight = per_sample(weight_in, B, "weight");
   const float scale = grad.to(at::kFloat).item<float>() / static_cast<float>(real.numel());
   at::Tensor dx = at::empty_like(real, at::MemoryFormat::Contiguous);
+  fastvdm_cpu_output::advise_huge_pages(dx);
   if (real.scalar_type() == at::kFloat) {
     fastvdm::cpu::dmd_loss_backward(data<float>(real), data<float>(fake), norm.data_ptr<float>(), ptr_or_null(weight),
                                     scale, B, N, mutable_data<float>(dx));
@@ -171,6 +199,9 @@ TORCH_LIBRARY_FRAGMENT(fastvdm_cpu, m) {
   m.def("denoising_loss_forward(Tensor pred, Tensor x0, Tensor noise, Tensor alpha, Tensor sigma, Tensor? weight, "
         "int target) -> Tensor",
         &denoising_loss_forward);
+  m.def("denoising_loss_forward_residual(Tensor pred, Tensor x0, Tensor noise, Tensor alpha, Tensor sigma, "
+        "Tensor? weight, int target) -> (Tensor, Tensor)",
+        &denoising_loss_forward_residual);
   m.def("denoising_loss_backward(Tensor grad, Tensor pred, Tensor x0, Tensor noise, Tensor alpha, Tensor sigma, "
         "Tensor? weight, int target) -> Tensor",
         &denoising_loss_backward);

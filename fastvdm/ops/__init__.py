@@ -116,6 +116,8 @@ def group_norm(
     shift: Optional[Tensor] = None,
     activation: Optional[str] = None,
     input_bias: Optional[Tensor] = None,
+    *,
+    out: Optional[Tensor] = None,
 ) -> Tensor:
     """act(GroupNorm(x + input_bias) * (1 + scale) + shift), fused.
 
@@ -124,6 +126,12 @@ def group_norm(
     modulation). activation: None or "silu". input_bias: (B, C) or None, added to x before the statistics
     (a ResNet block's GroupNorm(h + temb)). Statistics in fp32. Returns x's shape and dtype.
     Differentiable in x, weight, bias, scale, shift, input_bias.
+
+    out (keyword-only): a tensor to write the result into and return, for callers that reuse memory (inference:
+    no fresh output, no first-touch page faults). It must have x's shape, dtype and device and x's memory
+    layout (x's strides when x is contiguous or channels-last, else contiguous); ``out=x`` (in place) is
+    allowed. Not differentiable: refused when autograd would record the call (use ``torch.no_grad()``).
+    Backends with an out kernel (``cpu``) write directly; the others compute and copy.
     """
     _check_float("x", x)
     if x.dim() < 2:
@@ -145,7 +153,38 @@ def group_norm(
     args = (x, num_groups, weight, bias, float(eps), scale, shift, activation)
     if input_bias is not None:  # only then: backends and callers that predate input_bias see 8 arguments
         args = args + (input_bias,)
+    if out is not None:
+        return _group_norm_out(out, args)
     return resolve("group_norm", x.device, *args).fn(*args)
+
+
+def _group_norm_out(out: Tensor, args: tuple) -> Tensor:
+    """group_norm(*args) written into ``out`` (see :func:`group_norm`'s ``out``)."""
+    x = args[0]
+    if not isinstance(out, Tensor):
+        raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
+    if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
+        raise ValueError(f"out must have x's shape, dtype and device {tuple(x.shape)}, {x.dtype}, {x.device}; got "
+                         f"{tuple(out.shape)}, {out.dtype}, {out.device}")
+    try:  # the layouts the kernels read in place: (B, C, S) or (B, S, C) in memory
+        x3 = x.view(x.shape[0], x.shape[1], -1)
+        dense = x3.is_contiguous() or x3.transpose(1, 2).is_contiguous()
+    except RuntimeError:  # not viewable as (B, C, S)
+        dense = False
+    if dense:
+        if out.stride() != x.stride():
+            raise ValueError(f"out must have x's strides {x.stride()}, got {out.stride()}")
+    elif not out.is_contiguous():
+        raise ValueError(f"out must be contiguous when x is neither contiguous nor channels-last, got strides "
+                         f"{out.stride()}")
+    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args + (out,)):
+        raise RuntimeError("group_norm(out=...) is not differentiable: call it under torch.no_grad(), or drop out=")
+    impl = resolve("group_norm", x.device, *args)
+    if impl.out_fn is not None and not torch.compiler.is_compiling():
+        impl.out_fn(out, *args)
+    else:
+        out.copy_(impl.fn(*args))
+    return out
 
 
 def denoising_loss(

@@ -59,6 +59,8 @@ class Implementation:
     fn: callable with the op's public signature (positional order as in :mod:`fastvdm.ops`).
     supports: ``supports(*args) -> str | None``: why these inputs cannot be served (None if they can).
     auto: device type -> priority for ``auto`` selection (higher wins); absent device = never auto there.
+    out_fn: ``out_fn(out, *args)``, the op written into a caller's tensor (``group_norm(..., out=)``), or None
+    (the op's public function then computes with ``fn`` and copies).
     """
 
     op: str
@@ -66,6 +68,7 @@ class Implementation:
     fn: Callable
     supports: Callable[..., Optional[str]] = field(default=lambda *args: None)
     auto: Mapping[str, int] = field(default_factory=dict)
+    out_fn: Optional[Callable] = None
 
 
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
@@ -95,6 +98,7 @@ def register(
     fn: Callable,
     supports: Optional[Callable[..., Optional[str]]] = None,
     auto: Optional[Mapping[str, int]] = None,
+    out_fn: Optional[Callable] = None,
 ) -> None:
     """Register ``fn`` as ``backend``'s implementation of ``op`` (called by backend modules at import)."""
     if op not in OPS:
@@ -102,7 +106,7 @@ def register(
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; backends are {BACKENDS}")
     _registry[op][backend] = Implementation(
-        op, backend, fn, supports or (lambda *args: None), dict(auto or {})
+        op, backend, fn, supports or (lambda *args: None), dict(auto or {}), out_fn
     )
 
 

@@ -32,20 +32,23 @@ def _video_attention(q, k, v, axis, scale) -> Optional[str]:
     # cpu: 1.8-2.2x faster than the best of SDPA flash, SDPA math and torch.compile (permute + SDPA) on spatial
     # S = 256 and 1024, forward and forward+backward; temporal T = 16 level to 1.45x (forward+backward ahead);
     # faster than the reference everywhere (bench_attention.py; RESULTS "cpu attention on GEMM micro-kernels").
-    # The tiny model's shapes were not measured cleanly on the shared machine (RESULTS says so).
+    # The tiny model's shapes (S = 64 or T = 8, 2 heads, D = 32), re-measured 2026-11-30 with --tiny
+    # --repeats 15: cpu 1.05-1.66x the best peer at 1 thread; at 2 threads 7-27x on the loaded machine (no OpenMP
+    # region below 32 MFLOP, while the peers' regions wait for the second core) but spatial 0.73x fwd / 0.93x
+    # fwd+bwd against SDPA flash when both cores are idle (RESULTS: open, no rule measured through auto yet).
     return "cpu" if q.dtype in _KERNEL_DTYPES else None
 
 
 def _group_norm(x, num_groups, *rest) -> Optional[str]:
-    # cpu: forward+backward (what training runs) 3-3.7x eager and 1.25-1.33x inductor on the U-Net shapes;
-    # inductor's forward measured ahead and the tiny shapes unsettled (bench_group_norm.py; RESULTS
-    # "group_norm and the losses against inductor": open).
+    # cpu: ahead of inductor (torch.compile of GroupNorm + modulation + SiLU) and of eager on every benchmarked
+    # shape, forward and forward+backward, at 1 and 2 threads (U-Net shapes 1.3-2.4x inductor, the tiny model's
+    # 1.2-2.9x; bench_group_norm.py, RESULTS "group_norm and the losses against inductor", 2026-11-30).
     return "cpu" if x.dtype in _KERNEL_DTYPES else None
 
 
 def _loss(pred, *rest) -> Optional[str]:
-    # cpu: loss + gradient 2.4-9.4x eager at every benchmarked size; against inductor ahead on most rows,
-    # some rows unsettled under load (bench_losses.py; RESULTS).
+    # cpu: loss + gradient ahead of eager (1.2-14x) and of inductor (1.06-4.8x) on every benchmarked shape at 1
+    # and 2 threads (bench_losses.py; RESULTS "group_norm and the losses against inductor", 2026-11-30).
     return "cpu" if pred.dtype in (torch.float32, torch.bfloat16) else None
 
 

@@ -9,6 +9,9 @@ the sum of dx over positions).
 Layouts: x is seen as (B, C, S) through a view; contiguous and channels-last (channels_last /
 channels_last_3d) inputs are read in place, any other layout is copied to contiguous first. y and dx have
 x's layout (the copy's, for other layouts). Dtypes: fp32, bf16, fp16 (fp32 statistics and arithmetic).
+
+``fastvdm.ops.group_norm(..., out=t)`` reaches :func:`group_norm_out`: the forward kernel writes into t (no
+output allocation; t may be x itself), without autograd.
 """
 
 from __future__ import annotations
@@ -73,6 +76,14 @@ def group_norm(*args) -> Tensor:
     return _C.group_norm_forward(as_bcs(a.x), *_kernel_args(a))[0].view(a.x.shape)
 
 
+def group_norm_out(out: Tensor, *args) -> None:
+    """The forward written into ``out`` (x's shape, dtype and layout; checked by ``fastvdm.ops.group_norm``
+    and again by the kernel binding): no output allocation. Not differentiable."""
+    a = Args(*args)
+    x3 = as_bcs(a.x)
+    _C.group_norm_forward(x3, *_kernel_args(a), out.view(x3.shape))
+
+
 def supports(x, num_groups, *_) -> Optional[str]:
     if x.device.type != "cpu":
         return f"the cpu backend runs on CPU tensors, got a tensor on {x.device}"
@@ -83,4 +94,4 @@ def supports(x, num_groups, *_) -> Optional[str]:
 
 # auto on CPU: bench/bench_group_norm.py measured forward and forward+backward faster than the reference
 # (eager) on the U-Net shapes on this machine (bench/RESULTS.md).
-_dispatch.register("group_norm", "cpu", group_norm, supports=supports, auto={"cpu": 10})
+_dispatch.register("group_norm", "cpu", group_norm, supports=supports, auto={"cpu": 10}, out_fn=group_norm_out)

@@ -40,10 +40,20 @@ _TARGETS = {"eps": 0, "x0": 1, "v": 2}
 # Eager calls skip the custom ops' Python dispatch (bench/RESULTS.md, "per-call host overhead"): the same
 # launchers, wired to autograd by a plain autograd.Function; under torch.compile the custom ops are traced.
 class _DenoisingLoss(torch.autograd.Function):
+    """fp32: the forward also writes the residual r = pred - target (one extra write), which the backward scales
+    in place into the gradient, coef_b * r (one read, one write), instead of reading pred, x0 and noise again:
+    6 full-tensor passes for loss + gradient instead of 7, and the same peak memory (r becomes the gradient).
+    A second backward through the same graph (retain_graph) recomputes from the inputs. bf16: no residual."""
+
     @staticmethod
     def forward(ctx, pred, x0, noise, alpha, sigma, weight, target):
         ctx.target = target
         ctx.save_for_backward(pred, x0, noise, alpha, sigma, weight)
+        if pred.dtype == torch.float32:
+            loss, ctx.residual = _C.denoising_loss_forward_residual(
+                pred, x0, noise, alpha, sigma, weight, _TARGETS[target])
+            return loss
+        ctx.residual = None
         return _C.denoising_loss_forward(pred, x0, noise, alpha, sigma, weight, _TARGETS[target])
 
     @staticmethod
@@ -54,8 +64,14 @@ class _DenoisingLoss(torch.autograd.Function):
             if torch.is_grad_enabled():  # create_graph=True: the custom op (its own autograd decides)
                 dpred = torch.ops.fastvdm.denoising_loss_backward_cpu(
                     grad, pred, x0, noise, alpha, sigma, weight, ctx.target)
+            elif ctx.residual is not None:  # used once: the residual buffer becomes the gradient
+                r, ctx.residual = ctx.residual, None
+                coef = 2.0 * grad.float() / pred.numel()  # float32, the kernel's order: (2 * grad / numel) * w_b
+                coef = coef.expand(pred.shape[0]) if weight is None else coef * weight.float()
+                dpred = r.view(pred.shape[0], -1).mul_(coef[:, None]).view(pred.shape)
             else:
                 dpred = _C.denoising_loss_backward(grad, pred, x0, noise, alpha, sigma, weight, _TARGETS[ctx.target])
+        ctx.residual = None
         return dpred, None, None, None, None, None, None
 
 
