@@ -21,6 +21,9 @@ def test_auto_follows_the_rules_on_cpu():
     assert ops.selected_backend("video_attention", *_attention_args()) == "cpu"
     x = torch.randn(2, 8, 3, 4, 4)
     assert ops.selected_backend("group_norm", x, 4, None, None, 1e-5, None, None, "silu") == "cpu"
+    # rows of fewer than 32 values: PyTorch's own GroupNorm (the "torch" option: the reference called directly)
+    short = ops.selected_backend("group_norm", torch.randn(2, 8, 2, 2, 2), 4, None, None, 1e-5, None, None, "silu")
+    assert short != "cpu"
     # no rule for fp64 (the kernels compute in fp32): the priorities decide, i.e. the reference
     assert ops.selected_backend("video_attention", *_attention_args(torch.float64)) == "reference"
 

@@ -55,6 +55,11 @@ CASES = {
     "ib_channels_last_3d": ((2, 12, 2, 3, 5), 4, WITH_IB, "silu", torch.channels_last_3d, 0.0),
     "ib_channels_last_image": ((2, 12, 5, 6), 3, ("weight", "input_bias"), "silu", torch.channels_last, 0.0),
     "ib_large_mean": ((2, 8, 3, 4, 4), 2, ("weight", "bias", "input_bias"), "silu", None, -30.0),
+    # the cpu kernel's paths: rows of >= 64 values (one leaf call per row) and short rows (a group's channels as
+    # spans of repeated per-channel parameters), here split over two spans (40 channels x 63 > 2048 values)
+    "rows_S80": ((2, 8, 80), 2, ALL_PARAMS, "silu", None, 0.0),
+    "rows_ib_S100": ((2, 12, 4, 5, 5), 3, WITH_IB, "silu", None, 0.0),
+    "short_rows_two_spans": ((1, 80, 63), 2, WITH_IB, "silu", None, 0.5),
 }
 
 
@@ -206,7 +211,7 @@ def test_forced_backend_rejects_float64(backend):
 def test_auto_picks_cpu_backend_and_falls_back_for_float64():
     if "cpu" not in all_backends("group_norm"):
         pytest.skip("the CPU extension is not built")
-    x = torch.randn(2, 8, 4)
+    x = torch.randn(2, 8, 40)  # rows of >= 32 values (shorter ones go to PyTorch: test_cpu_auto)
     args = (2, None, None, 1e-5, None, None, None)
     assert ops.selected_backend("group_norm", x, *args) == "cpu"
     assert ops.selected_backend("group_norm", x.double(), *args) == "reference"

@@ -225,6 +225,32 @@ static bool group_major(int64_t groups, bool parallel) {
 #endif
 }
 
+// f(nc, ng) for every channel nc = n * C + c in order, with its group ng = n * G + c / Cg, without a division
+// per channel (two 64-bit divisions per channel cost more than a short row's whole work).
+template <typename F>
+static void for_channels(int64_t B, int64_t C, int64_t G, F f) {
+  const int64_t Cg = C / G;
+  for (int64_t n = 0, nc = 0; n < B; ++n)
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t j = 0; j < Cg; ++j, ++nc) f(nc, n * G + g);
+}
+
+// Short rows (S < kShortRow, e.g. SVD's 2x2 and 4x4 latents at 1280 channels): one leaf call per row costs
+// more than the row's work, so when the rows of a group are adjacent in memory (dense (B, C, S)), a group is
+// handled as spans of whole channels with the channels-last leaves over per-element parameters (each
+// channel's value repeated S times): a few leaf calls per group instead of two per channel.
+constexpr int64_t kShortRow = 64;
+
+static bool short_rows(const GroupNormGeometry& g) {
+  return g.S < kShortRow && g.stride_s == 1 && g.stride_c == g.S && g.S > 0;
+}
+
+// out[j * S + s] = v[j] for j < nch, s < S.
+static void repeat_per_row(const float* v, int64_t nch, int64_t S, float* out) {
+  for (int64_t j = 0; j < nch; ++j)
+    for (int64_t s = 0; s < S; ++s) out[j * S + s] = v[j];
+}
+
 // ====================================================================================== forward
 template <typename T>
 void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupNormGeometry& geo,
@@ -246,10 +272,10 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
   std::vector<double> s1(B * C, 0.0), s2(B * C, 0.0);  // per-(n, c) shifted sums
 
   // Shifted sums of row (n, c) over s.
-  auto row_sums = [&](int64_t nc) {
-    const int64_t n = nc / C, c = nc % C;
+  auto row_sums = [&](int64_t nc, int64_t ng) {
+    const int64_t n = ng / G, c = nc - n * C;
     const T* row = x + n * sb + c * sc;
-    const float k = shift_k[n * G + c / Cg] - input_bias_at(params, nc);  // sums of u - k = x - (k - ib)
+    const float k = shift_k[ng] - input_bias_at(params, nc);  // sums of u - k = x - (k - ib)
     float buf[kChunk];
     double a1 = 0.0, a2 = 0.0;
     for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
@@ -276,8 +302,8 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
                                   : std::numeric_limits<float>::quiet_NaN();
   };
   // y = act(a * rstd * (x - mean) + b) on row (n, c).
-  auto row_apply = [&](int64_t nc) {
-    const int64_t n = nc / C, c = nc % C, ng = n * G + c / Cg;
+  auto row_apply = [&](int64_t nc, int64_t ng) {
+    const int64_t n = ng / G, c = nc - n * C;
     const T* xrow = x + n * sb + c * sc;
     T* yrow = y + n * sb + c * sc;
     float xbuf[kChunk], ybuf[kChunk];
@@ -290,13 +316,55 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
     }
   };
 
+  if (short_rows(geo)) {
+    const int64_t span = std::max<int64_t>(1, kChunk / S);  // channels per leaf call
+    std::vector<float> kc(B * C), mc(B * C), ac(B * C);
+    for_channels(B, C, G, [&](int64_t nc, int64_t ng) { kc[nc] = shift_k[ng] - input_bias_at(params, nc); });
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t ng = 0; ng < B * G; ++ng) {
+      const int64_t n = ng / G, c0 = (ng % G) * Cg, nc0 = n * C + c0;
+      float xbuf[kChunk], ybuf[kChunk], p1[kChunk], p2[kChunk], p3[kChunk];
+      for (int64_t j0 = 0; j0 < Cg; j0 += span) {  // sums of x - k per channel (k repeated over its S values)
+        const int64_t nch = std::min(span, Cg - j0), len = nch * S;
+        repeat_per_row(kc.data() + nc0 + j0, nch, S, p1);
+        std::fill(p2, p2 + len, 0.0f);
+        std::fill(p3, p3 + len, 0.0f);
+        L.channel_sums(load_chunk(x + n * sb + (c0 + j0) * sc, 1, len, xbuf), len, p1, p2, p3);
+        for (int64_t j = 0; j < nch; ++j) {
+          double a1 = 0.0, a2 = 0.0;
+          for (int64_t t = 0; t < S; ++t) {
+            a1 += p2[j * S + t];
+            a2 += p3[j * S + t];
+          }
+          s1[nc0 + j0 + j] = a1;
+          s2[nc0 + j0 + j] = a2;
+        }
+      }
+      group_stats(ng);
+      for (int64_t nc = nc0; nc < nc0 + Cg; ++nc) {
+        mc[nc] = mean[ng] - input_bias_at(params, nc);
+        ac[nc] = a[nc] * rstd[ng];
+      }
+      for (int64_t j0 = 0; j0 < Cg; j0 += span) {  // y = act(a * rstd * (x - mean) + b), parameters repeated
+        const int64_t nch = std::min(span, Cg - j0), len = nch * S;
+        repeat_per_row(mc.data() + nc0 + j0, nch, S, p1);
+        repeat_per_row(ac.data() + nc0 + j0, nch, S, p2);
+        repeat_per_row(b.data() + nc0 + j0, nch, S, p3);
+        T* dst = y + n * sb + (c0 + j0) * sc;
+        float* out = out_chunk(dst, 1, ybuf);
+        L.channel_apply(load_chunk(x + n * sb + (c0 + j0) * sc, 1, len, xbuf), len, p1, p2, p3, silu, out);
+        store_chunk(out, dst, 1, len);
+      }
+    }
+    return;
+  }
   if (!cl && group_major(B * G, parallel)) {
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t ng = 0; ng < B * G; ++ng) {
       const int64_t c0 = (ng / G) * C + (ng % G) * Cg;
-      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_sums(nc);
+      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_sums(nc, ng);
       group_stats(ng);
-      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_apply(nc);
+      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_apply(nc, ng);
     }
     return;
   }
@@ -304,11 +372,10 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
   // 1. per-(n, c) shifted sums.
   if (!cl) {
 #pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t nc = 0; nc < B * C; ++nc) row_sums(nc);
+    for (int64_t nc = 0; nc < B * C; ++nc) row_sums(nc, (nc / C) * G + (nc % C) / Cg);
   } else {
     std::vector<float> kc(B * C);  // shift per channel
-    for (int64_t nc = 0; nc < B * C; ++nc)
-      kc[nc] = shift_k[(nc / C) * G + (nc % C) / Cg] - input_bias_at(params, nc);
+    for_channels(B, C, G, [&](int64_t nc, int64_t ng) { kc[nc] = shift_k[ng] - input_bias_at(params, nc); });
     channels_last_sums(B, C, S, parallel, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
       L.channel_sums(load_chunk(x + n * sb + s * ss, 1, C, scratch), C, kc.data() + n * C, acc1, acc2);
     });
@@ -318,14 +385,13 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
   // 3. y = act(a * rstd * (x - mean) + b).
   if (!cl) {
 #pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t nc = 0; nc < B * C; ++nc) row_apply(nc);
+    for (int64_t nc = 0; nc < B * C; ++nc) row_apply(nc, (nc / C) * G + (nc % C) / Cg);
   } else {
     std::vector<float> mc(B * C), ac(B * C);  // per-channel mean and a * rstd
-    for (int64_t nc = 0; nc < B * C; ++nc) {
-      const int64_t ng = (nc / C) * G + (nc % C) / Cg;
+    for_channels(B, C, G, [&](int64_t nc, int64_t ng) {
       mc[nc] = mean[ng] - input_bias_at(params, nc);
       ac[nc] = a[nc] * rstd[ng];
-    }
+    });
     const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
 #pragma omp parallel if (parallel)
     {
@@ -359,17 +425,16 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
   modulation(geo, params, a, b);
   // per-channel copies of the group statistics (mc: the mean of u = x + input_bias, minus input_bias)
   std::vector<float> mc(B * C), rc(B * C);
-  for (int64_t nc = 0; nc < B * C; ++nc) {
-    const int64_t ng = (nc / C) * G + (nc % C) / Cg;
+  for_channels(B, C, G, [&](int64_t nc, int64_t ng) {
     mc[nc] = mean[ng] - input_bias_at(params, nc);
     rc[nc] = rstd[ng];
-  }
+  });
   std::vector<double> s1(B * C, 0.0), s2(B * C, 0.0);  // per-(n, c) sums of dz and dz * xhat
   std::vector<float> p(B * C), q(B * C), r(B * C);      // dx = p * dz + q * (x - mean) + r
 
   // Sums of dz and dz * xhat over row (n, c).
-  auto row_grad_sums = [&](int64_t nc) {
-    const int64_t n = nc / C, c = nc % C, off = n * sb + c * sc;
+  auto row_grad_sums = [&](int64_t nc, int64_t ng) {
+    const int64_t n = ng / G, c = nc - n * C, off = n * sb + c * sc;
     float xbuf[kChunk], gbuf[kChunk];
     double a1 = 0.0, a2 = 0.0;
     for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
@@ -401,8 +466,8 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
     }
   };
   // dx on row (n, c).
-  auto row_dx = [&](int64_t nc) {
-    const int64_t n = nc / C, c = nc % C, off = n * sb + c * sc;
+  auto row_dx = [&](int64_t nc, int64_t ng) {
+    const int64_t n = ng / G, c = nc - n * C, off = n * sb + c * sc;
     float xbuf[kChunk], gbuf[kChunk], obuf[kChunk];
     for (int64_t s0 = 0; s0 < S; s0 += kChunk) {
       const int64_t len = std::min(kChunk, S - s0);
@@ -414,13 +479,64 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
     }
   };
 
+  if (short_rows(geo)) {
+    const int64_t span = std::max<int64_t>(1, kChunk / S);  // channels per leaf call
+#pragma omp parallel if (parallel)
+    {
+    // one buffer of kChunk floats per operand and per repeated parameter (7), per thread
+    std::vector<float> buf(12 * kChunk);
+#pragma omp for schedule(static)
+    for (int64_t ng = 0; ng < B * G; ++ng) {
+      const int64_t n = ng / G, c0 = (ng % G) * Cg, nc0 = n * C + c0;
+      float *gbuf = buf.data(), *xbuf = gbuf + kChunk, *obuf = xbuf + kChunk, *acc1 = obuf + kChunk,
+            *acc2 = acc1 + kChunk, *pm = acc2 + kChunk, *pr = pm + kChunk, *pa = pr + kChunk, *pb = pa + kChunk,
+            *pp = pb + kChunk, *pq = pp + kChunk, *px = pq + kChunk;
+      for (int64_t j0 = 0; j0 < Cg; j0 += span) {  // sums of dz and dz * xhat per channel
+        const int64_t nch = std::min(span, Cg - j0), len = nch * S, k = nc0 + j0, off = n * sb + (c0 + j0) * sc;
+        repeat_per_row(mc.data() + k, nch, S, pm);
+        repeat_per_row(rc.data() + k, nch, S, pr);
+        repeat_per_row(a.data() + k, nch, S, pa);
+        repeat_per_row(b.data() + k, nch, S, pb);
+        std::fill(acc1, acc1 + len, 0.0f);
+        std::fill(acc2, acc2 + len, 0.0f);
+        L.channel_grad_sums(load_chunk(dy + off, 1, len, gbuf), load_chunk(x + off, 1, len, xbuf), len, pm, pr, pa,
+                            pb, silu, acc1, acc2);
+        for (int64_t j = 0; j < nch; ++j) {
+          double a1 = 0.0, a2 = 0.0;
+          for (int64_t t = 0; t < S; ++t) {
+            a1 += acc1[j * S + t];
+            a2 += acc2[j * S + t];
+          }
+          s1[k + j] = a1;
+          s2[k + j] = a2;
+        }
+      }
+      group_coefficients(ng);
+      for (int64_t j0 = 0; j0 < Cg; j0 += span) {  // dx = p * dz + q * (x - mean) + r, parameters repeated
+        const int64_t nch = std::min(span, Cg - j0), len = nch * S, k = nc0 + j0, off = n * sb + (c0 + j0) * sc;
+        repeat_per_row(mc.data() + k, nch, S, pm);
+        repeat_per_row(rc.data() + k, nch, S, pr);
+        repeat_per_row(a.data() + k, nch, S, pa);
+        repeat_per_row(b.data() + k, nch, S, pb);
+        repeat_per_row(p.data() + k, nch, S, pp);
+        repeat_per_row(q.data() + k, nch, S, pq);
+        repeat_per_row(r.data() + k, nch, S, px);
+        float* out = out_chunk(dx + off, 1, obuf);
+        L.channel_dx(load_chunk(dy + off, 1, len, gbuf), load_chunk(x + off, 1, len, xbuf), len, pm, pr, pa, pb, pp,
+                     pq, px, silu, out);
+        store_chunk(out, dx + off, 1, len);
+      }
+    }
+    }
+    return;
+  }
   if (!cl && group_major(B * G, parallel)) {
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t ng = 0; ng < B * G; ++ng) {
       const int64_t c0 = (ng / G) * C + (ng % G) * Cg;
-      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_grad_sums(nc);
+      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_grad_sums(nc, ng);
       group_coefficients(ng);
-      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_dx(nc);
+      for (int64_t nc = c0; nc < c0 + Cg; ++nc) row_dx(nc, ng);
     }
     return;
   }
@@ -428,7 +544,7 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
   // 1. per-(n, c) sums of dz and dz * xhat.
   if (!cl) {
 #pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t nc = 0; nc < B * C; ++nc) row_grad_sums(nc);
+    for (int64_t nc = 0; nc < B * C; ++nc) row_grad_sums(nc, (nc / C) * G + (nc % C) / Cg);
   } else {
     channels_last_sums(B, C, S, parallel, s1, s2, [&](int64_t n, int64_t s, float* acc1, float* acc2, float* scratch) {
       const int64_t off = n * sb + s * ss, k = n * C;
@@ -441,7 +557,7 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
   // 3. dx.
   if (!cl) {
 #pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t nc = 0; nc < B * C; ++nc) row_dx(nc);
+    for (int64_t nc = 0; nc < B * C; ++nc) row_dx(nc, (nc / C) * G + (nc % C) / Cg);
   } else {
     const int64_t blocks = (S + kRowsPerTask - 1) / kRowsPerTask;
 #pragma omp parallel if (parallel)

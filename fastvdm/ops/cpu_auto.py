@@ -43,7 +43,13 @@ def _group_norm(x, num_groups, *rest) -> Optional[str]:
     # cpu: ahead of inductor (torch.compile of GroupNorm + modulation + SiLU) and of eager on every benchmarked
     # shape, forward and forward+backward, at 1 and 2 threads (U-Net shapes 1.3-2.4x inductor, the tiny model's
     # 1.2-2.9x; bench_group_norm.py, RESULTS "group_norm and the losses against inductor", 2026-11-30).
-    return "cpu" if x.dtype in _KERNEL_DTYPES else None
+    # torch: rows of fewer than 32 values per (sample, channel) (the 2x2 / 4x4 latents of SVD's 1280-channel
+    # blocks): the kernel's per-channel bookkeeping outweighs the row's work there, and PyTorch's eager
+    # GroupNorm + SiLU was 1.7-2.9x faster at S = 1-16 (4 x 320 / 1280 channels), level at S = 64
+    # (RESULTS "group_norm on short rows", 2026-11-30).
+    if x.dtype not in _KERNEL_DTYPES:
+        return None
+    return "torch" if x.dim() > 2 and x[0, 0].numel() < 32 else "cpu"
 
 
 def _loss(pred, *rest) -> Optional[str]:
