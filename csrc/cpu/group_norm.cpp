@@ -245,6 +245,19 @@ static bool short_rows(const GroupNormGeometry& g) {
   return g.S < kShortRow && g.stride_s == 1 && g.stride_c == g.S && g.S > 0;
 }
 
+// s1[j] = sum of acc1[j * S + s] over s < S (fp64), s2 likewise, for j < nch: per-channel sums of a span.
+static void channel_totals(const float* acc1, const float* acc2, int64_t nch, int64_t S, double* s1, double* s2) {
+  for (int64_t j = 0; j < nch; ++j) {
+    double a1 = 0.0, a2 = 0.0;
+    for (int64_t t = 0; t < S; ++t) {
+      a1 += acc1[j * S + t];
+      a2 += acc2[j * S + t];
+    }
+    s1[j] = a1;
+    s2[j] = a2;
+  }
+}
+
 // out[j * S + s] = v[j] for j < nch, s < S.
 static void repeat_per_row(const float* v, int64_t nch, int64_t S, float* out) {
   for (int64_t j = 0; j < nch; ++j)
@@ -330,15 +343,7 @@ void group_norm_forward(const T* x, T* y, float* mean, float* rstd, const GroupN
         std::fill(p2, p2 + len, 0.0f);
         std::fill(p3, p3 + len, 0.0f);
         L.channel_sums(load_chunk(x + n * sb + (c0 + j0) * sc, 1, len, xbuf), len, p1, p2, p3);
-        for (int64_t j = 0; j < nch; ++j) {
-          double a1 = 0.0, a2 = 0.0;
-          for (int64_t t = 0; t < S; ++t) {
-            a1 += p2[j * S + t];
-            a2 += p3[j * S + t];
-          }
-          s1[nc0 + j0 + j] = a1;
-          s2[nc0 + j0 + j] = a2;
-        }
+        channel_totals(p2, p3, nch, S, s1.data() + nc0 + j0, s2.data() + nc0 + j0);
       }
       group_stats(ng);
       for (int64_t nc = nc0; nc < nc0 + Cg; ++nc) {
@@ -501,15 +506,7 @@ void group_norm_backward(const T* dy, const T* x, const float* mean, const float
         std::fill(acc2, acc2 + len, 0.0f);
         L.channel_grad_sums(load_chunk(dy + off, 1, len, gbuf), load_chunk(x + off, 1, len, xbuf), len, pm, pr, pa,
                             pb, silu, acc1, acc2);
-        for (int64_t j = 0; j < nch; ++j) {
-          double a1 = 0.0, a2 = 0.0;
-          for (int64_t t = 0; t < S; ++t) {
-            a1 += acc1[j * S + t];
-            a2 += acc2[j * S + t];
-          }
-          s1[k + j] = a1;
-          s2[k + j] = a2;
-        }
+        channel_totals(acc1, acc2, nch, S, s1.data() + k, s2.data() + k);
       }
       group_coefficients(ng);
       for (int64_t j0 = 0; j0 < Cg; j0 += span) {  // dx = p * dz + q * (x - mean) + r, parameters repeated

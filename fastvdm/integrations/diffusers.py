@@ -316,17 +316,21 @@ class SingleKeyCrossAttnProcessor:
                 or context.shape[0] != hidden_states.shape[0] or attention_mask is not None or args or kwargs
                 or _dropout_active(attn)):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
-        if attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        out = attn.to_out[1](attn.to_out[0](attn.to_v(context).to(hidden_states.dtype)))  # (N, 1, C)
-        if attn.residual_connection:
-            out = out + hidden_states
-        else:
-            out = out.expand_as(hidden_states)
-        out = out / attn.rescale_output_factor
-        # the queries (hidden_states, e.g. a LayerNorm's output) and the q, k projections get exact zeros
-        unused = [t for t in (hidden_states, *attn.to_q.parameters(), *attn.to_k.parameters()) if t.requires_grad]
-        return _ZeroGrads.apply(out, *unused) if unused and torch.is_grad_enabled() else out
+        out = _one_key_attention(attn, context, hidden_states)  # (N, 1, C)
+        out = out + hidden_states if attn.residual_connection else out.expand_as(hidden_states)
+        return out / attn.rescale_output_factor
+
+
+def _one_key_attention(attn: Attention, context: Tensor, queries: Tensor) -> Tensor:
+    """``attn``'s output (before residual and rescale) for queries attending to one key: to_out(to_v(c)).
+
+    context: (N, 1, C') conditioning; queries: the (..., C) query tokens, unused (a softmax over one key is 1) but
+    given exact zero gradients, as are the q and k projections. Returns (N, 1, C)."""
+    if attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    out = attn.to_out[1](attn.to_out[0](attn.to_v(context).to(queries.dtype)))
+    unused = [t for t in (queries, *attn.to_q.parameters(), *attn.to_k.parameters()) if t.requires_grad]
+    return _ZeroGrads.apply(out, *unused) if unused and torch.is_grad_enabled() else out
 
 
 def _temporal_block_forward(self: TemporalBasicTransformerBlock, hidden_states: Tensor, num_frames: int,
@@ -349,8 +353,8 @@ def _temporal_block_forward(self: TemporalBasicTransformerBlock, hidden_states: 
         and isinstance(self.attn1.processor, FastvdmAttnProcessor)
         and (attn2 is None or (
             isinstance(attn2.processor, SingleKeyCrossAttnProcessor) and ctx is not None and ctx.ndim == 3
-            and tuple(ctx.shape[:2]) == (batch * length, 1) and not attn2.norm_cross
-            and not attn2.residual_connection and not _dropout_active(attn2)))
+            and tuple(ctx.shape[:2]) == (batch * length, 1) and not attn2.residual_connection
+            and not _dropout_active(attn2)))
     )
     if not covered:
         return type(self).forward(self, hidden_states, num_frames, encoder_hidden_states)
@@ -361,12 +365,8 @@ def _temporal_block_forward(self: TemporalBasicTransformerBlock, hidden_states: 
     attn_output = _video_self_attention(self.attn1, self.norm1(hidden_states), (batch, num_frames, length), "temporal")
     hidden_states = attn_output + hidden_states
     if attn2 is not None:
-        queries = self.norm2(hidden_states)  # unused by a one-key attention: exact zero gradients, as in the processor
-        per_position = attn2.to_out[1](attn2.to_out[0](attn2.to_v(ctx).to(hidden_states.dtype)))  # (B * S, 1, C)
+        per_position = _one_key_attention(attn2, ctx, self.norm2(hidden_states))  # (B * S, 1, C)
         per_position = per_position.view(batch, 1, length, channels) / attn2.rescale_output_factor
-        unused = [t for t in (queries, *attn2.to_q.parameters(), *attn2.to_k.parameters()) if t.requires_grad]
-        if unused and torch.is_grad_enabled():
-            per_position = _ZeroGrads.apply(per_position, *unused)
         hidden_states = (hidden_states.view(batch, num_frames, length, channels) + per_position).view(bt, length,
                                                                                                       channels)
     ff_output = self.ff(self.norm3(hidden_states))

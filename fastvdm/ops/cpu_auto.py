@@ -20,6 +20,7 @@ it is cheap (dtype and size tests) and traceable by ``torch.compile``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional
 
 import torch
@@ -29,9 +30,9 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # ---------------------------------------------------------------------------------------------- the rules
 def _video_attention(q, k, v, axis, scale) -> Optional[str]:
-    # cpu: 1.8-2.2x faster than the best of SDPA flash, SDPA math and torch.compile (permute + SDPA) on spatial
-    # S = 256 and 1024, forward and forward+backward; temporal T = 16 level to 1.45x (forward+backward ahead);
-    # faster than the reference everywhere (bench_attention.py; RESULTS "cpu attention on GEMM micro-kernels").
+    # cpu: level with SDPA flash on spatial S = 256 and 1024 on a quiet machine (0.98-1.07x, forward and
+    # forward+backward; the 1.8-2.2x measured under load did not hold: RESULTS "Attention re-measured on a quiet
+    # machine"), ahead of SDPA math and torch.compile; temporal T = 16 level to 1.45x (forward+backward ahead).
     # The tiny model's shapes (S = 64 or T = 8, 2 heads, D = 32), re-measured 2026-11-30 with --tiny
     # --repeats 15: cpu 1.05-1.66x the best peer at 1 thread; at 2 threads 7-27x on the loaded machine (no OpenMP
     # region below 32 MFLOP, while the peers' regions wait for the second core) but spatial 0.73x fwd / 0.93x
@@ -49,7 +50,7 @@ def _group_norm(x, num_groups, *rest) -> Optional[str]:
     # (RESULTS "group_norm on short rows", 2026-11-30).
     if x.dtype not in _KERNEL_DTYPES:
         return None
-    return "torch" if x.dim() > 2 and x[0, 0].numel() < 32 else "cpu"
+    return "torch" if x.dim() > 2 and math.prod(x.shape[2:]) < 32 else "cpu"
 
 
 def _loss(pred, *rest) -> Optional[str]:
