@@ -132,21 +132,26 @@ def test_cpu_attention_blocking_edges(case):
             assert_grad_close(dqkv[:, :, :, i], ref_grads[i], grad_out, tol, f"cpu {dtype} d{name}")
 
 
-def test_cpu_attention_results_do_not_depend_on_threads():
-    """The work split (query blocks, key chunks) depends on the shape only: 1 and 2 threads agree bit for bit."""
+@pytest.mark.parametrize("shape, axis", [((1, 3, 300, 2, 32), "joint"), ((1, 8, 64, 2, 32), "spatial"),
+                                         ((1, 5, 21, 3, 24), "temporal")])
+def test_cpu_attention_results_do_not_depend_on_threads(shape, axis):
+    """The work split (query blocks, key chunks) depends on the shape only: 1 and 2 threads agree bit for bit
+    (a long joint sequence split into key chunks; the tiny model's spatial call, ~8 MFLOP, parallel since the
+    threshold is 2 MFLOP; a short temporal call under the threshold)."""
     if "cpu" not in BACKENDS:
         pytest.skip("the cpu backend is not built")
     gen = torch.Generator().manual_seed(3)
-    qkv = torch.randn(1, 3, 300, 3, 2, 32, generator=gen).requires_grad_()
+    B, T, S, H, D = shape
+    qkv = torch.randn(B, T, S, 3, H, D, generator=gen).requires_grad_()
     q, k, v = qkv.unbind(3)
-    grad_out = torch.randn(1, 3, 300, 2, 32, generator=gen)
+    grad_out = torch.randn(*shape, generator=gen)
     results = []
     threads = torch.get_num_threads()
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
             with ops.use_backend("cpu"):
-                out = ops.video_attention(q, k, v, "joint")
+                out = ops.video_attention(q, k, v, axis)
             results.append((out, *torch.autograd.grad(out, qkv, grad_out)))
     finally:
         torch.set_num_threads(threads)

@@ -51,9 +51,9 @@ constexpr int64_t kKeyChunk = 512;  // backward: keys per chunk when a sequence 
 constexpr int64_t kPrefetchMaxLen = 64;  // sequences up to this length prefetch the rows of the sequence
 constexpr int64_t kPrefetchAhead = 2;    // this many ahead
 
-// Calls with fewer FLOPs than this run on the calling thread: an OpenMP region costs more than the work (on a
-// loaded machine a region can wait a scheduler tick, milliseconds, for its second thread). ~0.5-1 ms on one core.
-constexpr double kParallelMinFlops = 32e6;
+// Calls with fewer FLOPs than this run on the calling thread: below it an OpenMP region (a few microseconds when
+// the other cores are idle) costs more than it saves. ~20-40 us of work on one core.
+constexpr double kParallelMinFlops = 2e6;
 
 constexpr double kLog2e = 1.4426950408889634;
 
