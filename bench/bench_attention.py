@@ -77,6 +77,10 @@ CPU_SHAPES = [
     ("temporal", 1, 8, 64, 2, 32),
 ]
 LARGE_CPU_SHAPES = [("spatial", 1, 1, 4096, 8, 64)]  # with --large
+# Stable Video Diffusion's self-attentions for a 4-frame clip of 16x16 latents (heads of 64 channels at widths
+# 320/640/1280/1280: 5/10/20/20 heads; latents 16x16 .. 2x2): with --svd
+SVD_CPU_SHAPES = [(axis, 1, 4, s, h, 64) for axis in ("spatial", "temporal")
+                  for s, h in ((256, 5), (64, 10), (16, 20), (4, 20))]
 ORACLES = ("reference", "sdpa-math")  # fp32 compute (reference) or plain matmuls (math): the accuracy check
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -305,6 +309,9 @@ def main(argv=None):
     parser.add_argument("--small", action="store_true", help="the older CPU-sized table (per-method medians)")
     parser.add_argument("--tiny", action="store_true",
                         help="the tiny preset's shapes (B=1, T=8, S=64, 2 heads, D=32) instead")
+    parser.add_argument("--svd", action="store_true",
+                        help="CPU: Stable Video Diffusion's self-attention shapes (4 frames, 16x16 .. 2x2 latents, "
+                             "5-20 heads of 64) instead")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--axis", choices=["spatial", "temporal"], action="append", help="default: both")
     parser.add_argument("--method", action="append", help="only these methods (repeatable), e.g. triton")
@@ -318,7 +325,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     if device == "cpu" and not args.small:
-        shapes = CPU_SHAPES + (LARGE_CPU_SHAPES if args.large else [])
+        shapes = SVD_CPU_SHAPES if args.svd else CPU_SHAPES + (LARGE_CPU_SHAPES if args.large else [])
         if args.tiny:
             shapes = [s for s in shapes if s[4:] == (TINY_HEADS, TINY_HEAD_DIM)]
         if args.axis:

@@ -29,6 +29,30 @@ def test_auto_follows_the_rules_on_cpu():
 
 
 @pytest.mark.skipif(not HAVE_CPU, reason="the cpu extension is not built")
+def test_large_forward_only_attention_goes_to_sdpa():
+    """Forward-only calls of >= 100 MFLOP take PyTorch's SDPA (faster there); with gradients, or small, the kernel."""
+    q = torch.randn(1, 4, 256, 8, 64)  # spatial: 537 MFLOP forward
+    args = (q, q.clone(), q.clone(), "spatial", None)
+    assert cpu_auto.attention_flops(q.shape, "spatial") == 4.0 * 32 * 256 * 256 * 64
+    with torch.no_grad():
+        assert ops.selected_backend("video_attention", *args) == "reference"  # the "torch" option
+        assert ops.selected_backend("video_attention", *_attention_args()) == "cpu"  # small
+    assert ops.selected_backend("video_attention", *args) == "reference"  # no input needs a gradient
+    qg = q.clone().requires_grad_()
+    assert ops.selected_backend("video_attention", qg, q, q, "spatial", None) == "cpu"
+    with torch.no_grad():
+        assert ops.selected_backend("video_attention", qg, q, q, "spatial", None) == "reference"
+    # temporal / joint sequence counting: B*S*H sequences of T; B*H of T*S
+    assert cpu_auto.attention_flops((2, 16, 512, 8, 64), "temporal") == 4.0 * 2 * 512 * 8 * 16 * 16 * 64
+    assert cpu_auto.attention_flops((2, 3, 5, 4, 8), "joint") == 4.0 * 2 * 4 * 15 * 15 * 8
+    # the result is the reference's (float64 check) on the chosen path
+    with torch.no_grad():
+        out = ops.video_attention(*args[:4])
+    ref = reference.video_attention(q.double(), q.double(), q.double(), "spatial")
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not HAVE_CPU, reason="the cpu extension is not built")
 def test_forcing_bypasses_the_rules(monkeypatch):
     monkeypatch.setitem(cpu_auto._RULES, "video_attention", lambda *a: "torch")
     with ops.use_backend("cpu"):

@@ -30,14 +30,29 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # ---------------------------------------------------------------------------------------------- the rules
 def _video_attention(q, k, v, axis, scale) -> Optional[str]:
-    # cpu: level with SDPA flash on spatial S = 256 and 1024 on a quiet machine (0.98-1.07x, forward and
-    # forward+backward; the 1.8-2.2x measured under load did not hold: RESULTS "Attention re-measured on a quiet
-    # machine"), ahead of SDPA math and torch.compile; temporal T = 16 level to 1.45x (forward+backward ahead).
-    # The tiny model's shapes (S = 64 or T = 8, 2 heads, D = 32), re-measured 2026-11-30 with --tiny
-    # --repeats 15: cpu 1.05-1.66x the best peer at 1 thread; at 2 threads 7-27x on the loaded machine (no OpenMP
-    # region below 32 MFLOP, while the peers' regions wait for the second core) but spatial 0.73x fwd / 0.93x
-    # fwd+bwd against SDPA flash when both cores are idle (RESULTS: open, no rule measured through auto yet).
-    return "cpu" if q.dtype in _KERNEL_DTYPES else None
+    # cpu: with gradients (training), level with or ahead of SDPA flash on every benchmarked shape (0.89-1.17x at
+    # 1 and 2 threads, within this VM's run-to-run noise at S >= 256) and ahead of SDPA math, inductor and the
+    # reference; on the tiny model's shapes and SVD's short sequences (4-16 tokens or 4 frames) ahead of SDPA flash
+    # forward and forward+backward (1.04-1.8x), at 1 and 2 threads since calls open OpenMP regions from 2 MFLOP.
+    # torch: forward-only calls of at least 100 MFLOP (inference at S >= 256 or long temporal batches): SDPA
+    # flash's forward was ahead in 7 of 8 such rows (cpu 0.84-0.98x; 1.02x at S = 256, 1 thread) in session 6
+    # (RESULTS "Session 6: CPU attention on a faster host").
+    if q.dtype not in _KERNEL_DTYPES:
+        return None
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if not needs_grad and attention_flops(q.shape, axis) >= _TORCH_FORWARD_MIN_FLOPS:
+        return "torch"
+    return "cpu"
+
+
+_TORCH_FORWARD_MIN_FLOPS = 1e8
+
+
+def attention_flops(shape, axis: str) -> float:
+    """Forward FLOPs of video_attention on (B, T, S, heads, D) tensors: 4 * sequences * L^2 * D."""
+    B, T, S, H, D = shape
+    seqs, L = {"spatial": (B * T * H, S), "temporal": (B * S * H, T)}.get(axis, (B * H, T * S))
+    return 4.0 * seqs * L * L * D
 
 
 def _group_norm(x, num_groups, *rest) -> Optional[str]:
