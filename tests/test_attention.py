@@ -419,3 +419,19 @@ def test_triton_kernels_compile_for_hopper():
         mma = stats["wgmma"] if name.startswith("flash") else stats["mma"]
         assert mma > 0, f"{name}: no tensor-core MMA in the PTX: {stats}"
         assert stats["vector_loads"] > 0, f"{name}: no 128-bit loads in the PTX: {stats}"
+
+
+def test_cpu_attention_propagates_nan_like_softmax():
+    """A NaN query spoils its own output row only; a NaN key spoils every query of its sequence (the exp's clamp
+    keeps NaN: x86 max/min return their second operand when one is NaN, and the kernel passes x second)."""
+    if "cpu" not in BACKENDS:
+        pytest.skip("the cpu backend is not built")
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 2, 40, 2, 16, generator=gen) for _ in range(3))
+    q[0, 0, 3, 1, 5] = float("nan")
+    k[0, 1, 7, 0, 2] = float("nan")
+    with ops.use_backend("cpu"):
+        out = ops.video_attention(q, k, v, "spatial")
+    nan = torch.isnan(out)
+    assert nan[0, 0, 3, 1].all() and nan[0, 1, :, 0].all()
+    assert int(nan.sum()) == 16 + 40 * 16  # nothing else

@@ -30,6 +30,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
+
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
@@ -113,7 +117,9 @@ int num_threads() {
 namespace avx512 {
 constexpr int W = 16, MR = 12;
 #define FASTVDM_ATTN_W 16
+#define FASTVDM_ATTN_X86_SIMD 512
 #include "cpu/attention_tiles.inc"
+#undef FASTVDM_ATTN_X86_SIMD
 #undef FASTVDM_ATTN_W
 }  // namespace avx512
 #pragma GCC pop_options
@@ -122,7 +128,9 @@ constexpr int W = 16, MR = 12;
 namespace avx2 {
 constexpr int W = 8, MR = 6;
 #define FASTVDM_ATTN_W 8
+#define FASTVDM_ATTN_X86_SIMD 256
 #include "cpu/attention_tiles.inc"
+#undef FASTVDM_ATTN_X86_SIMD
 #undef FASTVDM_ATTN_W
 }  // namespace avx2
 #pragma GCC pop_options
