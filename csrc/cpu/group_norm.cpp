@@ -245,9 +245,22 @@ static bool short_rows(const GroupNormGeometry& g) {
   return g.S < kShortRow && g.stride_s == 1 && g.stride_c == g.S && g.S > 0;
 }
 
-// s1[j] = sum of acc1[j * S + s] over s < S (fp64), s2 likewise, for j < nch: per-channel sums of a span.
+// s1[j] = sum of acc1[j * S + s] over s < S (fp64, in order of s), s2 likewise, for j < nch: per-channel sums
+// of a span. kLanes channels at a time, so that their 2 * kLanes sums are independent chains of adds (one
+// channel at a time was a chain of dependent fp64 adds: 40% of a 4x1280x4x4 forward, `perf annotate`).
 static void channel_totals(const float* acc1, const float* acc2, int64_t nch, int64_t S, double* s1, double* s2) {
-  for (int64_t j = 0; j < nch; ++j) {
+  constexpr int64_t kLanes = 8;
+  int64_t j0 = 0;
+  for (; j0 + kLanes <= nch; j0 += kLanes) {
+    double a1[kLanes] = {}, a2[kLanes] = {};
+    for (int64_t t = 0; t < S; ++t)
+      for (int64_t u = 0; u < kLanes; ++u) {
+        a1[u] += acc1[(j0 + u) * S + t];
+        a2[u] += acc2[(j0 + u) * S + t];
+      }
+    for (int64_t u = 0; u < kLanes; ++u) s1[j0 + u] = a1[u], s2[j0 + u] = a2[u];
+  }
+  for (int64_t j = j0; j < nch; ++j) {
     double a1 = 0.0, a2 = 0.0;
     for (int64_t t = 0; t < S; ++t) {
       a1 += acc1[j * S + t];
