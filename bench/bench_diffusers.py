@@ -18,6 +18,12 @@ Variants, timed in interleaved rounds (each variant once per round, medians; rat
 - ``gn``: ``apply_fastvdm(unet, attention=False)`` (fused GroupNorms; attention stays on torch's SDPA);
 - ``temporal``: ``apply_fastvdm(unet, attention="temporal")`` (spatial attention stays on SDPA);
 all with fastvdm's ``auto`` backends (on CPU: the ``cpu`` OpenMP kernels).
+
+Allocator (``--allocator``): by default the process keeps freed memory (``bench.timing.keep_freed_memory``).
+With glibc's defaults every large buffer (weight gradients, oneDNN's reordered weights and scratch) is mapped
+fresh and page-faulted in on every call, the same for every variant: half of a 1280-channel block's
+forward+backward, +-10% from run to run, which hides the differences being measured. ``--allocator system``
+measures with glibc's defaults.
 fwd+bwd: forward, then the gradients of the block's parameters and floating inputs for a random upstream
 gradient. fp32.
 """
