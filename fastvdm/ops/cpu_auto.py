@@ -30,10 +30,11 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # ---------------------------------------------------------------------------------------------- the rules
 def _video_attention(q, k, v, axis, scale) -> Optional[str]:
-    # cpu: with gradients (training), level with or ahead of SDPA flash on every benchmarked shape (0.89-1.17x at
-    # 1 and 2 threads, within this VM's run-to-run noise at S >= 256) and ahead of SDPA math, inductor and the
-    # reference; on the tiny model's shapes and SVD's short sequences (4-16 tokens or 4 frames) ahead of SDPA flash
-    # forward and forward+backward (1.04-1.8x), at 1 and 2 threads since calls open OpenMP regions from 2 MFLOP.
+    # cpu: with gradients (training), level with the better of SDPA flash and inductor on the large benchmarked
+    # shapes (0.86-1.25x at 1 and 2 threads: ties within this VM's run-to-run noise, where the two peers differ by
+    # up to 18% themselves) and ahead of SDPA math and the reference; on the tiny model's shapes and SVD's short
+    # sequences (4-16 tokens or 4 frames) ahead of SDPA flash forward and forward+backward (1.04-2x), at 1 and 2
+    # threads since calls open OpenMP regions from 2 MFLOP.
     # torch: forward-only calls of at least 100 MFLOP (inference at S >= 256 or long temporal batches): SDPA
     # flash's forward was ahead in 7 of 8 such rows (cpu 0.84-0.98x; 1.02x at S = 256, 1 thread) in session 6
     # (RESULTS "Session 6: CPU attention on a faster host").
