@@ -29,6 +29,21 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 # ---------------------------------------------------------------------------------------------- the rules
+_TORCH_FORWARD_MIN_FLOPS = 1e8  # forward-only attention calls at least this large go to SDPA (the rule below)
+
+
+def attention_flops(shape, axis: str) -> float:
+    """Forward FLOPs of video_attention on (B, T, S, heads, D) tensors: 4 * sequences * L^2 * D."""
+    B, T, S, H, D = shape
+    if axis == "spatial":
+        seqs, L = B * T * H, S
+    elif axis == "temporal":
+        seqs, L = B * S * H, T
+    else:  # joint
+        seqs, L = B * H, T * S
+    return 4.0 * seqs * L * L * D
+
+
 def _video_attention(q, k, v, axis, scale) -> Optional[str]:
     # cpu: with gradients (training), level with the better of SDPA flash and inductor on the large benchmarked
     # shapes (0.86-1.25x at 1 and 2 threads: ties within this VM's run-to-run noise, where the two peers differ by
@@ -44,16 +59,6 @@ def _video_attention(q, k, v, axis, scale) -> Optional[str]:
     if not needs_grad and attention_flops(q.shape, axis) >= _TORCH_FORWARD_MIN_FLOPS:
         return "torch"
     return "cpu"
-
-
-_TORCH_FORWARD_MIN_FLOPS = 1e8
-
-
-def attention_flops(shape, axis: str) -> float:
-    """Forward FLOPs of video_attention on (B, T, S, heads, D) tensors: 4 * sequences * L^2 * D."""
-    B, T, S, H, D = shape
-    seqs, L = {"spatial": (B * T * H, S), "temporal": (B * S * H, T)}.get(axis, (B * H, T * S))
-    return 4.0 * seqs * L * L * D
 
 
 def _group_norm(x, num_groups, *rest) -> Optional[str]:
