@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstring>
 #include <vector>
+#include <type_traits>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
