@@ -52,6 +52,7 @@ namespace {
 constexpr int64_t kQB = 48;         // queries per block (forward and backward)
 constexpr int64_t kKB = 256;        // keys per block of the online softmax / backward tile (a multiple of W)
 constexpr int64_t kKeyChunk = 512;  // backward: keys per chunk when a sequence is split (a multiple of kKB)
+constexpr int64_t kShortMax = 64;   // forward: sequences up to this length are one query block (forward_heads)
 
 constexpr int64_t kPrefetchMaxLen = 64;  // sequences up to this length prefetch the rows of the sequence
 constexpr int64_t kPrefetchAhead = 2;    // this many ahead
