@@ -30,7 +30,8 @@ def test_auto_follows_the_rules_on_cpu():
 
 @pytest.mark.skipif(not HAVE_CPU, reason="the cpu extension is not built")
 def test_large_forward_only_attention_goes_to_sdpa():
-    """Forward-only calls of >= 100 MFLOP take PyTorch's SDPA (faster there); with gradients, or small, the kernel."""
+    """Forward-only calls of >= 100 MFLOP over sequences of more than 64 tokens take PyTorch's SDPA; with gradients,
+    small, or over short sequences (temporal), the kernel."""
     q = torch.randn(1, 4, 256, 8, 64)  # spatial: 537 MFLOP forward
     args = (q, q.clone(), q.clone(), "spatial", None)
     assert cpu_auto.attention_flops(q.shape, "spatial") == 4.0 * 32 * 256 * 256 * 64
@@ -44,6 +45,16 @@ def test_large_forward_only_attention_goes_to_sdpa():
         assert ops.selected_backend("video_attention", qg, q, q, "spatial", None) == "reference"
     # temporal / joint sequence counting: B*S*H sequences of T; B*H of T*S
     assert cpu_auto.attention_flops((2, 16, 512, 8, 64), "temporal") == 4.0 * 2 * 512 * 8 * 16 * 16 * 64
+    # a large forward-only temporal call (537 MFLOP over sequences of 16 frames) stays on the kernel
+    t = torch.randn(2, 16, 512, 8, 64)
+    with torch.no_grad():
+        assert ops.selected_backend("video_attention", t, t, t, "temporal", None) == "cpu"
+    # the length bound: 65 tokens go to SDPA when large enough, 64 do not
+    long_ = torch.randn(1, 64, 65, 8, 64)
+    short = torch.randn(1, 64, 64, 8, 64)
+    with torch.no_grad():
+        assert ops.selected_backend("video_attention", long_, long_, long_, "spatial", None) == "reference"
+        assert ops.selected_backend("video_attention", short, short, short, "spatial", None) == "cpu"
     assert cpu_auto.attention_flops((2, 3, 5, 4, 8), "joint") == 4.0 * 2 * 4 * 15 * 15 * 8
     # the result is the reference's (float64 check) on the chosen path
     with torch.no_grad():
