@@ -6,8 +6,8 @@
 
 On the CPU (the default without a GPU) one run times every method on every CPU shape (``CPU_SHAPES``: the
 --small shapes and the tiny preset's own; --large adds spatial S = 4096) in interleaved rounds (``timing.interleaved_medians``),
-measures this machine's fp32 GEMM ceiling (``torch.mm`` 2048^3) in the same run (before and after the shapes,
-the higher of the two), and prints each method's
+measures this machine's fp32 GEMM ceiling (``torch.mm`` 2048^3) in the same run (before every shape and after
+the last; a shape's ceiling is the higher of the two around it), and prints each method's
 GFLOP/s as a fraction of it ("fwd %GEMM", "f+b %GEMM") and its speed against the best PyTorch peer
 ("vs peer": best of sdpa-flash, sdpa-math and compile, time ratio; > 1 = faster than all of them). Methods there:
 ``cpu``, ``reference``, ``sdpa-flash``, ``sdpa-math`` (S <= 1024) and ``compile`` (``torch.compile``, inductor,
@@ -221,7 +221,7 @@ def run_cpu(shapes, dtype, rounds, only=None, compile_=True) -> list[dict]:
     """The CPU table: every method on every shape, interleaved rounds, fractions of the GEMM ceiling."""
     from timing import cpu_limits, interleaved_medians
 
-    gemm_start = cpu_limits()["gemm_gflops"]
+    ceilings = [cpu_limits()["gemm_gflops"]]  # before the first shape, then after every shape
     rows = []
     for axis, B, T, S, heads, head_dim in shapes:
         g = torch.Generator().manual_seed(0)
@@ -279,26 +279,30 @@ def run_cpu(shapes, dtype, rounds, only=None, compile_=True) -> list[dict]:
                 "fwd ms": f"{f_s * 1e3:.3f}", "fwd+bwd ms": f"{b_s * 1e3:.3f}",
                 "fwd GFLOP/s": f"{fwd_flops / f_s / 1e9:.1f}", "_fwd": fwd_flops / f_s / 1e9,
                 "f+b GFLOP/s": f"{3.5 * fwd_flops / b_s / 1e9:.1f}", "_fb": 3.5 * fwd_flops / b_s / 1e9,
+                "_shape": len(ceilings) - 1,
                 "vs peer fwd": f"{best_f / f_s:.2f}x" if best_f else "",
                 "vs peer f+b": f"{best_b / b_s:.2f}x" if best_b else "",
             })
             rows.append(row)
         del qkv, q, k, v, grad_out, oracle
-    # The ceiling is measured before and after the shapes and the higher figure is used: on a shared VM one
-    # measurement can land in a slow spell (a ceiling below what the kernels themselves reach).
-    gemm_end = cpu_limits()["gemm_gflops"]
-    gemm = max(gemm_start, gemm_end)
-    print(f"# measured fp32 GEMM ceiling (torch.mm 2048^3, {torch.get_num_threads()} threads): {gemm:.1f} GFLOP/s "
-          f"(the higher of {gemm_start:.1f} before and {gemm_end:.1f} after the shapes)")
+        ceilings.append(cpu_limits()["gemm_gflops"])
+    # A shape's GEMM ceiling is the higher of the measurements just before and just after it: this shared VM's
+    # speed drifts by up to 1.5x within a run, so one measurement for the whole run can be far from the speed the
+    # shape ran at (either way), and the higher of two adjacent ones is the harsher reference.
+    print(f"# measured fp32 GEMM ceiling (torch.mm 2048^3, {torch.get_num_threads()} threads), before each shape and "
+          f"after the last: {', '.join(f'{c:.1f}' for c in ceilings)} GFLOP/s (max {max(ceilings):.1f})")
     for row in rows:
         if "_fwd" in row:
+            i = row.pop("_shape")
+            gemm = max(ceilings[i], ceilings[i + 1])
+            row["GEMM GFLOP/s"] = f"{gemm:.0f}"
             row["fwd %GEMM"] = f"{100 * row.pop('_fwd') / gemm:.0f}%"
             row["f+b %GEMM"] = f"{100 * row.pop('_fb') / gemm:.0f}%"
     return rows
 
 
-CPU_COLUMNS = ["axis", "B,T,S,H,D", "method", "fwd ms", "fwd+bwd ms", "fwd GFLOP/s", "fwd %GEMM", "f+b GFLOP/s",
-               "f+b %GEMM", "vs peer fwd", "vs peer f+b", "rel err"]
+CPU_COLUMNS = ["axis", "B,T,S,H,D", "method", "fwd ms", "fwd+bwd ms", "GEMM GFLOP/s", "fwd GFLOP/s", "fwd %GEMM",
+               "f+b GFLOP/s", "f+b %GEMM", "vs peer fwd", "vs peer f+b", "rel err"]
 
 
 COLUMNS = ["axis", "B,T,S", "seqs*heads", "method", "fwd ms", "fwd+bwd ms", "fwd TFLOP/s", "bwd TFLOP/s",
