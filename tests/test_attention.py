@@ -99,7 +99,7 @@ def test_video_attention_matches_reference(backend, case):
 
 
 # Blocking edges of the cpu kernels (csrc/cpu/attention*.{cpp,inc}): micro-kernel tiles of 12 (AVX-512) / 6 (AVX2)
-# rows and 16 / 8-wide vectors, query blocks of 48, key blocks of 256 (online softmax across blocks), key chunks
+# rows and 16 / 8-wide vectors (6 / 3 rows of 4 vectors when the columns are a multiple of 4 vectors), query blocks of 48, key blocks of 256 (online softmax across blocks), key chunks
 # of 512 in the backward when there are fewer than 8 sequences (partial dq summed), head dims padded to the
 # vector width.
 CPU_BLOCKING_CASES = [

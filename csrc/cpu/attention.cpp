@@ -9,10 +9,14 @@
 //     softmax on the tile (vectorized exp2), o += p V (micro-kernel tiles); o and the logsumexp are written out.
 //   backward, per block of queries and key block: s2 = q' K^T and dP = dO V^T (tiles), P and dS on the tile,
 //     dq += dS K, dk += dS^T q', dv += P^T dO (tiles; the transposed operand is read in place).
+// Sequences of up to kShortMax tokens (temporal attention: 4-16 frames) are one query block; an item is then the
+// heads of one position (forward_heads / backward_heads), and fp32 tensors whose D is a multiple of W are read
+// and written where they lie: only the K^T (V^T) panels are built, with the scale folded into K^T.
 // The tile routines are compiled three times (AVX-512, AVX2+FMA, baseline x86-64), picked once at run time.
 //
-// Threads. Items are spread over the OpenMP threads with a static schedule; every item writes disjoint output
-// rows (the forward) or owns its keys' dk/dv and a private partial dq (the backward, when a sequence's keys are
+// Threads. Items are handed to the OpenMP threads one at a time as they free up (a dynamic schedule: on a shared
+// VM a worker thread can start milliseconds late, and a static split then waits for it); every item writes
+// disjoint output rows (the forward) or owns its keys' dk/dv and a private partial dq (the backward, when a sequence's keys are
 // split into chunks because there are fewer sequences than needed to feed the threads: the partial dq are summed
 // in chunk order afterwards). How a sequence is split depends on the shape only, never on the thread count, so
 // results do not depend on the thread count. Every thread's buffers are its own heap allocations.

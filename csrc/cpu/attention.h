@@ -13,11 +13,14 @@
 //   dv = P^T dout,  dS = P * (dout v^T - delta),  dq = scale * dS k,  dk = scale * dS^T q.
 // Arithmetic in fp32 (bf16/fp16 inputs are converted while packing). The kernels pack what a work item reads into
 // fp32 panels (K^T, V^T in groups of one vector width of keys) and rows, and run register-blocked GEMM
-// micro-kernels (AVX-512: 12 x 32 tiles, AVX2+FMA: 6 x 16, baseline x86-64: 4 x 16; chosen once at run time) for
-// q k^T, P v and, in the backward, dout v^T, dS k, dS^T q, P^T dout, with an online softmax (vectorized exp2) on
-// each 48-query x 256-key tile. Work items are (sequence, query blocks) in the forward and (sequence, key chunk)
-// in the backward; how a sequence is split depends on the shape only, so results do not depend on the thread
-// count. Any head dim D (padded to the vector width inside the buffers), any sequence length.
+// micro-kernels (AVX-512: 12 x 32 or 6 x 64 tiles, AVX2+FMA: 6 x 16 or 3 x 32, baseline x86-64: 4 x 16 or
+// 2 x 32; chosen once at run time) for q k^T, P v and, in the backward, dout v^T, dS k, dS^T q, P^T dout, with an
+// online softmax (vectorized exp2) on each 48-query x 256-key tile. Work items are (sequence, query blocks) in
+// the forward and (sequence, key chunk) in the backward, handed out dynamically; sequences of up to 64 tokens
+// (temporal attention) are one query block, worked a position's heads at a time, and in fp32 with D a multiple
+// of the vector width read and written in place (no packing but the K^T / V^T panels). How a sequence is split
+// depends on the shape only, so results do not depend on the thread count. Any head dim D (padded to the vector
+// width inside the buffers), any sequence length.
 #pragma once
 
 #include <cstdint>
