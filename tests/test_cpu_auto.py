@@ -29,37 +29,20 @@ def test_auto_follows_the_rules_on_cpu():
 
 
 @pytest.mark.skipif(not HAVE_CPU, reason="the cpu extension is not built")
-def test_large_forward_only_attention_goes_to_sdpa():
-    """Forward-only calls of >= 100 MFLOP over sequences of more than 64 tokens take PyTorch's SDPA; with gradients,
-    small, or over short sequences (temporal), the kernel."""
-    q = torch.randn(1, 4, 256, 8, 64)  # spatial: 537 MFLOP forward
-    args = (q, q.clone(), q.clone(), "spatial", None)
-    assert cpu_auto.attention_flops(q.shape, "spatial") == 4.0 * 32 * 256 * 256 * 64
-    with torch.no_grad():
-        assert ops.selected_backend("video_attention", *args) == "reference"  # the "torch" option
-        assert ops.selected_backend("video_attention", *_attention_args()) == "cpu"  # small
-    assert ops.selected_backend("video_attention", *args) == "reference"  # no input needs a gradient
-    qg = q.clone().requires_grad_()
-    assert ops.selected_backend("video_attention", qg, q, q, "spatial", None) == "cpu"
-    with torch.no_grad():
-        assert ops.selected_backend("video_attention", qg, q, q, "spatial", None) == "reference"
-    # temporal / joint sequence counting: B*S*H sequences of T; B*H of T*S
-    assert cpu_auto.attention_flops((2, 16, 512, 8, 64), "temporal") == 4.0 * 2 * 512 * 8 * 16 * 16 * 64
-    # a large forward-only temporal call (537 MFLOP over sequences of 16 frames) stays on the kernel
-    t = torch.randn(2, 16, 512, 8, 64)
-    with torch.no_grad():
-        assert ops.selected_backend("video_attention", t, t, t, "temporal", None) == "cpu"
-    # the length bound: 65 tokens go to SDPA when large enough, 64 do not
-    long_ = torch.randn(1, 64, 65, 8, 64)
-    short = torch.randn(1, 64, 64, 8, 64)
-    with torch.no_grad():
-        assert ops.selected_backend("video_attention", long_, long_, long_, "spatial", None) == "reference"
-        assert ops.selected_backend("video_attention", short, short, short, "spatial", None) == "cpu"
-    assert cpu_auto.attention_flops((2, 3, 5, 4, 8), "joint") == 4.0 * 2 * 4 * 15 * 15 * 8
+def test_large_attention_stays_on_the_kernel():
+    """Forward-only and training calls, spatial and temporal, large and small: the kernel (session 7 measured it
+    ahead of or level with SDPA flash and inductor on every benchmarked shape)."""
+    spatial = torch.randn(1, 4, 256, 8, 64)  # 537 MFLOP forward
+    temporal = torch.randn(2, 16, 512, 8, 64)  # 537 MFLOP forward, sequences of 16 frames
+    for x, axis in ((spatial, "spatial"), (temporal, "temporal")):
+        with torch.no_grad():
+            assert ops.selected_backend("video_attention", x, x, x, axis, None) == "cpu"
+        xg = x.clone().requires_grad_()
+        assert ops.selected_backend("video_attention", xg, x, x, axis, None) == "cpu"
     # the result is the reference's (float64 check) on the chosen path
     with torch.no_grad():
-        out = ops.video_attention(*args[:4])
-    ref = reference.video_attention(q.double(), q.double(), q.double(), "spatial")
+        out = ops.video_attention(spatial, spatial, spatial, "spatial")
+    ref = reference.video_attention(spatial.double(), spatial.double(), spatial.double(), "spatial")
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
 
 

@@ -29,42 +29,11 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 # ---------------------------------------------------------------------------------------------- the rules
-_TORCH_FORWARD_MIN_FLOPS = 1e8  # forward-only attention calls at least this large ...
-_TORCH_FORWARD_MIN_LENGTH = 65  # ... over sequences at least this long go to SDPA (the rule below)
-
-
-def attention_sequences(shape, axis: str) -> tuple[int, int]:
-    """(number of sequences, their length L) of video_attention on (B, T, S, heads, D) tensors."""
-    B, T, S, H, D = shape
-    if axis == "spatial":
-        return B * T * H, S
-    if axis == "temporal":
-        return B * S * H, T
-    return B * H, T * S  # joint
-
-
-def attention_flops(shape, axis: str) -> float:
-    """Forward FLOPs of video_attention on (B, T, S, heads, D) tensors: 4 * sequences * L^2 * D."""
-    seqs, L = attention_sequences(shape, axis)
-    return 4.0 * seqs * L * L * shape[4]
-
-
 def _video_attention(q, k, v, axis, scale) -> Optional[str]:
-    # cpu: ahead of or level with the better of SDPA flash and inductor on every benchmarked shape with gradients
-    # (training), at 1 and 2 threads (session 7: 1.05-2.2x; S = 1024 0.96-1.07x, ties on this VM); forward-only
-    # on sequences of up to 64 tokens (temporal attention, the tiny model's and SVD's short sequences), where the
-    # kernel works a position's heads at a time in place: 1.1-2.3x.
-    # torch: forward-only calls of at least 100 MFLOP over sequences longer than 64 tokens (inference at S >= 256):
-    # level there (0.98-1.14x at S = 256 / 1024 with 8 heads), but SDPA flash is ahead on SVD's 5-head S = 256
-    # (cpu 0.89x at 1 thread, 0.99x at 2) (RESULTS "Session 7: CPU attention").
-    if q.dtype not in _KERNEL_DTYPES:
-        return None
-    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    if not needs_grad:
-        seqs, L = attention_sequences(q.shape, axis)
-        if L >= _TORCH_FORWARD_MIN_LENGTH and 4.0 * seqs * L * L * q.shape[4] >= _TORCH_FORWARD_MIN_FLOPS:
-            return "torch"
-    return "cpu"
+    # cpu: ahead of or level with the best of SDPA flash, SDPA math and inductor on every benchmarked shape,
+    # forward and forward+backward, at 1 and 2 threads (session 7: 0.98-2.4x; RESULTS "Session 7: CPU
+    # attention"). Session 6's rule sending forward-only calls of >= 100 MFLOP to SDPA flash (ahead then) is gone.
+    return "cpu" if q.dtype in _KERNEL_DTYPES else None
 
 
 def _group_norm(x, num_groups, *rest) -> Optional[str]:
