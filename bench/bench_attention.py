@@ -350,8 +350,8 @@ def main(argv=None):
         if args.axis:
             shapes = [s for s in shapes if s[0] in args.axis]
         rows = run_cpu(shapes, dtype, args.repeats, args.method, not args.no_compile)
-        print(f"# video_attention on {machine_name()}, {dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-              f"; {allocator}")
+        print(f"# video_attention on {machine_name()}, {dtype}, {torch.get_num_threads()} threads, "
+              f"torch {torch.__version__}; {allocator}")
         print(markdown(rows, CPU_COLUMNS) if args.markdown else format_table(rows, CPU_COLUMNS))
         return rows
     shapes = SMALL_SHAPES if (args.small or device == "cpu") else GPU_SHAPES

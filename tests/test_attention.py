@@ -99,9 +99,9 @@ def test_video_attention_matches_reference(backend, case):
 
 
 # Blocking edges of the cpu kernels (csrc/cpu/attention*.{cpp,inc}): micro-kernel tiles of 12 (AVX-512) / 6 (AVX2)
-# rows and 16 / 8-wide vectors (6 / 3 rows of 4 vectors when the columns are a multiple of 4 vectors), query blocks of 48, key blocks of 256 (online softmax across blocks), key chunks
-# of 512 in the backward when there are fewer than 8 sequences (partial dq summed), head dims padded to the
-# vector width.
+# rows and 16 / 8-wide vectors (6 / 3 rows of 4 vectors when the columns are a multiple of 4 vectors), query
+# blocks of 48, key blocks of 256 (online softmax across blocks), key chunks of 512 in the backward when there are
+# fewer than 8 sequences (partial dq summed), head dims padded to the vector width.
 CPU_BLOCKING_CASES = [
     ("spatial", 1, 1, 257, 1, 80, "fused"),  # one key past a key block; 48-query blocks with a 17-row tail; D = 80
     ("spatial", 1, 2, 97, 2, 128, "scrambled"),  # D = 128, 97 = 8 * 12 + 1 rows

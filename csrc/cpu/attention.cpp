@@ -16,10 +16,11 @@
 //
 // Threads. Items are handed to the OpenMP threads one at a time as they free up (a dynamic schedule: on a shared
 // VM a worker thread can start milliseconds late, and a static split then waits for it); every item writes
-// disjoint output rows (the forward) or owns its keys' dk/dv and a private partial dq (the backward, when a sequence's keys are
-// split into chunks because there are fewer sequences than needed to feed the threads: the partial dq are summed
-// in chunk order afterwards). How a sequence is split depends on the shape only, never on the thread count, so
-// results do not depend on the thread count. Every thread's buffers are its own heap allocations.
+// disjoint output rows (the forward) or owns its keys' dk/dv and a private partial dq (the backward, when a
+// sequence's keys are split into chunks because there are fewer sequences than needed to feed the threads: the
+// partial dq are summed in chunk order afterwards). How a sequence is split depends on the shape only, never on
+// the thread count, so results do not depend on the thread count. Every thread's buffers are its own heap
+// allocations.
 //
 // Floating-point trapping is off for this file only (as in group_norm.cpp), and multiply-adds are contracted
 // to FMAs where the target has them (-std=c++17 turns contraction off).
@@ -56,10 +57,10 @@ namespace {
 constexpr int64_t kQB = 48;         // queries per block (forward and backward)
 constexpr int64_t kKB = 256;        // keys per block of the online softmax / backward tile (a multiple of W)
 constexpr int64_t kKeyChunk = 512;  // backward: keys per chunk when a sequence is split (a multiple of kKB)
-constexpr int64_t kShortMax = 64;   // forward: sequences up to this length are one query block (forward_heads)
+constexpr int64_t kShortMax = 64;   // sequences up to this length: one query block, a position's heads at a time
 
-constexpr int64_t kPrefetchMaxLen = 64;  // sequences up to this length prefetch the rows of the sequence
-constexpr int64_t kPrefetchAhead = 2;    // this many ahead
+constexpr int64_t kPrefetchMaxLen = 64;  // backward: sequences up to this length prefetch the rows of the next
+constexpr int64_t kPrefetchAhead = 2;    // sequences, this many ahead (the packed path: bf16/fp16, odd D)
 
 // Calls with fewer FLOPs than this run on the calling thread: below it an OpenMP region (a few microseconds when
 // the other cores are idle) costs more than it saves. ~20-40 us of work on one core.
