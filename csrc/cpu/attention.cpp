@@ -33,8 +33,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <vector>
 #include <type_traits>
+#include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
@@ -90,6 +90,10 @@ inline int64_t offset(const AttnGeometry& g, int64_t n, int64_t l, const AttnStr
   }
   return b * st.b + t * st.t + s * st.s + h * st.h;
 }
+
+// Element stride between consecutive tokens of a sequence on the spatial (s) and temporal (t) axes; the joint axis
+// has none (its tokens step over s, then t).
+inline int64_t token_stride(const AttnGeometry& g, const AttnStrides& st) { return g.axis == 0 ? st.s : st.t; }
 
 // Calls f(i, element offset of token l0 + i of sequence n) for i < rows, without a division per token.
 template <typename F>
