@@ -109,8 +109,9 @@ CPU_BLOCKING_CASES = [
     ("joint", 1, 3, 400, 1, 32, "padded"),  # L = 1200 with 1 sequence: 3 key chunks, 5 key blocks
     ("temporal", 1, 13, 6, 3, 64, "fused"),  # T = 13: a single partial tile per sequence
     ("spatial", 1, 1, 600, 1, 72, "fused"),  # D = 72 (4.5 AVX-512 vectors), 2 full key blocks + 88
-    # forward of sequences up to 64 tokens, a position's heads at a time: fp32 with D a multiple of the vector
-    # width read and written in place (tokens T * (S + 3) * 3 * H * D apart), else packed per token
+    # sequences up to 64 tokens, a position's heads at a time: fp32 with D a multiple of the vector
+    # width read and written in place, forward and backward (frames (S + 3) * 3 * H * D apart), else packed
+    # per token (forward) or per sequence (backward)
     ("temporal", 1, 19, 5, 3, 64, "padded"),
     ("spatial", 1, 2, 61, 3, 40, "fused"),
 ]
