@@ -426,6 +426,32 @@ def test_triton_kernels_compile_for_hopper():
         assert stats["vector_loads"] > 0, f"{name}: no 128-bit loads in the PTX: {stats}"
 
 
+@pytest.mark.parametrize("S", [40, 300])
+def test_cpu_attention_underflowing_softmax(S):
+    """Scores hundreds of nats apart (scale 12 at D = 32): most probabilities underflow the exp to exactly 0 (its
+    2^n < 2^-126 lanes are zeroed), next to the keys past a sequence's end (S = 300: a partial last key block)
+    and the short-sequence path (S = 40). Output and gradients against the float64 reference."""
+    if "cpu" not in BACKENDS:
+        pytest.skip("the cpu backend is not built")
+    gen = torch.Generator().manual_seed(17)
+    q, k, v = (torch.randn(1, 2, S, 2, 32, dtype=torch.float64, generator=gen) for _ in range(3))
+    grad_out = torch.randn(1, 2, S, 2, 32, dtype=torch.float64, generator=gen)
+    scale = 12.0
+    with torch.no_grad():
+        s = torch.einsum("bthd,bshd->bhts", q[:, 0] * scale, k[:, 0])
+        p = torch.softmax(s, dim=-1)
+    assert (p < 2.0**-150).float().mean() > 0.4, "the scores are not spread enough to underflow"
+    qf, kf, vf = (t.float().requires_grad_() for t in (q, k, v))
+    with ops.use_backend("cpu"):
+        out = ops.video_attention(qf, kf, vf, "spatial", scale)
+    grads = torch.autograd.grad(out, (qf, kf, vf), grad_out.float())
+    ref, ref_grads = _reference_with_grads(qf, kf, vf, "spatial", scale, grad_out)
+    tol = ATTENTION_TOLERANCE[torch.float32]
+    assert_rel_close(out, ref, tol, "output")
+    for g, rg, name in zip(grads, ref_grads, "qkv"):
+        assert_rel_close(g, rg, tol, f"d{name}")
+
+
 def test_cpu_attention_propagates_nan_like_softmax():
     """A NaN query spoils its own output row only; a NaN key spoils every query of its sequence (the exp's clamp
     keeps NaN: x86 max/min return their second operand when one is NaN, and the kernel passes x second)."""
