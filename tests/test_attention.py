@@ -452,6 +452,59 @@ def test_cpu_attention_underflowing_softmax(S):
         assert_rel_close(g, rg, tol, f"d{name}")
 
 
+_ISA_SCRIPT = r"""
+import json, sys
+import torch
+import fastvdm._C_cpu as C
+import fastvdm.ops as ops
+from fastvdm.ops import reference
+errs = {}
+gen = torch.Generator().manual_seed(23)
+# (axis, B, T, S, H, D, dtype): the long path with a partial key block, the short in-place path, the joint axis,
+# an odd head dim (packed short path), bf16
+for axis, B, T, S, H, D, dtype in [("spatial", 1, 2, 300, 2, 64, torch.float32),
+                                   ("temporal", 1, 16, 9, 2, 32, torch.float32),
+                                   ("joint", 1, 3, 37, 1, 40, torch.float32),
+                                   ("spatial", 1, 2, 50, 3, 24, torch.float32),
+                                   ("spatial", 1, 2, 90, 2, 64, torch.bfloat16)]:
+    q, k, v, g = (torch.randn(B, T, S, H, D, dtype=torch.float64, generator=gen) for _ in range(4))
+    x = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+    with ops.use_backend("cpu"):
+        out = ops.video_attention(*x, axis)
+    grads = torch.autograd.grad(out, x, g.to(dtype))
+    r = [t.to(dtype).double().requires_grad_() for t in (q, k, v)]
+    ref = reference.video_attention(*r, axis)
+    ref_grads = torch.autograd.grad(ref, r, g.to(dtype).double())
+    rel = lambda a, b: float((a.detach().double() - b.detach()).norm() / b.detach().norm())
+    errs[f"{axis}-{S}-{D}-{dtype}"] = [rel(out, ref)] + [rel(a, b) for a, b in zip(grads, ref_grads)]
+print("RESULT" + json.dumps({"isa": C.attention_isa(), "errs": errs}))
+"""
+
+
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_cpu_attention_lower_instruction_sets(isa):
+    """The AVX2+FMA and baseline x86-64 builds of the kernels (the ones a CPU without AVX-512 runs), forced with
+    FASTVDM_CPU_ISA in a fresh process: output and gradients against the float64 reference on the long, short,
+    joint, odd-head-dim and bf16 paths."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if "cpu" not in BACKENDS:
+        pytest.skip("the cpu backend is not built")
+    env = dict(os.environ, FASTVDM_CPU_ISA=isa)
+    proc = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    if result["isa"] != isa:
+        pytest.skip(f"this CPU has no {isa}: the kernels ran with {result['isa']}")
+    for case, errs in result["errs"].items():
+        tol = ATTENTION_TOLERANCE[torch.bfloat16 if "bfloat16" in case else torch.float32]
+        for what, err in zip(["output", "dq", "dk", "dv"], errs):
+            assert err <= tol, f"{isa} {case} {what}: relative error {err:.2e} > {tol:.0e}"
+
+
 def test_cpu_attention_propagates_nan_like_softmax():
     """A NaN query spoils its own output row only; a NaN key spoils every query of its sequence (the exp's clamp
     keeps NaN: x86 max/min return their second operand when one is NaN, and the kernel passes x second)."""

@@ -32,6 +32,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -153,24 +155,50 @@ constexpr int W = 8, MR = 4;
 #undef FASTVDM_ATTN_W
 }  // namespace baseline
 
-// The instruction set the kernels run with, chosen once.
+// The instruction set the kernels run with, chosen once: the best this CPU supports, or a lower one named by the
+// environment variable FASTVDM_CPU_ISA (avx512, avx2, baseline; a higher one than the CPU supports is ignored,
+// an unknown one ignored with a line on stderr), which is how the tests run the AVX2 and baseline code on an
+// AVX-512 machine.
 enum class Isa { kBaseline, kAvx2, kAvx512 };
 
 Isa isa() {
   static const Isa chosen = [] {
+    Isa best = Isa::kBaseline;
 #if defined(FASTVDM_ATTN_X86)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
-      return Isa::kAvx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+      best = Isa::kAvx512;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      best = Isa::kAvx2;
 #endif
-    return Isa::kBaseline;
+    const char* want = std::getenv("FASTVDM_CPU_ISA");
+    Isa asked = best;
+    if (want != nullptr && *want != '\0') {
+      if (std::strcmp(want, "avx2") == 0)
+        asked = Isa::kAvx2;
+      else if (std::strcmp(want, "baseline") == 0)
+        asked = Isa::kBaseline;
+      else if (std::strcmp(want, "avx512") != 0)
+        std::fprintf(stderr, "fastvdm: FASTVDM_CPU_ISA=%s is not one of avx512, avx2, baseline; ignored\n", want);
+    }
+    return std::min(asked, best);
   }();
   return chosen;
 }
 
 }  // namespace
+
+const char* attention_isa() {
+  switch (isa()) {
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    default:
+      return "baseline";
+  }
+}
 
 template <typename T>
 void attention_forward(const AttnGeometry& g, const T* q, AttnStrides q_st, const T* k, AttnStrides k_st,

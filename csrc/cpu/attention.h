@@ -38,6 +38,9 @@ struct AttnGeometry {
   int axis;  // 0 spatial, 1 temporal, 2 joint
 };
 
+// The instruction set the kernels run with: "avx512", "avx2" or "baseline" (see FASTVDM_CPU_ISA in attention.cpp).
+const char* attention_isa();
+
 // T is float, bf16 or fp16.
 template <typename T>
 void attention_forward(const AttnGeometry& g, const T* q, AttnStrides q_st, const T* k, AttnStrides k_st,

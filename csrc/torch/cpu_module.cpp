@@ -3,6 +3,8 @@
 // every op stays in its own translation unit.
 #include <Python.h>
 #include <torch/library.h>
+
+#include "cpu/attention.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -23,8 +25,12 @@ TORCH_LIBRARY_FRAGMENT(fastvdm_cpu, m) {
 
 static PyObject* py_openmp_threads(PyObject*, PyObject*) { return PyLong_FromLongLong(openmp_threads()); }
 
+static PyObject* py_attention_isa(PyObject*, PyObject*) { return PyUnicode_FromString(fastvdm::attention_isa()); }
+
 static PyMethodDef methods[] = {
     {"openmp_threads", py_openmp_threads, METH_NOARGS, "OpenMP threads used by the CPU kernels."},
+    {"attention_isa", py_attention_isa, METH_NOARGS,
+     "Instruction set of the CPU attention kernels: avx512, avx2 or baseline (env FASTVDM_CPU_ISA lowers it)."},
     {nullptr, nullptr, 0, nullptr}};
 
 static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C_cpu",
