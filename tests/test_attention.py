@@ -114,6 +114,9 @@ CPU_BLOCKING_CASES = [
     # per token (forward) or per sequence (backward)
     ("temporal", 1, 19, 5, 3, 64, "padded"),
     ("spatial", 1, 2, 61, 3, 40, "fused"),
+    # at least 8 sequences longer than 64 tokens: a whole sequence per backward item (no key chunks)
+    ("spatial", 1, 4, 100, 2, 64, "fused"),  # 100 = 2 * 48 + 4 queries, a 112-key block
+    ("temporal", 1, 80, 3, 3, 32, "scrambled"),  # 9 sequences of 80 frames
 ]
 
 
@@ -138,11 +141,12 @@ def test_cpu_attention_blocking_edges(case):
 
 
 @pytest.mark.parametrize("shape, axis", [((1, 3, 300, 2, 32), "joint"), ((1, 8, 64, 2, 32), "spatial"),
-                                         ((1, 5, 21, 3, 24), "temporal")])
+                                         ((1, 5, 21, 3, 24), "temporal"), ((1, 4, 130, 2, 32), "spatial")])
 def test_cpu_attention_results_do_not_depend_on_threads(shape, axis):
     """The work split (query blocks, key chunks) depends on the shape only: 1 and 2 threads agree bit for bit
     (a long joint sequence split into key chunks; the tiny model's spatial call, ~8 MFLOP, parallel since the
-    threshold is 2 MFLOP; a short temporal call under the threshold)."""
+    threshold is 2 MFLOP; a short temporal call under the threshold; 8 sequences of 130 tokens, a sequence per
+    backward item)."""
     if "cpu" not in BACKENDS:
         pytest.skip("the cpu backend is not built")
     gen = torch.Generator().manual_seed(3)
@@ -434,8 +438,8 @@ def test_cpu_attention_underflowing_softmax(S):
     if "cpu" not in BACKENDS:
         pytest.skip("the cpu backend is not built")
     gen = torch.Generator().manual_seed(17)
-    q, k, v = (torch.randn(1, 2, S, 2, 32, dtype=torch.float64, generator=gen) for _ in range(3))
-    grad_out = torch.randn(1, 2, S, 2, 32, dtype=torch.float64, generator=gen)
+    q, k, v = (torch.randn(1, 4, S, 2, 32, dtype=torch.float64, generator=gen) for _ in range(3))
+    grad_out = torch.randn(1, 4, S, 2, 32, dtype=torch.float64, generator=gen)
     scale = 12.0
     with torch.no_grad():
         s = torch.einsum("bthd,bshd->bhts", q[:, 0] * scale, k[:, 0])
@@ -461,12 +465,13 @@ from fastvdm.ops import reference
 errs = {}
 gen = torch.Generator().manual_seed(23)
 # (axis, B, T, S, H, D, dtype): the long path with a partial key block, the short in-place path, the joint axis,
-# an odd head dim (packed short path), bf16
+# an odd head dim (packed short path), bf16, 8 long sequences (a sequence per backward item)
 for axis, B, T, S, H, D, dtype in [("spatial", 1, 2, 300, 2, 64, torch.float32),
                                    ("temporal", 1, 16, 9, 2, 32, torch.float32),
                                    ("joint", 1, 3, 37, 1, 40, torch.float32),
                                    ("spatial", 1, 2, 50, 3, 24, torch.float32),
-                                   ("spatial", 1, 2, 90, 2, 64, torch.bfloat16)]:
+                                   ("spatial", 1, 2, 90, 2, 64, torch.bfloat16),
+                                   ("spatial", 1, 4, 100, 2, 32, torch.float32)]:
     q, k, v, g = (torch.randn(B, T, S, H, D, dtype=torch.float64, generator=gen) for _ in range(4))
     x = [t.to(dtype).requires_grad_() for t in (q, k, v)]
     with ops.use_backend("cpu"):
