@@ -72,26 +72,23 @@ int main(int argc, char** argv) {
   const int64_t L = axis == 0 ? S : T, sequences = axis == 0 ? B * T * H : B * S * H;
   const double fwd_flops = 4.0 * sequences * L * L * D;
 
+  // One version's forward (and backward) on the shared buffers; `ns` is va or vb.
+#define FASTVDM_AB_RUN(ns)                                                                                         \
+  {                                                                                                               \
+    using namespace ns::fastvdm;                                                                                  \
+    const AttnGeometry g{B, T, S, H, D, axis};                                                                    \
+    const AttnStrides fused{T * S * 3 * H * D, S * 3 * H * D, 3 * H * D, D},                                      \
+        plain{T * S * H * D, S * H * D, H * D, D}, lse_st{T * S * H, S * H, H, 1};                                \
+    attention_forward<float>(g, q, fused, k, fused, v, fused, out.data(), plain, lse.data(), lse_st, scale);      \
+    if (backward)                                                                                                 \
+      attention_backward<float>(g, q, fused, k, fused, v, fused, out.data(), plain, dout.data(), plain,           \
+                                lse.data(), lse_st, dq, fused, dk, fused, dv, fused, scale);                      \
+  }
   auto run = [&](int version, bool backward) {
-    if (version == 0) {
-      using namespace va::fastvdm;
-      const AttnGeometry g{B, T, S, H, D, axis};
-      const AttnStrides fused{T * S * 3 * H * D, S * 3 * H * D, 3 * H * D, D}, plain{T * S * H * D, S * H * D, H * D, D},
-          lse_st{T * S * H, S * H, H, 1};
-      attention_forward<float>(g, q, fused, k, fused, v, fused, out.data(), plain, lse.data(), lse_st, scale);
-      if (backward)
-        attention_backward<float>(g, q, fused, k, fused, v, fused, out.data(), plain, dout.data(), plain, lse.data(),
-                                  lse_st, dq, fused, dk, fused, dv, fused, scale);
-    } else {
-      using namespace vb::fastvdm;
-      const AttnGeometry g{B, T, S, H, D, axis};
-      const AttnStrides fused{T * S * 3 * H * D, S * 3 * H * D, 3 * H * D, D}, plain{T * S * H * D, S * H * D, H * D, D},
-          lse_st{T * S * H, S * H, H, 1};
-      attention_forward<float>(g, q, fused, k, fused, v, fused, out.data(), plain, lse.data(), lse_st, scale);
-      if (backward)
-        attention_backward<float>(g, q, fused, k, fused, v, fused, out.data(), plain, dout.data(), plain, lse.data(),
-                                  lse_st, dq, fused, dk, fused, dv, fused, scale);
-    }
+    if (version == 0)
+      FASTVDM_AB_RUN(va)
+    else
+      FASTVDM_AB_RUN(vb)
   };
   for (int version = 0; version < 2; ++version) run(version, true);  // warm-up
 
