@@ -222,7 +222,7 @@ def run(shapes, dtype, device, repeats, only=None, heads=HEADS, head_dim=HEAD_DI
 
 def run_cpu(shapes, dtype, rounds, only=None, compile_=True) -> list[dict]:
     """The CPU table: every method on every shape, interleaved rounds, fractions of the GEMM ceiling."""
-    from timing import cpu_limits, interleaved_medians
+    from timing import cpu_limits, gemm_ceiling_call, interleaved_medians
 
     ceilings = [cpu_limits()["gemm_gflops"]]  # before the first shape, then after every shape
     rows = []
@@ -268,13 +268,12 @@ def run_cpu(shapes, dtype, rounds, only=None, compile_=True) -> list[dict]:
         # The GEMM ceiling is timed inside the same rounds: this shared VM's speed drifts by up to 1.5x within a
         # run (neighbours' load), and a ceiling measured at another moment can be far from the speed the shape ran
         # at, either way. Medians of the same rounds compare like with like.
-        a, b_, c = torch.randn(2048, 2048), torch.randn(2048, 2048), torch.empty(2048, 2048)
-        mm = {GEMM_ENTRY: lambda: torch.mm(a, b_, out=c)}
-        t_fwd = interleaved_medians({**mm, **fwd}, rounds=rounds)
-        t_both = interleaved_medians({**mm, **both}, rounds=rounds)
-        gemm_f = 2 * 2048**3 / t_fwd.pop(GEMM_ENTRY) / 1e9
-        gemm_b = 2 * 2048**3 / t_both.pop(GEMM_ENTRY) / 1e9
-        del a, b_, c
+        gemm, gemm_flops = gemm_ceiling_call()
+        t_fwd = interleaved_medians({GEMM_ENTRY: gemm, **fwd}, rounds=rounds)
+        t_both = interleaved_medians({GEMM_ENTRY: gemm, **both}, rounds=rounds)
+        gemm_f = gemm_flops / t_fwd.pop(GEMM_ENTRY) / 1e9
+        gemm_b = gemm_flops / t_both.pop(GEMM_ENTRY) / 1e9
+        del gemm
         peers = [n for n in t_fwd if n.startswith("sdpa") or n == "compile"]
         best_f = min((t_fwd[n] for n in peers), default=None)
         best_b = min((t_both[n] for n in peers if n in t_both), default=None)

@@ -98,22 +98,29 @@ def interleaved_medians(fns: dict, rounds: int = 7, min_seconds: float = 0.02, w
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+def gemm_ceiling_call() -> tuple:
+    """The call that measures the fp32 GEMM ceiling: ``torch.mm`` of two 2048 x 2048 matrices into an existing
+    tensor. Returns (call, FLOPs per call)."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    c = torch.empty(2048, 2048)
+    return (lambda: torch.mm(a, b, out=c)), 2 * 2048**3
+
+
 def cpu_limits(rounds: int = 5) -> dict:
     """This machine's measured limits with the current thread count (medians of ``rounds`` interleaved samples):
     ``gemm_gflops``: fp32 ``torch.mm`` 2048^3 (the compute ceiling for attention); ``copy_gbps``: a 64 MB copy into
     an existing tensor, counting read + write bytes (memory-bound ops; a freshly allocated output also pays
     page faults, which this deliberately excludes); ``exp_gelems``: ``torch.exp`` of 16 M fp32 values into an
     existing tensor, G elements/s (SiLU-bound cases)."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    c = torch.empty(2048, 2048)
+    gemm, gemm_flops = gemm_ceiling_call()
     src, dst = torch.randn(16 * 2**20), torch.empty(16 * 2**20)
     t = interleaved_medians({
-        "gemm": lambda: torch.mm(a, b, out=c),
+        "gemm": gemm,
         "copy": lambda: dst.copy_(src),
         "exp": lambda: torch.exp(src, out=dst),
     }, rounds=rounds, min_seconds=0.05)
     return {
-        "gemm_gflops": 2 * 2048**3 / t["gemm"] / 1e9,
+        "gemm_gflops": gemm_flops / t["gemm"] / 1e9,
         "copy_gbps": 2 * src.numel() * 4 / t["copy"] / 1e9,
         "exp_gelems": src.numel() / t["exp"] / 1e9,
     }
